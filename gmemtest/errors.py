@@ -1,0 +1,54 @@
+"""The error family every failed KVM call raises.
+
+The raw layer forwards whatever it is given; when the kernel refuses, the error says which call,
+which errno and with what arguments, so a failing test reads like the kernel's answer.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+from collections.abc import Mapping
+from typing import Any
+
+
+class GmemtestError(Exception):
+    """A problem the tool reports in one line (bad input, missing tool, failed step)."""
+
+
+class KvmError(OSError):
+    """A KVM or guest_memfd call failed: ``call`` returned ``errno`` for ``arguments``."""
+
+    def __init__(self, call: str, err: int, arguments: Mapping[str, Any] | None = None,
+                 target: str = "", error_offset: int | None = None) -> None:
+        self.call = call
+        self.errno_name = _errno.errorcode.get(err, str(err))
+        self.arguments = dict(arguments or {})
+        self.target = target
+        self.error_offset = error_offset
+        super().__init__(err, self._describe(err))
+
+    def _describe(self, err: int) -> str:
+        args = ", ".join(f"{k}={_fmt(v)}" for k, v in self.arguments.items())
+        where = f" on {self.target}" if self.target else ""
+        text = f"{self.call}({args}){where}: {self.errno_name} ({os.strerror(err)})"
+        if self.error_offset is not None:
+            text += f", error_offset={self.error_offset:#x}"
+        return text
+
+    def __str__(self) -> str:
+        return self.strerror or ""
+
+
+class ConversionError(KvmError):
+    """A memory-attribute conversion failed; ``error_offset`` is where the kernel stopped."""
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return hex(value) if value > 9 or value < 0 else str(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return repr(value)

@@ -1,0 +1,53 @@
+"""Issuing a uAPI ioctl by name and turning a refusal into a :class:`KvmError`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import libc, uapi
+from .errors import KvmError
+
+ffi = uapi.ffi
+
+
+def struct_fields(cdata: Any) -> dict[str, Any]:
+    """The fields of a struct (pointer) as a flat dict; all-zero padding and reserved arrays are
+    left out so an error message shows what the caller set."""
+    out: dict[str, Any] = {}
+    ctype = ffi.typeof(cdata)
+    if ctype.kind == "pointer":
+        ctype = ctype.item
+        cdata = cdata[0]
+    for name, field in ctype.fields:
+        if name == "error_offset":
+            continue
+        value = getattr(cdata, name)
+        if field.type.kind == "array":
+            items = list(value)
+            if all(v == 0 for v in items) and (name.startswith(("pad", "reserved"))):
+                continue
+            out[name] = items
+        elif field.type.kind == "primitive":
+            out[name] = value
+    return out
+
+
+def kvm_ioctl(fd: int, name: str, arg: Any = 0, *, target: str = "",
+              arguments: dict[str, Any] | None = None,
+              error: type[KvmError] = KvmError) -> int:
+    """Issue ioctl ``name`` (from :data:`uapi.IOCTLS`) on ``fd``; raise ``error`` on failure."""
+    ret, err = libc.ioctl(fd, uapi.IOCTLS[name], arg)
+    if ret < 0:
+        if arguments is None:
+            arguments = struct_fields(arg) if isinstance(arg, ffi.CData) else {"arg": arg}
+        offset = _error_offset(arg)
+        raise error(name, err, arguments, target, error_offset=offset)
+    return ret
+
+
+def _error_offset(arg: Any) -> int | None:
+    """The kernel's error_offset out-field, for structs that have one."""
+    if not isinstance(arg, ffi.CData) or ffi.typeof(arg).kind != "pointer":
+        return None
+    names = {name for name, _ in ffi.typeof(arg).item.fields or ()}
+    return arg.error_offset if "error_offset" in names else None

@@ -1,0 +1,38 @@
+"""The few libc calls the harness needs that Python's os module does not offer with raw
+arguments: ioctl with a struct pointer, mmap at an address we choose, madvise, fallocate."""
+
+from __future__ import annotations
+
+from cffi import FFI
+
+ffi = FFI()
+ffi.cdef("""
+int ioctl(int fd, unsigned long request, void *arg);
+void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset);
+int munmap(void *addr, size_t length);
+int madvise(void *addr, size_t length, int advice);
+int fallocate(int fd, int mode, long offset, long len);
+""")
+lib = ffi.dlopen(None)
+
+PROT_NONE = 0
+PROT_READ = 1
+PROT_WRITE = 2
+MAP_SHARED = 0x01
+MAP_PRIVATE = 0x02
+MAP_FIXED = 0x10
+MAP_ANONYMOUS = 0x20
+MAP_NORESERVE = 0x4000
+MAP_FAILED = (1 << 64) - 1
+MADV_DONTNEED = 4
+MADV_HUGEPAGE = 14
+MADV_NOHUGEPAGE = 15
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+
+
+def ioctl(fd: int, request: int, arg: object = 0) -> tuple[int, int]:
+    """ioctl(2) with a cdata pointer or an integer argument; returns (ret, errno)."""
+    ptr = arg if isinstance(arg, ffi.CData) else ffi.cast("void *", arg)
+    ret = lib.ioctl(fd, request, ptr)
+    return ret, (ffi.errno if ret < 0 else 0)
