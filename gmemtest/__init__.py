@@ -2,8 +2,18 @@
 
 from .agent import Agent
 from .errors import ConversionError, GmemtestError, KvmError
-from .exits import (Exit, FailEntry, Hlt, Hypercall, InternalError, Io, MemoryFault, Mmio,
-                    Shutdown, Unknown)
+from .exits import (
+                    Exit,
+                    FailEntry,
+                    Hlt,
+                    Hypercall,
+                    InternalError,
+                    Io,
+                    MemoryFault,
+                    Mmio,
+                    Shutdown,
+                    Unknown,
+)
 from .gmem import GuestMemfd
 from .kvm import Kvm
 from .stats import Stats

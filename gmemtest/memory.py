@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+
 from . import libc
 from .errors import KvmError
 

@@ -27,7 +27,7 @@ struct kvm_userspace_memory_region2 {
     uint64_t pad2[14];
 };
 
-/* 7.2: {size, flags, reserved[6]}. The huge-page work in progress puts a u8 page_order at byte 16. */
+/* 7.2: {size, flags, reserved[6]}. The huge-page WIP puts a u8 page_order at byte 16. */
 struct kvm_create_guest_memfd {
     uint64_t size;
     uint64_t flags;
@@ -274,7 +274,8 @@ KVM_API_VERSION = 12
 
 KVM_X86_DEFAULT_VM = 0
 KVM_X86_SW_PROTECTED_VM = 1
-VM_TYPE_NAMES = {KVM_X86_DEFAULT_VM: "KVM_X86_DEFAULT_VM", KVM_X86_SW_PROTECTED_VM: "KVM_X86_SW_PROTECTED_VM"}
+VM_TYPE_NAMES = {KVM_X86_DEFAULT_VM: "KVM_X86_DEFAULT_VM",
+                 KVM_X86_SW_PROTECTED_VM: "KVM_X86_SW_PROTECTED_VM"}
 
 KVM_MEM_LOG_DIRTY_PAGES = 1 << 0
 KVM_MEM_READONLY = 1 << 1

@@ -1,0 +1,124 @@
+"""Fetching Debian packages (kernel source, uapi headers) without touching the system's apt.
+
+apt-get runs with a private sources list, state directory and cache under gmemtest's cache dir.
+The mirror is the one the system's apt sources already use; only the suites differ.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from .cache import cache_dir, locked
+from .errors import GmemtestError
+
+KERNEL_SUITES = ("unstable", "forky", "trixie-backports")
+KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+
+
+def system_mirror(etc: Path = Path("/etc/apt")) -> str:
+    """The Debian archive URI configured in the system's apt sources (deb822 or one-line)."""
+    files = [etc / "sources.list", *sorted((etc / "sources.list.d").glob("*.list")),
+             *sorted((etc / "sources.list.d").glob("*.sources"))]
+    for f in files:
+        try:
+            text = f.read_text()
+        except OSError:
+            continue
+        uris = re.findall(r"^\s*URIs:\s*(\S+)", text, re.M)
+        uris += re.findall(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)", text, re.M)
+        for uri in uris:
+            if re.search(r"/debian/?$", uri) and "security" not in uri:
+                return uri.rstrip("/")
+    raise GmemtestError("no Debian mirror in /etc/apt sources: add one, or pass --src DIR "
+                        "with a kernel tree")
+
+
+class PrivateApt:
+    """apt-get/apt-cache over ``suites`` of the system mirror, with state in the cache dir."""
+
+    def __init__(self, suites: tuple[str, ...] = KERNEL_SUITES) -> None:
+        if shutil.which("apt-get") is None:
+            raise GmemtestError("apt-get not found: fetching Debian packages needs a Debian host "
+                                "(or pass --src DIR with a kernel tree)")
+        self.root = cache_dir("apt", "+".join(suites))
+        for d in ("lists/partial", "archives/partial"):
+            (self.root / d).mkdir(parents=True, exist_ok=True)
+        mirror = system_mirror()
+        signed = f"[signed-by={KEYRING}] " if Path(KEYRING).exists() else ""
+        self.sources = self.root / "sources.list"
+        self.sources.write_text("".join(f"deb {signed}{mirror} {s} main\n" for s in suites))
+        self.options = ["-o", f"Dir::Etc::SourceList={self.sources}",
+                        "-o", "Dir::Etc::SourceParts=/dev/null",
+                        "-o", f"Dir::State::Lists={self.root / 'lists'}",
+                        "-o", f"Dir::Cache={self.root}",
+                        "-o", "APT::Sandbox::User=root", "-q"]
+        self._updated = False
+
+    def _run(self, tool: str, *args: str, cwd: Path | None = None) -> str:
+        proc = subprocess.run([tool, *self.options, *args], capture_output=True, text=True,
+                              cwd=cwd)
+        if proc.returncode:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise GmemtestError(f"{tool} {args[0]} failed: {last}")
+        return proc.stdout
+
+    def update(self) -> None:
+        if not self._updated:
+            self._run("apt-get", "update")
+            self._updated = True
+
+    def newest(self, package: str, prefix: str = "") -> str:
+        """The newest version of ``package`` in the suites (starting with ``prefix``)."""
+        self.update()
+        versions = [line.split("|")[1].strip() for line in
+                    self._run("apt-cache", "madison", package).splitlines() if "|" in line]
+        versions = [v for v in versions if v.startswith(prefix)]
+        if not versions:
+            raise GmemtestError(f"{package} {prefix}* is not in {' '.join(KERNEL_SUITES)} of "
+                                f"the system mirror")
+        versions.sort(key=_version_key)
+        return versions[-1]
+
+    def download(self, package: str, dest: Path, version: str | None = None) -> Path:
+        """apt-get download ``package`` (newest version by default) into ``dest``."""
+        version = version or self.newest(package)
+        dest.mkdir(parents=True, exist_ok=True)
+        self._run("apt-get", "download", f"{package}={version}", cwd=dest)
+        found = sorted(dest.glob(f"{package}_{version.replace(':', '%3a')}_*.deb"))
+        if not found:
+            raise GmemtestError(f"apt-get download {package}={version} produced no .deb")
+        return found[0]
+
+
+def _version_key(version: str) -> list[object]:
+    """Good enough Debian version ordering for kernel package versions (7.2.13-1 etc.)."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"[.\-+~]", version)]
+
+
+def extract(deb: Path, dest: Path) -> Path:
+    """dpkg-deb -x the package into ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], capture_output=True,
+                          text=True)
+    if proc.returncode:
+        raise GmemtestError(f"dpkg-deb -x {deb} failed: {proc.stderr.strip()}")
+    return dest
+
+
+def linux_libc_dev(version_prefix: str = "7.2", suites: tuple[str, ...] = ("unstable",)) -> Path:
+    """Debian's linux-libc-dev ``version_prefix``.x extracted into the cache; returns its
+    usr/include (an installed-headers dir)."""
+    root = cache_dir("debs")
+    with locked(root / ".lock"):
+        done = sorted(root.glob(f"linux-libc-dev_{version_prefix}*/usr/include/linux/kvm.h"))
+        if done:
+            return done[-1].parent.parent
+        apt = PrivateApt(suites)
+        version = apt.newest("linux-libc-dev", version_prefix)
+        deb = apt.download("linux-libc-dev", root / "downloads", version)
+        out = extract(deb, root / f"linux-libc-dev_{version}")
+        deb.unlink()
+        return out / "usr/include"

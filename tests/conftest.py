@@ -1,0 +1,75 @@
+"""Fixtures and capability gating shared by the host and in-guest suites.
+
+A test states what it needs with ``@pytest.mark.needs(...)``: capability names from
+:mod:`gmemtest.uapi` (checked on /dev/kvm, or on a VM of the test's type for VM-scoped caps),
+``"vm_type:KVM_X86_SW_PROTECTED_VM"``, or ``"conversion"`` (the series' gmem ioctl). When the
+running kernel lacks one, the test skips naming it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from gmemtest import Kvm, Vm, seriesconf, uapi
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--gmem-attr-cap", default=None,
+                     help=f"number of {seriesconf.CAP_NAME} on the kernel under test")
+    parser.addoption("--kernel-headers", default=None,
+                     help="kernel tree or installed headers of the kernel under test")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs(*caps): capabilities the test needs")
+    if config.getoption("--gmem-attr-cap"):
+        os.environ[seriesconf.ENV_CAP] = config.getoption("--gmem-attr-cap")
+    if config.getoption("--kernel-headers"):
+        os.environ[seriesconf.ENV_HEADERS] = config.getoption("--kernel-headers")
+
+
+def missing(kvm: Kvm, need: str) -> str | None:
+    """Why ``need`` is unavailable on this kernel, or None when it is there."""
+    if need.startswith("vm_type:"):
+        name = need.split(":", 1)[1]
+        vm_type = getattr(uapi, name)
+        if vm_type not in kvm.vm_types():
+            return f"{name} not in KVM_CAP_VM_TYPES"
+        return None
+    if need == "conversion":
+        cap = seriesconf.conversion_cap()
+        if not kvm.check_extension(cap.value) & uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE:
+            return f"{seriesconf.CAP_NAME} ({cap.value}, {cap.source}) reports no PRIVATE"
+        return None
+    if kvm.check_extension(getattr(uapi, need)) <= 0:
+        return f"{need} absent"
+    return None
+
+
+@pytest.fixture(scope="session")
+def kvm_session() -> Iterator[Kvm]:
+    if not os.path.exists("/dev/kvm"):
+        pytest.skip("/dev/kvm absent (no KVM in this kernel)")
+    with Kvm() as kvm:
+        yield kvm
+
+
+@pytest.fixture
+def kvm(kvm_session: Kvm, request: pytest.FixtureRequest) -> Kvm:
+    """/dev/kvm, after skipping the test if it needs something this kernel lacks."""
+    for mark in request.node.iter_markers("needs"):
+        for need in mark.args:
+            reason = missing(kvm_session, need)
+            if reason:
+                pytest.skip(f"needs {need}: {reason}")
+    return kvm_session
+
+
+@pytest.fixture
+def vm(kvm: Kvm) -> Iterator[Vm]:
+    """A default (KVM_X86_DEFAULT_VM) VM, closed after the test."""
+    with kvm.create_vm(uapi.KVM_X86_DEFAULT_VM) as vm:
+        yield vm

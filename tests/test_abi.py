@@ -1,0 +1,81 @@
+"""`gmemtest abi-check` against real 7.2 uapi headers (Debian's linux-libc-dev 7.2.x)."""
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gmemtest import abi, debian
+from gmemtest.cli import main
+
+
+@pytest.fixture(scope="session")
+def headers_72() -> Path:
+    return debian.linux_libc_dev("7.2")
+
+
+def test_abi_matches_7_2_headers(headers_72, capsys):
+    """Every struct size, field offset, ioctl number and constant gmemtest uses matches 7.2;
+    the series-only items are reported absent, not drift."""
+    assert main(["abi-check", "--headers", str(headers_72)]) == 0
+    out = capsys.readouterr().out
+    m = re.search(r"(\d+) items: (\d+) ok, 0 drift, (\d+) absent", out)
+    assert m, out
+    assert int(m.group(2)) > 200
+    assert "struct kvm_memory_attributes2" in out and "KVM_SET_MEMORY_ATTRIBUTES2" in out
+
+
+def test_altered_struct_is_reported(headers_72, tmp_path, capsys):
+    """A header whose struct kvm_memory_attributes grew a field in the middle is drift: the
+    size and the shifted offsets are in the table and the exit status is non-zero."""
+    root = tmp_path / "usr"
+    shutil.copytree(headers_72.parent, root, symlinks=True)
+    kvm_h = root / "include/linux/kvm.h"
+    text = kvm_h.read_text()
+    altered = re.sub(r"(struct kvm_memory_attributes \{\n\t__u64 address;\n)",
+                     r"\1\t__u64 inserted;\n", text)
+    assert altered != text
+    kvm_h.write_text(altered)
+    assert main(["abi-check", "--headers", str(root / "include")]) == 1
+    out = capsys.readouterr().out
+    drift = [line for line in out.splitlines() if line.endswith("drift")]
+    assert any(line.startswith("sizeof(struct kvm_memory_attributes) ") for line in drift), out
+    assert any("kvm_memory_attributes, size)" in line for line in drift)
+    assert not any("kvm_userspace_memory_region2" in line for line in drift)
+
+
+def test_missing_member_is_reported(headers_72, tmp_path):
+    """A field gmemtest uses that the headers do not declare is drift, not a crash."""
+    root = tmp_path / "usr"
+    shutil.copytree(headers_72.parent, root, symlinks=True)
+    kvm_h = root / "include/linux/kvm.h"
+    kvm_h.write_text(kvm_h.read_text().replace("__u64 guest_memfd_offset;", "__u64 gmem_off;"))
+    results = abi.check(abi.include_dirs(root / "include"))
+    bad = [r for r in results if r.status == "drift"]
+    assert [r.name for r in bad] == ["offsetof(struct kvm_userspace_memory_region2, "
+                                     "guest_memfd_offset)"]
+    assert "no member" in bad[0].problem
+
+
+def test_series_cap_read_from_headers(headers_72, tmp_path, monkeypatch):
+    """A tree that defines KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES supplies the number."""
+    from gmemtest import seriesconf
+
+    monkeypatch.delenv(seriesconf.ENV_CAP, raising=False)
+    inc = tmp_path / "include/linux"
+    inc.mkdir(parents=True)
+    (inc / "kvm.h").write_text("#define KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES 261\n")
+    assert seriesconf.conversion_cap(headers=tmp_path) == seriesconf.Resolved(
+        261, str(inc / "kvm.h"))
+    assert seriesconf.conversion_cap(headers=headers_72).value == seriesconf.V8_DEFAULT
+    monkeypatch.setenv(seriesconf.ENV_CAP, "0xf9")
+    assert seriesconf.conversion_cap(headers=tmp_path).value == 249
+    assert seriesconf.conversion_cap(7, headers=tmp_path) == seriesconf.Resolved(7, "option")
+
+
+def test_bad_headers_dir_is_one_line(tmp_path, capsys):
+    """A directory without linux/kvm.h is one error line and exit 2."""
+    assert main(["abi-check", "--headers", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no linux/kvm.h" in err

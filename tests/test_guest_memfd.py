@@ -1,0 +1,116 @@
+"""guest_memfd creation, mmap and hole punching on a default VM (upstream semantics)."""
+
+import itertools
+
+import pytest
+
+from gmemtest import KvmError, uapi
+
+MiB = 1 << 20
+KNOWN_FLAGS = (uapi.GUEST_MEMFD_FLAG_MMAP, uapi.GUEST_MEMFD_FLAG_INIT_SHARED)
+
+
+def supported_flag_sets(vm):
+    """Every combination of the flags KVM_CAP_GUEST_MEMFD_FLAGS reports for this VM."""
+    supported = vm.check_extension(uapi.KVM_CAP_GUEST_MEMFD_FLAGS)
+    bits = [b for b in KNOWN_FLAGS if supported & b]
+    return [sum(c) for n in range(len(bits) + 1) for c in itertools.combinations(bits, n)]
+
+
+@pytest.mark.needs("KVM_CAP_GUEST_MEMFD")
+def test_every_supported_flag_combination_creates(vm):
+    """Each subset of the VM's KVM_CAP_GUEST_MEMFD_FLAGS creates a file of the asked size."""
+    combos = supported_flag_sets(vm)
+    assert 0 in combos and len(combos) >= 2
+    for flags in combos:
+        gmem = vm.create_guest_memfd(2 * MiB, flags)
+        assert gmem.fd >= 0
+        import os
+        assert os.fstat(gmem.fd).st_size == 2 * MiB
+
+
+@pytest.mark.needs("KVM_CAP_GUEST_MEMFD")
+@pytest.mark.parametrize("size, flags, why", [
+    (2 * MiB, 1 << 63, "unknown flag bit 63"),
+    (2 * MiB, 1 << 8, "unknown flag bit 8"),
+    (0, 0, "size 0"),
+    (4096 + 1, 0, "size not page aligned"),
+    (2 * MiB - 512, 0, "size not page aligned"),
+    (-4096 & (2**64 - 1), 0, "negative size as loff_t"),
+])
+def test_invalid_creation_is_einval(vm, size, flags, why):
+    """KVM_CREATE_GUEST_MEMFD rejects unknown flags and sizes that are 0 or unaligned."""
+    with pytest.raises(KvmError) as e:
+        vm.create_guest_memfd(size, flags)
+    assert e.value.errno_name == "EINVAL", why
+    assert e.value.arguments["size"] == size
+
+
+@pytest.mark.needs("KVM_CAP_GUEST_MEMFD")
+def test_unsupported_known_flag_is_einval(vm):
+    """A known flag this VM type does not support (per KVM_CAP_GUEST_MEMFD_FLAGS) is EINVAL."""
+    supported = vm.check_extension(uapi.KVM_CAP_GUEST_MEMFD_FLAGS)
+    unsupported = [f for f in (*KNOWN_FLAGS, uapi.GUEST_MEMFD_FLAG_HUGETLB) if not supported & f]
+    assert unsupported, "every known flag is supported: nothing to reject"
+    for flag in unsupported:
+        with pytest.raises(KvmError) as e:
+            vm.create_guest_memfd(2 * MiB, flag)
+        assert e.value.errno_name == "EINVAL"
+
+
+@pytest.fixture
+def shared_gmem(vm):
+    supported = vm.check_extension(uapi.KVM_CAP_GUEST_MEMFD_FLAGS)
+    want = uapi.GUEST_MEMFD_FLAG_MMAP | uapi.GUEST_MEMFD_FLAG_INIT_SHARED
+    if supported & want != want:
+        pytest.skip("needs GUEST_MEMFD_FLAG_MMAP|INIT_SHARED in KVM_CAP_GUEST_MEMFD_FLAGS")
+    return vm.create_guest_memfd(2 * MiB, want)
+
+
+@pytest.mark.needs("KVM_CAP_GUEST_MEMFD")
+def test_mmap_shared_reads_and_writes_the_file(vm, shared_gmem):
+    """MAP_SHARED of an MMAP|INIT_SHARED file: fresh pages read zero, writes are seen by a
+    second mapping of the same file (one page cache, not a copy)."""
+    with shared_gmem.mmap() as a, shared_gmem.mmap() as b:
+        assert a.read(4096, 16) == bytes(16)
+        a.write(4096, b"guest_memfd")
+        assert b.read(4096, 11) == b"guest_memfd"
+        assert a.probe(2 * MiB - 1) == "ok"
+
+
+@pytest.mark.needs("KVM_CAP_GUEST_MEMFD")
+def test_mmap_private_is_refused(vm, shared_gmem):
+    """guest_memfd refuses MAP_PRIVATE: a COW copy would escape the file's shareability."""
+    with pytest.raises(KvmError) as e:
+        shared_gmem.mmap(shared=False)
+    assert e.value.call == "mmap" and e.value.errno_name == "EINVAL"
+
+
+@pytest.mark.needs("KVM_CAP_GUEST_MEMFD")
+def test_mmap_without_mmap_flag_is_refused(vm):
+    """A file created without GUEST_MEMFD_FLAG_MMAP cannot be mapped at all."""
+    gmem = vm.create_guest_memfd(2 * MiB, 0)
+    with pytest.raises(KvmError) as e:
+        gmem.mmap()
+    assert e.value.call == "mmap"
+
+
+@pytest.mark.needs("KVM_CAP_GUEST_MEMFD")
+def test_punch_hole_zeroes_only_the_range(vm, shared_gmem):
+    """fallocate(PUNCH_HOLE|KEEP_SIZE) frees the pages: they read back zero; neighbours keep
+    their data."""
+    with shared_gmem.mmap() as m:
+        for page in range(4):
+            m.write(page * 4096, bytes([0xA0 + page]) * 4096)
+        shared_gmem.punch_hole(4096, 2 * 4096)
+        assert m.read(0, 4096) == b"\xa0" * 4096
+        assert m.read(4096, 2 * 4096) == bytes(2 * 4096)
+        assert m.read(3 * 4096, 4096) == b"\xa3" * 4096
+
+
+@pytest.mark.needs("KVM_CAP_GUEST_MEMFD")
+def test_punch_hole_unaligned_is_einval(vm, shared_gmem):
+    """Hole punching works on whole pages only."""
+    with pytest.raises(KvmError) as e:
+        shared_gmem.punch_hole(100, 4096)
+    assert e.value.errno_name == "EINVAL"

@@ -1,0 +1,27 @@
+"""The uAPI description against the contract's fixed numbers (no kernel needed)."""
+
+from gmemtest import guest, uapi
+
+
+def test_contract_numbers():
+    """Sizes and ioctl numbers ../shared/gmem-uapi.md states."""
+    ffi = uapi.ffi
+    assert ffi.sizeof("struct kvm_memory_attributes2") == 128
+    assert ffi.sizeof("struct kvm_create_guest_memfd") == 64
+    assert ffi.offsetof("struct kvm_create_guest_memfd", "page_order") == 16
+    assert ffi.sizeof("struct kvm_userspace_memory_region2") == 160
+    assert ffi.sizeof("struct kvm_memory_attributes") == 32
+    assert uapi.KVM_SET_MEMORY_ATTRIBUTES2 == 0xC080AED2
+    assert uapi.KVM_SET_MEMORY_ATTRIBUTES & 0xFFFF == uapi.KVM_SET_MEMORY_ATTRIBUTES2 & 0xFFFF
+    assert ffi.offsetof("struct kvm_memory_attributes2", "error_offset") == 32
+
+
+def test_agent_image_is_reproducible():
+    """The agent assembles to the same bytes every time, and the port it reports on is the
+    one the host driver listens on."""
+    from gmemtest.agent import AGENT_PORT
+
+    source = guest.SOURCE_DIR / "agent.s"
+    first, second = guest.assemble(source), guest.assemble(source)
+    assert first == second == guest.image("agent")
+    assert b"\x66\xba" + AGENT_PORT.to_bytes(2, "little") + b"\xee" in first  # mov dx, PORT; out
