@@ -6,7 +6,9 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from . import seriesconf
 from .errors import GmemtestError, KvmError
@@ -34,6 +36,79 @@ def _cmd_abi_check(args: argparse.Namespace) -> int:
     return 1 if any(r.status == "drift" for r in results) else 0
 
 
+def _limits(args: argparse.Namespace) -> Any:
+    from .qemu import Limits
+
+    return Limits(boot=args.boot_timeout, test=args.test_timeout, total=args.timeout)
+
+
+def _pytest_args(args: argparse.Namespace) -> list[str]:
+    rest = list(args.pytest_args)
+    return rest[1:] if rest[:1] == ["--"] else rest
+
+
+def _cmd_kernel_build(args: argparse.Namespace) -> int:
+    from . import kernel
+
+    fragments = [*args.fragment] or None
+    if args.debug:
+        from .kconfig import DEFAULT_FRAGMENTS
+
+        fragments = [*(fragments or DEFAULT_FRAGMENTS), "debug"]
+    src = Path(args.src) if args.src else None
+    if src is not None and not src.is_dir():
+        raise GmemtestError(f"--src {src}: no such directory")
+    b = kernel.build(src, patches=args.patches, fragments=fragments, jobs=args.jobs)
+    print(kernel.summary(b))
+    return 0
+
+
+def _cmd_vm_run(args: argparse.Namespace) -> int:
+    from . import qemu, report, vmtest
+
+    kimage = Path(args.kernel)
+    results = Path(args.results) if args.results else \
+        vmtest.results_root() / time.strftime("run-%Y%m%d-%H%M%S")
+    env = {seriesconf.ENV_HEADERS: args.headers} if args.headers else {}
+    run = qemu.boot(kimage, _pytest_args(args), results=results, cmdline=args.cmdline,
+                    limits=_limits(args), env=env)
+    outcome = report.evaluate("run", run)
+    print(report.summary([outcome]))
+    if outcome.problem:
+        raise GmemtestError(outcome.problem)
+    return 0 if outcome.ok else 1
+
+
+def _cmd_vm_test(args: argparse.Namespace) -> int:
+    from . import vmtest
+
+    fragments = ["base", "kvm", "mm", "faults", "debug"] if args.debug else None
+    outcomes, text = vmtest.main_job(src=Path(args.src) if args.src else None,
+                                     patches=args.patches, fragments=fragments,
+                                     pytest_args=_pytest_args(args) or None,
+                                     limits=_limits(args))
+    print(text)
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
+def _add_vm_limits(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--boot-timeout", type=float, default=60, metavar="S",
+                   help="seconds from QEMU start to the guest init's banner (default 60)")
+    p.add_argument("--test-timeout", type=float, default=300, metavar="S",
+                   help="seconds per test, enforced in the guest (default 300)")
+    p.add_argument("--timeout", type=float, default=1800, metavar="S",
+                   help="seconds for the whole boot (default 1800)")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER,
+                   help="-- then the arguments for pytest in the guest")
+
+
+def _add_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--src", metavar="DIR",
+                   help="kernel tree to build (default: Debian's linux-source-7.2)")
+    p.add_argument("--patches", action=argparse.BooleanOptionalAction, default=None,
+                   help="apply kpatches/ (default: on for the Debian source, off for --src)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gmemtest", description=__doc__)
     p.add_argument("--gmem-attr-cap", type=lambda s: int(s, 0), default=None,
@@ -54,6 +129,34 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--kernel-src", metavar="DIR", help="a kernel source tree")
     a.add_argument("--all", action="store_true", help="show every item, not only drift")
     a.set_defaults(func=_cmd_abi_check)
+
+    k = sub.add_parser("kernel", help="kernel source and builds")
+    ksub = k.add_subparsers(dest="kernel_command", required=True)
+    kb = ksub.add_parser("build", help="fetch/patch/configure/build bzImage and uapi headers")
+    _add_source(kb)
+    kb.add_argument("--fragment", action="append", default=[], metavar="NAME",
+                    help="kconfigs/NAME.config to merge (repeatable; default base kvm mm faults)")
+    kb.add_argument("--debug", action="store_true", help="add the debug fragment (KASAN, ...)")
+    kb.add_argument("-j", "--jobs", type=int, default=None, help="make -j (default: cores)")
+    kb.set_defaults(func=_cmd_kernel_build)
+
+    v = sub.add_parser("vm", help="boot a kernel under QEMU and run the suite in it")
+    vsub = v.add_subparsers(dest="vm_command", required=True)
+    vr = vsub.add_parser("run", help="one boot: gmemtest vm run --kernel BZIMAGE -- PYTEST_ARGS")
+    vr.add_argument("--kernel", required=True, metavar="PATH", help="bzImage to boot")
+    vr.add_argument("--cmdline", action="append", default=[], metavar="ARG",
+                    help="extra kernel command line argument (repeatable)")
+    vr.add_argument("--headers", metavar="DIR", help="the kernel's installed uapi headers")
+    vr.add_argument("--results", metavar="DIR", help="results directory (default results/run-*)")
+    _add_vm_limits(vr)
+    vr.set_defaults(func=_cmd_vm_run)
+
+    t = sub.add_parser("vm-test", help="the main job: build, boot twice (in-place conversion "
+                       "on and off), run the whole suite, one report")
+    _add_source(t)
+    t.add_argument("--debug", action="store_true", help="add the debug kconfig fragment")
+    _add_vm_limits(t)
+    t.set_defaults(func=_cmd_vm_test)
     return p
 
 

@@ -1,0 +1,134 @@
+"""Kernel configuration: kconfigs/ fragments merged onto tinyconfig, then verified.
+
+merge_config.sh silently drops an option whose dependencies are unmet; :func:`verify` finds every
+requested option missing from the final .config and names what it depends on, with the values
+those dependencies ended up with.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import GmemtestError
+
+KCONFIGS = Path(__file__).resolve().parent.parent / "kconfigs"
+DEFAULT_FRAGMENTS = ("base", "kvm", "mm", "faults")
+OPTIONAL_FRAGMENTS = ("debug",)
+
+
+def fragment_paths(names: list[str] | tuple[str, ...]) -> list[Path]:
+    """kconfigs/NAME.config for each name (a path to a .config file is taken as is)."""
+    paths = []
+    for name in names:
+        p = Path(name) if name.endswith(".config") else KCONFIGS / f"{name}.config"
+        if not p.is_file():
+            known = ", ".join(sorted(f.stem for f in KCONFIGS.glob("*.config")))
+            raise GmemtestError(f"no kconfig fragment {name!r} (known: {known})")
+        paths.append(p)
+    return paths
+
+
+def requested(fragments: list[Path]) -> dict[str, str]:
+    """CONFIG_X -> value asked for by the fragments (later fragments win)."""
+    want: dict[str, str] = {}
+    for f in fragments:
+        for line in f.read_text().splitlines():
+            m = re.match(r"^(CONFIG_\w+)=(.*)$", line.strip())
+            n = re.match(r"^# (CONFIG_\w+) is not set$", line.strip())
+            if m:
+                want[m.group(1)] = m.group(2)
+            elif n:
+                want[n.group(1)] = "n"
+    return want
+
+
+def read_config(path: Path) -> dict[str, str]:
+    """A .config as CONFIG_X -> value ('n' for '# ... is not set')."""
+    return requested([path])
+
+
+@dataclass(frozen=True)
+class Dropped:
+    option: str
+    wanted: str
+    got: str
+    needs: str
+
+
+def _dependencies(src: Path, option: str, config: dict[str, str]) -> str:
+    """The 'depends on' lines of ``option`` and the 'if'/'menu' blocks around it, with the
+    values their symbols have in the final config."""
+    name = option.removeprefix("CONFIG_")
+    found: list[str] = []
+    for kconfig in src.rglob("Kconfig*"):
+        try:
+            lines = kconfig.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        ifs: list[str] = []
+        for i, line in enumerate(lines):
+            s = line.strip()
+            if s.startswith("if "):
+                ifs.append(s[3:])
+            elif s == "endif" and ifs:
+                ifs.pop()
+            elif re.match(rf"^(menu)?config\s+{name}$", s):
+                deps = [f"if {c}" for c in ifs]
+                for nxt in lines[i + 1:]:
+                    t = nxt.strip()
+                    if re.match(r"^(config|menuconfig|menu|endmenu|if|endif|choice|comment)\b", t):
+                        break
+                    if t.startswith("depends on "):
+                        deps.append(t.removeprefix("depends on "))
+                found += deps
+    if not found:
+        return "no Kconfig definition found (renamed or removed in this tree?)"
+
+    def value(m: re.Match[str]) -> str:
+        sym = m.group(0)
+        return f"{sym}={config.get('CONFIG_' + sym, 'n')}" if sym.isupper() else sym
+
+    return "; ".join(re.sub(r"\b[A-Z][A-Z0-9_]+\b", value, d) for d in dict.fromkeys(found))
+
+
+def verify(src: Path, fragments: list[Path], config_path: Path) -> list[Dropped]:
+    """Options the fragments ask for that the final .config does not have."""
+    config = read_config(config_path)
+    dropped = []
+    for option, wanted in requested(fragments).items():
+        got = config.get(option, "n")
+        if got != wanted:
+            dropped.append(Dropped(option, wanted, got, _dependencies(src, option, config)))
+    return dropped
+
+
+def generate(src: Path, build: Path, fragments: list[Path], env: dict[str, str]) -> Path:
+    """tinyconfig + fragments (merge_config.sh) + olddefconfig in ``build``; raises when any
+    requested option was dropped."""
+    def make(*targets: str) -> None:
+        proc = subprocess.run(["make", "-s", "-C", str(src), f"O={build}", *targets],
+                              capture_output=True, text=True, env=env)
+        if proc.returncode:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise GmemtestError(f"make {' '.join(targets)} failed in {src}: {last}")
+
+    make("tinyconfig")
+    merge = subprocess.run([str(src / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(build),
+                            str(build / ".config"), *map(str, fragments)],
+                           capture_output=True, text=True, env=env, cwd=src)
+    if merge.returncode:
+        raise GmemtestError(f"merge_config.sh failed: {merge.stderr.strip()[-300:]}")
+    make("olddefconfig")
+    check(src, fragments, build / ".config")
+    return build / ".config"
+
+
+def check(src: Path, fragments: list[Path], config_path: Path) -> None:
+    dropped = verify(src, fragments, config_path)
+    if dropped:
+        parts = [f"{d.option}={d.wanted} (got {d.got}; needs {d.needs})" for d in dropped]
+        raise GmemtestError(f"kconfig: {len(dropped)} requested option(s) not in the final "
+                            f".config: {' | '.join(parts)}; fix the fragment or its dependencies")

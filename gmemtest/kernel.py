@@ -1,0 +1,235 @@
+"""Getting and building the kernel under test.
+
+Source: the user's tree (``--src``) or Debian's linux-source-7.2 (newest 7.2.x in unstable, forky
+or trixie-backports), extracted once into the cache. The project's kpatches/ series is applied to
+the Debian source by default (a hard-linked copy per series, so the pristine tree stays pristine).
+Builds are out of tree, in a directory keyed by source, patches and configuration, and reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import debian, kconfig
+from .cache import cache_dir, locked
+from .errors import GmemtestError
+from .progress import Progress
+
+KPATCHES = Path(__file__).resolve().parent.parent / "kpatches"
+DEBIAN_PACKAGE = "linux-source-7.2"
+DEBIAN_VERSION_PREFIX = "7.2"
+
+
+@dataclass
+class Source:
+    """A kernel tree and how it was identified."""
+
+    path: Path
+    kind: str  # "debian" or "tree"
+    version: str
+    patches: list[str] = field(default_factory=list)
+    commit: str | None = None
+
+
+@dataclass
+class Build:
+    """What `gmemtest kernel build` produces."""
+
+    dir: Path
+    bzimage: Path
+    headers: Path
+    config: Path
+    manifest: Path
+    source: Source
+    seconds: float
+
+
+def series(patch_dir: Path = KPATCHES) -> list[Path]:
+    """The patches kpatches/series lists, in order (none when the series file is absent)."""
+    listing = patch_dir / "series"
+    if not listing.is_file():
+        return []
+    names = [ln.split("#")[0].strip() for ln in listing.read_text().splitlines()]
+    patches = [patch_dir / n for n in names if n]
+    for p in patches:
+        if not p.is_file():
+            raise GmemtestError(f"kpatches/series names {p.name}, which does not exist")
+    return patches
+
+
+def _digest(*parts: bytes | str) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode() if isinstance(p, str) else p)
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def debian_source(progress: Progress) -> Source:
+    """Newest linux-source-7.2 from the Debian suites, extracted once into the cache."""
+    root = cache_dir("src")
+    with locked(root / ".lock"):
+        progress.phase("fetch", f"newest {DEBIAN_PACKAGE} in {' '.join(debian.KERNEL_SUITES)}")
+        apt = debian.PrivateApt()
+        version = apt.newest(DEBIAN_PACKAGE, DEBIAN_VERSION_PREFIX)
+        tree = root / f"{DEBIAN_PACKAGE}_{version}" / DEBIAN_PACKAGE
+        if not (tree / "Makefile").is_file():
+            progress.phase("fetch", f"apt-get download {DEBIAN_PACKAGE}={version}")
+            deb = apt.download(DEBIAN_PACKAGE, root / "downloads", version)
+            progress.phase("extract", f"{deb.name}")
+            _extract_source(deb, tree.parent)
+            deb.unlink()
+        return Source(tree, "debian", f"{DEBIAN_PACKAGE} {version}")
+
+
+def _extract_source(deb: Path, dest: Path) -> None:
+    """Unpack the tarball inside linux-source-*.deb into ``dest`` (atomically)."""
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    pipeline = (f"dpkg-deb --fsys-tarfile '{deb}' | tar -xO --wildcards './usr/src/*.tar.xz' "
+                f"| tar -xJ -C '{tmp}'")
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", pipeline], capture_output=True,
+                          text=True)
+    if proc.returncode:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise GmemtestError(f"unpacking {deb.name} failed: {proc.stderr.strip()[-300:]}")
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+
+
+def patched(source: Source, patches: list[Path], progress: Progress) -> Source:
+    """A hard-linked copy of ``source`` with ``patches`` applied, cached per series."""
+    if not patches:
+        return source
+    key = _digest(str(source.path), *(p.read_bytes() for p in patches))
+    dest = source.path.parent.parent / f"{source.path.parent.name}+{key}" / source.path.name
+    with locked(cache_dir("src") / ".lock"):
+        if not (dest / ".gmemtest-patched").exists():
+            progress.phase("patch", f"{len(patches)} patches from kpatches/")
+            tmp = dest.with_name(dest.name + ".partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["cp", "-al", str(source.path), str(tmp)], check=True)
+            for p in patches:
+                proc = subprocess.run(["patch", "-p1", "-s", "--no-backup-if-mismatch", "-i",
+                                       str(p)], cwd=tmp, capture_output=True, text=True)
+                if proc.returncode:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    first = (proc.stdout + proc.stderr).strip().splitlines()[:1]
+                    raise GmemtestError(f"kpatches/{p.name} does not apply to "
+                                        f"{source.version}: {' '.join(first)}")
+            (tmp / ".gmemtest-patched").write_text("\n".join(p.name for p in patches) + "\n")
+            shutil.rmtree(dest, ignore_errors=True)
+            tmp.rename(dest)
+    return Source(dest, source.kind, source.version, [p.name for p in patches])
+
+
+def user_source(path: Path) -> Source:
+    """The user's tree as it is (no patches applied to it)."""
+    if not (path / "Makefile").is_file() or not (path / "virt/kvm").is_dir():
+        raise GmemtestError(f"--src {path}: not a Linux source tree (no Makefile or virt/kvm/)")
+    commit = None
+    if (path / ".git").exists():
+        proc = subprocess.run(["git", "-C", str(path), "describe", "--always", "--dirty",
+                               "--abbrev=12"], capture_output=True, text=True)
+        commit = proc.stdout.strip() or None
+    version = subprocess.run(["make", "-s", "-C", str(path), "kernelversion"],
+                             capture_output=True, text=True).stdout.strip()
+    return Source(path.resolve(), "tree", version or "unknown", commit=commit)
+
+
+def _make_env() -> dict[str, str]:
+    env = dict(os.environ)
+    if shutil.which("ccache"):
+        env.setdefault("CCACHE_DIR", str(cache_dir("ccache")))
+    return env
+
+
+def build(src: Path | None = None, *, patches: bool | None = None,
+          fragments: list[str] | None = None, jobs: int | None = None,
+          progress: Progress | None = None) -> Build:
+    """Fetch (or take) the source, patch, configure and build bzImage and the uapi headers."""
+    progress = progress or Progress()
+    t0 = time.monotonic()
+    for tool in ("make", "gcc", "flex", "bison", "bc"):
+        if shutil.which(tool) is None:
+            raise GmemtestError(f"'{tool}' not found: run scripts/bootstrap --vm (or apt-get "
+                                "install build-essential flex bison bc libelf-dev libssl-dev)")
+    if src is None:
+        source = debian_source(progress)
+        if patches is not False:
+            source = patched(source, series(), progress)
+    else:
+        source = user_source(src)
+        if patches:
+            source = patched(source, series(), progress)
+    frags = kconfig.fragment_paths(fragments or list(kconfig.DEFAULT_FRAGMENTS))
+    config_hash = _digest(*(f.read_bytes() for f in frags))
+    identity = str(source.path) if source.kind == "tree" else source.version + repr(source.patches)
+    bdir = cache_dir("build", _digest(identity, config_hash))
+    env = _make_env()
+    with locked(bdir / ".lock"):
+        progress.phase("config", f"tinyconfig + {' '.join(f.stem for f in frags)}")
+        kconfig.generate(source.path, bdir, frags, env)
+        cc = ["CC=ccache gcc"] if shutil.which("ccache") else []
+        jobs = jobs or os.cpu_count() or 1
+        _run_make(source.path, bdir, ["bzImage", "headers"], [*cc, f"-j{jobs}"], env, progress)
+    out = Build(bdir, bdir / "arch/x86/boot/bzImage", bdir / "usr/include", bdir / ".config",
+                bdir / "gmemtest-manifest.json", source, time.monotonic() - t0)
+    manifest = {"source": asdict(source) | {"path": str(source.path)},
+                "config_hash": config_hash, "fragments": [f.stem for f in frags],
+                "bzImage": str(out.bzimage), "headers": str(out.headers),
+                "config": str(out.config), "build_seconds": round(out.seconds, 1),
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out.manifest.write_text(json.dumps(manifest, indent=2) + "\n")
+    progress.done("build", f"{out.bzimage} in {out.seconds:.0f} s")
+    return out
+
+
+COMPILE_LINE = re.compile(r"^\s+(CC|AS|LD|AR|HOSTCC|HOSTLD|OBJCOPY|GEN|HDRINST)\b")
+
+
+def _run_make(src: Path, bdir: Path, targets: list[str], args: list[str], env: dict[str, str],
+              progress: Progress) -> None:
+    """Run make, counting compiled files for the progress line; keep the log in the build dir."""
+    log = bdir / "build.log"
+    progress.phase("build", " ".join(targets))
+    with open(log, "w") as f:
+        proc = subprocess.Popen(["make", "-C", str(src), f"O={bdir}", *args, *targets],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=env)
+        assert proc.stdout is not None
+        files = 0
+        try:
+            for line in proc.stdout:
+                f.write(line)
+                if COMPILE_LINE.match(line):
+                    files += 1
+                    progress.tick(f"{files} files", line.split()[-1])
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        rc = proc.wait()
+    if rc:
+        errors = [ln.strip() for ln in log.read_text(errors="replace").splitlines()
+                  if "error" in ln.lower()]
+        first = errors[0] if errors else f"make exited {rc}"
+        raise GmemtestError(f"kernel build failed: {first} (full log: {log})")
+
+
+def summary(b: Build) -> str:
+    """What the build produced, one item a line."""
+    patches = f" + {len(b.source.patches)} kpatches" if b.source.patches else ""
+    return (f"kernel:   {b.source.version}{patches}\nbzImage:  {b.bzimage}\n"
+            f"headers:  {b.headers}\nconfig:   {b.config}\nmanifest: {b.manifest}\n"
+            f"build:    {b.seconds:.0f} s")

@@ -1,0 +1,173 @@
+"""Booting a kernel under QEMU and running this checkout's pytest inside it.
+
+The guest's root is the host's root over virtio-9p, read-only (or a vmimages/ root image), so the
+guest runs the host's Python, this checkout and its venv at the same paths. A second 9p share is
+the writable results directory: the host writes job.sh there, the guest writes JUnit XML, KTAP,
+its kernel log per test and its exit status. QEMU is always reaped, whatever happens.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import caps
+from .errors import GmemtestError
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+INIT = CHECKOUT / "vmimages/init"
+BANNER = "gmemtest-init: start"
+TCG_CPU = "EPYC,+svm,+npt"
+
+
+@dataclass
+class Accel:
+    args: list[str]
+    label: str
+
+
+def choose_accel() -> Accel:
+    """KVM with -cpu host only when the host can run nested guests (vmx/svm and the vendor
+    module's nested=1); otherwise TCG with an EPYC model that has SVM and NPT."""
+    nested = caps.nested_support()
+    if nested["can_run_nested"] and os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return Accel(["-accel", "kvm", "-cpu", "host"], "kvm (nested)")
+    why = "no vmx/svm" if not nested["cpu_virt"] else f"{nested['module']} nested off"
+    return Accel(["-accel", "tcg,thread=multi", "-cpu", TCG_CPU], f"tcg ({why})")
+
+
+@dataclass
+class Limits:
+    boot: float = 60.0  # seconds from QEMU start to the init banner
+    test: float = 300.0  # per test, enforced in the guest by pytest-timeout
+    total: float = 1800.0  # the whole run
+
+
+@dataclass
+class Run:
+    """One boot: where its files are and what happened."""
+
+    results: Path
+    console: Path
+    status: int | None = None
+    accel: str = ""
+    boot_seconds: float | None = None
+    seconds: float = 0.0
+    limit_hit: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def job_script(pytest_args: list[str], results_mount: str, env: dict[str, str],
+               python: str = sys.executable) -> str:
+    """The guest's job: this checkout's pytest, with this venv, writing results to the share."""
+    exports = {"PYTHONDONTWRITEBYTECODE": "1", "HOME": "/tmp",
+               "GMEMTEST_CACHE": "/tmp/gmemtest-cache", "GMEMTEST_RESULTS": results_mount,
+               "GMEMTEST_IN_GUEST": "1", **env}
+    lines = ["#!/bin/sh", f"cd {shlex.quote(str(CHECKOUT))} || exit 125"]
+    lines += [f"export {k}={shlex.quote(v)}" for k, v in exports.items()]
+    cmd = [python, "-m", "pytest", "-p", "gmemtest.pytest_guest", "-p", "no:cacheprovider",
+           f"--junitxml={results_mount}/junit.xml", *pytest_args]
+    lines.append("echo 'gmemtest-guest: pytest starts' $(cut -d' ' -f1 /proc/uptime)")
+    lines.append(" ".join(shlex.quote(c) for c in cmd))
+    return "\n".join(lines) + "\n"
+
+
+def qemu_command(kernel: Path, results: Path, accel: Accel, cmdline: list[str], *,
+                 root: Path = Path("/"), memory: str = "3G", smp: int = 2) -> list[str]:
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None:
+        raise GmemtestError("qemu-system-x86_64 not found: apt-get install qemu-system-x86 "
+                            "(or run scripts/bootstrap --vm)")
+    append = ["console=ttyS0", "loglevel=5", "panic=-1", "root=hostroot", "rootfstype=9p",
+              "rootflags=trans=virtio,version=9p2000.L,msize=524288,cache=loose", "ro",
+              f"init={INIT}", *cmdline]
+    return [qemu, "-machine", "q35", *accel.args, "-smp", str(smp), "-m", memory,
+            "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio", "-monitor", "none",
+            "-kernel", str(kernel), "-append", " ".join(append),
+            "-fsdev", f"local,id=root,path={root},security_model=none,readonly=on,"
+                      "multidevs=remap",
+            "-device", "virtio-9p-pci,fsdev=root,mount_tag=hostroot",
+            "-fsdev", f"local,id=results,path={results},security_model=none",
+            "-device", "virtio-9p-pci,fsdev=results,mount_tag=results"]
+
+
+def boot(kernel: Path, pytest_args: list[str], *, results: Path, cmdline: list[str] | None = None,
+         limits: Limits | None = None, env: dict[str, str] | None = None,
+         root: Path = Path("/"), echo: bool = True) -> Run:
+    """Boot ``kernel``, run pytest with ``pytest_args`` in it, and return when QEMU is gone."""
+    limits = limits or Limits()
+    if not kernel.is_file():
+        raise GmemtestError(f"kernel image {kernel} does not exist: build one with "
+                            "`gmemtest kernel build` or pass --kernel PATH")
+    results.mkdir(parents=True, exist_ok=True)
+    for stale in ("status", "junit.xml", "results.ktap"):
+        (results / stale).unlink(missing_ok=True)
+    for stale in results.glob("kmsg-*.jsonl"):
+        stale.unlink()
+    args = [*pytest_args, f"--timeout={int(limits.test)}"]
+    (results / "job.sh").write_text(job_script(args, "/tmp/results", env or {}))
+    accel = choose_accel()
+    run = Run(results, results / "console.log", accel=accel.label)
+    cmd = qemu_command(kernel, results, accel, cmdline or [], root=root)
+    (results / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
+    start = time.monotonic()
+    banner = threading.Event()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        with open(run.console, "wb") as log:
+            for raw in proc.stdout:
+                log.write(raw)
+                log.flush()
+                line = raw.decode(errors="replace")
+                if not banner.is_set() and BANNER in line:
+                    run.boot_seconds = time.monotonic() - start
+                    banner.set()
+                elif banner.is_set() and echo and not line.startswith("["):
+                    sys.stdout.write(line.replace("\r", ""))
+                    sys.stdout.flush()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        while proc.poll() is None:
+            elapsed = time.monotonic() - start
+            if not banner.is_set() and elapsed > limits.boot:
+                run.limit_hit = f"boot timeout: no init banner within {limits.boot:.0f} s"
+                break
+            if elapsed > limits.total:
+                run.limit_hit = f"overall timeout: the run exceeded {limits.total:.0f} s"
+                break
+            time.sleep(0.1)
+    finally:
+        _reap(proc)
+        reader.join(timeout=5)
+        run.seconds = time.monotonic() - start
+    status = results / "status"
+    if status.exists() and status.read_text().strip().lstrip("-").isdigit():
+        run.status = int(status.read_text())
+    return run
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    """Kill QEMU's process group if it is still there, and wait for it."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=5)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    proc.wait()

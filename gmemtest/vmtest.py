@@ -1,0 +1,54 @@
+"""The main job: build the patched kernel, boot it with in-place conversion on and off, run the
+whole suite in each, and print one combined report."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from . import kernel, qemu, report
+from .progress import Progress
+
+PARAM = "kvm.gmem_in_place_conversion"
+MODES = (("in-place conversion on", f"{PARAM}=1"), ("in-place conversion off", f"{PARAM}=0"))
+
+
+def results_root() -> Path:
+    return qemu.CHECKOUT / "results"
+
+
+def guest_env(build: kernel.Build) -> dict[str, str]:
+    """What the in-guest suite needs to know about the kernel it runs on."""
+    return {"GMEMTEST_KERNEL_HEADERS": str(build.headers)}
+
+
+def run_modes(kimage: Path, pytest_args: list[str], env: dict[str, str], *,
+              limits: qemu.Limits, progress: Progress, stamp: str,
+              extra_cmdline: list[str] | None = None,
+              modes: tuple[tuple[str, str], ...] = MODES) -> list[report.Outcome]:
+    outcomes = []
+    for label, param in modes:
+        progress.phase(f"suite ({label})", f"booting {kimage.name} with {param}")
+        results = results_root() / f"{stamp}-{param.replace('.', '_').replace('=', '-')}"
+        run = qemu.boot(kimage, pytest_args, results=results,
+                        cmdline=[param, *(extra_cmdline or [])], limits=limits, env=env)
+        outcomes.append(report.evaluate(label, run))
+    return outcomes
+
+
+def main_job(*, src: Path | None = None, patches: bool | None = None,
+             fragments: list[str] | None = None, pytest_args: list[str] | None = None,
+             limits: qemu.Limits | None = None) -> tuple[list[report.Outcome], str]:
+    """Fetch and build the kernel, then the two boots; returns the outcomes and the report."""
+    progress = Progress()
+    t0 = time.monotonic()
+    build = kernel.build(src, patches=patches, fragments=fragments, progress=progress)
+    timings = {"fetch+build": time.monotonic() - t0}
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    outcomes = run_modes(build.bzimage, pytest_args or ["-n", "auto"], guest_env(build),
+                         limits=limits or qemu.Limits(), progress=progress, stamp=stamp)
+    for o in outcomes:
+        timings[f"boot ({o.label})"] = o.run.boot_seconds or 0.0
+        timings[f"suite ({o.label})"] = o.run.seconds
+    text = f"{kernel.summary(build)}\n{report.summary(outcomes, timings)}"
+    return outcomes, text
