@@ -70,13 +70,38 @@ def _cmd_vm_run(args: argparse.Namespace) -> int:
     results = Path(args.results) if args.results else \
         vmtest.results_root() / time.strftime("run-%Y%m%d-%H%M%S")
     env = {seriesconf.ENV_HEADERS: args.headers} if args.headers else {}
+    image = _image(args)
     run = qemu.boot(kimage, _pytest_args(args), results=results, cmdline=args.cmdline,
-                    limits=_limits(args), env=env)
+                    limits=_limits(args), env=env, image=image)
     outcome = report.evaluate("run", run)
     print(report.summary([outcome]))
     if outcome.problem:
         raise GmemtestError(outcome.problem)
     return 0 if outcome.ok else 1
+
+
+def _image(args: argparse.Namespace) -> Path | None:
+    """--image: a root image directory, or 'debian' for the cached vmimages build."""
+    if not args.image:
+        return None
+    if args.image == "debian":
+        from . import vmimage
+
+        return vmimage.build()
+    image = Path(args.image)
+    if not (image / "bin").exists():
+        raise GmemtestError(f"--image {image}: not a root directory (build one with "
+                            "`gmemtest vm image`)")
+    return image
+
+
+def _cmd_vm_image(args: argparse.Namespace) -> int:
+    from . import vmimage
+
+    root = vmimage.build()
+    print(root)
+    print((root / "gmemtest-image.json").read_text().strip())
+    return 0
 
 
 def _cmd_vm_test(args: argparse.Namespace) -> int:
@@ -86,12 +111,15 @@ def _cmd_vm_test(args: argparse.Namespace) -> int:
     outcomes, text = vmtest.main_job(src=Path(args.src) if args.src else None,
                                      patches=args.patches, fragments=fragments,
                                      pytest_args=_pytest_args(args) or None,
-                                     limits=_limits(args))
+                                     limits=_limits(args), image=_image(args))
     print(text)
     return 0 if all(o.ok for o in outcomes) else 1
 
 
 def _add_vm_limits(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image", metavar="DIR|debian",
+                   help="boot a root image directory instead of sharing the host root "
+                   "('debian': the one `gmemtest vm image` builds)")
     p.add_argument("--boot-timeout", type=float, default=60, metavar="S",
                    help="seconds from QEMU start to the guest init's banner (default 60)")
     p.add_argument("--test-timeout", type=float, default=300, metavar="S",
@@ -150,6 +178,9 @@ def parser() -> argparse.ArgumentParser:
     vr.add_argument("--results", metavar="DIR", help="results directory (default results/run-*)")
     _add_vm_limits(vr)
     vr.set_defaults(func=_cmd_vm_run)
+
+    vi = vsub.add_parser("image", help="build (or find) the self-contained Debian root image")
+    vi.set_defaults(func=_cmd_vm_image)
 
     t = sub.add_parser("vm-test", help="the main job: build, boot twice (in-place conversion "
                        "on and off), run the whole suite, one report")

@@ -49,10 +49,16 @@ def classify(line: str) -> str | None:
     return None
 
 
-def scan(text: str, tests: tuple[str, ...] = ()) -> list[Finding]:
-    """Every report start in ``text`` (a console log or dmesg), in order."""
+KERNEL_LINE = re.compile(r"^\[\s*\d+\.\d+\]")
+
+
+def scan(text: str, tests: tuple[str, ...] = (), *, console: bool = False) -> list[Finding]:
+    """Every report start in ``text`` (dmesg), in order. With ``console``, only the kernel's
+    own (timestamped) lines count: the test output between them is not the kernel's."""
     out = []
     for line in text.splitlines():
+        if console and not KERNEL_LINE.match(line):
+            continue
         kind = classify(line)
         if kind:
             out.append(Finding(kind, _strip_prefix(line), tests))

@@ -66,12 +66,12 @@ class Run:
 
 
 def job_script(pytest_args: list[str], results_mount: str, env: dict[str, str],
-               python: str = sys.executable) -> str:
+               python: str = sys.executable, checkout: Path = CHECKOUT) -> str:
     """The guest's job: this checkout's pytest, with this venv, writing results to the share."""
     exports = {"PYTHONDONTWRITEBYTECODE": "1", "HOME": "/tmp",
                "GMEMTEST_CACHE": "/tmp/gmemtest-cache", "GMEMTEST_RESULTS": results_mount,
                "GMEMTEST_IN_GUEST": "1", **env}
-    lines = ["#!/bin/sh", f"cd {shlex.quote(str(CHECKOUT))} || exit 125"]
+    lines = ["#!/bin/sh", f"cd {shlex.quote(str(checkout))} || exit 125"]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in exports.items()]
     cmd = [python, "-m", "pytest", "-p", "gmemtest.pytest_guest", "-p", "no:cacheprovider",
            f"--junitxml={results_mount}/junit.xml", *pytest_args]
@@ -81,14 +81,15 @@ def job_script(pytest_args: list[str], results_mount: str, env: dict[str, str],
 
 
 def qemu_command(kernel: Path, results: Path, accel: Accel, cmdline: list[str], *,
-                 root: Path = Path("/"), memory: str = "3G", smp: int = 2) -> list[str]:
+                 root: Path = Path("/"), init: Path = INIT, memory: str = "3G",
+                 smp: int = 2) -> list[str]:
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
         raise GmemtestError("qemu-system-x86_64 not found: apt-get install qemu-system-x86 "
                             "(or run scripts/bootstrap --vm)")
     append = ["console=ttyS0", "loglevel=5", "panic=-1", "root=hostroot", "rootfstype=9p",
               "rootflags=trans=virtio,version=9p2000.L,msize=524288,cache=loose", "ro",
-              f"init={INIT}", *cmdline]
+              f"init={init}", *cmdline]
     return [qemu, "-machine", "q35", *accel.args, "-smp", str(smp), "-m", memory,
             "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio", "-monitor", "none",
             "-kernel", str(kernel), "-append", " ".join(append),
@@ -101,8 +102,9 @@ def qemu_command(kernel: Path, results: Path, accel: Accel, cmdline: list[str], 
 
 def boot(kernel: Path, pytest_args: list[str], *, results: Path, cmdline: list[str] | None = None,
          limits: Limits | None = None, env: dict[str, str] | None = None,
-         root: Path = Path("/"), echo: bool = True) -> Run:
-    """Boot ``kernel``, run pytest with ``pytest_args`` in it, and return when QEMU is gone."""
+         image: Path | None = None, echo: bool = True) -> Run:
+    """Boot ``kernel``, run pytest with ``pytest_args`` in it, and return when QEMU is gone.
+    The guest's root is the host's, or ``image`` (a vmimages root directory)."""
     limits = limits or Limits()
     if not kernel.is_file():
         raise GmemtestError(f"kernel image {kernel} does not exist: build one with "
@@ -112,11 +114,21 @@ def boot(kernel: Path, pytest_args: list[str], *, results: Path, cmdline: list[s
         (results / stale).unlink(missing_ok=True)
     for stale in results.glob("kmsg-*.jsonl"):
         stale.unlink()
-    args = [*pytest_args, f"--timeout={int(limits.test)}"]
-    (results / "job.sh").write_text(job_script(args, "/tmp/results", env or {}))
+    color = "yes" if echo and sys.stdout.isatty() else "no"
+    args = [f"--color={color}", *pytest_args, f"--timeout={int(limits.test)}"]
+    if image is None:
+        root, checkout, python = Path("/"), CHECKOUT, sys.executable
+    else:
+        from . import vmimage
+
+        vmimage.sync_checkout(image)
+        root, checkout, python = image, vmimage.SRC, str(vmimage.VENV / "bin/python")
+    (results / "job.sh").write_text(job_script(args, "/tmp/results", env or {}, python,
+                                               checkout))
     accel = choose_accel()
     run = Run(results, results / "console.log", accel=accel.label)
-    cmd = qemu_command(kernel, results, accel, cmdline or [], root=root)
+    cmd = qemu_command(kernel, results, accel, cmdline or [], root=root,
+                       init=checkout / "vmimages/init")
     (results / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
     start = time.monotonic()
     banner = threading.Event()

@@ -97,7 +97,7 @@ def evaluate(label: str, run: Run) -> Outcome:
     out.findings = kmsg_findings(run.results)
     seen = {f.line for f in out.findings}
     console = run.console.read_text(errors="replace") if run.console.exists() else ""
-    out.findings += [f for f in health.scan(console) if f.line not in seen]
+    out.findings += [f for f in health.scan(console, console=True) if f.line not in seen]
     if run.limit_hit:
         out.problem = f"{run.limit_hit} (console log: {run.console})"
     elif run.status is None:

@@ -3,6 +3,7 @@ whole suite in each, and print one combined report."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -24,21 +25,28 @@ def guest_env(build: kernel.Build) -> dict[str, str]:
 
 def run_modes(kimage: Path, pytest_args: list[str], env: dict[str, str], *,
               limits: qemu.Limits, progress: Progress, stamp: str,
-              extra_cmdline: list[str] | None = None,
+              extra_cmdline: list[str] | None = None, image: Path | None = None,
               modes: tuple[tuple[str, str], ...] = MODES) -> list[report.Outcome]:
     outcomes = []
     for label, param in modes:
         progress.phase(f"suite ({label})", f"booting {kimage.name} with {param}")
         results = results_root() / f"{stamp}-{param.replace('.', '_').replace('=', '-')}"
+        if image is not None and "GMEMTEST_KERNEL_HEADERS" in env:
+            # The image cannot see the host's cache: ship the headers in the results share.
+            shutil.copytree(env["GMEMTEST_KERNEL_HEADERS"], results / "headers", symlinks=True,
+                            dirs_exist_ok=True)
+            env = {**env, "GMEMTEST_KERNEL_HEADERS": "/tmp/results/headers"}
         run = qemu.boot(kimage, pytest_args, results=results,
-                        cmdline=[param, *(extra_cmdline or [])], limits=limits, env=env)
+                        cmdline=[param, *(extra_cmdline or [])], limits=limits, env=env,
+                        image=image)
         outcomes.append(report.evaluate(label, run))
     return outcomes
 
 
 def main_job(*, src: Path | None = None, patches: bool | None = None,
              fragments: list[str] | None = None, pytest_args: list[str] | None = None,
-             limits: qemu.Limits | None = None) -> tuple[list[report.Outcome], str]:
+             limits: qemu.Limits | None = None,
+             image: Path | None = None) -> tuple[list[report.Outcome], str]:
     """Fetch and build the kernel, then the two boots; returns the outcomes and the report."""
     progress = Progress()
     t0 = time.monotonic()
@@ -46,7 +54,8 @@ def main_job(*, src: Path | None = None, patches: bool | None = None,
     timings = {"fetch+build": time.monotonic() - t0}
     stamp = time.strftime("%Y%m%d-%H%M%S")
     outcomes = run_modes(build.bzimage, pytest_args or ["-n", "auto"], guest_env(build),
-                         limits=limits or qemu.Limits(), progress=progress, stamp=stamp)
+                         limits=limits or qemu.Limits(), progress=progress, stamp=stamp,
+                         image=image)
     for o in outcomes:
         timings[f"boot ({o.label})"] = o.run.boot_seconds or 0.0
         timings[f"suite ({o.label})"] = o.run.seconds

@@ -1,0 +1,45 @@
+# gmemtest: common commands. `make vm-test` is the main job, `make test` the tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+GMEMTEST := $(VENV)/bin/gmemtest
+HOST_STAMP := $(VENV)/.bootstrap-host
+VM_STAMP := $(VENV)/.bootstrap-vm
+PYTEST_ARGS ?= -n auto
+
+.PHONY: setup setup-vm test test-serial lint caps kernel vm-test vm-suite clean
+
+setup: $(HOST_STAMP)
+$(HOST_STAMP): pyproject.toml scripts/bootstrap
+	scripts/bootstrap
+	touch $@
+
+setup-vm: $(VM_STAMP)
+$(VM_STAMP): pyproject.toml scripts/bootstrap
+	scripts/bootstrap --vm
+	touch $@ $(HOST_STAMP)
+
+## The tests on this machine's kernel (lint, then pytest; what needs a missing capability skips
+## naming it). The same suite runs inside the guest in `make vm-test`.
+test: setup lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## The host suite alone, serially.
+test-serial: setup
+	$(PY) -m pytest -p no:xdist
+
+lint: setup
+	$(VENV)/bin/ruff check gmemtest tests
+
+caps: setup
+	$(GMEMTEST) caps
+
+kernel: setup-vm
+	$(GMEMTEST) kernel build
+
+## Main job: fetch and build the patched kernel, boot it with in-place conversion on and off,
+## run the whole suite in each, print one combined report.
+vm-test: setup-vm
+	$(GMEMTEST) vm-test
+
+clean:
+	rm -rf results .pytest_cache
