@@ -147,10 +147,14 @@ def user_source(path: Path) -> Source:
     return Source(path.resolve(), "tree", version or "unknown", commit=commit)
 
 
-def _make_env() -> dict[str, str]:
+def _make_env(src: Path) -> dict[str, str]:
+    """make's environment: ccache shares objects across trees (pristine, patched, bisect
+    checkouts) because paths under the tree are hashed relative to it."""
     env = dict(os.environ)
     if shutil.which("ccache"):
         env.setdefault("CCACHE_DIR", str(cache_dir("ccache")))
+        env.setdefault("CCACHE_BASEDIR", str(src))
+        env.setdefault("CCACHE_NOHASHDIR", "1")
     return env
 
 
@@ -176,7 +180,7 @@ def build(src: Path | None = None, *, patches: bool | None = None,
     config_hash = _digest(*(f.read_bytes() for f in frags))
     identity = str(source.path) if source.kind == "tree" else source.version + repr(source.patches)
     bdir = cache_dir("build", _digest(identity, config_hash))
-    env = _make_env()
+    env = _make_env(source.path)
     with locked(bdir / ".lock"):
         progress.phase("config", f"tinyconfig + {' '.join(f.stem for f in frags)}")
         kconfig.generate(source.path, bdir, frags, env)

@@ -73,3 +73,7 @@ def vm(kvm: Kvm) -> Iterator[Vm]:
     """A default (KVM_X86_DEFAULT_VM) VM, closed after the test."""
     with kvm.create_vm(uapi.KVM_X86_DEFAULT_VM) as vm:
         yield vm
+
+
+# Host-only tests (they drive QEMU) are not collected inside the guest.
+collect_ignore = ["test_vm_runner.py"] if os.environ.get("GMEMTEST_IN_GUEST") else []

@@ -1,0 +1,213 @@
+"""Shared/private conversion on a KVM_X86_SW_PROTECTED_VM, through both paths.
+
+`gmem`: KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd (the in-place series); `vm-attributes`:
+KVM_SET_MEMORY_ATTRIBUTES on the VM (upstream). Each test names the point of
+../shared/gmem-uapi.md (the contract) or ../shared/seed/ it checks.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from gmemtest import Agent, ConversionError, KvmError, MemoryFault, Mmio, seriesconf, uapi
+
+PAGE = uapi.PAGE_SIZE
+GiB = 1 << 30
+GPA = 4 * GiB  # where the upstream tests put guest_memfd
+PRIVATE = uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE
+MMAP_SHARED = uapi.GUEST_MEMFD_FLAG_MMAP | uapi.GUEST_MEMFD_FLAG_INIT_SHARED
+
+pytestmark = pytest.mark.needs("vm_type:KVM_X86_SW_PROTECTED_VM")
+
+
+@pytest.fixture
+def sw_vm(kvm):
+    with kvm.create_vm(uapi.KVM_X86_SW_PROTECTED_VM) as vm:
+        yield vm
+
+
+@pytest.fixture
+def gmem_path(kvm):
+    """Skip unless the kernel offers the guest_memfd conversion ioctl."""
+    cap = seriesconf.conversion_cap()
+    if not kvm.check_extension(cap.value) & PRIVATE:
+        param = seriesconf.in_place_conversion_param()
+        why = ("kvm.gmem_in_place_conversion=0" if param is False else
+               f"{seriesconf.CAP_NAME} ({cap.value}) absent")
+        pytest.skip(f"gmem path needs {seriesconf.CAP_NAME}: {why}")
+
+
+@pytest.fixture
+def vm_attributes_path(kvm):
+    """Skip unless the VM ioctl can make memory private."""
+    if not kvm.check_extension(uapi.KVM_CAP_MEMORY_ATTRIBUTES) & PRIVATE:
+        param = seriesconf.in_place_conversion_param()
+        why = "kvm.gmem_in_place_conversion=1" if param else "KVM_CAP_MEMORY_ATTRIBUTES absent"
+        pytest.skip(f"vm-attributes path needs KVM_CAP_MEMORY_ATTRIBUTES: {why}")
+
+
+def gmem_slot(vm, pages=4, flags=MMAP_SHARED):
+    gmem = vm.create_guest_memfd(pages * PAGE, flags)
+    view = gmem.mmap()
+    vm.add_memslot(1, GPA, pages * PAGE, gmem=gmem, userspace_addr=view.addr)
+    return gmem, view
+
+
+# --- gmem path ------------------------------------------------------------------------------
+
+def test_private_page_sigbus_for_host_reads_and_writes(sw_vm, gmem_path):
+    """Contract: 'Conversion to private removes the pages from every host process's page
+    tables; a later host read or write of a private page gets SIGBUS.' Neighbours stay
+    accessible; the child processes that probe inherit the mapping made before conversion."""
+    gmem, view = gmem_slot(sw_vm)
+    with view:
+        view.write(PAGE, b"x")
+        assert view.probe(PAGE) == "ok"
+        gmem.to_private(PAGE, PAGE)
+        assert view.probe(PAGE) == "SIGBUS"
+        assert view.probe(PAGE, write=True) == "SIGBUS"
+        assert view.probe(0) == "ok" and view.probe(2 * PAGE) == "ok"
+
+
+def test_contents_survive_conversions(sw_vm, gmem_path):
+    """Contract: 'For SW_PROTECTED VMs memory contents survive conversions in both
+    directions.'"""
+    gmem, view = gmem_slot(sw_vm)
+    with view:
+        view.write(0, b"kept")
+        gmem.to_private(0, PAGE)
+        gmem.to_shared(0, PAGE)
+        assert view.read(0, 4) == b"kept"
+
+
+def test_one_page_serves_guest_and_host(sw_vm, gmem_path):
+    """Seed 'double allocation': the guest writes a private page, it is converted to shared,
+    and the host reads the guest's data through the guest_memfd mmap: one page, not two."""
+    agent = Agent(sw_vm)
+    gmem, view = gmem_slot(sw_vm)
+    with view:
+        gmem.to_private()
+        assert agent.write(GPA + PAGE + 8, 0x5A) is None
+        gmem.to_shared(PAGE, PAGE)
+        assert view.read(PAGE + 8) == b"\x5a"
+        view.write(PAGE + 9, b"\x6b")
+        assert agent.read(GPA + PAGE + 9) == 0x6B
+
+
+def test_guest_requested_conversion(sw_vm, gmem_path):
+    """Contract: 'guest-requested conversions arrive as KVM_HC_MAP_GPA_RANGE hypercall exits,
+    and the VMM converts with the gmem ioctl.' The next access lands on the same page."""
+    sw_vm.enable_cap(uapi.KVM_CAP_EXIT_HYPERCALL, 1 << uapi.KVM_HC_MAP_GPA_RANGE)
+    agent = Agent(sw_vm)
+    gmem, view = gmem_slot(sw_vm)
+    with view:
+        view.write(0, b"\x11")
+        exit = agent.map_gpa_range(GPA, 1, private=True)
+        assert exit.nr == uapi.KVM_HC_MAP_GPA_RANGE and exit.args[:2] == (GPA, 1)
+        gmem.to_private(0, PAGE)
+        assert agent.resume(hypercall_ret=0) == 0
+        assert view.probe(0) == "SIGBUS"
+        assert agent.read(GPA) == 0x11
+
+
+def test_access_after_memslot_deletion_is_mmio(sw_vm, gmem_path):
+    """Contract: 'A gfn with no memslot ... counts as shared, so a guest access after its
+    memslot was deleted exits with KVM_EXIT_MMIO, not KVM_EXIT_MEMORY_FAULT.'"""
+    agent = Agent(sw_vm)
+    gmem, view = gmem_slot(sw_vm)
+    with view:
+        gmem.to_private()
+        sw_vm.memslots[1].delete()
+        exit = agent.read(GPA + 16)
+        assert isinstance(exit, Mmio) and exit.gpa == GPA + 16
+
+
+def test_noop_conversion_succeeds(sw_vm, gmem_path):
+    """Contract: 'A range that already has the requested attribute returns 0 and does
+    nothing.'"""
+    gmem, view = gmem_slot(sw_vm)
+    with view:
+        view.write(0, b"y")
+        assert gmem.to_shared() == 0
+        assert view.read(0) == b"y"
+
+
+@pytest.mark.parametrize("offset, size, attributes, flags, reserved, why", [
+    (0, PAGE, PRIVATE, 1, None, "flags != 0"),
+    (0, PAGE, PRIVATE, 0, [0] * 10 + [1], "reserved != 0"),
+    (0, PAGE, 1, 0, None, "attribute other than PRIVATE"),
+    (0, 0, PRIVATE, 0, None, "size 0"),
+    (PAGE, 2**64 - PAGE, PRIVATE, 0, None, "offset + size overflows"),
+    (100, PAGE, PRIVATE, 0, None, "offset not page aligned"),
+    (0, 100, PRIVATE, 0, None, "size not page aligned"),
+    (3 * PAGE, 2 * PAGE, PRIVATE, 0, None, "range beyond the file"),
+])
+def test_invalid_conversion_is_einval_and_changes_nothing(sw_vm, gmem_path, offset, size,
+                                                          attributes, flags, reserved, why):
+    """Contract: every EINVAL case; 'On any failure the attributes are unchanged'."""
+    gmem, view = gmem_slot(sw_vm)
+    with view:
+        with pytest.raises(ConversionError) as e:
+            gmem.set_attributes(offset, size, attributes, flags=flags, reserved=reserved)
+        assert e.value.errno_name == "EINVAL", why
+        assert e.value.call == "KVM_SET_MEMORY_ATTRIBUTES2"
+        assert all(view.probe(p * PAGE) == "ok" for p in range(4))
+
+
+def test_default_vm_conversion_is_einval(kvm, gmem_path):
+    """Contract: EINVAL for 'a VM without private memory (default VM)'."""
+    with kvm.create_vm(uapi.KVM_X86_DEFAULT_VM) as vm:
+        gmem = vm.create_guest_memfd(4 * PAGE, MMAP_SHARED)
+        with pytest.raises(ConversionError) as e:
+            gmem.to_private(0, PAGE)
+        assert e.value.errno_name == "EINVAL"
+
+
+def test_vm_ioctl_cannot_make_memory_private(sw_vm, gmem_path):
+    """Contract: 'When on: KVM_CAP_MEMORY_ATTRIBUTES reports 0 and the VM ioctl cannot set
+    PRIVATE'."""
+    assert sw_vm.check_extension(uapi.KVM_CAP_MEMORY_ATTRIBUTES) == 0
+    with pytest.raises(KvmError) as e:
+        sw_vm.set_memory_attributes(GPA, PAGE, PRIVATE)
+    assert e.value.errno_name == "EINVAL"
+
+
+def test_gmem_ioctl_is_enotty_when_switched_off(sw_vm):
+    """Contract: 'When off: the gmem ioctl fails with ENOTTY'."""
+    if seriesconf.in_place_conversion_param() is not False:
+        pytest.skip("needs kvm.gmem_in_place_conversion present and off "
+                    f"(it is {seriesconf.in_place_conversion_param()})")
+    gmem = sw_vm.create_guest_memfd(4 * PAGE)
+    with pytest.raises(ConversionError) as e:
+        gmem.to_private(0, PAGE)
+    assert e.value.errno_name == "ENOTTY"
+
+
+# --- vm-attributes path ---------------------------------------------------------------------
+
+def test_private_and_shared_backings_are_separate(sw_vm, vm_attributes_path):
+    """Upstream routing: a private gfn is served by guest_memfd and a shared gfn by
+    userspace_addr, so a guest write to a private page is invisible in userspace_addr and
+    the shared page keeps its own contents."""
+    agent = Agent(sw_vm)
+    gmem = sw_vm.create_guest_memfd(4 * PAGE)
+    slot = sw_vm.add_memslot(1, GPA, 4 * PAGE, gmem=gmem)
+    shared = slot.backing
+    shared.write(0, b"\x22")
+    sw_vm.set_memory_attributes(GPA, PAGE, PRIVATE)
+    assert agent.write(GPA, 0x33) is None
+    assert shared.read(0) == b"\x22"
+    assert agent.read(GPA) == 0x33
+    sw_vm.set_memory_attributes(GPA, PAGE, 0)
+    assert agent.read(GPA) == 0x22
+
+
+def test_private_gfn_without_guest_memfd_is_memory_fault(sw_vm, vm_attributes_path):
+    """Upstream: KVM_EXIT_MEMORY_FAULT (flags PRIVATE, gpa, size) for a private gfn in a
+    memslot without guest_memfd; KVM_RUN returns -1/EFAULT with it."""
+    agent = Agent(sw_vm)
+    sw_vm.add_memslot(1, GPA, 4 * PAGE)
+    sw_vm.set_memory_attributes(GPA + PAGE, PAGE, PRIVATE)
+    exit = agent.read(GPA + PAGE + 1)
+    assert isinstance(exit, MemoryFault)
+    assert (exit.gpa, exit.size, exit.private) == (GPA + PAGE, PAGE, True)
