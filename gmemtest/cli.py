@@ -63,6 +63,15 @@ def _cmd_kernel_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_kernel_selftests(args: argparse.Namespace) -> int:
+    from . import kernel
+
+    src = Path(args.src) if args.src else None
+    b = kernel.build(src, patches=args.patches)
+    print(kernel.selftests(b))
+    return 0
+
+
 def _cmd_vm_run(args: argparse.Namespace) -> int:
     from . import qemu, report, vmtest
 
@@ -70,6 +79,8 @@ def _cmd_vm_run(args: argparse.Namespace) -> int:
     results = Path(args.results) if args.results else \
         vmtest.results_root() / time.strftime("run-%Y%m%d-%H%M%S")
     env = {seriesconf.ENV_HEADERS: args.headers} if args.headers else {}
+    if args.selftests:
+        env["GMEMTEST_SELFTESTS"] = str(Path(args.selftests).resolve())
     image = _image(args)
     run = qemu.boot(kimage, _pytest_args(args), results=results, cmdline=args.cmdline,
                     limits=_limits(args), env=env, image=image)
@@ -167,6 +178,9 @@ def parser() -> argparse.ArgumentParser:
     kb.add_argument("--debug", action="store_true", help="add the debug fragment (KASAN, ...)")
     kb.add_argument("-j", "--jobs", type=int, default=None, help="make -j (default: cores)")
     kb.set_defaults(func=_cmd_kernel_build)
+    ks = ksub.add_parser("selftests", help="build the upstream KVM selftests of the kernel")
+    _add_source(ks)
+    ks.set_defaults(func=_cmd_kernel_selftests)
 
     v = sub.add_parser("vm", help="boot a kernel under QEMU and run the suite in it")
     vsub = v.add_subparsers(dest="vm_command", required=True)
@@ -176,6 +190,8 @@ def parser() -> argparse.ArgumentParser:
                     help="extra kernel command line argument (repeatable)")
     vr.add_argument("--headers", metavar="DIR", help="the kernel's installed uapi headers")
     vr.add_argument("--results", metavar="DIR", help="results directory (default results/run-*)")
+    vr.add_argument("--selftests", metavar="DIR",
+                    help="KVM selftests dir for vmimages/selftests ($GMEMTEST_SELFTESTS)")
     _add_vm_limits(vr)
     vr.set_defaults(func=_cmd_vm_run)
 

@@ -199,6 +199,33 @@ def build(src: Path | None = None, *, patches: bool | None = None,
     return out
 
 
+SELFTESTS = ("guest_memfd_test", "pre_fault_memory_test", "set_memory_region_test",
+             "x86/private_mem_conversions_test", "x86/private_mem_kvm_exits_test")
+
+
+def selftests(b: Build, progress: Progress | None = None) -> Path:
+    """Build the upstream KVM selftests gmemtest compares with, from the same tree, against
+    the build's uapi headers; returns their output directory."""
+    progress = progress or Progress()
+    out = b.dir / "kselftest/kvm"
+    out.mkdir(parents=True, exist_ok=True)
+    kvm_dir = b.source.path / "tools/testing/selftests/kvm"
+    targets = [str(out / name) for name in SELFTESTS]
+    args = [f"OUTPUT={out}", f"KHDR_INCLUDES=-isystem {b.headers}",
+            f"-j{os.cpu_count() or 1}", *targets]
+    progress.phase("selftests", " ".join(SELFTESTS))
+    proc = subprocess.run(["make", "-s", "-C", str(kvm_dir), *args], capture_output=True,
+                          text=True, env=_make_env(b.source.path))
+    (out / "build.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode:
+        errors = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()]
+        raise GmemtestError(f"KVM selftests did not build: "
+                            f"{(errors or ['make exited ' + str(proc.returncode)])[0]} "
+                            f"(log: {out / 'build.log'})")
+    progress.done("selftests", str(out))
+    return out
+
+
 COMPILE_LINE = re.compile(r"^\s+(CC|AS|LD|AR|HOSTCC|HOSTLD|OBJCOPY|GEN|HDRINST)\b")
 
 
