@@ -25,6 +25,7 @@ from .errors import GmemtestError
 CHECKOUT = Path(__file__).resolve().parent.parent
 INIT = CHECKOUT / "vmimages/init"
 BANNER = "gmemtest-init: start"
+HIDDEN = (Path("/tmp"), Path("/run"))  # the guest init mounts tmpfs over these
 TCG_CPU = "EPYC,+svm,+npt"
 
 
@@ -80,6 +81,17 @@ def job_script(pytest_args: list[str], results_mount: str, env: dict[str, str],
     return "\n".join(lines) + "\n"
 
 
+def hidden_paths(paths: list[Path]) -> list[Path]:
+    """The existing host paths among ``paths`` that the guest's tmpfs mounts would hide."""
+    out: list[Path] = []
+    for p in paths:
+        p = p.resolve()
+        if p.exists() and any(p.is_relative_to(h) for h in HIDDEN) \
+                and not any(p.is_relative_to(q) for q in out):
+            out.append(p)
+    return out
+
+
 def qemu_command(kernel: Path, results: Path, accel: Accel, cmdline: list[str], *,
                  root: Path = Path("/"), init: Path = INIT, memory: str = "3G",
                  smp: int = 2) -> list[str]:
@@ -125,6 +137,9 @@ def boot(kernel: Path, pytest_args: list[str], *, results: Path, cmdline: list[s
         root, checkout, python = image, vmimage.SRC, str(vmimage.VENV / "bin/python")
     (results / "job.sh").write_text(job_script(args, "/tmp/results", env or {}, python,
                                                checkout))
+    binds = hidden_paths([checkout, Path(sys.prefix), *(Path(v) for v in (env or {}).values()
+                                                        if v.startswith("/"))])
+    (results / "binds").write_text("".join(f"{p}\n" for p in binds) if image is None else "")
     accel = choose_accel()
     run = Run(results, results / "console.log", accel=accel.label)
     cmd = qemu_command(kernel, results, accel, cmdline or [], root=root,

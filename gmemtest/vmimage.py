@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -59,7 +61,7 @@ def build(progress: Progress | None = None) -> Path:
         progress.phase("image", "venv with the project's dependencies")
         _run(["chroot", str(tmp), "python3", "-m", "venv", str(VENV)], "venv")
         _run(["chroot", str(tmp), str(VENV / "bin/pip"), "install", "-q", "-e",
-              f"{SRC}[test]"], "pip install")
+              f"{SRC}[test]"], "pip install", env=_pip_env(tmp))
         seconds = time.monotonic() - t0
         size = int(subprocess.run(["du", "-sb", str(tmp)], capture_output=True, text=True)
                    .stdout.split()[0])
@@ -83,8 +85,19 @@ def sync_checkout(root: Path) -> None:
             shutil.copy2(src, dest / rel)
 
 
-def _run(cmd: list[str], what: str) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+def _pip_env(root: Path) -> dict[str, str]:
+    """pip inside the image trusts what the host trusts (a proxy's CA, say): the host's CA
+    bundle replaces the image's, and the host's index settings are passed on."""
+    bundle = os.environ.get("PIP_CERT") or ssl.get_default_verify_paths().cafile \
+        or "/etc/ssl/certs/ca-certificates.crt"
+    if Path(bundle).is_file():
+        shutil.copy(bundle, root / "etc/ssl/certs/ca-certificates.crt")
+    keep = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_DEFAULT_TIMEOUT")
+    return {k: v for k, v in os.environ.items() if not k.startswith("PIP_") or k in keep}
+
+
+def _run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode:
         last = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines()
                 or ["no output"])[-1]
