@@ -78,7 +78,8 @@ def _cmd_vm_run(args: argparse.Namespace) -> int:
     kimage = Path(args.kernel)
     results = Path(args.results) if args.results else \
         vmtest.results_root() / time.strftime("run-%Y%m%d-%H%M%S")
-    env = {seriesconf.ENV_HEADERS: args.headers} if args.headers else {}
+    headers = args.headers or qemu.build_headers(kimage)
+    env = {seriesconf.ENV_HEADERS: str(headers)} if headers else {}
     if args.selftests:
         env["GMEMTEST_SELFTESTS"] = str(Path(args.selftests).resolve())
     image = _image(args)

@@ -92,6 +92,15 @@ def hidden_paths(paths: list[Path]) -> list[Path]:
     return out
 
 
+def build_headers(kernel: Path) -> Path | None:
+    """The uapi headers `gmemtest kernel build` installed next to ``kernel``, if any."""
+    for parent in kernel.resolve().parents:
+        if (parent / "gmemtest-manifest.json").exists():
+            headers = parent / "usr/include"
+            return headers if (headers / "linux/kvm.h").exists() else None
+    return None
+
+
 def qemu_command(kernel: Path, results: Path, accel: Accel, cmdline: list[str], *,
                  root: Path = Path("/"), init: Path = INIT, memory: str = "3G",
                  smp: int = 2) -> list[str]:
@@ -128,6 +137,7 @@ def boot(kernel: Path, pytest_args: list[str], *, results: Path, cmdline: list[s
         stale.unlink()
     color = "yes" if echo and sys.stdout.isatty() else "no"
     args = [f"--color={color}", *pytest_args, f"--timeout={int(limits.test)}"]
+    env = dict(env or {})
     if image is None:
         root, checkout, python = Path("/"), CHECKOUT, sys.executable
     else:
@@ -135,10 +145,14 @@ def boot(kernel: Path, pytest_args: list[str], *, results: Path, cmdline: list[s
 
         vmimage.sync_checkout(image)
         root, checkout, python = image, vmimage.SRC, str(vmimage.VENV / "bin/python")
-    (results / "job.sh").write_text(job_script(args, "/tmp/results", env or {}, python,
-                                               checkout))
-    binds = hidden_paths([checkout, Path(sys.prefix), *(Path(v) for v in (env or {}).values()
-                                                        if v.startswith("/"))])
+        if "GMEMTEST_KERNEL_HEADERS" in env:
+            # The image cannot see the host's cache: ship the headers in the results share.
+            shutil.copytree(env["GMEMTEST_KERNEL_HEADERS"], results / "headers", symlinks=True,
+                            dirs_exist_ok=True)
+            env["GMEMTEST_KERNEL_HEADERS"] = "/tmp/results/headers"
+    (results / "job.sh").write_text(job_script(args, "/tmp/results", env, python, checkout))
+    binds = hidden_paths([checkout, Path(sys.prefix),
+                          *(Path(v) for v in env.values() if v.startswith("/"))])
     (results / "binds").write_text("".join(f"{p}\n" for p in binds) if image is None else "")
     accel = choose_accel()
     run = Run(results, results / "console.log", accel=accel.label)

@@ -3,7 +3,6 @@ whole suite in each, and print one combined report."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -31,11 +30,6 @@ def run_modes(kimage: Path, pytest_args: list[str], env: dict[str, str], *,
     for label, param in modes:
         progress.phase(f"suite ({label})", f"booting {kimage.name} with {param}")
         results = results_root() / f"{stamp}-{param.replace('.', '_').replace('=', '-')}"
-        if image is not None and "GMEMTEST_KERNEL_HEADERS" in env:
-            # The image cannot see the host's cache: ship the headers in the results share.
-            shutil.copytree(env["GMEMTEST_KERNEL_HEADERS"], results / "headers", symlinks=True,
-                            dirs_exist_ok=True)
-            env = {**env, "GMEMTEST_KERNEL_HEADERS": "/tmp/results/headers"}
         run = qemu.boot(kimage, pytest_args, results=results,
                         cmdline=[param, *(extra_cmdline or [])], limits=limits, env=env,
                         image=image)
