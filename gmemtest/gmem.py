@@ -3,11 +3,11 @@ conversion series the single record of which pages are private."""
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from . import libc, memory, uapi
 from .errors import ConversionError, KvmError
+from .fdobj import FdObject
 from .ioctl import kvm_ioctl
 
 if TYPE_CHECKING:
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 ffi = uapi.ffi
 
 
-class GuestMemfd:
+class GuestMemfd(FdObject):
     """guest_memfd ``fd`` of ``size`` bytes created by ``vm`` with ``flags``."""
 
     def __init__(self, vm: Vm, fd: int, size: int, flags: int) -> None:
@@ -70,13 +70,3 @@ class GuestMemfd:
     def to_shared(self, offset: int = 0, size: int | None = None) -> int:
         return self.set_attributes(offset, self.size - offset if size is None else size, 0)
 
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def __enter__(self) -> GuestMemfd:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -6,13 +6,14 @@ import errno
 import os
 
 from . import libc, uapi
+from .fdobj import FdObject
 from .ioctl import kvm_ioctl
 from .vm import Vm
 
 ffi = uapi.ffi
 
 
-class Kvm:
+class Kvm(FdObject):
     """An open /dev/kvm. Capabilities asked here are KVM's global answers; some (VM types,
     guest_memfd flags, memory attributes) have a more precise per-VM answer, see
     :meth:`Vm.check_extension`."""
@@ -55,14 +56,4 @@ class Kvm:
                        arguments={"type": vm_type})
         return Vm(self, fd, vm_type)
 
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def __enter__(self) -> Kvm:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from . import uapi
+from .fdobj import FdObject
 
 ffi = uapi.ffi
 
@@ -25,7 +26,7 @@ class StatDesc:
     bucket_size: int
 
 
-class Stats(Mapping[str, int | tuple[int, ...]]):
+class Stats(FdObject, Mapping[str, int | tuple[int, ...]]):
     """One stats fd: descriptors parsed once, values read fresh on every lookup."""
 
     def __init__(self, fd: int) -> None:
@@ -60,13 +61,3 @@ class Stats(Mapping[str, int | tuple[int, ...]]):
         """Every stat read now."""
         return {name: self[name] for name in self.descs}
 
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def __enter__(self) -> Stats:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

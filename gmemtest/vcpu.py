@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import errno
-import os
 from typing import TYPE_CHECKING, Any
 
 from . import libc, memory, uapi
 from .errors import KvmError
 from .exits import Exit, decode
+from .fdobj import FdObject
 from .ioctl import kvm_ioctl
 
 if TYPE_CHECKING:
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 ffi = uapi.ffi
 
 
-class Vcpu:
+class Vcpu(FdObject):
     """vCPU ``id`` of ``vm``; ``run`` is its mapped struct kvm_run."""
 
     def __init__(self, vm: Vm, vcpu_id: int, fd: int) -> None:
@@ -80,14 +80,5 @@ class Vcpu:
         while size:
             gpa, size = self.pre_fault_memory(gpa, size)
 
-    def close(self) -> None:
-        if self.fd >= 0:
-            self._run_map.close()
-            os.close(self.fd)
-            self.fd = -1
-
-    def __enter__(self) -> Vcpu:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _before_close(self) -> None:
+        self._run_map.close()

@@ -6,11 +6,11 @@ VM fd, then unmaps memslot backings it allocated.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from . import memory, uapi
 from .errors import ConversionError
+from .fdobj import FdObject
 from .ioctl import kvm_ioctl
 from .stats import Stats
 
@@ -68,7 +68,7 @@ class Memslot:
         return f"<Memslot {self.slot} gpa={self.gpa:#x} size={self.size:#x}{gmem}>"
 
 
-class Vm:
+class Vm(FdObject):
     """A KVM VM of ``vm_type`` (KVM_X86_DEFAULT_VM, KVM_X86_SW_PROTECTED_VM, ...)."""
 
     def __init__(self, kvm: Kvm, fd: int, vm_type: int) -> None:
@@ -183,24 +183,17 @@ class Vm:
         self.vcpus.append(vcpu)
         return vcpu
 
-    def close(self) -> None:
+    def _before_close(self) -> None:
         for vcpu in self.vcpus:
             vcpu.close()
         for gmem in self.gmems:
             gmem.close()
         if self._stats is not None:
             self._stats.close()
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+
+    def _after_close(self) -> None:
         for ms in [*self.memslots.values(), *self._retired]:
             if ms.backing is not None:
                 ms.backing.close()
         self.memslots.clear()
         self._retired.clear()
-
-    def __enter__(self) -> Vm:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
