@@ -211,3 +211,30 @@ def test_private_gfn_without_guest_memfd_is_memory_fault(sw_vm, vm_attributes_pa
     exit = agent.read(GPA + PAGE + 1)
     assert isinstance(exit, MemoryFault)
     assert (exit.gpa, exit.size, exit.private) == (GPA + PAGE, PAGE, True)
+
+
+def test_elevated_refcount_is_eagain_at_the_pinned_page(sw_vm, gmem_path):
+    """Series selftest elevated_refcount; contract: 'EAGAIN on conversion to private when a
+    page in range holds an extra reference (e.g. a long-term GUP pin), with error_offset = the
+    byte offset of the first such page'. Unpinned pages convert; after unpinning the whole
+    range converts and contents are kept."""
+    from gmemtest import gup
+
+    if not gup.GUP_TEST.exists():
+        pytest.skip("needs CONFIG_GUP_TEST (/sys/kernel/debug/gup_test)")
+    gmem, view = gmem_slot(sw_vm, pages=4)
+    with view:
+        for page in range(4):
+            view.write(page * PAGE, bytes([0x40 + page]))
+        with gup.long_term_pin(view.addr + 2 * PAGE, PAGE):
+            with pytest.raises(ConversionError) as e:
+                gmem.to_private()
+            assert e.value.errno_name == "EAGAIN"
+            assert e.value.error_offset == 2 * PAGE
+            assert all(view.probe(p * PAGE) == "ok" for p in range(4))
+            gmem.to_private(0, 2 * PAGE)
+            assert view.probe(0) == "SIGBUS" and view.probe(2 * PAGE) == "ok"
+        gmem.to_private()
+        assert view.probe(3 * PAGE) == "SIGBUS"
+        gmem.to_shared()
+        assert [view.read(p * PAGE) for p in range(4)] == [b"\x40", b"\x41", b"\x42", b"\x43"]
