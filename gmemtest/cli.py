@@ -217,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     except (GmemtestError, KvmError) as e:
         print(f"gmemtest {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file or device the command needs, named by the OS
+        print(f"gmemtest {args.command}: error: {e.strerror}: {e.filename or ''}",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"gmemtest {args.command}: interrupted", file=sys.stderr)
         return 130

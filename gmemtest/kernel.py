@@ -168,6 +168,7 @@ def build(src: Path | None = None, *, patches: bool | None = None,
         if shutil.which(tool) is None:
             raise GmemtestError(f"'{tool}' not found: run scripts/bootstrap --vm (or apt-get "
                                 "install build-essential flex bison bc libelf-dev libssl-dev)")
+    frags = kconfig.fragment_paths(fragments or list(kconfig.DEFAULT_FRAGMENTS))
     if src is None:
         source = debian_source(progress)
         if patches is not False:
@@ -176,7 +177,6 @@ def build(src: Path | None = None, *, patches: bool | None = None,
         source = user_source(src)
         if patches:
             source = patched(source, series(), progress)
-    frags = kconfig.fragment_paths(fragments or list(kconfig.DEFAULT_FRAGMENTS))
     config_hash = _digest(*(f.read_bytes() for f in frags))
     identity = str(source.path) if source.kind == "tree" else source.version + repr(source.patches)
     bdir = cache_dir("build", _digest(identity, config_hash))

@@ -7,6 +7,10 @@ KVM_SET_MEMORY_ATTRIBUTES on the VM (upstream). Each test names the point of
 
 from __future__ import annotations
 
+import faulthandler
+import os
+import signal
+
 import pytest
 
 from gmemtest import Agent, ConversionError, KvmError, MemoryFault, Mmio, seriesconf, uapi
@@ -238,3 +242,31 @@ def test_elevated_refcount_is_eagain_at_the_pinned_page(sw_vm, gmem_path):
         assert view.probe(3 * PAGE) == "SIGBUS"
         gmem.to_shared()
         assert [view.read(p * PAGE) for p in range(4)] == [b"\x40", b"\x41", b"\x42", b"\x43"]
+
+
+def test_conversion_unmaps_every_process(sw_vm, gmem_path):
+    """Series selftest forked_accesses; contract: 'Conversion to private removes the pages
+    from every host process's page tables (not just the caller's)': a child that has the page
+    mapped and read before the conversion gets SIGBUS on its next read."""
+    gmem, view = gmem_slot(sw_vm)
+    with view:
+        view.write(0, b"a")
+        ready_r, ready_w = os.pipe()
+        go_r, go_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            faulthandler.disable()
+            try:
+                view.read(0)  # the child's own PTE for the page
+                os.write(ready_w, b"1")
+                os.read(go_r, 1)
+                view.read(0)
+            finally:
+                os._exit(0)
+        os.read(ready_r, 1)
+        gmem.to_private(0, PAGE)
+        os.write(go_w, b"1")
+        _, status = os.waitpid(pid, 0)
+        for fd in (ready_r, ready_w, go_r, go_w):
+            os.close(fd)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGBUS

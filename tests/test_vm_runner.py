@@ -40,8 +40,9 @@ def build() -> dict:
     return b
 
 
-def qemu_processes() -> list[str]:
-    out = subprocess.run(["pgrep", "-f", "qemu-system-x86_64.*gmemtest|vmimages/init"],
+def qemu_processes(results: Path) -> list[str]:
+    """QEMU processes sharing ``results`` (this test's boot, not another one running)."""
+    out = subprocess.run(["pgrep", "-f", f"qemu-system-x86_64.*path={results}"],
                          capture_output=True, text=True).stdout
     return out.split()
 
@@ -72,7 +73,7 @@ def test_hanging_boot_is_one_line_and_leaves_no_qemu(build, tmp_path):
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and "boot timeout: no init banner within 8 s" in err[0], proc.stderr
     assert "Traceback" not in proc.stderr
-    assert qemu_processes() == []
+    assert qemu_processes(tmp_path / "r") == []
 
 
 def test_qemu_absent_is_one_line(build, tmp_path):
