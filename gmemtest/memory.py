@@ -92,7 +92,7 @@ def anonymous(size: int, *, align: int = 0, hugepage: bool | None = None) -> Map
     MADV_HUGEPAGE or MADV_NOHUGEPAGE applied."""
     span = size + align
     base = mmap(span, libc.PROT_READ | libc.PROT_WRITE,
-                libc.MAP_SHARED | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE)
+                libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE)
     addr = (base + align - 1) // align * align if align else base
     mapping = Mapping(addr, size, reserved=(base, span))
     if hugepage is not None:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from gmemtest import Kvm, Vm, seriesconf, uapi
+from gmemtest.paths import PATHS, ConversionPath, GmemPath, VmAttributesPath
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -77,3 +78,42 @@ def vm(kvm: Kvm) -> Iterator[Vm]:
 
 # Host-only tests (they drive QEMU) are not collected inside the guest.
 collect_ignore = ["test_vm_runner.py"] if os.environ.get("GMEMTEST_IN_GUEST") else []
+
+
+@pytest.fixture
+def sw_vm(kvm: Kvm) -> Iterator[Vm]:
+    """A KVM_X86_SW_PROTECTED_VM (skips naming the VM type when the kernel lacks it)."""
+    reason = missing(kvm, "vm_type:KVM_X86_SW_PROTECTED_VM")
+    if reason:
+        pytest.skip(f"needs KVM_X86_SW_PROTECTED_VM: {reason}")
+    with kvm.create_vm(uapi.KVM_X86_SW_PROTECTED_VM) as vm:
+        yield vm
+
+
+@pytest.fixture(params=sorted(PATHS))
+def path(request: pytest.FixtureRequest, kvm: Kvm, sw_vm: Vm) -> ConversionPath:
+    """Each conversion path on a SW_PROTECTED VM; the one this kernel lacks skips, naming the
+    capability or parameter."""
+    cls = PATHS[request.param]
+    reason = cls.missing(kvm)
+    if reason:
+        pytest.skip(f"{cls.name} path: {reason}")
+    return cls(sw_vm)
+
+
+@pytest.fixture
+def gmem_path(kvm: Kvm, sw_vm: Vm) -> ConversionPath:
+    """The guest_memfd path alone, for what only it can do."""
+    reason = GmemPath.missing(kvm)
+    if reason:
+        pytest.skip(f"gmem path: {reason}")
+    return GmemPath(sw_vm)
+
+
+@pytest.fixture
+def vm_attributes_path(kvm: Kvm, sw_vm: Vm) -> ConversionPath:
+    """The VM-attributes path alone."""
+    reason = VmAttributesPath.missing(kvm)
+    if reason:
+        pytest.skip(f"vm-attributes path: {reason}")
+    return VmAttributesPath(sw_vm)

@@ -14,6 +14,7 @@ import signal
 import pytest
 
 from gmemtest import Agent, ConversionError, KvmError, MemoryFault, Mmio, seriesconf, uapi
+from gmemtest.paths import GmemPath
 
 PAGE = uapi.PAGE_SIZE
 GiB = 1 << 30
@@ -21,40 +22,10 @@ GPA = 4 * GiB  # where the upstream tests put guest_memfd
 PRIVATE = uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE
 MMAP_SHARED = uapi.GUEST_MEMFD_FLAG_MMAP | uapi.GUEST_MEMFD_FLAG_INIT_SHARED
 
-pytestmark = pytest.mark.needs("vm_type:KVM_X86_SW_PROTECTED_VM")
-
-
-@pytest.fixture
-def sw_vm(kvm):
-    with kvm.create_vm(uapi.KVM_X86_SW_PROTECTED_VM) as vm:
-        yield vm
-
-
-@pytest.fixture
-def gmem_path(kvm):
-    """Skip unless the kernel offers the guest_memfd conversion ioctl."""
-    cap = seriesconf.conversion_cap()
-    if not kvm.check_extension(cap.value) & PRIVATE:
-        param = seriesconf.in_place_conversion_param()
-        why = ("kvm.gmem_in_place_conversion=0" if param is False else
-               f"{seriesconf.CAP_NAME} ({cap.value}) absent")
-        pytest.skip(f"gmem path needs {seriesconf.CAP_NAME}: {why}")
-
-
-@pytest.fixture
-def vm_attributes_path(kvm):
-    """Skip unless the VM ioctl can make memory private."""
-    if not kvm.check_extension(uapi.KVM_CAP_MEMORY_ATTRIBUTES) & PRIVATE:
-        param = seriesconf.in_place_conversion_param()
-        why = "kvm.gmem_in_place_conversion=1" if param else "KVM_CAP_MEMORY_ATTRIBUTES absent"
-        pytest.skip(f"vm-attributes path needs KVM_CAP_MEMORY_ATTRIBUTES: {why}")
-
-
-def gmem_slot(vm, pages=4, flags=MMAP_SHARED):
-    gmem = vm.create_guest_memfd(pages * PAGE, flags)
-    view = gmem.mmap()
-    vm.add_memslot(1, GPA, pages * PAGE, gmem=gmem, userspace_addr=view.addr)
-    return gmem, view
+def gmem_slot(vm, pages=4, *, private=False):
+    """A gmem-path memslot at GPA: (its guest_memfd, the host's mmap of it)."""
+    mem = GmemPath(vm).memory(1, GPA, pages * PAGE, private=private)
+    return mem.gmem, mem.view
 
 
 # --- gmem path ------------------------------------------------------------------------------

@@ -1,0 +1,110 @@
+"""The two ways to convert memory between shared and private, behind one interface.
+
+``vm-attributes`` (upstream): KVM_SET_MEMORY_ATTRIBUTES on the VM, by GPA; private pages come
+from guest_memfd and shared pages from the memslot's userspace_addr (two allocations).
+``gmem`` (the in-place series): KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd, by file offset;
+one guest_memfd page serves the gfn in both states and the host sees shared pages through the
+file's mmap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import memory, seriesconf, uapi
+from .gmem import GuestMemfd
+from .kvm import Kvm
+from .vm import Memslot, Vm
+
+PRIVATE = uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE
+
+
+@dataclass
+class GuestMemory:
+    """A memslot of ``size`` bytes at ``gpa`` with its guest_memfd and the host's view of the
+    shared backing (userspace memory, or the guest_memfd mmap)."""
+
+    slot: Memslot
+    gmem: GuestMemfd
+    view: memory.Mapping
+    gpa: int
+    size: int
+
+
+class ConversionPath:
+    name = ""
+
+    def __init__(self, vm: Vm) -> None:
+        self.vm = vm
+
+    @staticmethod
+    def missing(kvm: Kvm) -> str | None:
+        """Why this kernel cannot convert through this path (None when it can)."""
+        raise NotImplementedError
+
+    def memory(self, slot: int, gpa: int, size: int, *, private: bool,
+               gmem_offset: int = 0, gmem: GuestMemfd | None = None) -> GuestMemory:
+        raise NotImplementedError
+
+    def convert(self, mem: GuestMemory, offset: int, size: int, *, private: bool) -> None:
+        """Convert bytes [offset, offset + size) of ``mem``."""
+        raise NotImplementedError
+
+    def to_private(self, mem: GuestMemory, offset: int = 0, size: int | None = None) -> None:
+        self.convert(mem, offset, mem.size - offset if size is None else size, private=True)
+
+    def to_shared(self, mem: GuestMemory, offset: int = 0, size: int | None = None) -> None:
+        self.convert(mem, offset, mem.size - offset if size is None else size, private=False)
+
+
+class VmAttributesPath(ConversionPath):
+    name = "vm-attributes"
+
+    @staticmethod
+    def missing(kvm: Kvm) -> str | None:
+        if kvm.check_extension(uapi.KVM_CAP_MEMORY_ATTRIBUTES) & PRIVATE:
+            return None
+        if seriesconf.in_place_conversion_param():
+            return "KVM_CAP_MEMORY_ATTRIBUTES reports no PRIVATE: kvm.gmem_in_place_conversion=1"
+        return "KVM_CAP_MEMORY_ATTRIBUTES reports no PRIVATE"
+
+    def memory(self, slot: int, gpa: int, size: int, *, private: bool,
+               gmem_offset: int = 0, gmem: GuestMemfd | None = None) -> GuestMemory:
+        gmem = gmem or self.vm.create_guest_memfd(size, 0)
+        ms = self.vm.add_memslot(slot, gpa, size, gmem=gmem, gmem_offset=gmem_offset)
+        assert ms.backing is not None
+        if private:
+            self.vm.set_memory_attributes(gpa, size, PRIVATE)
+        return GuestMemory(ms, gmem, ms.backing, gpa, size)
+
+    def convert(self, mem: GuestMemory, offset: int, size: int, *, private: bool) -> None:
+        self.vm.set_memory_attributes(mem.slot.gpa + offset, size, PRIVATE if private else 0)
+
+
+class GmemPath(ConversionPath):
+    name = "gmem"
+
+    @staticmethod
+    def missing(kvm: Kvm) -> str | None:
+        cap = seriesconf.conversion_cap()
+        if kvm.check_extension(cap.value) & PRIVATE:
+            return None
+        if seriesconf.in_place_conversion_param() is False:
+            return f"{seriesconf.CAP_NAME} reports no PRIVATE: kvm.gmem_in_place_conversion=0"
+        return f"{seriesconf.CAP_NAME} ({cap.value}, {cap.source}) reports no PRIVATE"
+
+    def memory(self, slot: int, gpa: int, size: int, *, private: bool,
+               gmem_offset: int = 0, gmem: GuestMemfd | None = None) -> GuestMemory:
+        flags = uapi.GUEST_MEMFD_FLAG_MMAP | (0 if private else uapi.GUEST_MEMFD_FLAG_INIT_SHARED)
+        gmem = gmem or self.vm.create_guest_memfd(size, flags)
+        view = gmem.mmap(gmem_offset, size)
+        ms = self.vm.add_memslot(slot, gpa, size, gmem=gmem, gmem_offset=gmem_offset,
+                                 userspace_addr=view.addr)
+        ms.backing = view  # unmapped when the VM closes
+        return GuestMemory(ms, gmem, view, gpa, size)
+
+    def convert(self, mem: GuestMemory, offset: int, size: int, *, private: bool) -> None:
+        mem.gmem.set_attributes(mem.slot.gmem_offset + offset, size, PRIVATE if private else 0)
+
+
+PATHS: dict[str, type[ConversionPath]] = {p.name: p for p in (VmAttributesPath, GmemPath)}

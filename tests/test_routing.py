@@ -1,0 +1,88 @@
+"""Fault routing on both conversion paths: which backing serves a gfn, and what the guest sees
+when it converts memory itself."""
+
+import pytest
+
+from gmemtest import Agent, Hypercall, uapi
+
+PAGE = uapi.PAGE_SIZE
+GPA = 4 << 30
+
+
+def test_private_and_shared_are_served_from_the_right_backing(path):
+    """Seed 'Determining fault path (slot->userspace_addr vs kvm_gmem_get_pfn())'; contract
+    'Fault routing': a guest write to a private page lands in guest_memfd, invisible to the
+    host's shared view (vm-attributes: another allocation; gmem: SIGBUS); once shared, the
+    guest reads the shared backing (vm-attributes: the userspace page; gmem: the same page)."""
+    agent = Agent(path.vm)
+    mem = path.memory(1, GPA, 4 * PAGE, private=True)
+    assert agent.write(GPA + PAGE, 0x77) is None
+    assert agent.read(GPA + PAGE) == 0x77
+    path.to_shared(mem, PAGE, PAGE)
+    if path.name == "gmem":
+        assert mem.view.read(PAGE) == b"\x77"  # one page, both states
+    else:
+        assert mem.view.read(PAGE) == b"\x00"  # the userspace page, never written
+        mem.view.write(PAGE, b"\x66")
+    assert agent.read(GPA + PAGE) == (0x77 if path.name == "gmem" else 0x66)
+
+
+def test_guest_initiated_conversion(path):
+    """Contract: 'guest-requested conversions arrive as KVM_HC_MAP_GPA_RANGE hypercall exits,
+    and the VMM converts'. The harness converts through the active path and resumes; the
+    next access lands on the page of the new state."""
+    path.vm.enable_cap(uapi.KVM_CAP_EXIT_HYPERCALL, 1 << uapi.KVM_HC_MAP_GPA_RANGE)
+    agent = Agent(path.vm)
+    mem = path.memory(1, GPA, 4 * PAGE, private=False)
+    mem.view.write(2 * PAGE, b"\x31")
+    exit = agent.map_gpa_range(GPA + 2 * PAGE, 1, private=True)
+    assert isinstance(exit, Hypercall)
+    assert exit.args[:3] == (GPA + 2 * PAGE, 1, uapi.KVM_MAP_GPA_RANGE_ENCRYPTED)
+    path.to_private(mem, 2 * PAGE, PAGE)
+    assert agent.resume(hypercall_ret=0) == 0
+    assert agent.write(GPA + 2 * PAGE + 1, 0x32) is None
+    if path.name == "gmem":
+        assert mem.view.probe(2 * PAGE) == "SIGBUS"
+    else:
+        assert mem.view.read(2 * PAGE, 2) == b"\x31\x00"  # the shared page kept its own data
+    exit = agent.map_gpa_range(GPA + 2 * PAGE, 1, private=False)
+    assert isinstance(exit, Hypercall) and exit.args[2] == uapi.KVM_MAP_GPA_RANGE_DECRYPTED
+    path.to_shared(mem, 2 * PAGE, PAGE)
+    assert agent.resume(hypercall_ret=0) == 0
+    expect = 0x32 if path.name == "gmem" else 0x00
+    assert agent.read(GPA + 2 * PAGE + 1) == expect
+
+
+@pytest.mark.needs("KVM_CAP_PRE_FAULT_MEMORY")
+@pytest.mark.parametrize("private", [True, False], ids=["private", "shared"])
+def test_pre_fault_maps_without_running(path, private):
+    """KVM_PRE_FAULT_MEMORY maps a private or shared range in KVM's page tables without a
+    guest run: pages_4k rises by the range's pages (guest_memfd reports max_order 0)."""
+    agent = Agent(path.vm)
+    mem = path.memory(1, GPA, 16 * PAGE, private=private)
+    stats = path.vm.stats()
+    before = stats["pages_4k"]
+    done = agent.vcpu.pre_fault_memory(GPA, 16 * PAGE)
+    assert done == (GPA + 16 * PAGE, 0)
+    assert stats["pages_4k"] - before == mem.size // PAGE
+
+
+def test_two_memslots_one_file(gmem_path):
+    """Contract: 'Every conversion zaps KVM's stage-2 mappings of the range in every memslot
+    bound to the file'; seed 'Can convert independently of memslots': one ioctl over the file
+    reaches two memslots bound at different offsets."""
+    vm = gmem_path.vm
+    agent = Agent(vm)
+    gmem = vm.create_guest_memfd(8 * PAGE, uapi.GUEST_MEMFD_FLAG_MMAP
+                                 | uapi.GUEST_MEMFD_FLAG_INIT_SHARED)
+    view = gmem.mmap()
+    vm.add_memslot(1, 8 << 30, 4 * PAGE, gmem=gmem, gmem_offset=0, userspace_addr=view.addr)
+    vm.add_memslot(2, 12 << 30, 4 * PAGE, gmem=gmem, gmem_offset=4 * PAGE,
+                   userspace_addr=view.addr + 4 * PAGE)
+    assert agent.write(8 << 30, 0x41) is None and agent.write(12 << 30, 0x42) is None
+    gmem.to_private(0, 8 * PAGE)
+    assert view.probe(0) == "SIGBUS" and view.probe(4 * PAGE) == "SIGBUS"
+    assert agent.read(8 << 30) == 0x41 and agent.read(12 << 30) == 0x42
+    gmem.to_shared(0, 8 * PAGE)
+    assert view.read(0) == b"\x41" and view.read(4 * PAGE) == b"\x42"
+    view.close()
