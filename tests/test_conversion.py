@@ -241,3 +241,24 @@ def test_conversion_unmaps_every_process(sw_vm, gmem_path):
         for fd in (ready_r, ready_w, go_r, go_w):
             os.close(fd)
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGBUS
+
+
+@pytest.mark.parametrize("gpa, size, attributes, flags, why", [
+    (GPA, PAGE, PRIVATE, 1, "flags != 0"),
+    (GPA, PAGE, 1, 0, "attribute other than PRIVATE"),
+    (GPA, 0, PRIVATE, 0, "size 0"),
+    (GPA + 100, PAGE, PRIVATE, 0, "address not page aligned"),
+    (GPA, 100, PRIVATE, 0, "size not page aligned"),
+    (2**64 - PAGE, 2 * PAGE, PRIVATE, 0, "address + size overflows"),
+])
+def test_invalid_vm_ioctl_is_einval_and_changes_nothing(sw_vm, vm_attributes_path, gpa, size,
+                                                        attributes, flags, why):
+    """The upstream ioctl's EINVAL cases; afterwards the guest still reads the shared
+    backing, so nothing became private."""
+    agent = Agent(sw_vm)
+    mem = vm_attributes_path.memory(1, GPA, 4 * PAGE, private=False)
+    mem.view.write(0, b"\x5c")
+    with pytest.raises(ConversionError) as e:
+        sw_vm.set_memory_attributes(gpa, size, attributes, flags)
+    assert e.value.errno_name == "EINVAL", why
+    assert agent.read(GPA) == 0x5C
