@@ -118,8 +118,9 @@ def _cmd_vm_image(args: argparse.Namespace) -> int:
 
 def _cmd_vm_test(args: argparse.Namespace) -> int:
     from . import vmtest
+    from .kconfig import DEFAULT_FRAGMENTS
 
-    fragments = ["base", "kvm", "mm", "faults", "debug"] if args.debug else None
+    fragments = [*DEFAULT_FRAGMENTS, "debug"] if args.debug else None
     outcomes, text = vmtest.main_job(src=Path(args.src) if args.src else None,
                                      patches=args.patches, fragments=fragments,
                                      pytest_args=_pytest_args(args) or None,

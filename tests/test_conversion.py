@@ -150,8 +150,9 @@ def test_vm_ioctl_cannot_make_memory_private(sw_vm, gmem_path):
 def test_gmem_ioctl_is_enotty_when_switched_off(sw_vm):
     """Contract: 'When off: the gmem ioctl fails with ENOTTY'."""
     if seriesconf.in_place_conversion_param() is not False:
-        pytest.skip("needs kvm.gmem_in_place_conversion present and off "
-                    f"(it is {seriesconf.in_place_conversion_param()})")
+        param = seriesconf.in_place_conversion_param()
+        pytest.skip("switch-off behaviour: needs kvm.gmem_in_place_conversion=0 (it is "
+                    f"{'absent' if param is None else int(param)})")
     gmem = sw_vm.create_guest_memfd(4 * PAGE)
     with pytest.raises(ConversionError) as e:
         gmem.to_private(0, PAGE)
