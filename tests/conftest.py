@@ -94,26 +94,23 @@ def sw_vm(kvm: Kvm) -> Iterator[Vm]:
 def path(request: pytest.FixtureRequest, kvm: Kvm, sw_vm: Vm) -> ConversionPath:
     """Each conversion path on a SW_PROTECTED VM; the one this kernel lacks skips, naming the
     capability or parameter."""
-    cls = PATHS[request.param]
+    return _only(PATHS[request.param], kvm, sw_vm)
+
+
+def _only(cls: type[ConversionPath], kvm: Kvm, vm: Vm) -> ConversionPath:
     reason = cls.missing(kvm)
     if reason:
         pytest.skip(f"{cls.name} path: {reason}")
-    return cls(sw_vm)
+    return cls(vm)
 
 
 @pytest.fixture
 def gmem_path(kvm: Kvm, sw_vm: Vm) -> ConversionPath:
     """The guest_memfd path alone, for what only it can do."""
-    reason = GmemPath.missing(kvm)
-    if reason:
-        pytest.skip(f"gmem path: {reason}")
-    return GmemPath(sw_vm)
+    return _only(GmemPath, kvm, sw_vm)
 
 
 @pytest.fixture
 def vm_attributes_path(kvm: Kvm, sw_vm: Vm) -> ConversionPath:
     """The VM-attributes path alone."""
-    reason = VmAttributesPath.missing(kvm)
-    if reason:
-        pytest.skip(f"vm-attributes path: {reason}")
-    return VmAttributesPath(sw_vm)
+    return _only(VmAttributesPath, kvm, sw_vm)

@@ -51,31 +51,33 @@ def test_attributes_survive_memslot_recreation_and_hole_punch(path):
         assert agent.read(GPA + 2 * PAGE) == 0
 
 
+def written_then_moved(path, moved):
+    """A private memslot the guest wrote 0x21 into, deleted and bound again at ``moved``."""
+    vm = path.vm
+    agent = Agent(vm)
+    mem = path.memory(1, GPA, PAGES * PAGE, private=True)
+    assert agent.write(GPA, 0x21) is None
+    vm.memslots[1].delete()
+    vm.add_memslot(1, moved, PAGES * PAGE, gmem=mem.gmem, userspace_addr=mem.view.addr)
+    return agent, mem
+
+
 def test_restoring_needs_the_vm_ioctl_per_gpa_range(vm_attributes_path):
     """Seed 'Advantage 2' contrasted: upstream, attributes are per VM and per GPA, so after a
     reboot the VMM restores them with one KVM_SET_MEMORY_ATTRIBUTES per GPA range, and a
     guest_memfd bound at another GPA does not carry them along."""
-    vm = vm_attributes_path.vm
-    agent = Agent(vm)
-    mem = vm_attributes_path.memory(1, GPA, PAGES * PAGE, private=True)
-    assert agent.write(GPA, 0x21) is None
-    vm.memslots[1].delete()
     moved = 8 << 30
-    vm.add_memslot(1, moved, PAGES * PAGE, gmem=mem.gmem, userspace_addr=mem.view.addr)
+    agent, _ = written_then_moved(vm_attributes_path, moved)
     assert agent.read(moved) == 0  # shared at the new GPA: the userspace page
-    vm.set_memory_attributes(moved, PAGES * PAGE, uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE)
+    vm_attributes_path.vm.set_memory_attributes(moved, PAGES * PAGE,
+                                                uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE)
     assert agent.read(moved) == 0x21  # the same guest_memfd page, private again
 
 
 def test_gmem_attributes_follow_the_file_to_another_gpa(gmem_path):
     """The in-place counterpart: the file carries its shareability, so rebinding it at another
     GPA needs no conversion at all."""
-    vm = gmem_path.vm
-    agent = Agent(vm)
-    mem = gmem_path.memory(1, GPA, PAGES * PAGE, private=True)
-    assert agent.write(GPA, 0x21) is None
-    vm.memslots[1].delete()
     moved = 8 << 30
-    vm.add_memslot(1, moved, PAGES * PAGE, gmem=mem.gmem, userspace_addr=mem.view.addr)
+    agent, mem = written_then_moved(gmem_path, moved)
     assert agent.read(moved) == 0x21
     assert mem.view.probe(0) == "SIGBUS"
