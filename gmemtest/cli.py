@@ -129,6 +129,26 @@ def _cmd_vm_test(args: argparse.Namespace) -> int:
     return 0 if all(o.ok for o in outcomes) else 1
 
 
+def _cmd_bisect_step(args: argparse.Namespace) -> int:
+    from . import bisect
+
+    src = Path(args.src or ".").resolve()
+    if not (src / "Makefile").is_file():
+        print(f"gmemtest bisect-step: error: {src} is not a kernel tree: run it from the tree "
+              "or pass --src DIR", file=sys.stderr)
+        return bisect.ABORT
+    pytest_args = _pytest_args(args) or ["-q", "-n", "auto"]
+    if args.k:
+        pytest_args = ["-k", args.k, *pytest_args]
+    try:
+        return bisect.step(src, pytest_args, cmdline=args.cmdline, limits=_limits(args),
+                           on_build_failure=args.build_failure,
+                           on_boot_failure=args.boot_failure)
+    except (GmemtestError, KvmError, OSError) as e:
+        print(f"gmemtest bisect-step: error: {e}", file=sys.stderr)
+        return bisect.ABORT
+
+
 def _add_vm_limits(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", metavar="DIR|debian",
                    help="boot a root image directory instead of sharing the host root "
@@ -199,6 +219,20 @@ def parser() -> argparse.ArgumentParser:
 
     vi = vsub.add_parser("image", help="build (or find) the self-contained Debian root image")
     vi.set_defaults(func=_cmd_vm_image)
+
+    b = sub.add_parser("bisect-step", help="one step of `git bisect run`: build, boot, test; "
+                       "exit 0 good, 1 bad, 125 skip, 128 abort")
+    b.add_argument("--src", metavar="DIR", help="the kernel tree (default: the current dir)")
+    b.add_argument("-k", metavar="EXPR", help="pytest -k expression selecting the tests")
+    b.add_argument("--cmdline", action="append", default=["kvm.gmem_in_place_conversion=1"],
+                   metavar="ARG", help="kernel command line argument (default: in-place "
+                   "conversion on)")
+    b.add_argument("--build-failure", choices=("skip", "bad", "abort"), default="skip",
+                   help="answer for a commit that does not build (default skip: 125)")
+    b.add_argument("--boot-failure", choices=("skip", "bad", "abort"), default="skip",
+                   help="answer for a commit that does not boot (default skip: 125)")
+    _add_vm_limits(b)
+    b.set_defaults(func=_cmd_bisect_step)
 
     t = sub.add_parser("vm-test", help="the main job: build, boot twice (in-place conversion "
                        "on and off), run the whole suite, one report")

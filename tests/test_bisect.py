@@ -1,0 +1,84 @@
+"""`git bisect run gmemtest bisect-step` finds the commit that broke a conversion rule.
+
+A git repo of linux-source-7.2 with the kpatches series as commits, then a commit that stops
+conversions to private from unmapping host mappings, then two harmless commits. Bisecting between
+the last series patch (good) and the tip (bad) must name the breaking commit. Host only: it
+builds and boots kernels (the Debian source must be in the cache: the main job fetches it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gmemtest import kernel
+from gmemtest.cache import cache_dir
+
+TESTS = "test_conversion_unmaps_every_process"
+GIT = ["git", "-c", "user.name=gmemtest", "-c", "user.email=gmemtest@localhost"]
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run([*GIT, "-C", str(repo), *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def repo() -> Path:
+    if os.environ.get("GMEMTEST_IN_GUEST"):
+        pytest.skip("bisect runs on the host (no kernel build or QEMU in the guest)")
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("needs qemu-system-x86_64 (scripts/bootstrap --vm installs it)")
+    pristine = sorted(cache_dir("src").glob("linux-source-7.2_*/linux-source-7.2"))
+    if not pristine:
+        pytest.skip("needs linux-source-7.2 in the cache (make vm-test fetches it)")
+    dest = cache_dir("bisect-test") / "linux"
+    if not (dest / ".git").exists():
+        shutil.rmtree(dest, ignore_errors=True)
+        subprocess.run(["cp", "-a", str(pristine[-1]), str(dest)], check=True)
+        git(dest, "init", "-q")
+        git(dest, "add", "-f", "-A")
+        git(dest, "commit", "-q", "-m", "linux-source-7.2")
+        for patch in kernel.series():
+            git(dest, "am", "-q", str(patch))
+        gmem = dest / "virt/kvm/guest_memfd.c"
+        text = gmem.read_text()
+        broken = text.replace("\t\tunmap_mapping_pages(mapping, run->start, "
+                              "run->end - run->start,\n\t\t\t\t    false);\n", "")
+        assert broken != text
+        gmem.write_text(broken)
+        git(dest, "commit", "-q", "-a", "-m", "KVM: guest_memfd: Skip unmapping (the bug)")
+        readme = dest / "README"
+        for n in (1, 2):
+            readme.write_text(readme.read_text() + "\n")
+            git(dest, "commit", "-q", "-a", "-m", f"README: harmless change {n}")
+    else:
+        git(dest, "bisect", "reset", "-q")
+        git(dest, "checkout", "-q", "master")
+    return dest
+
+
+def test_bisect_names_the_breaking_commit(repo):
+    """The range is the last series patch (good) to the tip (bad): the breaking commit sits in
+    the middle, followed by two harmless ones."""
+    breaking = git(repo, "rev-parse", "HEAD~2")
+    good = git(repo, "rev-parse", "HEAD~3")
+    git(repo, "bisect", "start", "HEAD", good)
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(
+            [*GIT, "-C", str(repo), "bisect", "run", sys.executable, "-m", "gmemtest.cli",
+             "bisect-step", "--src", str(repo), "-k", TESTS, "--", "-q", "-p", "no:xdist"],
+            capture_output=True, text=True, timeout=1800)
+    finally:
+        elapsed = time.monotonic() - start
+        log = git(repo, "bisect", "log")
+        git(repo, "bisect", "reset", "-q")
+    print(proc.stdout[-3000:], proc.stderr[-2000:], f"bisect took {elapsed:.0f} s", sep="\n")
+    assert f"{breaking} is the first bad commit" in proc.stdout, log
