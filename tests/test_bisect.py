@@ -64,6 +64,7 @@ def repo() -> Path:
     return dest
 
 
+@pytest.mark.timeout(1800)
 def test_bisect_names_the_breaking_commit(repo):
     """The range is the last series patch (good) to the tip (bad): the breaking commit sits in
     the middle, followed by two harmless ones."""
