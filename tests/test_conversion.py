@@ -263,3 +263,15 @@ def test_invalid_vm_ioctl_is_einval_and_changes_nothing(sw_vm, vm_attributes_pat
         sw_vm.set_memory_attributes(gpa, size, attributes, flags)
     assert e.value.errno_name == "EINVAL", why
     assert agent.read(GPA) == 0x5C
+
+
+def test_private_access_after_memslot_deletion_is_memory_fault(sw_vm, vm_attributes_path):
+    """Upstream private_mem_kvm_exits_test: the attribute lives in the VM, so a private gfn
+    whose memslot was deleted still faults as private: KVM_EXIT_MEMORY_FAULT, not MMIO (the
+    gmem path answers MMIO, test_access_after_memslot_deletion_is_mmio)."""
+    agent = Agent(sw_vm)
+    vm_attributes_path.memory(1, GPA, 4 * PAGE, private=True)
+    sw_vm.memslots[1].delete()
+    exit = agent.read(GPA + 8)
+    assert isinstance(exit, MemoryFault)
+    assert (exit.gpa, exit.size, exit.private) == (GPA, PAGE, True)
