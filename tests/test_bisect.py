@@ -35,11 +35,12 @@ def repo() -> Path:
         pytest.skip("bisect runs on the host (no kernel build or QEMU in the guest)")
     if shutil.which("qemu-system-x86_64") is None:
         pytest.skip("needs qemu-system-x86_64 (scripts/bootstrap --vm installs it)")
-    pristine = sorted(cache_dir("src").glob("linux-source-7.2_*/linux-source-7.2"))
+    pristine = sorted(p for p in cache_dir("src").glob("linux-source-7.2_*/linux-source-7.2")
+                      if "+" not in p.parent.name)  # not a patched copy
     if not pristine:
         pytest.skip("needs linux-source-7.2 in the cache (make vm-test fetches it)")
     dest = cache_dir("bisect-test") / "linux"
-    if not (dest / ".git").exists():
+    if not (dest / ".git/gmemtest-ready").exists():
         shutil.rmtree(dest, ignore_errors=True)
         subprocess.run(["cp", "-a", str(pristine[-1]), str(dest)], check=True)
         git(dest, "init", "-q")
@@ -58,6 +59,7 @@ def repo() -> Path:
         for n in (1, 2):
             readme.write_text(readme.read_text() + "\n")
             git(dest, "commit", "-q", "-a", "-m", f"README: harmless change {n}")
+        (dest / ".git/gmemtest-ready").touch()
     else:
         git(dest, "bisect", "reset", "-q")
         git(dest, "checkout", "-q", "master")
