@@ -41,8 +41,9 @@ def repo() -> Path:
         pytest.skip("needs linux-source-7.2 in the cache (make vm-test fetches it)")
     dest = cache_dir("bisect-test") / "linux"
     if not (dest / ".git/gmemtest-ready").exists():
-        shutil.rmtree(dest, ignore_errors=True)
-        subprocess.run(["cp", "-a", str(pristine[-1]), str(dest)], check=True)
+        subprocess.run(["rm", "-rf", str(dest)], check=True)
+        dest.mkdir()
+        subprocess.run(["cp", "-a", f"{pristine[-1]}/.", str(dest)], check=True)
         git(dest, "init", "-q")
         git(dest, "add", "-f", "-A")
         git(dest, "commit", "-q", "-m", "linux-source-7.2")
