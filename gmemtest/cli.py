@@ -149,6 +149,14 @@ def _cmd_bisect_step(args: argparse.Namespace) -> int:
         return bisect.ABORT
 
 
+def _cmd_matrix(args: argparse.Namespace) -> int:
+    from . import matrix
+
+    return matrix.main(Path(args.config), Path(args.out) if args.out else None,
+                       Path(args.baseline) if args.baseline else None, _limits(args),
+                       _pytest_args(args) or None)
+
+
 def _add_vm_limits(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", metavar="DIR|debian",
                    help="boot a root image directory instead of sharing the host root "
@@ -233,6 +241,16 @@ def parser() -> argparse.ArgumentParser:
                    help="answer for a commit that does not boot (default skip: 125)")
     _add_vm_limits(b)
     b.set_defaults(func=_cmd_bisect_step)
+
+    m = sub.add_parser("matrix", help="the nightly job: kernels x kconfig sets x command lines, "
+                       "one report (JUnit, KTAP, Markdown, HTML)")
+    m.add_argument("--config", required=True, metavar="FILE", help="the matrix (TOML; see "
+                   "matrices/nightly.toml)")
+    m.add_argument("--out", metavar="DIR", help="report directory (default results/matrix-*)")
+    m.add_argument("--baseline", metavar="FILE", help="an earlier run's matrix.json: exit "
+                   "non-zero only when something regressed against it")
+    _add_vm_limits(m)
+    m.set_defaults(func=_cmd_matrix)
 
     t = sub.add_parser("vm-test", help="the main job: build, boot twice (in-place conversion "
                        "on and off), run the whole suite, one report")

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import debian, kconfig
-from .cache import cache_dir, locked
+from .cache import cache_dir, locked, write_atomically
 from .errors import GmemtestError
 from .progress import Progress
 
@@ -160,8 +160,9 @@ def _make_env(src: Path) -> dict[str, str]:
 
 def build(src: Path | None = None, *, patches: bool | None = None,
           fragments: list[str] | None = None, jobs: int | None = None,
-          progress: Progress | None = None) -> Build:
-    """Fetch (or take) the source, patch, configure and build bzImage and the uapi headers."""
+          progress: Progress | None = None, patch_dir: Path = KPATCHES) -> Build:
+    """Fetch (or take) the source, patch (the series in ``patch_dir``), configure and build
+    bzImage and the uapi headers."""
     progress = progress or Progress()
     t0 = time.monotonic()
     for tool in ("make", "gcc", "flex", "bison", "bc"):
@@ -172,11 +173,11 @@ def build(src: Path | None = None, *, patches: bool | None = None,
     if src is None:
         source = debian_source(progress)
         if patches is not False:
-            source = patched(source, series(), progress)
+            source = patched(source, series(patch_dir), progress)
     else:
         source = user_source(src)
         if patches:
-            source = patched(source, series(), progress)
+            source = patched(source, series(patch_dir), progress)
     config_hash = _digest(*(f.read_bytes() for f in frags))
     identity = str(source.path) if source.kind == "tree" else source.version + repr(source.patches)
     bdir = cache_dir("build", _digest(identity, config_hash))
@@ -234,6 +235,10 @@ def _run_make(src: Path, bdir: Path, targets: list[str], args: list[str], env: d
     """Run make, counting compiled files for the progress line; keep the log in the build dir."""
     log = bdir / "build.log"
     progress.phase("build", " ".join(targets))
+    # A cold build compiles about as many files as the last cold build did: the bar's total.
+    estimate = cache_dir("build") / ".files-per-cold-build"
+    cold = not (bdir / "vmlinux").exists()
+    total = int(estimate.read_text()) if cold and estimate.exists() else None
     with open(log, "w") as f:
         proc = subprocess.Popen(["make", "-C", str(src), f"O={bdir}", *args, *targets],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -245,12 +250,14 @@ def _run_make(src: Path, bdir: Path, targets: list[str], args: list[str], env: d
                 f.write(line)
                 if COMPILE_LINE.match(line):
                     files += 1
-                    progress.tick(f"{files} files", line.split()[-1])
+                    progress.tick(files, "files", line.split()[-1], total)
         except BaseException:
             proc.kill()
             proc.wait()
             raise
         rc = proc.wait()
+    if cold and rc == 0:
+        write_atomically(estimate, f"{files}\n".encode())
     if rc:
         errors = [ln.strip() for ln in log.read_text(errors="replace").splitlines()
                   if "error" in ln.lower()]

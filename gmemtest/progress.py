@@ -1,11 +1,13 @@
-"""Progress of long work (kernel builds, boots, suites) on stderr: a live status line on a
-terminal, a line every ``interval`` seconds otherwise (CI logs)."""
+"""Progress of long work (kernel builds, boots, suites) on stderr: a live tqdm bar on a terminal,
+a plain line every ``interval`` seconds otherwise (CI logs)."""
 
 from __future__ import annotations
 
 import sys
 import time
 from typing import TextIO
+
+from tqdm import tqdm
 
 
 class Progress:
@@ -18,37 +20,56 @@ class Progress:
         self.name = ""
         self.start = self.last = time.monotonic()
         self.timings: dict[str, float] = {}
+        self._bar: tqdm | None = None
 
-    def _emit(self, text: str, *, final: bool = False) -> None:
+    def _line(self, text: str) -> None:
         if self.quiet:
             return
-        if self.tty:
-            cols = 120
-            self.stream.write("\r\033[K" + text[:cols] + ("\n" if final else ""))
+        if self._bar is not None:
+            self._bar.write(text, file=self.stream)
         else:
             self.stream.write(text + "\n")
-        self.stream.flush()
+            self.stream.flush()
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def _end_phase(self, now: float) -> None:
+        self._close_bar()
+        if self.name:
+            self.timings[self.name] = self.timings.get(self.name, 0) + now - self.start
 
     def phase(self, name: str, detail: str = "") -> None:
         """Start (or continue) phase ``name``; the time since its first start is recorded."""
         now = time.monotonic()
         if name != self.name:
-            if self.name:
-                self.timings[self.name] = self.timings.get(self.name, 0) + now - self.start
+            self._end_phase(now)
             self.name, self.start = name, now
         self.last = now
-        self._emit(f"[{name}] {detail}", final=not self.tty)
+        self._line(f"[{name}] {detail}")
 
-    def tick(self, count: str, detail: str = "") -> None:
-        """A step inside the current phase: shown live on a terminal, every interval in logs."""
+    def tick(self, n: int, unit: str, detail: str = "", total: int | None = None) -> None:
+        """``n`` units of the current phase done (of about ``total``): a bar on a terminal, a
+        line every interval in logs."""
         now = time.monotonic()
-        if self.tty or now - self.last >= self.interval:
+        if self.quiet:
+            return
+        if self.tty:
+            if self._bar is None:
+                self._bar = tqdm(desc=f"[{self.name}]", total=total, unit=f" {unit}",
+                                 file=self.stream, leave=False, dynamic_ncols=True)
+            if total is not None and n > total:
+                self._bar.total = n
+            self._bar.update(n - self._bar.n)
+            self._bar.set_postfix_str(detail[-50:], refresh=False)
+        elif now - self.last >= self.interval:
             self.last = now
-            self._emit(f"[{self.name}] {now - self.start:5.0f} s  {count}  {detail}")
+            of = f"/~{total}" if total else ""
+            self._line(f"[{self.name}] {now - self.start:5.0f} s  {n}{of} {unit}  {detail}")
 
     def done(self, name: str, detail: str) -> None:
-        now = time.monotonic()
-        if self.name:
-            self.timings[self.name] = self.timings.get(self.name, 0) + now - self.start
+        self._end_phase(time.monotonic())
         self.name = ""
-        self._emit(f"[{name}] done: {detail}", final=True)
+        self._line(f"[{name}] done: {detail}")

@@ -26,6 +26,7 @@ class Outcome:
     failures: list[str] = field(default_factory=list)
     findings: list[health.Finding] = field(default_factory=list)
     problem: str | None = None
+    tests: dict[str, str] = field(default_factory=dict)  # test id -> passed/failed/skipped/xfailed
 
     @property
     def ok(self) -> bool:
@@ -51,14 +52,18 @@ def read_junit(path: Path, out: Outcome) -> None:
         if case.find("failure") is not None or case.find("error") is not None:
             out.failed += 1
             out.failures.append(name)
+            out.tests[name] = "failed"
         elif skipped is not None:
             if skipped.get("type") == "pytest.xfail":
                 out.xfailed += 1
+                out.tests[name] = "xfailed"
             else:
                 out.skipped += 1
                 out.skip_reasons[_reason(skipped.get("message", ""))] += 1
+                out.tests[name] = "skipped"
         else:
             out.passed += 1
+            out.tests[name] = "passed"
 
 
 def _reason(message: str) -> str:

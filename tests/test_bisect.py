@@ -62,8 +62,9 @@ def repo() -> Path:
             git(dest, "commit", "-q", "-a", "-m", f"README: harmless change {n}")
         (dest / ".git/gmemtest-ready").touch()
     else:
-        git(dest, "bisect", "reset", "-q")
-        git(dest, "checkout", "-q", "master")
+        # A run that was interrupted may have left a bisection or a detached HEAD behind.
+        git(dest, "bisect", "reset")
+        git(dest, "checkout", "-q", "-f", "master")
     return dest
 
 
@@ -83,6 +84,6 @@ def test_bisect_names_the_breaking_commit(repo):
     finally:
         elapsed = time.monotonic() - start
         log = git(repo, "bisect", "log")
-        git(repo, "bisect", "reset", "-q")
+        git(repo, "bisect", "reset")
     print(proc.stdout[-3000:], proc.stderr[-2000:], f"bisect took {elapsed:.0f} s", sep="\n")
     assert f"{breaking} is the first bad commit" in proc.stdout, log

@@ -1,0 +1,134 @@
+"""`gmemtest matrix`: the nightly job's cells, reports and baseline comparison."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from gmemtest import matrix
+from gmemtest.cache import cache_dir
+from gmemtest.errors import GmemtestError
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+ON, OFF = "debian-kpatches/default/on", "debian-kpatches/default/off"
+UNMAPS = "tests.test_conversion::test_conversion_unmaps_every_process"
+ENOTTY = "tests.test_conversion::test_gmem_ioctl_is_enotty_when_switched_off"
+SEPARATE = "tests.test_conversion::test_private_and_shared_backings_are_separate"
+
+
+def gmemtest(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gmemtest.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=CHECKOUT)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[kernels", "not valid TOML"),
+    ("nightly = 1\n", "unknown key(s) nightly"),
+    ("[kernels.k]\nsource = 'debian'\n[configs]\nd = ['base']\n", "[cmdlines] is missing"),
+    ("[kernels.k]\nsource = '/nonexistent'\n[configs]\nd = ['base']\n[cmdlines]\non = ''\n",
+     "source /nonexistent is not a kernel tree"),
+    ("[kernels.k]\npatches = 'nopatches'\n[configs]\nd = ['base']\n[cmdlines]\non = ''\n",
+     "has no series file"),
+    ("[kernels.k]\n[configs]\nd = ['base', 'nosuch']\n[cmdlines]\non = ''\n",
+     "configs.d: "),
+])
+def test_bad_matrix_file_is_one_line(tmp_path, text, message):
+    """A mistake in the matrix file names the key, in one line, exit 2, before any build."""
+    config = tmp_path / "m.toml"
+    config.write_text(text)
+    proc = gmemtest("matrix", "--config", str(config))
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_shipped_matrices_load():
+    """matrices/*.toml are valid: the nightly one has 2 builds and 4 cells."""
+    nightly = matrix.load(CHECKOUT / "matrices/nightly.toml")
+    assert len(nightly.cells()) == 4 and len(nightly.configs) == 2
+    assert [c.id for c in matrix.load(CHECKOUT / "matrices/onoff.toml").cells()] == [ON, OFF]
+
+
+def test_bad_baseline_is_an_error(tmp_path):
+    (tmp_path / "b.json").write_text("{}")
+    with pytest.raises(GmemtestError, match="no cells"):
+        matrix.load_baseline(tmp_path / "b.json")
+
+
+@pytest.fixture(scope="module")
+def onoff(tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """The 2-cell matrix (in-place conversion on and off) from one build, run once, compared
+    with a baseline in which the ENOTTY check also passed in the 'on' cell."""
+    if os.environ.get("GMEMTEST_IN_GUEST"):
+        pytest.skip("the matrix runs on the host (no kernel build or QEMU in the guest)")
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("needs qemu-system-x86_64 (scripts/bootstrap --vm installs it)")
+    if not list(cache_dir("src").glob("linux-source-7.2_*/linux-source-7.2")):
+        pytest.skip("needs linux-source-7.2 in the cache (make vm-test fetches it)")
+    tmp = tmp_path_factory.mktemp("matrix")
+    baseline = tmp / "baseline.json"
+    baseline.write_text(json.dumps({"cells": {
+        ON: {"ok": True, "findings": [], "tests": {UNMAPS: "passed", ENOTTY: "passed"}},
+        OFF: {"ok": True, "findings": [], "tests": {ENOTTY: "passed"}}}}))
+    out = tmp / "out"
+    proc = gmemtest("matrix", "--config", str(CHECKOUT / "matrices/onoff.toml"), "--out",
+                    str(out), "--baseline", str(baseline), "--",
+                    "-p", "no:xdist", "-q", "-k", " or ".join(t.split("::")[1] for t in
+                                                            (UNMAPS, ENOTTY, SEPARATE)),
+                    timeout=1500)
+    print(proc.stdout, proc.stderr[-3000:])
+    return proc, out
+
+
+@pytest.mark.timeout(1600)
+def test_two_cells_from_one_build(onoff):
+    """Both cells boot the same bzImage; each cell's tests follow the switch: the gmem path
+    in 'on', the vm-attributes path and the ENOTTY check in 'off'."""
+    proc, out = onoff
+    doc = json.loads((out / "matrix.json").read_text())
+    on, off = doc["cells"][ON], doc["cells"][OFF]
+    assert on["bzimage"] == off["bzimage"] and Path(on["bzimage"]).is_file()
+    assert on["tests"][UNMAPS] == "passed" and on["tests"][ENOTTY] == "skipped"
+    assert off["tests"][ENOTTY] == "passed" and off["tests"][UNMAPS] == "skipped"
+    assert off["tests"][SEPARATE] == "passed" and on["tests"][SEPARATE] == "skipped"
+    assert on["ok"] and off["ok"] and not on["findings"] and not off["findings"]
+
+
+@pytest.mark.timeout(1600)
+def test_baseline_regression_sets_the_exit_status(onoff):
+    """The baseline says the ENOTTY check passed in 'on'; now it skips: exit 1, named."""
+    proc, out = onoff
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert f"regression: {ON}: {ENOTTY}: passed, now skipped" in proc.stdout
+    assert json.loads((out / "matrix.json").read_text())["regressions"] == \
+        [f"{ON}: {ENOTTY}: passed, now skipped"]
+
+
+@pytest.mark.timeout(1600)
+def test_reports(onoff):
+    """One JUnit file with a testsuite per cell, a KTAP file per cell, Markdown, and an HTML
+    page whose links reach the console logs."""
+    _, out = onoff
+    suites = ET.parse(out / "junit.xml").getroot().findall("testsuite")
+    assert [s.get("name") for s in suites] == [ON, OFF]
+    for s in suites:
+        names = {c.get("name") for c in s.iter("testcase")}
+        assert {"kernel-health", UNMAPS.split("::")[1]} <= names
+    for cell in (ON, OFF):
+        slug = cell.replace("/", "--")
+        ktap = (out / f"{slug}.ktap").read_text()
+        assert ktap.startswith("KTAP version 1") and "ok " in ktap
+    page = (out / "report.html").read_text()
+    for link in ("cells/debian-kpatches--default--on/console.log",
+                 "cells/debian-kpatches--default--off/console.log"):
+        assert f"href='{link}'" in page and (out / link).is_file()
+    assert "Regressions against the baseline" in page
+    md = (out / "summary.md").read_text()
+    assert f"| {ON} |" in md and f"| {OFF} |" in md
