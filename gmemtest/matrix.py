@@ -85,6 +85,8 @@ class CellResult:
     problem: str | None = None
     build_seconds: float | None = None
     bzimage: str | None = None
+    kernel: str | None = None  # what was built: source version and patches
+    cmdline: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -104,7 +106,8 @@ class CellResult:
             "findings": [str(f) for f in o.findings] if o else [],
             "tests": dict(sorted(o.tests.items())) if o else {},
             "console": f"cells/{self.cell.slug}/console.log" if o else None,
-            "ktap": f"{self.cell.slug}.ktap", "bzimage": self.bzimage,
+            "ktap": f"{self.cell.slug}.ktap", "bzimage": self.bzimage, "built": self.kernel,
+            "accel": o.run.accel if o else None,
             "build_seconds": self.build_seconds,
             "boot_seconds": o.run.boot_seconds if o else None,
             "run_seconds": round(o.run.seconds, 1) if o else None,
@@ -187,8 +190,11 @@ def run(matrix: Matrix, out: Path, *, limits: qemu.Limits,
         r = qemu.boot(b.bzimage, matrix.pytest_args, results=out / "cells" / cell.slug,
                       cmdline=matrix.cmdlines[cell.cmdline], limits=limits,
                       env=vmtest.guest_env(b))
+        patches = f" + {len(b.source.patches)} patches" if b.source.patches else ""
         results.append(CellResult(cell, report.evaluate(cell.id, r), build_seconds=b.seconds,
-                                  bzimage=str(b.bzimage)))
+                                  bzimage=str(b.bzimage),
+                                  kernel=f"{b.source.commit or b.source.version}{patches}",
+                                  cmdline=matrix.cmdlines[cell.cmdline]))
     progress.done("matrix", f"{len(results)} cells, {len(builds)} builds")
     return results
 
@@ -311,7 +317,11 @@ def html_page(results: list[CellResult], regressions: list[str] | None = None) -
                      + "".join(f"<li>{e(x)}</li>" for x in regressions) + "</ul></div>")
     parts.append(f"<table><tr>{head}</tr>{''.join(body)}</table>")
     for r in results:
+        s = r.summary()
         parts.append(f"<h2 id='{e(r.cell.slug)}'>{e(r.cell.id)}</h2><p>{e(r.verdict())}</p>")
+        if s["built"]:
+            parts.append(f"<p>kernel {e(s['built'])}, command line <code>"
+                         f"{e(' '.join(r.cmdline))}</code>, {e(s['accel'] or '')}</p>")
         o = r.outcome
         if o is None:
             continue
