@@ -40,6 +40,8 @@ PML4 = 0x8000
 PDPT = 0x9000
 PD = 0xA000
 IDENTITY_LIMIT = 64 << 30  # identity mapped with 2M pages: one PD page per GiB
+MAILBOX_STRIDE = 0x80  # one mailbox per vCPU in the mailbox page (the agent uses no stack)
+MAX_AGENTS = 0x1000 // MAILBOX_STRIDE
 
 SEL_CODE, SEL_DATA, SEL_TSS = 0x08, 0x10, 0x18
 
@@ -83,20 +85,30 @@ def page_tables() -> dict[int, bytes]:
 
 
 class Agent:
-    """A guest agent on ``vm``: its own memslot (AGENT_SLOT at AGENT_GPA) and vCPU."""
+    """A guest agent on ``vm``: its own memslot (AGENT_SLOT at AGENT_GPA) and vCPU.
+    :meth:`sibling` adds another vCPU running the same code with a mailbox of its own."""
 
-    def __init__(self, vm: Vm, vcpu: Vcpu | None = None) -> None:
+    def __init__(self, vm: Vm, vcpu: Vcpu | None = None, *, _first: Agent | None = None) -> None:
         self.vm = vm
-        self.memslot: Memslot = vm.add_memslot(AGENT_SLOT, AGENT_GPA, AGENT_SIZE)
-        self.mem = self.memslot.backing
-        assert self.mem is not None
-        code = guest.image("agent")
-        if len(code) > STACK_TOP - 0x1000 - CODE:
-            raise GmemtestError("guest/agent.s outgrew its code area in gmemtest/agent.py")
-        self.mem.write(GDT, gdt())
-        self.mem.write(CODE, code)
-        for offset, page in page_tables().items():
-            self.mem.write(offset, page)
+        if _first is None:
+            self.index = 0
+            self.memslot: Memslot = vm.add_memslot(AGENT_SLOT, AGENT_GPA, AGENT_SIZE)
+            self.mem = self.memslot.backing
+            assert self.mem is not None
+            code = guest.image("agent")
+            if len(code) > STACK_TOP - 0x1000 - CODE:
+                raise GmemtestError("guest/agent.s outgrew its code area in gmemtest/agent.py")
+            self.mem.write(GDT, gdt())
+            self.mem.write(CODE, code)
+            for offset, page in page_tables().items():
+                self.mem.write(offset, page)
+            self._siblings = 1
+        else:
+            if _first._siblings == MAX_AGENTS:
+                raise GmemtestError(f"at most {MAX_AGENTS} agents share a memslot")
+            self.index, _first._siblings = _first._siblings, _first._siblings + 1
+            self.memslot, self.mem = _first.memslot, _first.mem
+        self.mailbox = MAILBOX + self.index * MAILBOX_STRIDE
         self.vcpu = vcpu or vm.create_vcpu()
         cpuid = vm.kvm.supported_cpuid()
         self.vcpu.set_cpuid(cpuid)
@@ -106,6 +118,11 @@ class Agent:
         first = self.resume()
         if isinstance(first, Exit):
             raise GmemtestError(f"the guest agent did not start: {first}")
+
+    def sibling(self) -> Agent:
+        """Another vCPU running the agent, driven independently (from its own thread if
+        wanted: KVM_RUN releases the GIL)."""
+        return Agent(self.vm, _first=self)
 
     def _enter_long_mode(self) -> None:
         sregs = self.vcpu.get_sregs()
@@ -129,7 +146,7 @@ class Agent:
         self.vcpu.set_sregs(sregs)
         regs = self.vcpu.get_regs()
         regs.rip, regs.rsp, regs.rflags = AGENT_GPA + CODE, AGENT_GPA + STACK_TOP, 0x2
-        regs.r15 = AGENT_GPA + MAILBOX
+        regs.r15 = AGENT_GPA + self.mailbox
         self.vcpu.set_regs(regs)
 
     # --- the protocol ---------------------------------------------------------------------
@@ -139,13 +156,13 @@ class Agent:
         first (kept in ``pending``; the next resume retries or completes that instruction)."""
         if hypercall_ret is not None:
             self.vcpu.complete_hypercall(hypercall_ret)
-        done = self.mem.read_u64(MAILBOX + MB_DONE)
+        done = self.mem.read_u64(self.mailbox + MB_DONE)
         exit = self.vcpu.run()
         if isinstance(exit, Io) and exit.port == AGENT_PORT:
-            if self.mem.read_u64(MAILBOX + MB_DONE) != done + 1:
+            if self.mem.read_u64(self.mailbox + MB_DONE) != done + 1:
                 raise GmemtestError(f"guest agent report out of sequence after {done} requests")
             self.pending = None
-            return self.mem.read_u64(MAILBOX + MB_RESULT)
+            return self.mem.read_u64(self.mailbox + MB_RESULT)
         self.pending = exit
         return exit
 
@@ -162,7 +179,7 @@ class Agent:
                                 f"({IDENTITY_LIMIT:#x})")
         for slot, v in ((MB_OP, op), (MB_GPA, gpa), (MB_VALUE, value), (MB_COUNT, count),
                         (MB_STRIDE, stride), (MB_ARG2, arg2), (MB_ARG3, arg3)):
-            self.mem.write_u64(MAILBOX + slot, v & (2**64 - 1))
+            self.mem.write_u64(self.mailbox + slot, v & (2**64 - 1))
         return self.resume()
 
     # --- what tests call ------------------------------------------------------------------

@@ -133,7 +133,7 @@ def boot(kernel: Path, pytest_args: list[str], *, results: Path, cmdline: list[s
     results.mkdir(parents=True, exist_ok=True)
     for stale in ("status", "junit.xml", "results.ktap"):
         (results / stale).unlink(missing_ok=True)
-    for stale in results.glob("kmsg-*.jsonl"):
+    for stale in [*results.glob("kmsg-*.jsonl"), *results.glob("reliability-*.jsonl")]:
         stale.unlink()
     color = "yes" if echo and sys.stdout.isatty() else "no"
     args = [f"--color={color}", *pytest_args, f"--timeout={int(limits.test)}"]

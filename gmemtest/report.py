@@ -27,6 +27,7 @@ class Outcome:
     findings: list[health.Finding] = field(default_factory=list)
     problem: str | None = None
     tests: dict[str, str] = field(default_factory=dict)  # test id -> passed/failed/skipped/xfailed
+    tallies: list[dict[str, object]] = field(default_factory=list)  # reliability tests' counts
 
     @property
     def ok(self) -> bool:
@@ -100,6 +101,12 @@ def evaluate(label: str, run: Run) -> Outcome:
         except ET.ParseError as e:
             out.problem = f"unreadable {junit}: {e}"
     out.findings = kmsg_findings(run.results)
+    for f in sorted(run.results.glob("reliability-*.jsonl")):
+        for line in f.read_text(errors="replace").splitlines():
+            try:
+                out.tallies.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
     seen = {f.line for f in out.findings}
     console = run.console.read_text(errors="replace") if run.console.exists() else ""
     out.findings += [f for f in health.scan(console, console=True) if f.line not in seen]
@@ -125,6 +132,9 @@ def summary(outcomes: list[Outcome], timings: dict[str, float] | None = None) ->
             lines.append(f"   skip x{n}: {reason}")
         for name in o.failures[:20]:
             lines.append(f"   failed: {name}")
+        for t in o.tallies:
+            counts = ", ".join(f"{k} {v}" for k, v in t.items() if k != "test")
+            lines.append(f"   tally: {t.get('test')}: {counts}")
         for finding in o.findings[:10]:
             lines.append(f"   kernel: {finding}")
         lines.append(f"   results: {o.run.results}")

@@ -8,8 +8,10 @@ running kernel lacks one, the test skips naming it.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +116,21 @@ def gmem_path(kvm: Kvm, sw_vm: Vm) -> ConversionPath:
 def vm_attributes_path(kvm: Kvm, sw_vm: Vm) -> ConversionPath:
     """The VM-attributes path alone."""
     return _only(VmAttributesPath, kvm, sw_vm)
+
+
+@pytest.fixture
+def tally(request: pytest.FixtureRequest) -> Callable[..., None]:
+    """Record what a reliability test did (steps, conversions, injected faults...): printed,
+    and in the guest appended to $GMEMTEST_RESULTS/reliability-<worker>.jsonl for the run's
+    report."""
+
+    def record(**counts: int | str) -> None:
+        line = {"test": request.node.nodeid, **counts}
+        print(json.dumps(line))
+        results = os.environ.get("GMEMTEST_RESULTS")
+        if results and os.environ.get("GMEMTEST_IN_GUEST"):
+            worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+            with open(Path(results) / f"reliability-{worker}.jsonl", "a") as f:
+                f.write(json.dumps(line) + "\n")
+
+    return record
