@@ -44,8 +44,9 @@ class GuestMemfd(FdObject):
                            {"mode": mode, "offset": offset, "length": length}, self.target)
 
     def allocate(self, offset: int, length: int) -> None:
-        """Allocate backing pages for the range (fallocate mode 0)."""
-        self.fallocate(0, offset, length)
+        """Allocate backing pages for the range (guest_memfd takes only FALLOC_FL_KEEP_SIZE:
+        its size is fixed at creation)."""
+        self.fallocate(libc.FALLOC_FL_KEEP_SIZE, offset, length)
 
     def punch_hole(self, offset: int, length: int) -> None:
         """Free the range's pages (they read back as zero); shareability is unchanged."""

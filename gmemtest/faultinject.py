@@ -1,0 +1,73 @@
+"""Kernel fault injection (Documentation/fault-injection/fault-injection.rst) aimed at one thread.
+
+failslab fails slab allocations, fail_page_alloc page allocations. Both are configured through
+debugfs with task-filter on, so only a thread whose /proc/thread-self/make-it-fail is 1 is hit;
+an :class:`Injector` sets that flag for the duration of its ``with`` block only, so wrap exactly
+the ioctl (or KVM_RUN) under test::
+
+    with Injector("failslab") as inj:
+        gmem.to_private(0, size)        # -> ConversionError ENOMEM
+    assert inj.injected == 1
+
+``space`` lets that many bytes of allocations through before failures start, so a sweep over it
+reaches each allocation of a call in turn.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEBUGFS = Path("/sys/kernel/debug")
+KINDS = {"failslab": "CONFIG_FAILSLAB", "fail_page_alloc": "CONFIG_FAIL_PAGE_ALLOC"}
+
+
+def missing(kind: str) -> str | None:
+    """Why ``kind`` cannot be injected here (None when it can)."""
+    if not (DEBUGFS / kind / "task-filter").exists():
+        return (f"{KINDS[kind]} and CONFIG_FAULT_INJECTION_DEBUG_FS: {DEBUGFS / kind} absent "
+                "(kconfigs/faults.config; debugfs mounted)")
+    if not Path("/proc/thread-self/make-it-fail").exists():
+        return "CONFIG_FAULT_INJECTION: /proc/thread-self/make-it-fail absent"
+    return None
+
+
+class Injector:
+    """Fail up to ``times`` allocations of ``kind`` in this thread, after ``space`` bytes."""
+
+    def __init__(self, kind: str, *, times: int = 1, space: int = 0) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown fault injection {kind!r}; one of {', '.join(KINDS)}")
+        self.dir = DEBUGFS / kind
+        self.times = times
+        self.space = space
+        self.injected = 0
+        self._flag = -1
+
+    def _set(self, knob: str, value: int | str) -> None:
+        (self.dir / knob).write_text(f"{value}\n")
+
+    def __enter__(self) -> Injector:
+        # Sleeping allocations (GFP_KERNEL) are what conversions make: do not ignore them.
+        self._set("ignore-gfp-wait", "N")
+        if (self.dir / "ignore-gfp-highmem").exists():
+            self._set("ignore-gfp-highmem", "N")
+        if (self.dir / "min-order").exists():  # fail_page_alloc skips order 0 by default
+            self._set("min-order", 0)
+        self._set("task-filter", "Y")
+        self._set("verbose", 0)
+        self._set("interval", 1)
+        self._set("probability", 100)
+        self._set("space", self.space)
+        self._set("times", self.times)
+        self._flag = os.open("/proc/thread-self/make-it-fail", os.O_WRONLY)
+        os.write(self._flag, b"1")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.write(self._flag, b"0")
+        os.close(self._flag)
+        left = int((self.dir / "times").read_text())
+        self.injected = self.times - left
+        self._set("probability", 0)
+        self._set("times", 0)

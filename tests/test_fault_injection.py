@@ -1,0 +1,121 @@
+"""Allocation failures forced into conversions and guest_memfd faults (seed 'Advantage 4': a
+failed conversion restores the state). failslab and fail_page_alloc are aimed at the test's own
+thread only (task-filter + make-it-fail), around exactly the call under test."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from gmemtest import Agent, KvmError, uapi
+from gmemtest.errors import ConversionError
+from gmemtest.faultinject import Injector, missing
+
+PAGE = uapi.PAGE_SIZE
+GPA = 4 << 30
+PAGES = 16
+# failslab's space budget per round: byte steps reach each small allocation in turn, then
+# doubling steps get past big objects (xarray and maple tree nodes are over 500 bytes).
+BUDGETS = [8 * i for i in range(16)] + [128 << k for k in range(10)]
+
+
+@pytest.fixture
+def failslab():
+    if reason := missing("failslab"):
+        pytest.skip(f"needs {reason}")
+
+
+@pytest.fixture
+def fail_page_alloc():
+    if reason := missing("fail_page_alloc"):
+        pytest.skip(f"needs {reason}")
+
+
+def fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_failed_conversions_change_nothing(path, failslab, tally):
+    """Contract 'Errors': ENOMEM with error_offset = start, and on any failure the attributes
+    are unchanged. Every slab allocation of a to-private conversion of pages 4..11 is failed in
+    turn (failslab's space budget grows each round, see BUDGETS) until a round injects nothing.
+    After each ENOMEM the host still reads every page's own byte through the shared view and
+    the guest reads the same bytes; a call that absorbed its injected failure (an allocation
+    with a fallback) must have converted the whole range."""
+    agent = Agent(path.vm)
+    mem = path.memory(1, GPA, PAGES * PAGE, private=False)
+    for p in range(PAGES):
+        mem.view.write(p * PAGE, bytes([0x40 + p]))
+    baseline = fds()
+    first, count = 4, 8
+    counts = {"rounds": 0, "injected_faults": 0, "enomem": 0, "absorbed": 0}
+
+    def check(converted: bool, why: object) -> None:
+        for p in range(PAGES):
+            private = converted and first <= p < first + count
+            want = "SIGBUS" if private and path.name == "gmem" else "ok"
+            assert mem.view.probe(p * PAGE) == want, f"page {p}: {why}"
+            if not private:  # the shared view and the guest agree on the page's byte
+                assert mem.view.read(p * PAGE) == bytes([0x40 + p])
+                assert agent.read(GPA + p * PAGE) == 0x40 + p
+
+    for space in BUDGETS:
+        counts["rounds"] += 1
+        with Injector("failslab", space=space) as inj:
+            try:
+                path.convert(mem, first * PAGE, count * PAGE, private=True)
+                error = None
+            except KvmError as e:
+                error = e
+        counts["injected_faults"] += inj.injected
+        if error is not None:
+            assert inj.injected == 1, f"{error} without an injected failure"
+            assert error.errno_name == "ENOMEM", error
+            if isinstance(error, ConversionError):
+                assert error.error_offset == mem.slot.gmem_offset + first * PAGE, error
+            counts["enomem"] += 1
+            check(False, error)
+            continue
+        check(True, f"success after {inj.injected} injected failure(s)")
+        if inj.injected == 0:
+            break
+        counts["absorbed"] += 1
+        path.convert(mem, first * PAGE, count * PAGE, private=False)
+    else:
+        pytest.fail(f"still injecting with a {BUDGETS[-1]}-byte budget: {counts}")
+    assert fds() == baseline
+    tally(**counts, lost=0)
+    assert counts["injected_faults"] >= 1
+
+
+def test_failed_guest_memfd_fault_is_retried(gmem_path, fail_page_alloc, tally):
+    """A guest access to a never-allocated private page while page allocation fails: KVM_RUN
+    fails with ENOMEM and maps nothing; once allocation works again the same access completes
+    and reads zero, and the kernel stays healthy (checked for every test)."""
+    agent = Agent(gmem_path.vm)
+    mem = gmem_path.memory(1, GPA, PAGES * PAGE, private=True)
+    with pytest.raises(KvmError) as e:
+        with Injector("fail_page_alloc", times=1) as inj:
+            agent.read(GPA + 3 * PAGE)
+    assert inj.injected == 1 and e.value.call == "KVM_RUN" and e.value.errno_name == "ENOMEM"
+    assert agent.resume() == 0  # the same read, completed
+    assert agent.write(GPA + 3 * PAGE, 0x5A) is None and agent.read(GPA + 3 * PAGE) == 0x5A
+    gmem_path.to_shared(mem, 3 * PAGE, PAGE)
+    assert mem.view.read(3 * PAGE) == b"\x5a"
+    tally(injected_faults=inj.injected, lost=0)
+
+
+def test_failed_fallocate_allocates_nothing(gmem_path, fail_page_alloc, tally):
+    """fallocate of a shared range while page allocation fails: ENOMEM; afterwards the pages
+    read as zero and a conversion of the range still works (nothing half-made is left)."""
+    mem = gmem_path.memory(1, GPA, PAGES * PAGE, private=False)
+    with Injector("fail_page_alloc", times=1) as inj:
+        with pytest.raises(KvmError) as e:
+            mem.gmem.allocate(0, PAGES * PAGE)
+    assert e.value.errno_name == "ENOMEM" and inj.injected == 1, e.value
+    assert mem.view.read(0, 8) == bytes(8)
+    gmem_path.to_private(mem)
+    gmem_path.to_shared(mem)
+    assert mem.view.read(PAGE, 8) == bytes(8)
+    tally(injected_faults=inj.injected, lost=0)
