@@ -6,7 +6,7 @@ HOST_STAMP := $(VENV)/.bootstrap-host
 VM_STAMP := $(VENV)/.bootstrap-vm
 PYTEST_ARGS ?= -n auto
 
-.PHONY: setup setup-vm test test-serial lint caps kernel vm-test vm-suite clean
+.PHONY: setup setup-vm test test-serial lint caps kernel vm-test bench matrix clean
 
 setup: $(HOST_STAMP)
 $(HOST_STAMP): pyproject.toml scripts/bootstrap
@@ -28,7 +28,7 @@ test-serial: setup
 	$(PY) -m pytest -p no:xdist
 
 lint: setup
-	$(VENV)/bin/ruff check gmemtest tests
+	$(VENV)/bin/ruff check gmemtest tests vmimages
 
 caps: setup
 	$(GMEMTEST) caps
@@ -40,6 +40,14 @@ kernel: setup-vm
 ## run the whole suite in each, print one combined report.
 vm-test: setup-vm
 	$(GMEMTEST) vm-test
+
+## gmemtest against the upstream KVM selftests, and micro-benchmarks, in one boot.
+bench: setup-vm
+	$(GMEMTEST) bench
+
+## The nightly matrix (2 builds, 4 boots); pass BASELINE=DIR/matrix.json to compare.
+matrix: setup-vm
+	$(GMEMTEST) matrix --config matrices/nightly.toml $(if $(BASELINE),--baseline $(BASELINE))
 
 clean:
 	rm -rf results .pytest_cache

@@ -47,6 +47,20 @@ def _pytest_args(args: argparse.Namespace) -> list[str]:
     return rest[1:] if rest[:1] == ["--"] else rest
 
 
+def _patch_dir(args: argparse.Namespace) -> Path:
+    """--patch-dir (which implies --patches), else kpatches/."""
+    from . import kernel
+
+    if args.patch_dir is None:
+        return kernel.KPATCHES
+    d = Path(args.patch_dir)
+    if not (d / "series").is_file():
+        raise GmemtestError(f"--patch-dir {d}: no series file there")
+    if args.patches is None:
+        args.patches = True
+    return d
+
+
 def _cmd_kernel_build(args: argparse.Namespace) -> int:
     from . import kernel
 
@@ -58,7 +72,8 @@ def _cmd_kernel_build(args: argparse.Namespace) -> int:
     src = Path(args.src) if args.src else None
     if src is not None and not src.is_dir():
         raise GmemtestError(f"--src {src}: no such directory")
-    b = kernel.build(src, patches=args.patches, fragments=fragments, jobs=args.jobs)
+    b = kernel.build(src, patches=args.patches, fragments=fragments, jobs=args.jobs,
+                     patch_dir=_patch_dir(args))
     print(kernel.summary(b))
     return 0
 
@@ -67,7 +82,7 @@ def _cmd_kernel_selftests(args: argparse.Namespace) -> int:
     from . import kernel
 
     src = Path(args.src) if args.src else None
-    b = kernel.build(src, patches=args.patches)
+    b = kernel.build(src, patches=args.patches, patch_dir=_patch_dir(args))
     print(kernel.selftests(b))
     return 0
 
@@ -84,7 +99,7 @@ def _cmd_vm_run(args: argparse.Namespace) -> int:
         env["GMEMTEST_SELFTESTS"] = str(Path(args.selftests).resolve())
     image = _image(args)
     run = qemu.boot(kimage, _pytest_args(args), results=results, cmdline=args.cmdline,
-                    limits=_limits(args), env=env, image=image)
+                    limits=_limits(args), env=env, image=image, memory=args.memory)
     outcome = report.evaluate("run", run)
     print(report.summary([outcome]))
     if outcome.problem:
@@ -121,8 +136,10 @@ def _cmd_vm_test(args: argparse.Namespace) -> int:
     from .kconfig import DEFAULT_FRAGMENTS
 
     fragments = [*DEFAULT_FRAGMENTS, "debug"] if args.debug else None
+    patch_dir = _patch_dir(args)
     outcomes, text = vmtest.main_job(src=Path(args.src) if args.src else None,
-                                     patches=args.patches, fragments=fragments,
+                                     patches=args.patches, patch_dir=patch_dir,
+                                     fragments=fragments,
                                      pytest_args=_pytest_args(args) or None,
                                      limits=_limits(args), image=_image(args))
     print(text)
@@ -157,6 +174,17 @@ def _cmd_matrix(args: argparse.Namespace) -> int:
                        _pytest_args(args) or None)
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    src = Path(args.src) if args.src else None
+    if src is not None and not src.is_dir():
+        raise GmemtestError(f"--src {src}: no such directory")
+    return bench.main(src=src, patches=args.patches, cmdline=args.cmdline or
+                      ["kvm.gmem_in_place_conversion=0"], seconds=args.seconds, cold=args.cold,
+                      out=Path(args.out) if args.out else None, limits=_limits(args))
+
+
 def _add_vm_limits(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", metavar="DIR|debian",
                    help="boot a root image directory instead of sharing the host root "
@@ -176,6 +204,8 @@ def _add_source(p: argparse.ArgumentParser) -> None:
                    help="kernel tree to build (default: Debian's linux-source-7.2)")
     p.add_argument("--patches", action=argparse.BooleanOptionalAction, default=None,
                    help="apply kpatches/ (default: on for the Debian source, off for --src)")
+    p.add_argument("--patch-dir", metavar="DIR", default=None,
+                   help="apply this series (a dir with a series file) instead of kpatches/")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -220,6 +250,8 @@ def parser() -> argparse.ArgumentParser:
                     help="extra kernel command line argument (repeatable)")
     vr.add_argument("--headers", metavar="DIR", help="the kernel's installed uapi headers")
     vr.add_argument("--results", metavar="DIR", help="results directory (default results/run-*)")
+    vr.add_argument("--memory", default="3G", metavar="SIZE",
+                    help="guest RAM, as QEMU's -m takes it (default 3G)")
     vr.add_argument("--selftests", metavar="DIR",
                     help="KVM selftests dir for vmimages/selftests ($GMEMTEST_SELFTESTS)")
     _add_vm_limits(vr)
@@ -251,6 +283,20 @@ def parser() -> argparse.ArgumentParser:
                    "non-zero only when something regressed against it")
     _add_vm_limits(m)
     m.set_defaults(func=_cmd_matrix)
+
+    be = sub.add_parser("bench", help="gmemtest against the upstream KVM selftests, and "
+                        "micro-benchmarks, in one boot")
+    _add_source(be)
+    be.add_argument("--cmdline", action="append", default=[], metavar="ARG",
+                    help="kernel command line (default kvm.gmem_in_place_conversion=0, where "
+                    "every upstream selftest passes)")
+    be.add_argument("--seconds", type=float, default=1.0,
+                    help="time per micro-benchmark (default 1)")
+    be.add_argument("--cold", action="store_true",
+                    help="also time a cold kernel build (fresh directory, ccache off)")
+    be.add_argument("--out", metavar="DIR", help="report directory (default results/bench-*)")
+    _add_vm_limits(be)
+    be.set_defaults(func=_cmd_bench)
 
     t = sub.add_parser("vm-test", help="the main job: build, boot twice (in-place conversion "
                        "on and off), run the whole suite, one report")

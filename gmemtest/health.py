@@ -6,7 +6,9 @@ guest's log fails the run, whatever the tests said.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 # (kind, pattern) in the order they are tried on each line; the first match names the line.
@@ -25,6 +27,7 @@ PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("BUG", re.compile(r"(?<![\w:])BUG: ")),
     ("WARNING", re.compile(r"(?<![\w:])WARNING: ")),
     ("panic", re.compile(r"Kernel panic - not syncing")),
+    ("OOM", re.compile(r"Out of memory: Killed process|invoked oom-killer")),
 ]
 
 
@@ -69,3 +72,44 @@ def _strip_prefix(line: str) -> str:
     """Drop the '[   12.345678] ' timestamp (and kmsg's 'level,seq,usec,flags;')."""
     line = re.sub(r"^\d+,\d+,\d+,[^;]*;", "", line)
     return re.sub(r"^\[\s*\d+\.\d+\]\s*", "", line).strip()
+
+
+@dataclass(frozen=True)
+class KmsgRecord:
+    seq: int  # -1: records were overwritten before they were read
+    level: int
+    usec: int
+    msg: str
+
+
+def read_kmsg(fd: int) -> Iterator[KmsgRecord]:
+    """The records /dev/kmsg has for ``fd`` (opened O_NONBLOCK) until none is left."""
+    while True:
+        try:
+            raw = os.read(fd, 8192)
+        except BlockingIOError:
+            return
+        except BrokenPipeError:
+            yield KmsgRecord(-1, 0, 0, "(kmsg overrun)")
+            continue
+        if not raw:
+            return
+        head, _, rest = raw.decode(errors="replace").partition(";")
+        fields = head.split(",")
+        yield KmsgRecord(int(fields[1]), int(fields[0]) & 7, int(fields[2]),
+                         rest.split("\n")[0])
+
+
+class KmsgTail:
+    """The kernel log from now on: :meth:`findings` returns the reports logged since the last
+    call."""
+
+    def __init__(self) -> None:
+        self.fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        os.lseek(self.fd, 0, os.SEEK_END)
+
+    def findings(self) -> list[Finding]:
+        return [Finding(kind, r.msg) for r in read_kmsg(self.fd) if (kind := classify(r.msg))]
+
+    def close(self) -> None:
+        os.close(self.fd)

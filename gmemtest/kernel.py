@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,7 +62,7 @@ def series(patch_dir: Path = KPATCHES) -> list[Path]:
     patches = [patch_dir / n for n in names if n]
     for p in patches:
         if not p.is_file():
-            raise GmemtestError(f"kpatches/series names {p.name}, which does not exist")
+            raise GmemtestError(f"{listing} names {p.name}, which does not exist")
     return patches
 
 
@@ -114,7 +115,7 @@ def patched(source: Source, patches: list[Path], progress: Progress) -> Source:
     dest = source.path.parent.parent / f"{source.path.parent.name}+{key}" / source.path.name
     with locked(cache_dir("src") / ".lock"):
         if not (dest / ".gmemtest-patched").exists():
-            progress.phase("patch", f"{len(patches)} patches from kpatches/")
+            progress.phase("patch", f"{len(patches)} patches from {patches[0].parent}")
             tmp = dest.with_name(dest.name + ".partial")
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.parent.mkdir(parents=True, exist_ok=True)
@@ -123,9 +124,9 @@ def patched(source: Source, patches: list[Path], progress: Progress) -> Source:
                 proc = subprocess.run(["patch", "-p1", "-s", "--no-backup-if-mismatch", "-i",
                                        str(p)], cwd=tmp, capture_output=True, text=True)
                 if proc.returncode:
-                    shutil.rmtree(tmp, ignore_errors=True)
+                    shutil.rmtree(tmp.parent if not dest.exists() else tmp, ignore_errors=True)
                     first = (proc.stdout + proc.stderr).strip().splitlines()[:1]
-                    raise GmemtestError(f"kpatches/{p.name} does not apply to "
+                    raise GmemtestError(f"{p.parent.name}/{p.name} does not apply to "
                                         f"{source.version}: {' '.join(first)}")
             (tmp / ".gmemtest-patched").write_text("\n".join(p.name for p in patches) + "\n")
             shutil.rmtree(dest, ignore_errors=True)
@@ -160,9 +161,11 @@ def _make_env(src: Path) -> dict[str, str]:
 
 def build(src: Path | None = None, *, patches: bool | None = None,
           fragments: list[str] | None = None, jobs: int | None = None,
-          progress: Progress | None = None, patch_dir: Path = KPATCHES) -> Build:
+          progress: Progress | None = None, patch_dir: Path = KPATCHES,
+          fresh: bool = False) -> Build:
     """Fetch (or take) the source, patch (the series in ``patch_dir``), configure and build
-    bzImage and the uapi headers."""
+    bzImage and the uapi headers. ``fresh``: in a new build directory, without ccache (a cold
+    build, for measuring one)."""
     progress = progress or Progress()
     t0 = time.monotonic()
     for tool in ("make", "gcc", "flex", "bison", "bc"):
@@ -182,6 +185,9 @@ def build(src: Path | None = None, *, patches: bool | None = None,
     identity = str(source.path) if source.kind == "tree" else source.version + repr(source.patches)
     bdir = cache_dir("build", _digest(identity, config_hash))
     env = _make_env(source.path)
+    if fresh:
+        bdir = Path(tempfile.mkdtemp(prefix="cold-", dir=cache_dir("build")))
+        env["CCACHE_DISABLE"] = "1"
     with locked(bdir / ".lock"):
         progress.phase("config", f"tinyconfig + {' '.join(f.stem for f in frags)}")
         kconfig.generate(source.path, bdir, frags, env)

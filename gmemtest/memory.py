@@ -7,6 +7,7 @@ kernel did to it, leaving the test process alive.
 
 from __future__ import annotations
 
+import errno
 import faulthandler
 import os
 import signal
@@ -25,6 +26,18 @@ def mmap(length: int, prot: int, flags: int, fd: int = -1, offset: int = 0,
         raise KvmError("mmap", ffi.errno, {"length": length, "prot": prot, "flags": flags,
                                            "fd": fd, "offset": offset})
     return address
+
+
+def _proc_mem(op, addr: int, arg):  # type: ignore[no-untyped-def]
+    fd = os.open("/proc/self/mem", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        return op(fd, arg, addr)
+    except OSError as e:
+        if e.errno in (errno.EIO, errno.EFAULT):
+            return None
+        raise
+    finally:
+        os.close(fd)
 
 
 class Mapping:
@@ -46,6 +59,16 @@ class Mapping:
 
     def read_u64(self, offset: int) -> int:
         return int.from_bytes(self.read(offset, 8), "little")
+
+    def peek(self, offset: int, length: int = 1) -> bytes | None:
+        """Read through /proc/self/mem, the kernel's get_user_pages path (as a debugger
+        would): the same fault handler runs, but where a touch would get SIGBUS the read fails
+        instead (None). Cheap enough to check every page after every step."""
+        return _proc_mem(os.pread, self.addr + offset, length)
+
+    def poke(self, offset: int, data: bytes) -> bool:
+        """Write through /proc/self/mem; False where a touch would get SIGBUS."""
+        return _proc_mem(os.pwrite, self.addr + offset, data) is not None
 
     def write_u64(self, offset: int, value: int) -> None:
         self.write(offset, value.to_bytes(8, "little"))

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from gmemtest import health
+
 RESULTS = Path(os.environ.get("GMEMTEST_RESULTS", "/tmp/results"))
 
 
@@ -29,23 +31,9 @@ class KmsgRecorder:
         self.out = open(out, "a")
 
     def drain(self, test: str) -> None:
-        while True:
-            try:
-                raw = os.read(self.fd, 8192)
-            except BlockingIOError:
-                break
-            except BrokenPipeError:  # records overwritten before we read them
-                self.out.write(json.dumps({"seq": -1, "test": test, "msg": "(kmsg overrun)"})
-                               + "\n")
-                continue
-            if not raw:
-                break
-            head, _, rest = raw.decode(errors="replace").partition(";")
-            fields = head.split(",")
-            message = rest.split("\n")[0]
-            self.out.write(json.dumps({"seq": int(fields[1]), "level": int(fields[0]) & 7,
-                                       "usec": int(fields[2]), "test": test,
-                                       "msg": message}) + "\n")
+        for r in health.read_kmsg(self.fd):
+            self.out.write(json.dumps({"seq": r.seq, "level": r.level, "usec": r.usec,
+                                       "test": test, "msg": r.msg}) + "\n")
         self.out.flush()
 
     def close(self) -> None:

@@ -123,7 +123,7 @@ def qemu_command(kernel: Path, results: Path, accel: Accel, cmdline: list[str], 
 
 def boot(kernel: Path, pytest_args: list[str], *, results: Path, cmdline: list[str] | None = None,
          limits: Limits | None = None, env: dict[str, str] | None = None,
-         image: Path | None = None, echo: bool = True) -> Run:
+         image: Path | None = None, echo: bool = True, memory: str = "3G") -> Run:
     """Boot ``kernel``, run pytest with ``pytest_args`` in it, and return when QEMU is gone.
     The guest's root is the host's, or ``image`` (a vmimages root directory)."""
     limits = limits or Limits()
@@ -157,7 +157,7 @@ def boot(kernel: Path, pytest_args: list[str], *, results: Path, cmdline: list[s
     accel = choose_accel()
     run = Run(results, results / "console.log", accel=accel.label)
     cmd = qemu_command(kernel, results, accel, cmdline or [], root=root,
-                       init=checkout / "vmimages/init")
+                       init=checkout / "vmimages/init", memory=memory)
     (results / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
     start = time.monotonic()
     banner = threading.Event()

@@ -38,12 +38,14 @@ def run_modes(kimage: Path, pytest_args: list[str], env: dict[str, str], *,
 
 
 def main_job(*, src: Path | None = None, patches: bool | None = None,
+             patch_dir: Path = kernel.KPATCHES,
              fragments: list[str] | None = None, pytest_args: list[str] | None = None,
              limits: qemu.Limits | None = None,
              image: Path | None = None) -> tuple[list[report.Outcome], str]:
     """Fetch and build the kernel, then the two boots; returns the outcomes and the report."""
     progress = Progress()
-    build = kernel.build(src, patches=patches, fragments=fragments, progress=progress)
+    build = kernel.build(src, patches=patches, fragments=fragments, progress=progress,
+                         patch_dir=patch_dir)
     timings = dict(progress.timings)  # fetch, extract, patch, config, build
     stamp = time.strftime("%Y%m%d-%H%M%S")
     outcomes = run_modes(build.bzimage, pytest_args or ["-n", "auto"], guest_env(build),

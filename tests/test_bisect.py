@@ -40,7 +40,9 @@ def repo() -> Path:
     if not pristine:
         pytest.skip("needs linux-source-7.2 in the cache (make vm-test fetches it)")
     dest = cache_dir("bisect-test") / "linux"
-    if not (dest / ".git/gmemtest-ready").exists():
+    ready = dest / ".git/gmemtest-ready"  # holds the series it was made from
+    series = "".join(p.read_text() for p in kernel.series())
+    if not ready.exists() or ready.read_text() != series:
         subprocess.run(["rm", "-rf", str(dest)], check=True)
         dest.mkdir()
         subprocess.run(["cp", "-a", f"{pristine[-1]}/.", str(dest)], check=True)
@@ -60,7 +62,7 @@ def repo() -> Path:
         for n in (1, 2):
             readme.write_text(readme.read_text() + "\n")
             git(dest, "commit", "-q", "-a", "-m", f"README: harmless change {n}")
-        (dest / ".git/gmemtest-ready").touch()
+        ready.write_text(series)
     else:
         # A run that was interrupted may have left a bisection or a detached HEAD behind.
         git(dest, "bisect", "reset")

@@ -3,7 +3,7 @@ when it converts memory itself."""
 
 import pytest
 
-from gmemtest import Agent, Hypercall, uapi
+from gmemtest import Agent, Hypercall, Mmio, uapi
 
 PAGE = uapi.PAGE_SIZE
 GPA = 4 << 30
@@ -86,3 +86,26 @@ def test_two_memslots_one_file(gmem_path):
     gmem.to_shared(0, 8 * PAGE)
     assert view.read(0) == b"\x41" and view.read(4 * PAGE) == b"\x42"
     view.close()
+
+
+def test_private_page_reachable_after_memslot_comes_back(path):
+    """Contract 'Fault routing' (an access after memslot deletion exits with MMIO for gmem; a
+    shared gfn does for vm-attributes): KVM caches that answer in an MMIO SPTE. When the
+    memslot comes back and the gfn is private (gmem: it always was; vm-attributes: converted
+    while the memslot was gone), the guest must reach its private page. Without kpatches/0004
+    7.2 classifies the fault on the stale MMIO SPTE as shared and exits with
+    KVM_EXIT_MEMORY_FAULT (shared) on every retry."""
+    agent = Agent(path.vm)
+    mem = path.memory(1, GPA, 4 * PAGE, private=True)
+    assert agent.write(GPA + PAGE, 0x5A) is None
+    if path.name == "vm-attributes":
+        path.to_shared(mem, PAGE, PAGE)  # the private byte stays in guest_memfd
+    old = mem.slot
+    old.delete()
+    exit = agent.read(GPA + PAGE)
+    assert isinstance(exit, Mmio) and exit.gpa == GPA + PAGE, exit
+    assert agent.resume() == exit.data[0]  # the read completes with what the VMM returned
+    if path.name == "vm-attributes":
+        path.vm.set_memory_attributes(GPA + PAGE, PAGE, uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE)
+    path.vm.add_memslot(1, old.gpa, old.size, userspace_addr=old.userspace_addr, gmem=old.gmem)
+    assert agent.read(GPA + PAGE) == 0x5A

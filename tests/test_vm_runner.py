@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -50,7 +51,8 @@ def qemu_processes(results: Path) -> list[str]:
 def test_real_warn_fails_a_passing_run(build, tmp_path):
     """lkdtm makes the guest kernel log a real WARN from a test that passes: the run fails on
     kernel health, naming the report and the test that was running."""
-    run = qemu.boot(Path(build["bzImage"]), [str(CHECKOUT / "vmimages/provoke")],
+    run = qemu.boot(Path(build["bzImage"]),
+                    [str(CHECKOUT / "vmimages/provoke/test_provoke_warn.py")],
                     results=tmp_path / "results", echo=False)
     outcome = report.evaluate("provoke", run)
     assert outcome.passed == 1 and outcome.failed == 0
@@ -102,3 +104,90 @@ def test_dropped_kconfig_option_is_named(build, tmp_path):
     msg = str(e.value)
     assert "CONFIG_LKDTM=y (got n; needs" in msg and "RUNTIME_TESTING_MENU=n" in msg
     assert "CONFIG_DEBUG_FS" not in msg
+
+
+def gmemtest(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gmemtest.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=CHECKOUT, **kw)
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("gmemtest")]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_guest_out_of_memory_fails_clearly(build, tmp_path):
+    """A test that exhausts a 512 MiB guest: the OOM killer takes pytest, the run fails with a
+    line saying pytest died and the OOM report as a kernel health finding; QEMU is gone."""
+    results = tmp_path / "r"
+    proc = gmemtest("vm", "run", "--kernel", build["bzImage"], "--memory", "512M", "--results",
+                    str(results), "--", "-q", "-p", "no:xdist",
+                    str(CHECKOUT / "vmimages/provoke/test_provoke_oom.py"))
+    assert proc.returncode == 2, proc.stdout[-2000:]
+    assert "pytest exited 137 in the guest" in one_error_line(proc)
+    assert "kernel: OOM" in proc.stdout
+    assert qemu_processes(results) == []
+
+
+def test_crashing_guest_fails_clearly(build, tmp_path):
+    """A test that crashes the guest kernel: QEMU exits (panic=-1, -no-reboot), the run fails
+    with one line saying the guest ended without a status, and the Oops is shown."""
+    results = tmp_path / "r"
+    proc = gmemtest("vm", "run", "--kernel", build["bzImage"], "--results", str(results),
+                    "--", "-q", "-p", "no:xdist",
+                    str(CHECKOUT / "vmimages/provoke/test_provoke_crash.py"))
+    assert proc.returncode == 2
+    assert "the guest ended without a test status" in one_error_line(proc)
+    assert "kernel: " in proc.stdout and ("Oops" in proc.stdout or "BUG" in proc.stdout)
+    assert qemu_processes(results) == []
+
+
+def test_ctrl_c_reaps_qemu(build, tmp_path):
+    """Ctrl-C while the guest runs: one line, exit 130, and no QEMU process left."""
+    results = tmp_path / "r"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gmemtest.cli", "vm", "run", "--kernel", build["bzImage"],
+         "--results", str(results), "--cmdline", "init=/usr/bin/sleep", "--cmdline", "3600",
+         "--boot-timeout", "300", "--", "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=CHECKOUT)
+    for _ in range(100):  # until QEMU runs
+        if qemu_processes(results):
+            break
+        subprocess.run(["sleep", "0.1"])
+    assert qemu_processes(results), "QEMU did not start"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.strip() == "gmemtest vm: interrupted", err
+    assert qemu_processes(results) == []
+
+
+@pytest.mark.parametrize("src, message", [
+    ("/nonexistent/linux", "--src /nonexistent/linux: no such directory"),
+    ("{tmp}", "not a Linux source tree (no Makefile or virt/kvm/)"),
+])
+def test_bad_kernel_source_is_one_line(tmp_path, src, message):
+    proc = gmemtest("kernel", "build", "--src", src.format(tmp=tmp_path))
+    assert proc.returncode == 2
+    assert message in one_error_line(proc)
+
+
+def test_patch_that_does_not_apply_is_one_line(build, tmp_path):
+    """A series whose patch does not apply: one line naming it, exit 2, and no half-patched
+    tree left in the cache."""
+    if build["source"]["kind"] != "debian":
+        pytest.skip("needs the Debian source in the cache (make vm-test fetches it)")
+    patches = tmp_path / "patches"
+    patches.mkdir()
+    (patches / "0001-bad.patch").write_text(
+        "--- a/virt/kvm/guest_memfd.c\n+++ b/virt/kvm/guest_memfd.c\n"
+        "@@ -1,3 +1,3 @@\n-this line is not in the file\n+nor is this one\n context\n")
+    (patches / "series").write_text("0001-bad.patch\n")
+    proc = gmemtest("kernel", "build", "--patch-dir", str(patches))
+    assert proc.returncode == 2
+    assert "0001-bad.patch does not apply to linux-source-7.2" in one_error_line(proc)
+    leftovers = [p for p in cache_dir("src").glob("*+*")
+                 if not (p / "linux-source-7.2/.gmemtest-patched").exists()]
+    assert leftovers == []

@@ -1,0 +1,246 @@
+"""A reference model of guest memory under conversion, and a scenario that applies the same
+operations to a real VM and checks after each one that the kernel agrees with the model.
+
+Host accesses go through /proc/self/mem (:meth:`Mapping.peek`): the same fault handler as a
+touch, with a failed read where a touch would get SIGBUS, so a wrong model cannot kill the
+process. The model holds, per page: private or shared, and the byte at the page's start in
+each backing (vm-attributes: guest_memfd for private, the userspace page for shared; gmem: one
+guest_memfd page for both). Every operation is a method of :class:`Scenario` and is logged as
+the Python line that repeats it, so any sequence replays on its own::
+
+    with Scenario.open("gmem") as s:
+        s.convert(0, 2, private=True)
+        s.host_read(1)              # raises Disagreement when the kernel disagrees
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import health, uapi
+from .agent import Agent
+from .exits import MemoryFault, Mmio
+from .kvm import Kvm
+from .paths import PATHS, ConversionPath, GuestMemory
+from .vm import Vm
+
+PAGE = uapi.PAGE_SIZE
+GPA = 4 << 30
+SLOT = 1
+PAGES = 8
+
+
+class Disagreement(AssertionError):
+    """The kernel did something the model says it must not."""
+
+
+@dataclass
+class Page:
+    private: bool = False
+    shared: int = 0  # byte 0 of the shared backing (gmem: of the one page)
+    private_data: int = 0  # byte 0 of guest_memfd (vm-attributes only)
+
+
+class Scenario:
+    """One SW_PROTECTED VM with PAGES pages of guest memory at GPA, converted through ``path``,
+    and the model of those pages."""
+
+    def __init__(self, kvm: Kvm, vm: Vm, path: ConversionPath, pages: int = PAGES) -> None:
+        self.kvm, self.vm, self.path = kvm, vm, path
+        self.agent = Agent(vm)
+        self.mem: GuestMemory = path.memory(SLOT, GPA, pages * PAGE, private=False)
+        self.pages = [Page() for _ in range(pages)]
+        self.in_place = path.name == "gmem"
+        self.log: list[str] = []
+        self.counts: Counter[str] = Counter()
+        self.kmsg = health.KmsgTail()
+
+    def reset(self) -> None:
+        """Start over on the same VM and vCPU: a new guest_memfd and memslot, all shared,
+        an empty log (the counts go on)."""
+        old = self.mem
+        if self.vm.memslots.get(SLOT) is old.slot:  # a failed memslot_cycle may have left none
+            old.slot.delete()
+        if not self.in_place:
+            self.vm.set_memory_attributes(GPA, old.size, 0)
+        old.gmem.close()  # its mapping stays with the retired memslot until the VM closes
+        self.mem = self.path.memory(SLOT, GPA, old.size, private=False)
+        if self.agent.pending is not None:  # an access a failed step left stuck
+            if not isinstance(self.agent.resume(), int):
+                raise Disagreement(f"reset: the agent's access is still stuck: "
+                                   f"{self.agent.pending}")
+        self.pages = [Page() for _ in self.pages]
+        self.log = []
+        self.counts["examples"] += 1
+
+    @classmethod
+    def open(cls, path_name: str, pages: int = PAGES) -> Scenario:
+        kvm = Kvm()
+        try:
+            vm = kvm.create_vm(uapi.KVM_X86_SW_PROTECTED_VM)
+            return cls(kvm, vm, PATHS[path_name](vm), pages)
+        except BaseException:
+            kvm.close()
+            raise
+
+    def close(self) -> None:
+        self.kmsg.close()
+        self.vm.close()
+        self.kvm.close()
+
+    def __enter__(self) -> Scenario:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _step(self, line: str, kind: str) -> None:
+        self.log.append(line)
+        self.counts["steps"] += 1
+        self.counts[kind] += 1
+
+    def _fail(self, what: str) -> None:
+        raise Disagreement(f"after {len(self.log)} steps ({self.path.name} path): {what}")
+
+    def _expect_byte(self, page: int) -> int:
+        p = self.pages[page]
+        return p.private_data if p.private and not self.in_place else p.shared
+
+    def _host_blocked(self, page: int) -> bool:
+        """The host's view of a private page is gone only when converting in place."""
+        return self.in_place and self.pages[page].private
+
+    # --- operations -----------------------------------------------------------------------
+
+    def convert(self, first: int, count: int, *, private: bool) -> None:
+        """Convert pages [first, first + count)."""
+        self._step(f"s.convert({first}, {count}, private={private})", "conversions")
+        self.path.convert(self.mem, first * PAGE, count * PAGE, private=private)
+        for p in self.pages[first:first + count]:
+            p.private = private
+
+    def host_write(self, page: int, value: int) -> None:
+        """Write byte 0 of ``page`` through the host's shared view; refused (SIGBUS for a
+        touch) on a private page converted in place."""
+        self._step(f"s.host_write({page}, {value:#x})", "host_accesses")
+        written = self.mem.view.poke(page * PAGE, bytes([value]))
+        if written == self._host_blocked(page):
+            self._fail(f"host write to page {page} ({self._state(page)}) "
+                       f"{'succeeded' if written else 'was refused'}")
+        if written:
+            self.pages[page].shared = value
+
+    def host_read(self, page: int) -> None:
+        """Read byte 0 of ``page`` through the host's view (refused when blocked)."""
+        self._step(f"s.host_read({page})", "host_accesses")
+        self._check_host(page)
+
+    def _check_host(self, page: int) -> None:
+        got = self.mem.view.peek(page * PAGE)
+        if (got is None) != self._host_blocked(page):
+            self._fail(f"host read of page {page} ({self._state(page)}) "
+                       f"{'was refused' if got is None else 'succeeded'}")
+        if got is not None and got[0] != self.pages[page].shared:
+            self._fail(f"host read of page {page} ({self._state(page)}): {got[0]:#x}, "
+                       f"expected {self.pages[page].shared:#x}")
+
+    def guest_write(self, page: int, value: int) -> None:
+        """The guest writes byte 0 of ``page``: to the backing of the page's state."""
+        self._step(f"s.guest_write({page}, {value:#x})", "guest_accesses")
+        result = self.agent.write(GPA + page * PAGE, value)
+        if result is not None:
+            self._fail(f"guest write to page {page} ({self._state(page)}) exited: {result}")
+        p = self.pages[page]
+        if p.private and not self.in_place:
+            p.private_data = value
+        else:
+            p.shared = value
+
+    def guest_read(self, page: int) -> None:
+        self._step(f"s.guest_read({page})", "guest_accesses")
+        self._check_guest_read(page, self.agent.read(GPA + page * PAGE))
+
+    def _check_guest_read(self, page: int, got: object) -> None:
+        want = self._expect_byte(page)
+        if got != want:
+            self._fail(f"guest read of page {page} ({self._state(page)}): {got}, "
+                       f"expected {want:#x}")
+
+    def punch(self, first: int, count: int) -> None:
+        """Punch a hole in guest_memfd over the pages: they read back as zero there (both states
+        in place; only the private backing otherwise); shareability is unchanged."""
+        self._step(f"s.punch({first}, {count})", "punches")
+        self.mem.gmem.punch_hole(self.mem.slot.gmem_offset + first * PAGE, count * PAGE)
+        for p in self.pages[first:first + count]:
+            if self.in_place:
+                p.shared = 0
+            else:
+                p.private_data = 0
+
+    def pre_fault(self, first: int, count: int) -> None:
+        """KVM_PRE_FAULT_MEMORY over the pages: maps them, changes no content."""
+        self._step(f"s.pre_fault({first}, {count})", "pre_faults")
+        self.agent.vcpu.pre_fault(GPA + first * PAGE, count * PAGE)
+
+    def memslot_cycle(self, page: int) -> None:
+        """Delete the memslot; a guest read of ``page`` exits (in place: MMIO, the gfn has no
+        memslot; otherwise MEMORY_FAULT when private, MMIO when shared); re-add the memslot
+        as it was and let the read complete: attributes and contents are as before."""
+        self._step(f"s.memslot_cycle({page})", "memslot_cycles")
+        old = self.mem.slot
+        old.delete()
+        exit = self.agent.read(GPA + page * PAGE)
+        private = self.pages[page].private
+        want = MemoryFault if private and not self.in_place else Mmio
+        if not isinstance(exit, want):
+            self._fail(f"guest read of page {page} ({self._state(page)}) with no memslot: "
+                       f"{exit}, expected {want.__name__}")
+        if isinstance(exit, MemoryFault) and (exit.gpa, exit.private) != \
+                (GPA + page * PAGE, True):
+            self._fail(f"memory fault for page {page}: {exit}")
+        self.mem.slot = self.vm.add_memslot(SLOT, old.gpa, old.size,
+                                            userspace_addr=old.userspace_addr, gmem=old.gmem,
+                                            gmem_offset=old.gmem_offset)
+        # A MEMORY_FAULT read retries and now reaches memory; an MMIO read completes with
+        # whatever run->mmio.data holds. Either way, read the page again to see the memory.
+        self.agent.resume()
+        self._check_guest_read(page, self.agent.read(GPA + page * PAGE))
+
+    def verify(self) -> None:
+        """Every page, through the guest and the host, agrees with the model."""
+        self._step("s.verify()", "verifications")
+        for page in range(len(self.pages)):
+            self._check_guest_read(page, self.agent.read(GPA + page * PAGE))
+            self._check_host(page)
+
+    def check_health(self) -> None:
+        """No kernel report was logged since the last check."""
+        found = self.kmsg.findings()
+        if found:
+            self._fail(f"kernel health: {found[0]}")
+
+    def _state(self, page: int) -> str:
+        return "private" if self.pages[page].private else "shared"
+
+    def reproducer(self, note: str = "") -> str:
+        """A script that replays this scenario's steps on its own."""
+        cls = type(self)
+        where = [] if cls.__module__.startswith("gmemtest.") else \
+            ["import sys", "", f"sys.path.insert(0, {str(Path(inspect.getfile(cls)).parent)!r})"]
+        lines = ["#!/usr/bin/env python3",
+                 f'"""gmemtest model reproducer: {self.path.name} path, {len(self.log)} steps.',
+                 *([note] if note else []),
+                 'Run it with the gmemtest venv on the kernel under test."""',
+                 *where,
+                 f"from {cls.__module__} import {cls.__name__} as Scenario  # noqa: E402", "",
+                 f"with Scenario.open({self.path.name!r}, {len(self.pages)}) as s:",
+                 *(f"    {line}" for line in self.log),
+                 "    s.verify()",
+                 "    s.check_health()",
+                 'print("the kernel agreed with the model")']
+        return "\n".join(lines) + "\n"
