@@ -61,7 +61,7 @@ class GuestMemfd(FdObject):
             "offset": offset, "size": size, "attributes": attributes, "flags": flags})
         if reserved is not None:
             attrs.reserved = reserved
-        return kvm_ioctl(self.fd, "KVM_SET_MEMORY_ATTRIBUTES2", attrs, target=self.target,
+        return kvm_ioctl(self.fd, "KVM_SET_MEMORY_ATTRIBUTES2", attrs, target=self,
                          error=ConversionError)
 
     def to_private(self, offset: int = 0, size: int | None = None) -> int:

@@ -32,16 +32,19 @@ def struct_fields(cdata: Any) -> dict[str, Any]:
     return out
 
 
-def kvm_ioctl(fd: int, name: str, arg: Any = 0, *, target: str = "",
+def kvm_ioctl(fd: int, name: str, arg: Any = 0, *, target: object = "",
               arguments: dict[str, Any] | None = None,
               error: type[KvmError] = KvmError) -> int:
-    """Issue ioctl ``name`` (from :data:`uapi.IOCTLS`) on ``fd``; raise ``error`` on failure."""
+    """Issue ioctl ``name`` (from :data:`uapi.IOCTLS`) on ``fd``; raise ``error`` on failure.
+    ``target`` names what the ioctl was issued on: a string, or an object whose ``target``
+    property says it (only read when the ioctl fails: conversions are a hot path)."""
     ret, err = libc.ioctl(fd, uapi.IOCTLS[name], arg)
     if ret < 0:
         if arguments is None:
             arguments = struct_fields(arg) if isinstance(arg, ffi.CData) else {"arg": arg}
         offset = _error_offset(arg)
-        raise error(name, err, arguments, target, error_offset=offset)
+        where = target if isinstance(target, str) else str(getattr(target, "target", target))
+        raise error(name, err, arguments, where, error_offset=offset)
     return ret
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import caps
+from .cache import cache_dir
 from .errors import GmemtestError
 
 CHECKOUT = Path(__file__).resolve().parent.parent
@@ -69,7 +70,7 @@ class Run:
 def job_script(pytest_args: list[str], results_mount: str, env: dict[str, str],
                python: str = sys.executable, checkout: Path = CHECKOUT) -> str:
     """The guest's job: this checkout's pytest, with this venv, writing results to the share."""
-    exports = {"PYTHONDONTWRITEBYTECODE": "1", "HOME": "/tmp",
+    exports = {"PYTHONPYCACHEPREFIX": "/tmp/pycache", "HOME": "/tmp",
                "GMEMTEST_CACHE": "/tmp/gmemtest-cache", "GMEMTEST_RESULTS": results_mount,
                "GMEMTEST_IN_GUEST": "1", **env}
     lines = ["#!/bin/sh", f"cd {shlex.quote(str(checkout))} || exit 125"]
@@ -118,7 +119,10 @@ def qemu_command(kernel: Path, results: Path, accel: Accel, cmdline: list[str], 
                       "multidevs=remap",
             "-device", "virtio-9p-pci,fsdev=root,mount_tag=hostroot",
             "-fsdev", f"local,id=results,path={results},security_model=none",
-            "-device", "virtio-9p-pci,fsdev=results,mount_tag=results"]
+            "-device", "virtio-9p-pci,fsdev=results,mount_tag=results",
+            "-fsdev", f"local,id=pycache,path={cache_dir('guest-pycache')},"
+                      "security_model=none",
+            "-device", "virtio-9p-pci,fsdev=pycache,mount_tag=pycache"]
 
 
 def boot(kernel: Path, pytest_args: list[str], *, results: Path, cmdline: list[str] | None = None,

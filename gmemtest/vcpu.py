@@ -35,23 +35,23 @@ class Vcpu(FdObject):
 
     def get_regs(self) -> Any:
         regs = ffi.new("struct kvm_regs *")
-        kvm_ioctl(self.fd, "KVM_GET_REGS", regs, target=self.target, arguments={})
+        kvm_ioctl(self.fd, "KVM_GET_REGS", regs, target=self, arguments={})
         return regs
 
     def set_regs(self, regs: Any) -> None:
-        kvm_ioctl(self.fd, "KVM_SET_REGS", regs, target=self.target)
+        kvm_ioctl(self.fd, "KVM_SET_REGS", regs, target=self)
 
     def get_sregs(self) -> Any:
         sregs = ffi.new("struct kvm_sregs *")
-        kvm_ioctl(self.fd, "KVM_GET_SREGS", sregs, target=self.target, arguments={})
+        kvm_ioctl(self.fd, "KVM_GET_SREGS", sregs, target=self, arguments={})
         return sregs
 
     def set_sregs(self, sregs: Any) -> None:
-        kvm_ioctl(self.fd, "KVM_SET_SREGS", sregs, target=self.target, arguments={})
+        kvm_ioctl(self.fd, "KVM_SET_SREGS", sregs, target=self, arguments={})
 
     def set_cpuid(self, cpuid: Any) -> None:
         """KVM_SET_CPUID2 (long mode needs CPUID.LM in the guest's CPUID)."""
-        kvm_ioctl(self.fd, "KVM_SET_CPUID2", cpuid, target=self.target,
+        kvm_ioctl(self.fd, "KVM_SET_CPUID2", cpuid, target=self,
                   arguments={"nent": cpuid.nent})
 
     def run(self) -> Exit:
@@ -72,7 +72,7 @@ class Vcpu(FdObject):
         running the guest. Returns the (gpa, size) the kernel left unprocessed."""
         args = ffi.new("struct kvm_pre_fault_memory *", {"gpa": gpa, "size": size,
                                                          "flags": flags})
-        kvm_ioctl(self.fd, "KVM_PRE_FAULT_MEMORY", args, target=self.target)
+        kvm_ioctl(self.fd, "KVM_PRE_FAULT_MEMORY", args, target=self)
         return args.gpa, args.size
 
     def pre_fault(self, gpa: int, size: int) -> None:

@@ -87,13 +87,13 @@ class Vm(FdObject):
 
     def check_extension(self, cap: int) -> int:
         """KVM_CHECK_EXTENSION on the VM fd: the answer for this VM's type."""
-        return kvm_ioctl(self.fd, "KVM_CHECK_EXTENSION", cap, target=self.target,
+        return kvm_ioctl(self.fd, "KVM_CHECK_EXTENSION", cap, target=self,
                          arguments={"cap": cap})
 
     def enable_cap(self, cap: int, *args: int, flags: int = 0) -> int:
         """KVM_ENABLE_CAP with up to four args (e.g. KVM_CAP_EXIT_HYPERCALL)."""
         ec = ffi.new("struct kvm_enable_cap *", {"cap": cap, "flags": flags, "args": list(args)})
-        return kvm_ioctl(self.fd, "KVM_ENABLE_CAP", ec, target=self.target)
+        return kvm_ioctl(self.fd, "KVM_ENABLE_CAP", ec, target=self)
 
     # --- guest_memfd and memslots ---------------------------------------------------------
 
@@ -108,7 +108,7 @@ class Vm(FdObject):
             args.reserved = reserved
         if page_order is not None:
             args.page_order = page_order
-        fd = kvm_ioctl(self.fd, "KVM_CREATE_GUEST_MEMFD", args, target=self.target)
+        fd = kvm_ioctl(self.fd, "KVM_CREATE_GUEST_MEMFD", args, target=self)
         gmem = GuestMemfd(self, fd, size, flags)
         self.gmems.append(gmem)
         return gmem
@@ -121,7 +121,7 @@ class Vm(FdObject):
             "slot": slot, "flags": flags, "guest_phys_addr": gpa, "memory_size": size,
             "userspace_addr": userspace_addr, "guest_memfd_offset": gmem_offset,
             "guest_memfd": gmem_fd})
-        kvm_ioctl(self.fd, "KVM_SET_USER_MEMORY_REGION2", region, target=self.target)
+        kvm_ioctl(self.fd, "KVM_SET_USER_MEMORY_REGION2", region, target=self)
 
     def add_memslot(self, slot: int, gpa: int, size: int, *, userspace_addr: int | None = None,
                     gmem: GuestMemfd | None = None, gmem_offset: int = 0,
@@ -163,13 +163,13 @@ class Vm(FdObject):
         """KVM_SET_MEMORY_ATTRIBUTES on the VM fd (the per-VM attribute array, by GPA)."""
         attrs = ffi.new("struct kvm_memory_attributes *", {
             "address": gpa, "size": size, "attributes": attributes, "flags": flags})
-        kvm_ioctl(self.fd, "KVM_SET_MEMORY_ATTRIBUTES", attrs, target=self.target,
+        kvm_ioctl(self.fd, "KVM_SET_MEMORY_ATTRIBUTES", attrs, target=self,
                   error=ConversionError)
 
     def stats(self) -> Stats:
         """The VM's binary stats (pages_4k, pages_2m, pages_1g, ...), opened once per VM."""
         if self._stats is None:
-            self._stats = Stats(kvm_ioctl(self.fd, "KVM_GET_STATS_FD", target=self.target))
+            self._stats = Stats(kvm_ioctl(self.fd, "KVM_GET_STATS_FD", target=self))
         return self._stats
 
     def create_vcpu(self, vcpu_id: int | None = None) -> Vcpu:
@@ -177,7 +177,7 @@ class Vm(FdObject):
         from .vcpu import Vcpu
 
         vcpu_id = len(self.vcpus) if vcpu_id is None else vcpu_id
-        fd = kvm_ioctl(self.fd, "KVM_CREATE_VCPU", vcpu_id, target=self.target,
+        fd = kvm_ioctl(self.fd, "KVM_CREATE_VCPU", vcpu_id, target=self,
                        arguments={"id": vcpu_id})
         vcpu = Vcpu(self, vcpu_id, fd)
         self.vcpus.append(vcpu)

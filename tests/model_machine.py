@@ -1,0 +1,115 @@
+"""The hypothesis state machine behind tests/test_model.py, in a module of its own so that
+collecting the suite does not import hypothesis (seconds per process under TCG)."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import ClassVar
+
+from hypothesis import HealthCheck, seed, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    get_state_machine_test,
+    invariant,
+    precondition,
+    rule,
+)
+
+from gmemtest.model import PAGES, Scenario
+
+PROFILES = {"short": (12, 30), "long": (300, 80)}  # examples, steps per example
+VERIFY_EVERY = 6
+PROFILE = os.environ.get("GMEMTEST_FUZZ", "short")
+SEED = int(os.environ.get("GMEMTEST_SEED", "0"))
+
+page = st.integers(0, PAGES - 1)
+count = st.integers(1, 3)
+byte = st.integers(1, 255)
+
+
+class Conversions(RuleBasedStateMachine):
+    path_name: ClassVar[str] = ""
+    pre_fault_ok: ClassVar[bool] = False
+    scenario: ClassVar[type[Scenario]] = Scenario
+    scenarios: ClassVar[list[Scenario]] = []  # one, reset for each example
+
+    def __init__(self) -> None:
+        super().__init__()
+        if self.scenarios:
+            self.scenarios[0].reset()
+        else:
+            self.scenarios.append(self.scenario.open(self.path_name))
+        self.s = self.scenarios[0]
+
+    @rule(first=page, n=count)
+    def to_private(self, first: int, n: int) -> None:
+        self.s.convert(first, min(n, PAGES - first), private=True)
+
+    @rule(first=page, n=count)
+    def to_shared(self, first: int, n: int) -> None:
+        self.s.convert(first, min(n, PAGES - first), private=False)
+
+    @rule(p=page, value=byte)
+    def host_write(self, p: int, value: int) -> None:
+        self.s.host_write(p, value)
+
+    @rule(p=page)
+    def host_read(self, p: int) -> None:
+        self.s.host_read(p)
+
+    @rule(p=page, value=byte)
+    def guest_write(self, p: int, value: int) -> None:
+        self.s.guest_write(p, value)
+
+    @rule(p=page)
+    def guest_read(self, p: int) -> None:
+        self.s.guest_read(p)
+
+    @rule(first=page, n=count)
+    def punch(self, first: int, n: int) -> None:
+        self.s.punch(first, min(n, PAGES - first))
+
+    @precondition(lambda self: self.pre_fault_ok)
+    @rule(first=page, n=count)
+    def pre_fault(self, first: int, n: int) -> None:
+        self.s.pre_fault(first, min(n, PAGES - first))
+
+    @rule(p=page)
+    def memslot_cycle(self, p: int) -> None:
+        self.s.memslot_cycle(p)
+
+    @invariant()
+    def agrees(self) -> None:
+        """No kernel report after any step; every page checked every VERIFY_EVERY steps."""
+        self.s.check_health()
+        if len(self.s.log) % VERIFY_EVERY == VERIFY_EVERY - 1:
+            self.s.verify()
+
+
+def fuzz(path_name: str, pre_fault_ok: bool, out: Path, *, examples: int, steps: int,
+         scenario: type[Scenario] = Scenario) -> tuple[type[Conversions], Counter[str]]:
+    """Run the state machine; on a disagreement write the minimal sequence to
+    out/model-reproducer-PATH.py and name it in the error."""
+    machine = type(f"Conversions_{path_name.replace('-', '_')}", (Conversions,), {
+        "path_name": path_name, "scenarios": [], "scenario": scenario,
+        "pre_fault_ok": pre_fault_ok})
+    test = get_state_machine_test(machine, settings=settings(
+        max_examples=examples, stateful_step_count=steps, deadline=None, database=None,
+        print_blob=False, suppress_health_check=list(HealthCheck)))
+    try:
+        seed(SEED)(test)()
+    except AssertionError as e:
+        last = machine.scenarios[0]  # hypothesis replays the minimal sequence last
+        script = out / f"model-reproducer-{path_name}.py"
+        script.write_text(last.reproducer(f"Seed {SEED}, profile {PROFILE}: {e}"))
+        e.add_note(f"minimal reproducer ({len(last.log)} steps): {script}")
+        raise
+    finally:
+        totals = Counter(machine.scenarios[0].counts) if machine.scenarios else Counter()
+        totals["examples"] += 1 if machine.scenarios else 0
+        for sc in machine.scenarios:
+            sc.close()
+    return machine, totals
