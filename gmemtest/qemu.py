@@ -165,8 +165,6 @@ def boot(kernel: Path, pytest_args: list[str], *, results: Path, cmdline: list[s
     (results / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
     start = time.monotonic()
     banner = threading.Event()
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
 
     def pump() -> None:
         assert proc.stdout is not None
@@ -183,8 +181,16 @@ def boot(kernel: Path, pytest_args: list[str], *, results: Path, cmdline: list[s
                     sys.stdout.flush()
 
     reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
+    ctrl_c = _HeldSigint()
     try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    except BaseException:
+        ctrl_c.release()
+        raise
+    try:
+        ctrl_c.release()
+        reader.start()
         while proc.poll() is None:
             elapsed = time.monotonic() - start
             if not banner.is_set() and elapsed > limits.boot:
@@ -196,12 +202,34 @@ def boot(kernel: Path, pytest_args: list[str], *, results: Path, cmdline: list[s
             time.sleep(0.1)
     finally:
         _reap(proc)
-        reader.join(timeout=5)
+        if reader.ident is not None:
+            reader.join(timeout=5)
         run.seconds = time.monotonic() - start
     status = results / "status"
     if status.exists() and status.read_text().strip().lstrip("-").isdigit():
         run.status = int(status.read_text())
     return run
+
+
+class _HeldSigint:
+    """Ctrl-C held back while QEMU is spawned, so that a SIGINT between the fork and Popen's
+    return cannot leave a QEMU nobody knows about; release() raises it where QEMU is reaped."""
+
+    def __init__(self) -> None:
+        self.caught = False
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._catch)
+
+    def _catch(self, signum: int, frame: object) -> None:
+        self.caught = True
+
+    def release(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+        if self.caught:
+            raise KeyboardInterrupt
 
 
 def _reap(proc: subprocess.Popen[bytes]) -> None:

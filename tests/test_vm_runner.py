@@ -148,21 +148,35 @@ def test_crashing_guest_fails_clearly(build, tmp_path):
     assert qemu_processes(results) == []
 
 
-def test_ctrl_c_reaps_qemu(build, tmp_path):
-    """Ctrl-C while the guest runs: one line, exit 130, and no QEMU process left."""
+@pytest.mark.parametrize("delay", [0, 2], ids=["at-spawn", "while-running"])
+def test_ctrl_c_reaps_qemu(build, tmp_path, delay):
+    """Ctrl-C as soon as QEMU exists (the runner may still be inside Popen) or while the guest
+    runs: one line, exit 130, and no QEMU process left."""
     results = tmp_path / "r"
     proc = subprocess.Popen(
         [sys.executable, "-m", "gmemtest.cli", "vm", "run", "--kernel", build["bzImage"],
          "--results", str(results), "--cmdline", "init=/usr/bin/sleep", "--cmdline", "3600",
          "--boot-timeout", "300", "--", "-q"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=CHECKOUT)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=CHECKOUT,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     for _ in range(100):  # until QEMU runs
         if qemu_processes(results):
             break
         subprocess.run(["sleep", "0.1"])
     assert qemu_processes(results), "QEMU did not start"
+    subprocess.run(["sleep", str(delay)])
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        states = subprocess.run(["ps", "-o", "pid,stat,wchan:30,etime,args", "--pid",
+                                 " ".join([str(proc.pid), *qemu_processes(results)])],
+                                capture_output=True, text=True).stdout
+        proc.send_signal(signal.SIGABRT)  # faulthandler: every thread's Python stack
+        err = proc.communicate()[1]
+        for pid in qemu_processes(results):
+            os.kill(int(pid), signal.SIGKILL)
+        pytest.fail(f"the runner did not exit 60 s after SIGINT\n{states}\n{err}")
     assert proc.returncode == 130
     assert err.strip() == "gmemtest vm: interrupted", err
     assert qemu_processes(results) == []
