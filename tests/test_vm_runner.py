@@ -153,8 +153,11 @@ def test_ctrl_c_reaps_qemu(build, tmp_path, delay):
     """Ctrl-C as soon as QEMU exists (the runner may still be inside Popen) or while the guest
     runs: one line, exit 130, and no QEMU process left."""
     results = tmp_path / "r"
+    # A shell without job control starts background commands with SIGINT ignored (so does CI,
+    # possibly), and Python then has no KeyboardInterrupt: give the runner the default back.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gmemtest.cli", "vm", "run", "--kernel", build["bzImage"],
+        ["env", "--default-signal=INT",
+         sys.executable, "-m", "gmemtest.cli", "vm", "run", "--kernel", build["bzImage"],
          "--results", str(results), "--cmdline", "init=/usr/bin/sleep", "--cmdline", "3600",
          "--boot-timeout", "300", "--", "-q"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=CHECKOUT,
