@@ -3,7 +3,7 @@
 The guest's root is the host's root over virtio-9p, read-only (or a vmimages/ root image), so the
 guest runs the host's Python, this checkout and its venv at the same paths. A second 9p share is
 the writable results directory: the host writes job.sh there, the guest writes JUnit XML, KTAP,
-its kernel log per test and its exit status. QEMU is always reaped, whatever happens.
+its kernel log per test and its exit status. QEMU is always reaped, and dies with a runner that is killed outright.
 """
 
 from __future__ import annotations
@@ -183,8 +183,9 @@ def boot(kernel: Path, pytest_args: list[str], *, results: Path, cmdline: list[s
     reader = threading.Thread(target=pump, daemon=True)
     ctrl_c = _HeldSigint()
     try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen([*die_with_parent(), *cmd], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     except BaseException:
         ctrl_c.release()
         raise
@@ -209,6 +210,13 @@ def boot(kernel: Path, pytest_args: list[str], *, results: Path, cmdline: list[s
     if status.exists() and status.read_text().strip().lstrip("-").isdigit():
         run.status = int(status.read_text())
     return run
+
+
+def die_with_parent() -> list[str]:
+    """A prefix giving QEMU the parent-death signal (util-linux setpriv), so that a runner
+    killed outright (SIGKILL: a CI job cancelled, a test timeout) does not leave it running."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL"] if setpriv else []
 
 
 class _HeldSigint:

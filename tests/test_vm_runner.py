@@ -110,7 +110,7 @@ def test_dropped_kconfig_option_is_named(build, tmp_path):
     assert "CONFIG_DEBUG_FS" not in msg
 
 
-def gmemtest(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess[str]:
+def gmemtest(*args: str, timeout: float = 240, **kw) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gmemtest.cli", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=CHECKOUT, **kw)
 
@@ -148,11 +148,8 @@ def test_crashing_guest_fails_clearly(build, tmp_path):
     assert qemu_processes(results) == []
 
 
-@pytest.mark.parametrize("delay", [0, 2], ids=["at-spawn", "while-running"])
-def test_ctrl_c_reaps_qemu(build, tmp_path, delay):
-    """Ctrl-C as soon as QEMU exists (the runner may still be inside Popen) or while the guest
-    runs: one line, exit 130, and no QEMU process left."""
-    results = tmp_path / "r"
+def start_sleeping_guest(build: dict, results: Path) -> subprocess.Popen[str]:
+    """`gmemtest vm run` of a guest whose init sleeps, returned once its QEMU exists."""
     # A shell without job control starts background commands with SIGINT ignored (so does CI,
     # possibly), and Python then has no KeyboardInterrupt: give the runner the default back.
     proc = subprocess.Popen(
@@ -167,6 +164,15 @@ def test_ctrl_c_reaps_qemu(build, tmp_path, delay):
             break
         subprocess.run(["sleep", "0.1"])
     assert qemu_processes(results), "QEMU did not start"
+    return proc
+
+
+@pytest.mark.parametrize("delay", [0, 2], ids=["at-spawn", "while-running"])
+def test_ctrl_c_reaps_qemu(build, tmp_path, delay):
+    """Ctrl-C as soon as QEMU exists (the runner may still be inside Popen) or while the guest
+    runs: one line, exit 130, and no QEMU process left."""
+    results = tmp_path / "r"
+    proc = start_sleeping_guest(build, results)
     subprocess.run(["sleep", str(delay)])
     proc.send_signal(signal.SIGINT)
     try:
@@ -183,6 +189,23 @@ def test_ctrl_c_reaps_qemu(build, tmp_path, delay):
     assert proc.returncode == 130
     assert err.strip() == "gmemtest vm: interrupted", err
     assert qemu_processes(results) == []
+
+
+def test_killed_runner_takes_qemu_with_it(build, tmp_path):
+    """SIGKILL of the runner (a CI job killed, a test timeout) cannot reap QEMU itself: QEMU
+    runs with the parent-death signal, so it goes too, rather than spin on an orphaned guest."""
+    results = tmp_path / "r"
+    proc = start_sleeping_guest(build, results)
+    proc.kill()
+    proc.communicate()
+    for _ in range(100):
+        if not qemu_processes(results):
+            break
+        subprocess.run(["sleep", "0.1"])
+    left = qemu_processes(results)
+    for pid in left:
+        os.kill(int(pid), signal.SIGKILL)
+    assert left == [], "QEMU outlived its runner"
 
 
 @pytest.mark.parametrize("src, message", [
