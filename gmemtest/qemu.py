@@ -3,7 +3,8 @@
 The guest's root is the host's root over virtio-9p, read-only (or a vmimages/ root image), so the
 guest runs the host's Python, this checkout and its venv at the same paths. A second 9p share is
 the writable results directory: the host writes job.sh there, the guest writes JUnit XML, KTAP,
-its kernel log per test and its exit status. QEMU is always reaped, and dies with a runner that is killed outright.
+its kernel log per test and its exit status. QEMU is always reaped, and dies with a runner
+that is killed outright.
 """
 
 from __future__ import annotations
