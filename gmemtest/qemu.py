@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import caps
+from . import caps, seriesconf
 from .cache import cache_dir
 from .errors import GmemtestError
 
@@ -29,12 +29,20 @@ INIT = CHECKOUT / "vmimages/init"
 BANNER = "gmemtest-init: start"
 HIDDEN = (Path("/tmp"), Path("/run"))  # the guest init mounts tmpfs over these
 TCG_CPU = "EPYC,+svm,+npt"
+# The suite's knobs: set on the host, they reach the guest's pytest with the same values.
+TUNABLES = ("GMEMTEST_FUZZ", "GMEMTEST_SEED", "GMEMTEST_STRESS_SECONDS",
+            "GMEMTEST_STRESS_PLACEMENT", seriesconf.ENV_CAP)
 
 
 @dataclass
 class Accel:
     args: list[str]
     label: str
+
+    @property
+    def kind(self) -> str:
+        """kvm or tcg; the guest's suite gets it as $GMEMTEST_ACCEL."""
+        return self.label.split()[0]
 
 
 def choose_accel() -> Accel:
@@ -142,7 +150,7 @@ def boot(kernel: Path, pytest_args: list[str], *, results: Path, cmdline: list[s
         stale.unlink()
     color = "yes" if echo and sys.stdout.isatty() else "no"
     args = [f"--color={color}", *pytest_args, f"--timeout={int(limits.test)}"]
-    env = dict(env or {})
+    env = {**{k: os.environ[k] for k in TUNABLES if k in os.environ}, **(env or {})}
     if image is None:
         root, checkout, python = Path("/"), CHECKOUT, sys.executable
     else:
@@ -155,11 +163,12 @@ def boot(kernel: Path, pytest_args: list[str], *, results: Path, cmdline: list[s
             shutil.copytree(env["GMEMTEST_KERNEL_HEADERS"], results / "headers", symlinks=True,
                             dirs_exist_ok=True)
             env["GMEMTEST_KERNEL_HEADERS"] = "/tmp/results/headers"
+    accel = choose_accel()
+    env["GMEMTEST_ACCEL"] = accel.kind
     (results / "job.sh").write_text(job_script(args, "/tmp/results", env, python, checkout))
     binds = hidden_paths([checkout, Path(sys.prefix),
                           *(Path(v) for v in env.values() if v.startswith("/"))])
     (results / "binds").write_text("".join(f"{p}\n" for p in binds) if image is None else "")
-    accel = choose_accel()
     run = Run(results, results / "console.log", accel=accel.label)
     cmd = qemu_command(kernel, results, accel, cmdline or [], root=root,
                        init=checkout / "vmimages/init", memory=memory)
