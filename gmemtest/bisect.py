@@ -21,13 +21,14 @@ ANSWERS = {"skip": SKIP, "bad": BAD, "abort": ABORT}
 
 
 def step(src: Path, pytest_args: list[str], *, cmdline: list[str], limits: qemu.Limits,
-         on_build_failure: str = "skip", on_boot_failure: str = "skip") -> int:
+         on_build_failure: str = "skip", on_boot_failure: str = "skip",
+         build_dir: Path | None = None) -> int:
     """Run one bisect step on ``src``; returns the exit status for git bisect run."""
     progress = Progress()
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     try:
-        build = kernel.build(src, patches=False, progress=progress)
+        build = kernel.build(src, patches=False, progress=progress, build_dir=build_dir)
     except GmemtestError as e:
         print(f"bisect-step: build failed: {e}", file=sys.stderr)
         return ANSWERS[on_build_failure]

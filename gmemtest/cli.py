@@ -73,9 +73,13 @@ def _cmd_kernel_build(args: argparse.Namespace) -> int:
     if src is not None and not src.is_dir():
         raise GmemtestError(f"--src {src}: no such directory")
     b = kernel.build(src, patches=args.patches, fragments=fragments, jobs=args.jobs,
-                     patch_dir=_patch_dir(args))
+                     patch_dir=_patch_dir(args), build_dir=_build_dir(args))
     print(kernel.summary(b))
     return 0
+
+
+def _build_dir(args: argparse.Namespace) -> Path | None:
+    return Path(args.build_dir) if args.build_dir else None
 
 
 def _cmd_kernel_selftests(args: argparse.Namespace) -> int:
@@ -160,7 +164,7 @@ def _cmd_bisect_step(args: argparse.Namespace) -> int:
     try:
         return bisect.step(src, pytest_args, cmdline=args.cmdline, limits=_limits(args),
                            on_build_failure=args.build_failure,
-                           on_boot_failure=args.boot_failure)
+                           on_boot_failure=args.boot_failure, build_dir=_build_dir(args))
     except (GmemtestError, KvmError, OSError) as e:
         print(f"gmemtest bisect-step: error: {e}", file=sys.stderr)
         return bisect.ABORT
@@ -208,6 +212,12 @@ def _add_source(p: argparse.ArgumentParser) -> None:
                    help="apply this series (a dir with a series file) instead of kpatches/")
 
 
+def _add_build_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--build-dir", metavar="DIR",
+                   help="build there (default: the cache; a subdirectory of the tree lets ccache "
+                   "share objects with other trees built that way)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gmemtest", description=__doc__)
     p.add_argument("--gmem-attr-cap", type=lambda s: int(s, 0), default=None,
@@ -237,6 +247,7 @@ def parser() -> argparse.ArgumentParser:
                     help="kconfigs/NAME.config to merge (repeatable; default base kvm mm faults)")
     kb.add_argument("--debug", action="store_true", help="add the debug fragment (KASAN, ...)")
     kb.add_argument("-j", "--jobs", type=int, default=None, help="make -j (default: cores)")
+    _add_build_dir(kb)
     kb.set_defaults(func=_cmd_kernel_build)
     ks = ksub.add_parser("selftests", help="build the upstream KVM selftests of the kernel")
     _add_source(ks)
@@ -271,6 +282,7 @@ def parser() -> argparse.ArgumentParser:
                    help="answer for a commit that does not build (default skip: 125)")
     b.add_argument("--boot-failure", choices=("skip", "bad", "abort"), default="skip",
                    help="answer for a commit that does not boot (default skip: 125)")
+    _add_build_dir(b)
     _add_vm_limits(b)
     b.set_defaults(func=_cmd_bisect_step)
 

@@ -3,7 +3,11 @@
 Source: the user's tree (``--src``) or Debian's linux-source-7.2 (newest 7.2.x in unstable, forky
 or trixie-backports), extracted once into the cache. The project's kpatches/ series is applied to
 the Debian source by default (a hard-linked copy per series, so the pristine tree stays pristine).
-Builds are out of tree, in a directory keyed by source, patches and configuration, and reused.
+Builds are out of tree, in ``<cache>/build/<key>`` (key: source path, hence its patches, and
+configuration), and reused. For a patched copy of the Debian source, which the cache owns, that
+entry is a link to a build directory inside the tree: Kbuild then names every source file
+relative to it ("../"), so ccache shares objects across patch sets and with bisect trees built
+the same way (``build_dir``).
 """
 
 from __future__ import annotations
@@ -162,10 +166,11 @@ def _make_env(src: Path) -> dict[str, str]:
 def build(src: Path | None = None, *, patches: bool | None = None,
           fragments: list[str] | None = None, jobs: int | None = None,
           progress: Progress | None = None, patch_dir: Path = KPATCHES,
-          fresh: bool = False) -> Build:
+          fresh: bool = False, build_dir: Path | None = None) -> Build:
     """Fetch (or take) the source, patch (the series in ``patch_dir``), configure and build
-    bzImage and the uapi headers. ``fresh``: in a new build directory, without ccache (a cold
-    build, for measuring one)."""
+    bzImage and the uapi headers. ``build_dir``: build there (a subdirectory of the tree shares
+    ccache objects with other trees). ``fresh``: in a new build directory, without ccache (a
+    cold build, for measuring one)."""
     progress = progress or Progress()
     t0 = time.monotonic()
     for tool in ("make", "gcc", "flex", "bison", "bc"):
@@ -182,8 +187,12 @@ def build(src: Path | None = None, *, patches: bool | None = None,
         if patches:
             source = patched(source, series(patch_dir), progress)
     config_hash = _digest(*(f.read_bytes() for f in frags))
-    identity = str(source.path) if source.kind == "tree" else source.version + repr(source.patches)
-    bdir = cache_dir("build", _digest(identity, config_hash))
+    # The source's path says what it is: a patched copy's name carries its patches' digest.
+    bdir = cache_dir("build") / _digest(str(source.path), config_hash)
+    if build_dir is None and source.kind == "debian" and source.patches:
+        # A patched copy: the cache's own, and never copied again (the pristine tree is).
+        build_dir = source.path / f".gmemtest-build-{config_hash}"
+    _place(bdir, build_dir)
     env = _make_env(source.path)
     if fresh:
         bdir = Path(tempfile.mkdtemp(prefix="cold-", dir=cache_dir("build")))
@@ -206,6 +215,25 @@ def build(src: Path | None = None, *, patches: bool | None = None,
     return out
 
 
+def _place(entry: Path, build_dir: Path | None) -> None:
+    """Make the cache's ``entry`` the build directory, or a link to ``build_dir``."""
+    with locked(cache_dir("build") / ".entries.lock"):
+        if build_dir is None:
+            if entry.is_symlink():
+                entry.unlink()
+            entry.mkdir(exist_ok=True)
+            return
+        build_dir = build_dir.resolve()
+        build_dir.mkdir(parents=True, exist_ok=True)
+        if entry.is_symlink() and entry.resolve() == build_dir:
+            return
+        if entry.is_symlink():
+            entry.unlink()
+        elif entry.exists():
+            shutil.rmtree(entry)
+        entry.symlink_to(build_dir, target_is_directory=True)
+
+
 SELFTESTS = ("guest_memfd_test", "pre_fault_memory_test", "set_memory_region_test",
              "x86/private_mem_conversions_test", "x86/private_mem_kvm_exits_test")
 
@@ -225,15 +253,28 @@ def selftests(b: Build, progress: Progress | None = None) -> Path:
                           text=True, env=_make_env(b.source.path))
     (out / "build.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode:
-        errors = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()]
         raise GmemtestError(f"KVM selftests did not build: "
-                            f"{(errors or ['make exited ' + str(proc.returncode)])[0]} "
+                            f"{first_error(proc.stderr, proc.returncode)} "
                             f"(log: {out / 'build.log'})")
     progress.done("selftests", str(out))
     return out
 
 
 COMPILE_LINE = re.compile(r"^\s+(CC|AS|LD|AR|HOSTCC|HOSTLD|OBJCOPY|GEN|HDRINST)\b")
+# What names a failed build, best first: a compiler or linker diagnostic, then make's own.
+BUILD_ERRORS = (re.compile(r": (fatal )?error: "), re.compile(r"undefined reference to|"
+                                                              r"ld: .*(error|No such file)"),
+                re.compile(r"\*\*\* .*(Error \d+|[Nn]o rule|[Ss]top)"))
+
+
+def first_error(output: str, rc: int) -> str:
+    """The line of a failed make's output that says what went wrong."""
+    lines = [ln.strip() for ln in output.splitlines()]
+    for pattern in BUILD_ERRORS:
+        for line in lines:
+            if pattern.search(line):
+                return line
+    return f"make exited {rc}"
 
 
 def _run_make(src: Path, bdir: Path, targets: list[str], args: list[str], env: dict[str, str],
@@ -265,9 +306,7 @@ def _run_make(src: Path, bdir: Path, targets: list[str], args: list[str], env: d
     if cold and rc == 0:
         write_atomically(estimate, f"{files}\n".encode())
     if rc:
-        errors = [ln.strip() for ln in log.read_text(errors="replace").splitlines()
-                  if "error" in ln.lower()]
-        first = errors[0] if errors else f"make exited {rc}"
+        first = first_error(log.read_text(errors="replace"), rc)
         raise GmemtestError(f"kernel build failed: {first} (full log: {log})")
 
 

@@ -1,14 +1,14 @@
 """`git bisect run gmemtest bisect-step` finds the commit that broke a conversion rule.
 
-A git repo of linux-source-7.2 with the kpatches series as commits, then a commit that stops
-conversions to private from unmapping host mappings, then two harmless commits. Bisecting between
-the last series patch (good) and the tip (bad) must name the breaking commit. Host only: it
-builds and boots kernels (the Debian source must be in the cache: the main job fetches it).
+A git repo of linux-source-7.2 with the kpatches series as commits, and in the middle of the
+series, right after the patch that makes conversions to private unmap host mappings, a commit
+that stops them doing so. Bisecting between that patch (good) and the tip (bad) must name the
+breaking commit. Host only: it builds and boots kernels (the Debian source must be in the cache:
+the main job fetches it).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -21,6 +21,8 @@ from gmemtest import kernel
 from gmemtest.cache import cache_dir
 
 TESTS = "test_conversion_unmaps_every_process"
+UNMAP = "\t\tunmap_mapping_pages(mapping, run->start, run->end - run->start,\n\t\t\t\t    false);\n"
+BUILD = ".gmemtest-build"  # in the tree: Kbuild's relative paths let ccache reuse the main job's
 GIT = ["git", "-c", "user.name=gmemtest", "-c", "user.email=gmemtest@localhost"]
 
 
@@ -31,8 +33,6 @@ def git(repo: Path, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def repo() -> Path:
-    if os.environ.get("GMEMTEST_IN_GUEST"):
-        pytest.skip("bisect runs on the host (no kernel build or QEMU in the guest)")
     if shutil.which("qemu-system-x86_64") is None:
         pytest.skip("needs qemu-system-x86_64 (scripts/bootstrap --vm installs it)")
     pristine = sorted(p for p in cache_dir("src").glob("linux-source-7.2_*/linux-source-7.2")
@@ -49,19 +49,16 @@ def repo() -> Path:
         git(dest, "init", "-q")
         git(dest, "add", "-f", "-A")
         git(dest, "commit", "-q", "-m", "linux-source-7.2")
-        for patch in kernel.series():
-            git(dest, "am", "-q", str(patch))
         gmem = dest / "virt/kvm/guest_memfd.c"
-        text = gmem.read_text()
-        broken = text.replace("\t\tunmap_mapping_pages(mapping, run->start, "
-                              "run->end - run->start,\n\t\t\t\t    false);\n", "")
-        assert broken != text
-        gmem.write_text(broken)
+        patches = kernel.series()
+        while UNMAP not in gmem.read_text():  # apply the series up to the unmapping patch
+            git(dest, "am", "-q", str(patches.pop(0)))
+        gmem.write_text(gmem.read_text().replace(UNMAP, ""))
         git(dest, "commit", "-q", "-a", "-m", "KVM: guest_memfd: Skip unmapping (the bug)")
-        readme = dest / "README"
-        for n in (1, 2):
-            readme.write_text(readme.read_text() + "\n")
-            git(dest, "commit", "-q", "-a", "-m", f"README: harmless change {n}")
+        assert patches, "the unmapping patch is the last of the series: nothing follows it"
+        for patch in patches:
+            git(dest, "am", "-q", str(patch))
+        (dest / ".git/gmemtest-breaking").write_text(str(len(patches)))
         ready.write_text(series)
     else:
         # A run that was interrupted may have left a bisection or a detached HEAD behind.
@@ -72,16 +69,18 @@ def repo() -> Path:
 
 @pytest.mark.timeout(1800)
 def test_bisect_names_the_breaking_commit(repo):
-    """The range is the last series patch (good) to the tip (bad): the breaking commit sits in
-    the middle, followed by two harmless ones."""
-    breaking = git(repo, "rev-parse", "HEAD~2")
-    good = git(repo, "rev-parse", "HEAD~3")
+    """The range is the unmapping patch (good) to the tip (bad): the breaking commit follows
+    the good one, and the rest of the series follows it."""
+    after = int((repo / ".git/gmemtest-breaking").read_text())
+    breaking = git(repo, "rev-parse", f"HEAD~{after}")
+    good = git(repo, "rev-parse", f"HEAD~{after + 1}")
     git(repo, "bisect", "start", "HEAD", good)
     start = time.monotonic()
     try:
         proc = subprocess.run(
             [*GIT, "-C", str(repo), "bisect", "run", sys.executable, "-m", "gmemtest.cli",
-             "bisect-step", "--src", str(repo), "-k", TESTS, "--", "-q", "-p", "no:xdist"],
+             "bisect-step", "--src", str(repo), "--build-dir", str(repo / BUILD), "-k", TESTS,
+             "--", "-q", "-p", "no:xdist"],
             capture_output=True, text=True, timeout=1800)
     finally:
         elapsed = time.monotonic() - start
