@@ -27,14 +27,14 @@ struct kvm_userspace_memory_region2 {
     uint64_t pad2[14];
 };
 
-/* 7.2: {size, flags, reserved[6]}. The huge-page WIP puts a u8 page_order at byte 16. */
+/* The huge-page WIP's layout: a u8 page_order at byte 16, still 64 bytes. 7.2 has
+ * {size, flags, reserved[6]} and ignores the reserved words. */
 struct kvm_create_guest_memfd {
     uint64_t size;
     uint64_t flags;
-    union {
-        uint64_t reserved[6];
-        uint8_t page_order;
-    };
+    uint8_t page_order;
+    uint8_t pad[7];
+    uint64_t reserved[5];
 };
 
 struct kvm_memory_attributes {
@@ -225,7 +225,7 @@ STRUCTS: tuple[str, ...] = (
 
 # Fields and structs that only kernels carrying the series (or the huge-page WIP) declare.
 SERIES_STRUCTS = frozenset({"kvm_memory_attributes2"})
-SERIES_FIELDS = frozenset({("kvm_create_guest_memfd", "page_order")})
+SERIES_FIELDS = frozenset(("kvm_create_guest_memfd", f) for f in ("page_order", "pad", "reserved"))
 
 
 def _size_of(struct: str) -> bytearray:

@@ -100,7 +100,7 @@ class Vm(FdObject):
     def create_guest_memfd(self, size: int, flags: int = 0, *, page_order: int | None = None,
                            reserved: list[int] | None = None) -> GuestMemfd:
         """KVM_CREATE_GUEST_MEMFD. ``page_order`` fills the huge-page WIP byte at offset 16;
-        ``reserved`` sets the reserved words directly (both forwarded as given)."""
+        ``reserved`` sets the words after it (both forwarded as given)."""
         from .gmem import GuestMemfd
 
         args = ffi.new("struct kvm_create_guest_memfd *", {"size": size, "flags": flags})

@@ -4,10 +4,12 @@ KVM_PRE_FAULT_MEMORY; the stats are read once after each step."""
 
 import pytest
 
-from gmemtest import Agent, uapi
+from gmemtest import Agent, KvmError, uapi
+from gmemtest.paths import GuestMemory
 
 PAGE = uapi.PAGE_SIZE
 M2 = uapi.HUGE_2M
+HUGE_ORDER = 9  # page_order of a 2M guest_memfd page
 GPA = 4 << 30
 
 pytestmark = pytest.mark.needs("KVM_CAP_PRE_FAULT_MEMORY", "KVM_CAP_BINARY_STATS_FD")
@@ -75,23 +77,51 @@ def test_misaligned_memslot_stays_4k(vm_attributes_path):
     backing.close()
 
 
-def test_huge_guest_memfd(sw_vm):
-    """Huge-page WIP: 'max_order equals the folio order, and KVM maps a huge page only when the
-    whole huge range is private; shared pieces are split to 4K'."""
-    supported = sw_vm.check_extension(uapi.KVM_CAP_GUEST_MEMFD_FLAGS)
-    if not supported & uapi.GUEST_MEMFD_FLAG_HUGETLB:
+def huge_gmem(vm, size=M2, flags=0):
+    """A GUEST_MEMFD_FLAG_HUGETLB file of 2M pages (skips when the kernel lacks the flag)."""
+    if not vm.check_extension(uapi.KVM_CAP_GUEST_MEMFD_FLAGS) & uapi.GUEST_MEMFD_FLAG_HUGETLB:
         pytest.skip("needs GUEST_MEMFD_FLAG_HUGETLB in KVM_CAP_GUEST_MEMFD_FLAGS "
                     "(huge guest_memfd, work in progress, not in this kernel)")
-    agent = Agent(sw_vm)
-    gmem = sw_vm.create_guest_memfd(M2, uapi.GUEST_MEMFD_FLAG_HUGETLB, page_order=9)
-    sw_vm.add_memslot(1, GPA, M2, gmem=gmem)
-    gmem.to_private()
-    _, m2, _ = levels(sw_vm)
+    return vm.create_guest_memfd(size, uapi.GUEST_MEMFD_FLAG_HUGETLB | flags,
+                                 page_order=HUGE_ORDER)
+
+
+def test_huge_guest_memfd(path):
+    """Huge-page WIP: 'max_order equals the folio order, and KVM maps a huge page only when the
+    whole huge range is private; shared pieces are split to 4K': a private, aligned 2M range
+    maps at 2M; one page converted to shared drops it to 4K; converting it back maps 2M again."""
+    vm = path.vm
+    gmem = huge_gmem(vm)
+    agent = Agent(vm)
+    slot = vm.add_memslot(1, GPA, M2, gmem=gmem, align=M2)
+    mem = GuestMemory(slot, gmem, slot.backing, GPA, M2)
+    path.to_private(mem)  # the file starts private; the VM's attributes start shared
+    k4, m2, _ = levels(vm)
     agent.vcpu.pre_fault(GPA, M2)
-    assert levels(sw_vm)[1] == m2 + 1
-    gmem.to_shared(PAGE, PAGE)
+    assert levels(vm)[:2] == (k4, m2 + 1), "a private, aligned 2M range did not map at 2M"
+    path.convert(mem, PAGE, PAGE, private=False)
+    assert levels(vm)[:2] == (k4, m2), "converting one page left the huge mapping"
     agent.vcpu.pre_fault(GPA, M2)
-    assert levels(sw_vm)[1] == m2
-    gmem.to_private(PAGE, PAGE)
+    assert levels(vm)[:2] == (k4 + 512, m2), "a mixed 2M range did not map at 4K"
+    path.convert(mem, PAGE, PAGE, private=True)
     agent.vcpu.pre_fault(GPA, M2)
-    assert levels(sw_vm)[1] == m2 + 1
+    assert levels(vm)[1] == m2 + 1, "the range, private again, did not map at 2M"
+
+
+def test_huge_guest_memfd_rules(sw_vm):
+    """Huge-page WIP: 'HUGETLB with INIT_SHARED is EINVAL; size and fallocate ranges must be
+    aligned to the huge size'."""
+    gmem = huge_gmem(sw_vm, 2 * M2)
+    for flags, size, why in ((uapi.GUEST_MEMFD_FLAG_INIT_SHARED, M2, "INIT_SHARED"),
+                             (0, M2 + PAGE, "size not a multiple of 2M")):
+        with pytest.raises(KvmError) as e:
+            sw_vm.create_guest_memfd(size, uapi.GUEST_MEMFD_FLAG_HUGETLB | flags,
+                                     page_order=HUGE_ORDER)
+        assert e.value.errno_name == "EINVAL", why
+    for offset, length in ((PAGE, M2), (0, PAGE), (M2, M2 - PAGE)):
+        for mode in ("allocate", "punch_hole"):
+            with pytest.raises(KvmError) as e:
+                getattr(gmem, mode)(offset, length)
+            assert e.value.errno_name == "EINVAL", (mode, offset, length)
+    gmem.allocate(0, 2 * M2)
+    gmem.punch_hole(M2, M2)
