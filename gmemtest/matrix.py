@@ -9,6 +9,9 @@ The configuration is TOML::
 
     pytest_args = ["-n", "auto"]            # optional; what the guest's pytest is given
 
+    [env]                                   # optional; the suite's knobs (qemu.TUNABLES)
+    GMEMTEST_FUZZ = "long"
+
     [kernels.debian-kpatches]
     source = "debian"                       # Debian's linux-source-7.2 ...
     patches = "kpatches"                    # ... plus a patch set (a dir with a series file)
@@ -58,6 +61,7 @@ class Matrix:
     configs: dict[str, list[str]]
     cmdlines: dict[str, list[str]]
     pytest_args: list[str] = field(default_factory=lambda: ["-n", "auto"])
+    env: dict[str, str] = field(default_factory=dict)
 
     def cells(self) -> list[Cell]:
         return [Cell(k, c, m) for k in self.kernels for c in self.configs for m in self.cmdlines]
@@ -130,10 +134,10 @@ def load(path: Path) -> Matrix:
         raise GmemtestError(f"--config {path}: no such file") from None
     except tomllib.TOMLDecodeError as e:
         raise GmemtestError(f"{path}: not valid TOML: {e}") from None
-    unknown = set(data) - {"kernels", "configs", "cmdlines", "pytest_args"}
+    unknown = set(data) - {"kernels", "configs", "cmdlines", "pytest_args", "env"}
     if unknown:
         raise GmemtestError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} (expected "
-                            "kernels, configs, cmdlines, pytest_args)")
+                            "kernels, configs, cmdlines, pytest_args, env)")
     for key in ("kernels", "configs", "cmdlines"):
         if not isinstance(data.get(key), dict) or not data[key]:
             raise GmemtestError(f"{path}: [{key}] is missing or empty")
@@ -162,7 +166,14 @@ def load(path: Path) -> Matrix:
             raise GmemtestError(f"{path}: configs.{name}: {e}") from None
     cmdlines = {n: _strings(v, f"{path}: cmdlines.{n}") for n, v in data["cmdlines"].items()}
     pytest_args = _strings(data.get("pytest_args", ["-n", "auto"]), f"{path}: pytest_args")
-    return Matrix(kernels, configs, cmdlines, pytest_args)
+    env = data.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        raise GmemtestError(f"{path}: [env] must map variable names to strings")
+    if set(env) - set(qemu.TUNABLES):
+        raise GmemtestError(f"{path}: [env]: unknown variable(s) "
+                            f"{', '.join(sorted(set(env) - set(qemu.TUNABLES)))} (expected "
+                            f"{', '.join(qemu.TUNABLES)})")
+    return Matrix(kernels, configs, cmdlines, pytest_args, env)
 
 
 def run(matrix: Matrix, out: Path, *, limits: qemu.Limits,
@@ -189,7 +200,7 @@ def run(matrix: Matrix, out: Path, *, limits: qemu.Limits,
         progress.phase(f"cell {cell.id}", "booting")
         r = qemu.boot(b.bzimage, matrix.pytest_args, results=out / "cells" / cell.slug,
                       cmdline=matrix.cmdlines[cell.cmdline], limits=limits,
-                      env=vmtest.guest_env(b))
+                      env={**matrix.env, **vmtest.guest_env(b)})
         patches = f" + {len(b.source.patches)} patches" if b.source.patches else ""
         results.append(CellResult(cell, report.evaluate(cell.id, r), build_seconds=b.seconds,
                                   bzimage=str(b.bzimage),
