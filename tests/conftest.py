@@ -78,8 +78,9 @@ def vm(kvm: Kvm) -> Iterator[Vm]:
         yield vm
 
 
-# Host-only tests (they drive QEMU) are not collected inside the guest.
-collect_ignore = ["test_vm_runner.py"] if os.environ.get("GMEMTEST_IN_GUEST") else []
+# Host-only tests (they build kernels and drive QEMU) are not collected inside the guest.
+HOST_ONLY = ["test_vm_runner.py", "test_matrix.py", "test_bisect.py"]
+collect_ignore = HOST_ONLY if os.environ.get("GMEMTEST_IN_GUEST") else []
 
 
 @pytest.fixture
