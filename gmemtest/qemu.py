@@ -30,8 +30,8 @@ BANNER = "gmemtest-init: start"
 HIDDEN = (Path("/tmp"), Path("/run"))  # the guest init mounts tmpfs over these
 TCG_CPU = "EPYC,+svm,+npt"
 # The suite's knobs: set on the host, they reach the guest's pytest with the same values.
-TUNABLES = ("GMEMTEST_FUZZ", "GMEMTEST_SEED", "GMEMTEST_STRESS_SECONDS",
-            "GMEMTEST_STRESS_PLACEMENT", seriesconf.ENV_CAP)
+TUNABLES = ("GMEMTEST_FUZZ", "GMEMTEST_FUZZ_SECONDS", "GMEMTEST_SEED",
+            "GMEMTEST_STRESS_SECONDS", "GMEMTEST_STRESS_PLACEMENT", seriesconf.ENV_CAP)
 
 
 @dataclass

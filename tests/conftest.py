@@ -28,6 +28,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "needs(*caps): capabilities the test needs")
+    config.addinivalue_line("markers", "host_only: a test of the tool itself, not of the kernel "
+                            "it runs on; deselected inside the guest")
     if config.getoption("--gmem-attr-cap"):
         os.environ[seriesconf.ENV_CAP] = config.getoption("--gmem-attr-cap")
     if config.getoption("--kernel-headers"):
@@ -78,9 +80,19 @@ def vm(kvm: Kvm) -> Iterator[Vm]:
         yield vm
 
 
-# Host-only tests (they build kernels and drive QEMU) are not collected inside the guest.
+# Host-only tests (they build kernels and drive QEMU) are not collected inside the guest, and
+# host_only tests are deselected there: the guest runs what depends on the kernel under test.
 HOST_ONLY = ["test_vm_runner.py", "test_matrix.py", "test_bisect.py"]
 collect_ignore = HOST_ONLY if os.environ.get("GMEMTEST_IN_GUEST") else []
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not os.environ.get("GMEMTEST_IN_GUEST"):
+        return
+    host_only = [i for i in items if i.get_closest_marker("host_only")]
+    if host_only:
+        config.hook.pytest_deselected(items=host_only)
+        items[:] = [i for i in items if not i.get_closest_marker("host_only")]
 
 
 @pytest.fixture

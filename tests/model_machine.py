@@ -3,11 +3,12 @@ collecting the suite does not import hypothesis (seconds per process under TCG).
 
 from __future__ import annotations
 
-import os
+import time
 from collections import Counter
 from pathlib import Path
 from typing import ClassVar
 
+from fuzz_profile import PROFILE, SEED
 from hypothesis import HealthCheck, seed, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -20,10 +21,7 @@ from hypothesis.stateful import (
 
 from gmemtest.model import PAGES, Scenario
 
-PROFILES = {"short": (12, 30), "long": (300, 80)}  # examples, steps per example
 VERIFY_EVERY = 6
-PROFILE = os.environ.get("GMEMTEST_FUZZ", "short")
-SEED = int(os.environ.get("GMEMTEST_SEED", "0"))
 
 page = st.integers(0, PAGES - 1)
 count = st.integers(1, 3)
@@ -90,26 +88,37 @@ class Conversions(RuleBasedStateMachine):
 
 
 def fuzz(path_name: str, pre_fault_ok: bool, out: Path, *, examples: int, steps: int,
-         scenario: type[Scenario] = Scenario) -> tuple[type[Conversions], Counter[str]]:
-    """Run the state machine; on a disagreement write the minimal sequence to
-    out/model-reproducer-PATH.py and name it in the error."""
+         seconds: float | None = None, scenario: type[Scenario] = Scenario,
+         ) -> tuple[type[Conversions], Counter[str]]:
+    """Run the state machine: ``examples`` sequences of ``steps`` steps from seed SEED, and,
+    given ``seconds``, further rounds from seeds SEED+1, SEED+2... until that time is spent. On
+    a disagreement write the minimal sequence to out/model-reproducer-PATH.py and name it in
+    the error."""
     machine = type(f"Conversions_{path_name.replace('-', '_')}", (Conversions,), {
         "path_name": path_name, "scenarios": [], "scenario": scenario,
         "pre_fault_ok": pre_fault_ok})
     test = get_state_machine_test(machine, settings=settings(
         max_examples=examples, stateful_step_count=steps, deadline=None, database=None,
         print_blob=False, suppress_health_check=list(HealthCheck)))
+    deadline = time.monotonic() + (seconds or 0)
+    totals: Counter[str] = Counter()
+    round_seed = SEED
     try:
-        seed(SEED)(test)()
+        while True:
+            seed(round_seed)(test)()
+            totals["rounds"] += 1
+            if time.monotonic() >= deadline:
+                break
+            round_seed += 1
     except AssertionError as e:
         last = machine.scenarios[0]  # hypothesis replays the minimal sequence last
         script = out / f"model-reproducer-{path_name}.py"
-        script.write_text(last.reproducer(f"Seed {SEED}, profile {PROFILE}: {e}"))
-        e.add_note(f"minimal reproducer ({len(last.log)} steps): {script}")
+        script.write_text(last.reproducer(f"Seed {round_seed}, profile {PROFILE}: {e}"))
+        e.add_note(f"minimal reproducer ({len(last.log)} steps, seed {round_seed}): {script}")
         raise
     finally:
-        totals = Counter(machine.scenarios[0].counts) if machine.scenarios else Counter()
-        totals["examples"] += 1 if machine.scenarios else 0
+        totals.update(machine.scenarios[0].counts if machine.scenarios else {})
+        totals["examples"] += 1 if machine.scenarios else 0  # the first one opens, not resets
         for sc in machine.scenarios:
             sc.close()
     return machine, totals

@@ -2,9 +2,10 @@
 guest accesses, hole punches, memslot delete/re-add and pre-faults on a real VM, and after each
 step the kernel must agree with gmemtest.model's reference model and log no kernel report.
 
-Profiles (GMEMTEST_FUZZ): ``short`` (default, CI) and ``long`` (nightly). Runs are reproducible:
-the seed is fixed (GMEMTEST_SEED, default 0). A failure writes the minimal sequence hypothesis
-found as a standalone script (see the test's failure message) that replays it.
+Profiles (tests/fuzz_profile.py, GMEMTEST_FUZZ): ``short`` (default, CI) and ``long`` (nightly,
+time-bounded). Runs are reproducible: the seed is fixed (GMEMTEST_SEED, default 0). A failure
+writes the minimal sequence hypothesis found as a standalone script (see the test's failure
+message) that replays it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import fuzz_profile
 import pytest
 
 from gmemtest import uapi
@@ -25,22 +27,23 @@ def results_dir(tmp_path: Path) -> Path:
     return Path(os.environ.get("GMEMTEST_RESULTS", tmp_path))
 
 
+@pytest.mark.timeout(fuzz_profile.timeout())
 def test_kernel_agrees_with_the_model(path, kvm, tally, tmp_path):
     """Seed 'Advantage 1' (guest_memfd as the single source of truth) and the contract's
     'Conversion' rules, as a state machine: SIGBUS exactly on private pages converted in place,
     contents surviving conversions and memslot re-adds, punches zeroing guest_memfd only,
     the exit kind of an access without a memslot, and no kernel report."""
-    from model_machine import PROFILE, PROFILES, SEED, fuzz
+    from model_machine import fuzz
 
-    examples, steps = PROFILES[PROFILE]
+    examples, steps, seconds = fuzz_profile.PROFILES[fuzz_profile.PROFILE]
     path.vm.close()  # each example makes its own VM
     pre_fault_ok = bool(kvm.check_extension(uapi.KVM_CAP_PRE_FAULT_MEMORY))
     totals: Counter[str] = Counter()
     try:
         _, totals = fuzz(path.name, pre_fault_ok, results_dir(tmp_path), examples=examples,
-                         steps=steps)
+                         steps=steps, seconds=seconds)
     finally:
-        tally(profile=PROFILE, seed=SEED, **totals)
+        tally(profile=fuzz_profile.PROFILE, seed=fuzz_profile.SEED, **totals)
     assert totals["conversions"] > 0 and totals["verifications"] > 0, totals
 
 
