@@ -192,11 +192,12 @@ def build(src: Path | None = None, *, patches: bool | None = None,
     if build_dir is None and source.kind == "debian" and source.patches:
         # A patched copy: the cache's own, and never copied again (the pristine tree is).
         build_dir = source.path / f".gmemtest-build-{config_hash}"
-    _place(bdir, build_dir)
     env = _make_env(source.path)
     if fresh:
         bdir = Path(tempfile.mkdtemp(prefix="cold-", dir=cache_dir("build")))
         env["CCACHE_DISABLE"] = "1"
+    else:
+        _place(bdir, build_dir)
     with locked(bdir / ".lock"):
         progress.phase("config", f"tinyconfig + {' '.join(f.stem for f in frags)}")
         kconfig.generate(source.path, bdir, frags, env)
