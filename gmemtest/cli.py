@@ -39,7 +39,8 @@ def _cmd_abi_check(args: argparse.Namespace) -> int:
 def _limits(args: argparse.Namespace) -> Any:
     from .qemu import Limits
 
-    return Limits(boot=args.boot_timeout, test=args.test_timeout, total=args.timeout)
+    return Limits(boot=args.boot_timeout, test=args.test_timeout, total=args.timeout,
+                  silence=args.silence)
 
 
 def _pytest_args(args: argparse.Namespace) -> list[str]:
@@ -199,6 +200,9 @@ def _add_vm_limits(p: argparse.ArgumentParser) -> None:
                    help="seconds per test, enforced in the guest (default 300)")
     p.add_argument("--timeout", type=float, default=1800, metavar="S",
                    help="seconds for the whole boot (default 1800)")
+    p.add_argument("--silence", type=float, default=150, metavar="S",
+                   help="seconds without console output after which the guest counts as hung "
+                   "and is made to dump its tasks (default 150)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER,
                    help="-- then the arguments for pytest in the guest")
 

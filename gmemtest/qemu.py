@@ -10,11 +10,14 @@ that is killed outright.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +30,7 @@ from .errors import GmemtestError
 CHECKOUT = Path(__file__).resolve().parent.parent
 INIT = CHECKOUT / "vmimages/init"
 BANNER = "gmemtest-init: start"
+HEARTBEAT = re.compile(r"gmemtest-init: alive [\d.]+\r?\n")  # kept in the log, not echoed
 HIDDEN = (Path("/tmp"), Path("/run"))  # the guest init mounts tmpfs over these
 TCG_CPU = "EPYC,+svm,+npt"
 # The suite's knobs: set on the host, they reach the guest's pytest with the same values.
@@ -60,6 +64,12 @@ class Limits:
     boot: float = 60.0  # seconds from QEMU start to the init banner
     test: float = 300.0  # per test, enforced in the guest by pytest-timeout
     total: float = 1800.0  # the whole run
+    silence: float = 150.0  # seconds without a console line (the init's heartbeat is 30 s)
+
+
+# On a silent guest the runner injects an NMI (QEMU's monitor): with these the kernel panics on
+# it and prints every task's stack and every CPU's backtrace to the console before QEMU exits.
+HANG_DUMP_CMDLINE = ["unknown_nmi_panic", "panic_sys_info=tasks,all_bt"]
 
 
 @dataclass
@@ -113,16 +123,17 @@ def build_headers(kernel: Path) -> Path | None:
 
 def qemu_command(kernel: Path, results: Path, accel: Accel, cmdline: list[str], *,
                  root: Path = Path("/"), init: Path = INIT, memory: str = "3G",
-                 smp: int = 2) -> list[str]:
+                 smp: int = 2, monitor: Path | None = None) -> list[str]:
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
         raise GmemtestError("qemu-system-x86_64 not found: apt-get install qemu-system-x86 "
                             "(or run scripts/bootstrap --vm)")
     append = ["console=ttyS0", "loglevel=5", "panic=-1", "root=hostroot", "rootfstype=9p",
               "rootflags=trans=virtio,version=9p2000.L,msize=524288,cache=loose", "ro",
-              f"init={init}", *cmdline]
+              f"init={init}", *HANG_DUMP_CMDLINE, *cmdline]
     return [qemu, "-machine", "q35", *accel.args, "-smp", str(smp), "-m", memory,
-            "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio", "-monitor", "none",
+            "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio", "-monitor",
+            f"unix:{monitor},server=on,wait=off" if monitor else "none",
             "-kernel", str(kernel), "-append", " ".join(append),
             "-fsdev", f"local,id=root,path={root},security_model=none,readonly=on,"
                       "multidevs=remap",
@@ -170,16 +181,20 @@ def boot(kernel: Path, pytest_args: list[str], *, results: Path, cmdline: list[s
                           *(Path(v) for v in env.values() if v.startswith("/"))])
     (results / "binds").write_text("".join(f"{p}\n" for p in binds) if image is None else "")
     run = Run(results, results / "console.log", accel=accel.label)
+    sockdir = Path(tempfile.mkdtemp(prefix="gmemtest-qemu-"))  # short: a socket path is <108 B
+    monitor = sockdir / "monitor.sock"
     cmd = qemu_command(kernel, results, accel, cmdline or [], root=root,
-                       init=checkout / "vmimages/init", memory=memory)
+                       init=checkout / "vmimages/init", memory=memory, monitor=monitor)
     (results / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
     start = time.monotonic()
     banner = threading.Event()
+    last_line = [start]
 
     def pump() -> None:
         assert proc.stdout is not None
         with open(run.console, "wb") as log:
             for raw in proc.stdout:
+                last_line[0] = time.monotonic()
                 log.write(raw)
                 log.flush()
                 line = raw.decode(errors="replace")
@@ -187,7 +202,7 @@ def boot(kernel: Path, pytest_args: list[str], *, results: Path, cmdline: list[s
                     run.boot_seconds = time.monotonic() - start
                     banner.set()
                 elif banner.is_set() and echo and not line.startswith("["):
-                    sys.stdout.write(line.replace("\r", ""))
+                    sys.stdout.write(HEARTBEAT.sub("", line).replace("\r", ""))
                     sys.stdout.flush()
 
     reader = threading.Thread(target=pump, daemon=True)
@@ -210,16 +225,53 @@ def boot(kernel: Path, pytest_args: list[str], *, results: Path, cmdline: list[s
             if elapsed > limits.total:
                 run.limit_hit = f"overall timeout: the run exceeded {limits.total:.0f} s"
                 break
+            if banner.is_set() and time.monotonic() - last_line[0] > limits.silence:
+                dumped = _dump_hung_guest(proc, monitor)
+                run.limit_hit = (f"hang: the guest printed nothing for {limits.silence:.0f} s, "
+                                 "not even the init's heartbeat; " + (
+                                     "an NMI made its kernel print every task's stack"
+                                     if dumped else "it did not answer an NMI either"))
+                break
             time.sleep(0.1)
     finally:
         _reap(proc)
         if reader.ident is not None:
             reader.join(timeout=5)
+        shutil.rmtree(sockdir, ignore_errors=True)
         run.seconds = time.monotonic() - start
     status = results / "status"
     if status.exists() and status.read_text().strip().lstrip("-").isdigit():
         run.status = int(status.read_text())
     return run
+
+
+def _dump_hung_guest(proc: subprocess.Popen[bytes], monitor: Path, wait: float = 60) -> bool:
+    """Inject an NMI through QEMU's monitor; the guest kernel (HANG_DUMP_CMDLINE) panics on it,
+    printing its tasks and CPU backtraces, and QEMU exits. True when QEMU exited."""
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(str(monitor))
+            _read_prompt(s)  # the banner
+            s.sendall(b"nmi\n")
+            _read_prompt(s)  # the command done
+    except OSError:
+        return False
+    try:
+        proc.wait(timeout=wait)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def _read_prompt(s: socket.socket) -> None:
+    """Read the human monitor's output up to its next prompt."""
+    seen = b""
+    while b"(qemu)" not in seen:
+        chunk = s.recv(4096)
+        if not chunk:
+            raise OSError("QEMU's monitor closed the connection")
+        seen += chunk
 
 
 def die_with_parent() -> list[str]:

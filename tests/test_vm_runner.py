@@ -146,6 +146,23 @@ def test_crashing_guest_fails_clearly(build, tmp_path):
     assert qemu_processes(results) == []
 
 
+def test_silent_guest_is_dumped_and_named(build, tmp_path):
+    """A guest that prints nothing, not even the init's heartbeat, counts as hung: an NMI makes
+    its kernel print every task's stack into the console log, QEMU ends, and one line says so."""
+    results = tmp_path / "r"
+    proc = gmemtest("vm", "run", "--kernel", build["bzImage"], "--silence", "20", "--results",
+                    str(results), "--", "-q", "-p", "no:xdist",
+                    str(CHECKOUT / "vmimages/provoke/test_provoke_hang.py"))
+    assert proc.returncode == 2, proc.stdout[-2000:]
+    line = one_error_line(proc)
+    assert "hang: the guest printed nothing for 20 s" in line, line
+    assert "an NMI made its kernel print every task's stack" in line, line
+    console = (results / "console.log").read_text(errors="replace")
+    assert "Kernel panic - not syncing: NMI" in console
+    assert "task:python" in console, console[-3000:]  # the tasks, pytest among them
+    assert qemu_processes(results) == []
+
+
 def start_sleeping_guest(build: dict, results: Path) -> subprocess.Popen[str]:
     """`gmemtest vm run` of a guest whose init sleeps, returned once its QEMU exists."""
     # A shell without job control starts background commands with SIGINT ignored (so does CI,
