@@ -28,26 +28,6 @@ GPA = 4 << 30
 PAGES = 32
 VCPUS = 2
 SECONDS = float(os.environ.get("GMEMTEST_STRESS_SECONDS", "3"))
-# Where the threads run: "free" (the scheduler decides), "shared" (the vCPU threads share one
-# CPU, the converter has another), or "auto": shared under TCG, free elsewhere. Under QEMU 7.2's
-# multi-threaded TCG, two nested guests running at once while L1 rewrites nested page tables
-# sometimes walk their own, intact, page tables as not present and triple fault; that never
-# happened with one nested guest running at a time (docs/tcg-nested.md). Shared placement keeps
-# every conversion racing the running vCPU.
-PLACEMENT = os.environ.get("GMEMTEST_STRESS_PLACEMENT", "auto")
-
-
-def cpu_sets() -> tuple[set[int] | None, set[int] | None]:
-    """(the vCPU threads' CPUs, the converter's CPUs); None leaves a thread unpinned."""
-    placement = PLACEMENT
-    if placement == "auto":
-        placement = "shared" if os.environ.get("GMEMTEST_ACCEL") == "tcg" else "free"
-    cpus = sorted(os.sched_getaffinity(0))
-    if placement == "free" or len(cpus) < 2:
-        return None, None
-    if placement != "shared":
-        raise ValueError(f"GMEMTEST_STRESS_PLACEMENT={PLACEMENT}: auto, free or shared")
-    return {cpus[0]}, {cpus[1]}
 
 
 class Pages:
@@ -88,15 +68,12 @@ def test_conversions_race_guest_accesses(path, tally):
     problems: list[str] = []
     counts = {"conversions": 0, "eagain": 0, "accesses": 0, "checked": 0, "memory_faults": 0}
     count_lock = threading.Lock()
-    vcpu_cpus, converter_cpus = cpu_sets()
 
     def problem(text: str) -> None:
         problems.append(text)
         stop.set()
 
     def converter() -> None:
-        if converter_cpus:
-            os.sched_setaffinity(0, converter_cpus)
         rng = random.Random(seed)
         while not stop.is_set():
             first_page = rng.randrange(PAGES)
@@ -124,8 +101,6 @@ def test_conversions_race_guest_accesses(path, tally):
         return result
 
     def vcpu(index: int, agent: Agent) -> None:
-        if vcpu_cpus:
-            os.sched_setaffinity(0, vcpu_cpus)
         rng = random.Random(seed * 1000 + index)
         # expected[page][state]: what this vCPU's qword holds in that backing (None: unknown,
         # because a write raced a conversion and may have landed in either).
@@ -181,8 +156,6 @@ def test_conversions_race_guest_accesses(path, tally):
     for t in threads:
         t.join(timeout=60)
     assert not any(t.is_alive() for t in threads), "a thread is stuck (a vCPU in KVM_RUN?)"
-    placement = "free" if vcpu_cpus is None else \
-        f"vCPUs on CPU {min(vcpu_cpus)}, converter on CPU {min(converter_cpus or vcpu_cpus)}"
-    tally(seed=seed, seconds=SECONDS, placement=placement, problems=len(problems), **counts)
+    tally(seed=seed, seconds=SECONDS, problems=len(problems), **counts)
     assert not problems, problems[0]
     assert counts["conversions"] > 0 and counts["checked"] > 0, counts
