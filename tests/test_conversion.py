@@ -13,7 +13,18 @@ import signal
 
 import pytest
 
-from gmemtest import Agent, ConversionError, KvmError, MemoryFault, Mmio, seriesconf, uapi
+from gmemtest import (
+    Agent,
+    ConversionError,
+    KvmError,
+    MemoryFault,
+    Mmio,
+    libc,
+    memory,
+    seriesconf,
+    uapi,
+)
+from gmemtest.ioctl import kvm_ioctl
 from gmemtest.paths import GmemPath
 
 PAGE = uapi.PAGE_SIZE
@@ -126,6 +137,25 @@ def test_invalid_conversion_is_einval_and_changes_nothing(sw_vm, gmem_path, offs
             gmem.set_attributes(offset, size, attributes, flags=flags, reserved=reserved)
         assert e.value.errno_name == "EINVAL", why
         assert e.value.call == "KVM_SET_MEMORY_ATTRIBUTES2"
+        assert all(view.probe(p * PAGE) == "ok" for p in range(4))
+
+
+@pytest.fixture
+def unreadable():
+    """A user address the kernel cannot read: a PROT_NONE page."""
+    with memory.Mapping(memory.mmap(PAGE, libc.PROT_NONE,
+                                    libc.MAP_PRIVATE | libc.MAP_ANONYMOUS), PAGE) as page:
+        yield page.addr
+
+
+def test_bad_user_pointer_is_efault_and_changes_nothing(sw_vm, gmem_path, unreadable):
+    """Contract: 'EFAULT for a bad user pointer'; the pages stay shared."""
+    gmem, view = gmem_slot(sw_vm)
+    with view:
+        with pytest.raises(ConversionError) as e:
+            kvm_ioctl(gmem.fd, "KVM_SET_MEMORY_ATTRIBUTES2", unreadable, target=gmem,
+                      error=ConversionError)
+        assert e.value.errno_name == "EFAULT"
         assert all(view.probe(p * PAGE) == "ok" for p in range(4))
 
 
@@ -263,6 +293,13 @@ def test_invalid_vm_ioctl_is_einval_and_changes_nothing(sw_vm, vm_attributes_pat
         sw_vm.set_memory_attributes(gpa, size, attributes, flags)
     assert e.value.errno_name == "EINVAL", why
     assert agent.read(GPA) == 0x5C
+
+
+def test_vm_ioctl_bad_user_pointer_is_efault(sw_vm, vm_attributes_path, unreadable):
+    """Upstream KVM_SET_MEMORY_ATTRIBUTES reads its struct first: EFAULT for a bad pointer."""
+    with pytest.raises(KvmError) as e:
+        kvm_ioctl(sw_vm.fd, "KVM_SET_MEMORY_ATTRIBUTES", unreadable, target=sw_vm)
+    assert e.value.errno_name == "EFAULT"
 
 
 def test_private_access_after_memslot_deletion_is_memory_fault(sw_vm, vm_attributes_path):

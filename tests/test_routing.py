@@ -7,6 +7,7 @@ from gmemtest import Agent, Hypercall, Mmio, uapi
 
 PAGE = uapi.PAGE_SIZE
 GPA = 4 << 30
+PRIVATE = uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE
 
 
 def test_private_and_shared_are_served_from_the_right_backing(path):
@@ -67,25 +68,52 @@ def test_pre_fault_maps_without_running(path, private):
     assert stats["pages_4k"] - before == mem.size // PAGE
 
 
-def test_two_memslots_one_file(gmem_path):
-    """Contract: 'Every conversion zaps KVM's stage-2 mappings of the range in every memslot
-    bound to the file'; seed 'Can convert independently of memslots': one ioctl over the file
-    reaches two memslots bound at different offsets."""
-    vm = gmem_path.vm
-    agent = Agent(vm)
+def one_file_two_memslots(vm):
+    """An 8-page INIT_SHARED file bound by two memslots, its first half at 8 GiB and its second
+    at 12 GiB: (the file, the host's mmap of it)."""
     gmem = vm.create_guest_memfd(8 * PAGE, uapi.GUEST_MEMFD_FLAG_MMAP
                                  | uapi.GUEST_MEMFD_FLAG_INIT_SHARED)
     view = gmem.mmap()
     vm.add_memslot(1, 8 << 30, 4 * PAGE, gmem=gmem, gmem_offset=0, userspace_addr=view.addr)
     vm.add_memslot(2, 12 << 30, 4 * PAGE, gmem=gmem, gmem_offset=4 * PAGE,
                    userspace_addr=view.addr + 4 * PAGE)
-    assert agent.write(8 << 30, 0x41) is None and agent.write(12 << 30, 0x42) is None
-    gmem.to_private(0, 8 * PAGE)
-    assert view.probe(0) == "SIGBUS" and view.probe(4 * PAGE) == "SIGBUS"
-    assert agent.read(8 << 30) == 0x41 and agent.read(12 << 30) == 0x42
-    gmem.to_shared(0, 8 * PAGE)
-    assert view.read(0) == b"\x41" and view.read(4 * PAGE) == b"\x42"
-    view.close()
+    return gmem, view
+
+
+def test_two_memslots_one_file(gmem_path):
+    """Seed 'Can convert independently of memslots': one ioctl over the file reaches two
+    memslots bound at different offsets (host SIGBUS, guest contents kept, both ways)."""
+    vm = gmem_path.vm
+    agent = Agent(vm)
+    gmem, view = one_file_two_memslots(vm)
+    with view:
+        assert agent.write(8 << 30, 0x41) is None and agent.write(12 << 30, 0x42) is None
+        gmem.to_private(0, 8 * PAGE)
+        assert view.probe(0) == "SIGBUS" and view.probe(4 * PAGE) == "SIGBUS"
+        assert agent.read(8 << 30) == 0x41 and agent.read(12 << 30) == 0x42
+        gmem.to_shared(0, 8 * PAGE)
+        assert view.read(0) == b"\x41" and view.read(4 * PAGE) == b"\x42"
+
+
+@pytest.mark.needs("KVM_CAP_PRE_FAULT_MEMORY", "KVM_CAP_BINARY_STATS_FD")
+def test_conversion_zaps_the_range_in_every_memslot(gmem_path):
+    """Seed 'Advantage 1' (guest_memfd notifies KVM from the conversion ioctl); contract
+    'Every conversion zaps KVM's stage-2 mappings of the range in every memslot bound to the
+    file'. One page serves both states, so a missing zap is invisible in the contents: the
+    VM's pages_4k shows it. File pages [2, 6) straddle both memslots; converting them either
+    way removes exactly their 4 mappings, and the 4 outside the range stay."""
+    vm = gmem_path.vm
+    vcpu = Agent(vm).vcpu
+    gmem, view = one_file_two_memslots(vm)
+    stats = vm.stats()
+    unmapped = stats["pages_4k"]
+    with view:
+        for private in (True, False):
+            vcpu.pre_fault(8 << 30, 4 * PAGE)
+            vcpu.pre_fault(12 << 30, 4 * PAGE)
+            assert stats["pages_4k"] == unmapped + 8
+            gmem.set_attributes(2 * PAGE, 4 * PAGE, PRIVATE if private else 0)
+            assert stats["pages_4k"] == unmapped + 4, f"to {'private' if private else 'shared'}"
 
 
 def test_private_page_reachable_after_memslot_comes_back(path):
