@@ -11,6 +11,8 @@ from .progress import Progress
 
 PARAM = "kvm.gmem_in_place_conversion"
 MODES = (("in-place conversion on", f"{PARAM}=1"), ("in-place conversion off", f"{PARAM}=0"))
+# A kernel without the series (vanilla 7.2, --no-patches) has no switch: one boot.
+NO_SWITCH = (("no in-place conversion switch", ""),)
 
 
 def results_root() -> Path:
@@ -22,16 +24,27 @@ def guest_env(build: kernel.Build) -> dict[str, str]:
     return {"GMEMTEST_KERNEL_HEADERS": str(build.headers)}
 
 
+def switch_modes(src: Path) -> tuple[tuple[str, str], ...]:
+    """The boots the main job makes of the tree at ``src``: on and off when KVM defines the
+    in-place conversion switch, else one."""
+    kvm_sources = (src / "virt" / "kvm").glob("*.c")
+    if any(PARAM.split(".", 1)[1] in f.read_text(errors="replace") for f in kvm_sources):
+        return MODES
+    return NO_SWITCH
+
+
 def run_modes(kimage: Path, pytest_args: list[str], env: dict[str, str], *,
               limits: qemu.Limits, progress: Progress, stamp: str,
               extra_cmdline: list[str] | None = None, image: Path | None = None,
               modes: tuple[tuple[str, str], ...] = MODES) -> list[report.Outcome]:
     outcomes = []
     for label, param in modes:
-        progress.phase(f"suite ({label})", f"booting {kimage.name} with {param}")
-        results = results_root() / f"{stamp}-{param.replace('.', '_').replace('=', '-')}"
+        progress.phase(f"suite ({label})", f"booting {kimage.name} with {param or 'no switch'}")
+        name = param.replace('.', '_').replace('=', '-') or "no-switch"
+        results = results_root() / f"{stamp}-{name}"
         run = qemu.boot(kimage, pytest_args, results=results,
-                        cmdline=[param, *(extra_cmdline or [])], limits=limits, env=env,
+                        cmdline=[p for p in (param, *(extra_cmdline or [])) if p],
+                        limits=limits, env=env,
                         image=image)
         outcomes.append(report.evaluate(label, run))
     return outcomes
@@ -50,7 +63,7 @@ def main_job(*, src: Path | None = None, patches: bool | None = None,
     stamp = time.strftime("%Y%m%d-%H%M%S")
     outcomes = run_modes(build.bzimage, pytest_args or ["-n", "auto"], guest_env(build),
                          limits=limits or qemu.Limits(), progress=progress, stamp=stamp,
-                         image=image)
+                         image=image, modes=switch_modes(build.source.path))
     for o in outcomes:
         timings[f"boot ({o.label})"] = o.run.boot_seconds or 0.0
         timings[f"suite ({o.label})"] = o.run.seconds

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gmemtest import kconfig, qemu, report
+from gmemtest import kconfig, qemu, report, vmtest
 from gmemtest.cache import cache_dir
 from gmemtest.errors import GmemtestError
 
@@ -221,6 +221,17 @@ def test_killed_runner_takes_qemu_with_it(build, tmp_path):
     for pid in left:
         os.kill(int(pid), signal.SIGKILL)
     assert left == [], "QEMU outlived its runner"
+
+
+def test_main_job_boots_once_without_the_switch(tmp_path):
+    """A tree whose KVM has no kvm.gmem_in_place_conversion (vanilla 7.2, --no-patches) is
+    booted once, not twice as 'on' and 'off' runs of the same kernel."""
+    kvm = tmp_path / "virt" / "kvm"
+    kvm.mkdir(parents=True)
+    (kvm / "kvm_main.c").write_text("module_param(halt_poll_ns, uint, 0644);\n")
+    assert vmtest.switch_modes(tmp_path) == vmtest.NO_SWITCH
+    (kvm / "guest_memfd.c").write_text("module_param(gmem_in_place_conversion, bool, 0444);\n")
+    assert vmtest.switch_modes(tmp_path) == vmtest.MODES
 
 
 @pytest.mark.parametrize("src, message", [
