@@ -6,7 +6,7 @@ HOST_STAMP := $(VENV)/.bootstrap-host
 VM_STAMP := $(VENV)/.bootstrap-vm
 PYTEST_ARGS ?= -n auto
 
-.PHONY: setup setup-vm test test-serial lint caps kernel vm-test bench matrix clean
+.PHONY: setup setup-vm test test-serial lint caps kernel image vm-test bench matrix clean
 
 setup: $(HOST_STAMP)
 $(HOST_STAMP): pyproject.toml scripts/bootstrap
@@ -35,6 +35,11 @@ caps: setup
 
 kernel: setup-vm
 	$(GMEMTEST) kernel build
+
+## The self-contained root image (debootstrap), for runners whose root cannot be shared with
+## the guest; `gmemtest vm-test --image debian` boots it.
+image: setup-vm
+	$(GMEMTEST) vm image
 
 ## Main job: fetch and build the patched kernel, boot it with in-place conversion on and off,
 ## run the whole suite in each, print one combined report.

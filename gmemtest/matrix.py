@@ -341,7 +341,8 @@ def html_page(results: list[CellResult], regressions: list[str] | None = None) -
                          + e("\n".join(str(f) for f in o.findings)) + "</pre>")
         if o.failures:
             parts.append("<h3>Failed</h3><ul>"
-                         + "".join(f"<li>{e(n)}</li>" for n in o.failures) + "</ul>")
+                         + "".join(f"<li>{e(n)}<br><code>{e(why)}</code></li>"
+                                   for n, why in o.failures.items()) + "</ul>")
         if o.skip_reasons:
             items = "".join(f"<li>{n} &times; {e(reason)}</li>"
                             for reason, n in o.skip_reasons.most_common())

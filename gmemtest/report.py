@@ -23,7 +23,7 @@ class Outcome:
     skipped: int = 0
     xfailed: int = 0
     skip_reasons: Counter[str] = field(default_factory=Counter)
-    failures: list[str] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)  # test id -> why, in short
     findings: list[health.Finding] = field(default_factory=list)
     problem: str | None = None
     tests: dict[str, str] = field(default_factory=dict)  # test id -> passed/failed/skipped/xfailed
@@ -50,9 +50,12 @@ def read_junit(path: Path, out: Outcome) -> None:
     for case in root.iter("testcase"):
         name = f"{case.get('classname', '')}::{case.get('name', '')}"
         skipped = case.find("skipped")
-        if case.find("failure") is not None or case.find("error") is not None:
+        failure = case.find("failure")
+        if failure is None:
+            failure = case.find("error")
+        if failure is not None:
             out.failed += 1
-            out.failures.append(name)
+            out.failures[name] = _why(failure.get("message", ""))
             out.tests[name] = "failed"
         elif skipped is not None:
             if skipped.get("type") == "pytest.xfail":
@@ -65,6 +68,13 @@ def read_junit(path: Path, out: Outcome) -> None:
         else:
             out.passed += 1
             out.tests[name] = "passed"
+
+
+def _why(message: str, width: int = 160) -> str:
+    """A failure's first lines (the exception, the assertion), on one line."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()][:2]
+    text = " / ".join(lines)
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def _reason(message: str) -> str:
@@ -130,8 +140,8 @@ def summary(outcomes: list[Outcome], timings: dict[str, float] | None = None) ->
         lines.append(f"   {o.verdict()}")
         for reason, n in o.skip_reasons.most_common():
             lines.append(f"   skip x{n}: {reason}")
-        for name in o.failures[:20]:
-            lines.append(f"   failed: {name}")
+        for name, why in list(o.failures.items())[:20]:
+            lines.append(f"   failed: {name}" + (f": {why}" if why else ""))
         for t in o.tallies:
             counts = ", ".join(f"{k} {v}" for k, v in t.items() if k != "test")
             lines.append(f"   tally: {t.get('test')}: {counts}")

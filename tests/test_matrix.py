@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gmemtest import matrix
+from gmemtest import matrix, report
 from gmemtest.cache import cache_dir
 from gmemtest.errors import GmemtestError
 
@@ -56,6 +56,23 @@ def test_shipped_matrices_load():
     assert len(nightly.cells()) == 4 and len(nightly.configs) == 2
     assert nightly.env["GMEMTEST_FUZZ"] == "long"
     assert [c.id for c in matrix.load(CHECKOUT / "matrices/onoff.toml").cells()] == [ON, OFF]
+
+
+def test_failure_is_reported_with_its_message(tmp_path):
+    """A failed test is listed with the first lines of its message (what the kernel did), as
+    JUnit recorded it: here the no-zap mutant of kpatches/0003 against the zap test."""
+    junit = tmp_path / "junit.xml"
+    junit.write_text(
+        "<testsuites><testsuite><testcase classname='tests.test_routing' "
+        "name='test_conversion_zaps_the_range_in_every_memslot'><failure message='AssertionError:"
+        " to shared&#10;assert 13 == (5 + 4)'>traceback</failure></testcase>"
+        "<testcase classname='tests.test_routing' name='test_two_memslots_one_file'/>"
+        "</testsuite></testsuites>")
+    out = report.Outcome("mutant", run=None)
+    report.read_junit(junit, out)
+    assert (out.passed, out.failed) == (1, 1)
+    assert out.failures == {"tests.test_routing::test_conversion_zaps_the_range_in_every_memslot":
+                            "AssertionError: to shared / assert 13 == (5 + 4)"}
 
 
 def test_bad_baseline_is_an_error(tmp_path):
