@@ -177,12 +177,25 @@ def test_vm_ioctl_cannot_make_memory_private(sw_vm, gmem_path):
     assert e.value.errno_name == "EINVAL"
 
 
-def test_gmem_ioctl_is_enotty_when_switched_off(sw_vm):
-    """Contract: 'When off: the gmem ioctl fails with ENOTTY'."""
+def test_conversion_cap_follows_private_memory(kvm, sw_vm, gmem_path):
+    """Contract: KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES 'Returns KVM_MEMORY_ATTRIBUTE_PRIVATE
+    when the ioctl is usable (on /dev/kvm, or on a VM with private memory), else 0'."""
+    cap = seriesconf.conversion_cap().value
+    assert kvm.check_extension(cap) == PRIVATE
+    assert sw_vm.check_extension(cap) == PRIVATE
+    with kvm.create_vm(uapi.KVM_X86_DEFAULT_VM) as vm:
+        assert vm.check_extension(cap) == 0
+
+
+def test_gmem_ioctl_is_enotty_when_switched_off(kvm, sw_vm):
+    """Contract: 'When off: the gmem ioctl fails with ENOTTY', and the conversion cap
+    reports 0 (the ioctl is not usable)."""
     if seriesconf.in_place_conversion_param() is not False:
         param = seriesconf.in_place_conversion_param()
         pytest.skip("switch-off behaviour: needs kvm.gmem_in_place_conversion=0 (it is "
                     f"{'absent' if param is None else int(param)})")
+    cap = seriesconf.conversion_cap().value
+    assert kvm.check_extension(cap) == 0 and sw_vm.check_extension(cap) == 0
     gmem = sw_vm.create_guest_memfd(4 * PAGE)
     with pytest.raises(ConversionError) as e:
         gmem.to_private(0, PAGE)
