@@ -9,7 +9,8 @@ from pathlib import Path
 from . import kernel, qemu, report
 from .progress import Progress
 
-PARAM = "kvm.gmem_in_place_conversion"
+SWITCH = "gmem_in_place_conversion"  # kvm's module parameter, from the series
+PARAM = f"kvm.{SWITCH}"
 MODES = (("in-place conversion on", f"{PARAM}=1"), ("in-place conversion off", f"{PARAM}=0"))
 # A kernel without the series (vanilla 7.2, --no-patches) has no switch: one boot.
 NO_SWITCH = (("no in-place conversion switch", ""),)
@@ -28,7 +29,7 @@ def switch_modes(src: Path) -> tuple[tuple[str, str], ...]:
     """The boots the main job makes of the tree at ``src``: on and off when KVM defines the
     in-place conversion switch, else one."""
     kvm_sources = (src / "virt" / "kvm").glob("*.c")
-    if any(PARAM.split(".", 1)[1] in f.read_text(errors="replace") for f in kvm_sources):
+    if any(SWITCH in f.read_text(errors="replace") for f in kvm_sources):
         return MODES
     return NO_SWITCH
 
@@ -44,8 +45,7 @@ def run_modes(kimage: Path, pytest_args: list[str], env: dict[str, str], *,
         results = results_root() / f"{stamp}-{name}"
         run = qemu.boot(kimage, pytest_args, results=results,
                         cmdline=[p for p in (param, *(extra_cmdline or [])) if p],
-                        limits=limits, env=env,
-                        image=image)
+                        limits=limits, env=env, image=image)
         outcomes.append(report.evaluate(label, run))
     return outcomes
 
