@@ -41,6 +41,26 @@ def test_sw_protected_vm_creates_with_private_memory(kvm):
         assert bool(flags & uapi.GUEST_MEMFD_FLAG_INIT_SHARED) == expect_shared
 
 
+@pytest.mark.needs("vm_type:KVM_X86_SW_PROTECTED_VM")
+def test_init_shared_file_on_a_vm_with_private_memory(kvm):
+    """Contract: upstream 'INIT_SHARED is refused for VMs with private memory' (EINVAL); with
+    in-place conversion on, 'INIT_SHARED is allowed for SW_PROTECTED VMs' and the file's pages
+    start shared (the host can write them)."""
+    from gmemtest.seriesconf import in_place_conversion_param
+
+    flags = uapi.GUEST_MEMFD_FLAG_MMAP | uapi.GUEST_MEMFD_FLAG_INIT_SHARED
+    with kvm.create_vm(uapi.KVM_X86_SW_PROTECTED_VM) as vm:
+        if not in_place_conversion_param():
+            with pytest.raises(KvmError) as e:
+                vm.create_guest_memfd(1 << 20, flags)
+            assert e.value.errno_name == "EINVAL"
+            return
+        gmem = vm.create_guest_memfd(1 << 20, flags)
+        with gmem.mmap() as view:
+            view.write(0, b"\x01")
+            assert view.read(0) == b"\x01"
+
+
 def test_unknown_capability_reads_zero(kvm):
     """KVM_CHECK_EXTENSION answers 0, not an error, for a number it does not know."""
     assert kvm.check_extension(100000) == 0
