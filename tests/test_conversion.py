@@ -108,6 +108,19 @@ def test_access_after_memslot_deletion_is_mmio(sw_vm, gmem_path):
         assert isinstance(exit, Mmio) and exit.gpa == GPA + 16
 
 
+def test_gfn_without_guest_memfd_is_shared(sw_vm, gmem_path):
+    """Contract 'Fault routing with in-place conversion': 'A gfn with no memslot, or in a
+    memslot without guest_memfd, counts as shared': the guest's accesses to a plain memslot
+    land in its userspace memory, with no KVM_EXIT_MEMORY_FAULT (the vm-attributes path
+    answers one for a private gfn there: test_private_gfn_without_guest_memfd_is_memory_fault)."""
+    agent = Agent(sw_vm)
+    slot = sw_vm.add_memslot(1, GPA, 4 * PAGE)
+    slot.backing.write(PAGE, b"\x19")
+    assert agent.read(GPA + PAGE) == 0x19
+    assert agent.write(GPA + 2 * PAGE, 0x2A) is None
+    assert slot.backing.read(2 * PAGE) == b"\x2a"
+
+
 def test_noop_conversion_succeeds(sw_vm, gmem_path):
     """Contract: 'A range that already has the requested attribute returns 0 and does
     nothing.'"""
