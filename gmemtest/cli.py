@@ -152,14 +152,14 @@ def _cmd_vm_test(args: argparse.Namespace) -> int:
 
 
 def _cmd_bisect_step(args: argparse.Namespace) -> int:
-    from . import bisect
+    from . import bisect, qemu
 
     src = Path(args.src or ".").resolve()
     if not (src / "Makefile").is_file():
         print(f"gmemtest bisect-step: error: {src} is not a kernel tree: run it from the tree "
               "or pass --src DIR", file=sys.stderr)
         return bisect.ABORT
-    pytest_args = _pytest_args(args) or ["-q", "-n", "auto"]
+    pytest_args = _pytest_args(args) or ["-q", *qemu.parallelism()]
     if args.k:
         pytest_args = ["-k", args.k, *pytest_args]
     try:

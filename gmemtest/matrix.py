@@ -8,6 +8,7 @@ table, Markdown, a self-contained HTML page and ``matrix.json``, which a later r
 The configuration is TOML::
 
     pytest_args = ["-n", "auto"]            # optional; what the guest's pytest is given
+                                            # (default: qemu.parallelism())
 
     [env]                                   # optional; the suite's knobs (qemu.TUNABLES)
     GMEMTEST_FUZZ = "long"
@@ -60,7 +61,7 @@ class Matrix:
     kernels: list[KernelSpec]
     configs: dict[str, list[str]]
     cmdlines: dict[str, list[str]]
-    pytest_args: list[str] = field(default_factory=lambda: ["-n", "auto"])
+    pytest_args: list[str] | None = None  # None: qemu.parallelism()
     env: dict[str, str] = field(default_factory=dict)
 
     def cells(self) -> list[Cell]:
@@ -165,7 +166,8 @@ def load(path: Path) -> Matrix:
         except GmemtestError as e:
             raise GmemtestError(f"{path}: configs.{name}: {e}") from None
     cmdlines = {n: _strings(v, f"{path}: cmdlines.{n}") for n, v in data["cmdlines"].items()}
-    pytest_args = _strings(data.get("pytest_args", ["-n", "auto"]), f"{path}: pytest_args")
+    pytest_args = (_strings(data["pytest_args"], f"{path}: pytest_args")
+                   if "pytest_args" in data else None)
     env = data.get("env", {})
     if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
         raise GmemtestError(f"{path}: [env] must map variable names to strings")
@@ -198,7 +200,8 @@ def run(matrix: Matrix, out: Path, *, limits: qemu.Limits,
             results.append(CellResult(cell, None, b))
             continue
         progress.phase(f"cell {cell.id}", "booting")
-        r = qemu.boot(b.bzimage, matrix.pytest_args, results=out / "cells" / cell.slug,
+        pytest_args = qemu.parallelism() if matrix.pytest_args is None else matrix.pytest_args
+        r = qemu.boot(b.bzimage, pytest_args, results=out / "cells" / cell.slug,
                       cmdline=matrix.cmdlines[cell.cmdline], limits=limits,
                       env={**matrix.env, **vmtest.guest_env(b)})
         patches = f" + {len(b.source.patches)} patches" if b.source.patches else ""

@@ -42,6 +42,15 @@ TUNABLES = ("GMEMTEST_FUZZ", "GMEMTEST_FUZZ_SECONDS", "GMEMTEST_SEED",
 class Accel:
     args: list[str]
     label: str
+    parallel: bool  # the guest's vCPUs run on host threads of their own
+
+
+def parallelism(accel: Accel | None = None) -> list[str]:
+    """The guest pytest's default: xdist workers where the vCPUs run in parallel, one process
+    where they share a host thread (single-threaded TCG): there workers only add their start-up
+    (measured here, the whole suite: 41 to 43 s serially, 53 to 57 s with -n auto)."""
+    accel = accel or choose_accel()
+    return ["-n", "auto"] if accel.parallel else ["-p", "no:xdist"]
 
 
 def choose_accel() -> Accel:
@@ -52,13 +61,14 @@ def choose_accel() -> Accel:
     brings those threads back."""
     nested = caps.nested_support()
     if nested["can_run_nested"] and os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return Accel(["-accel", "kvm", "-cpu", "host"], "kvm (nested)")
+        return Accel(["-accel", "kvm", "-cpu", "host"], "kvm (nested)", parallel=True)
     why = "no vmx/svm" if not nested["cpu_virt"] else f"{nested['module']} nested off"
     thread = os.environ.get("GMEMTEST_TCG_THREAD", "single")
     if thread not in ("single", "multi"):
         raise GmemtestError(f"GMEMTEST_TCG_THREAD={thread}: single or multi")
     return Accel(["-accel", f"tcg,thread={thread}", "-cpu", TCG_CPU],
-                 f"tcg{'' if thread == 'single' else ' multi-threaded'} ({why})")
+                 f"tcg{'' if thread == 'single' else ' multi-threaded'} ({why})",
+                 parallel=thread == "multi")
 
 
 @dataclass

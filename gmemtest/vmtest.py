@@ -61,7 +61,7 @@ def main_job(*, src: Path | None = None, patches: bool | None = None,
                          patch_dir=patch_dir)
     timings = dict(progress.timings)  # fetch, extract, patch, config, build
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    outcomes = run_modes(build.bzimage, pytest_args or ["-n", "auto"], guest_env(build),
+    outcomes = run_modes(build.bzimage, pytest_args or qemu.parallelism(), guest_env(build),
                          limits=limits or qemu.Limits(), progress=progress, stamp=stamp,
                          image=image, modes=switch_modes(build.source.path))
     for o in outcomes:

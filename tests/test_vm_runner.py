@@ -234,6 +234,18 @@ def test_main_job_boots_once_without_the_switch(tmp_path):
     assert vmtest.switch_modes(tmp_path) == vmtest.MODES
 
 
+def test_guest_pytest_is_parallel_only_where_vcpus_are(monkeypatch):
+    """xdist workers in the guest where its vCPUs run on host threads of their own (KVM,
+    multi-threaded TCG); one process under single-threaded TCG, where workers only cost."""
+    assert qemu.parallelism(qemu.Accel([], "kvm", parallel=True)) == ["-n", "auto"]
+    assert qemu.parallelism(qemu.Accel([], "tcg", parallel=False)) == ["-p", "no:xdist"]
+    monkeypatch.setattr(qemu.caps, "nested_support", lambda: {
+        "can_run_nested": False, "cpu_virt": False, "module": None})
+    for thread, parallel in (("single", False), ("multi", True)):
+        monkeypatch.setenv("GMEMTEST_TCG_THREAD", thread)
+        assert qemu.choose_accel().parallel is parallel
+
+
 @pytest.mark.parametrize("src, message", [
     ("/nonexistent/linux", "--src /nonexistent/linux: no such directory"),
     ("{tmp}", "not a Linux source tree (no Makefile or virt/kvm/)"),
