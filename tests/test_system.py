@@ -3,6 +3,7 @@
 import pytest
 
 from gmemtest import KvmError, uapi
+from gmemtest.seriesconf import in_place_conversion_param
 
 
 def test_api_version_is_12(kvm):
@@ -36,7 +37,6 @@ def test_sw_protected_vm_creates_with_private_memory(kvm):
     with kvm.create_vm(uapi.KVM_X86_SW_PROTECTED_VM) as vm:
         flags = vm.check_extension(uapi.KVM_CAP_GUEST_MEMFD_FLAGS)
         assert flags & uapi.GUEST_MEMFD_FLAG_MMAP
-        from gmemtest.seriesconf import in_place_conversion_param
         expect_shared = bool(in_place_conversion_param())
         assert bool(flags & uapi.GUEST_MEMFD_FLAG_INIT_SHARED) == expect_shared
 
@@ -46,8 +46,6 @@ def test_init_shared_file_on_a_vm_with_private_memory(kvm):
     """Contract: upstream 'INIT_SHARED is refused for VMs with private memory' (EINVAL); with
     in-place conversion on, 'INIT_SHARED is allowed for SW_PROTECTED VMs' and the file's pages
     start shared (the host can write them)."""
-    from gmemtest.seriesconf import in_place_conversion_param
-
     flags = uapi.GUEST_MEMFD_FLAG_MMAP | uapi.GUEST_MEMFD_FLAG_INIT_SHARED
     with kvm.create_vm(uapi.KVM_X86_SW_PROTECTED_VM) as vm:
         if not in_place_conversion_param():
