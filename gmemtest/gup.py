@@ -4,11 +4,9 @@ conversion to private must refuse (EAGAIN)."""
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 
 from ioctl_opt import IO, IOW
@@ -24,25 +22,59 @@ PIN_LONGTERM_TEST_FLAG_USE_WRITE = 1
 LOCK = Path("/tmp/gmemtest-gup_test.lock")  # gup_test holds one pinned range system-wide
 
 
-@contextlib.contextmanager
-def long_term_pin(addr: int, size: int, *, write: bool = True) -> Iterator[None]:
-    """pin_user_pages(FOLL_LONGTERM) on [addr, addr + size) for the duration."""
+def missing() -> str | None:
+    """Why pages cannot be pinned here (None when they can)."""
     if not GUP_TEST.exists():
-        raise GmemtestError(f"{GUP_TEST} missing: needs CONFIG_GUP_TEST and debugfs")
-    with open(LOCK, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        fd = os.open(GUP_TEST, os.O_RDWR)
+        return f"CONFIG_GUP_TEST: {GUP_TEST} absent (kconfigs/mm.config; debugfs mounted)"
+    return None
+
+
+class LongTermPin:
+    """pin_user_pages(FOLL_LONGTERM) on [addr, addr + size) from :meth:`start` to
+    :meth:`stop` (or for a ``with`` block). One pin at a time system-wide: a second waits."""
+
+    def __init__(self, addr: int, size: int, *, write: bool = True) -> None:
+        self.addr, self.size, self.write = addr, size, write
+        self._lock: int | None = None
+        self._fd: int | None = None
+
+    def start(self) -> None:
+        if reason := missing():
+            raise GmemtestError(f"cannot pin pages: needs {reason}")
+        self._lock = os.open(LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        self._fd = os.open(GUP_TEST, os.O_RDWR)
+        args = bytearray(PIN_LONGTERM_TEST.pack(
+            self.addr, self.size, PIN_LONGTERM_TEST_FLAG_USE_WRITE if self.write else 0))
         try:
-            args = bytearray(PIN_LONGTERM_TEST.pack(
-                addr, size, PIN_LONGTERM_TEST_FLAG_USE_WRITE if write else 0))
+            fcntl.ioctl(self._fd, PIN_LONGTERM_TEST_START, args)
+        except OSError as e:
+            self._release()
+            raise KvmError("PIN_LONGTERM_TEST_START", e.errno,
+                           {"addr": self.addr, "size": self.size}, str(GUP_TEST)) from None
+
+    def stop(self) -> None:
+        """Unpin (gup_test's PIN_LONGTERM_TEST_STOP)."""
+        if self._fd is not None:
             try:
-                fcntl.ioctl(fd, PIN_LONGTERM_TEST_START, args)
-            except OSError as e:
-                raise KvmError("PIN_LONGTERM_TEST_START", e.errno,
-                               {"addr": addr, "size": size}, str(GUP_TEST)) from None
-            try:
-                yield
+                fcntl.ioctl(self._fd, PIN_LONGTERM_TEST_STOP)
             finally:
-                fcntl.ioctl(fd, PIN_LONGTERM_TEST_STOP)
-        finally:
-            os.close(fd)
+                self._release()
+
+    def _release(self) -> None:
+        for fd in (self._fd, self._lock):
+            if fd is not None:
+                os.close(fd)
+        self._fd = self._lock = None
+
+    def __enter__(self) -> LongTermPin:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def long_term_pin(addr: int, size: int, *, write: bool = True) -> LongTermPin:
+    """A pin of [addr, addr + size) for a ``with`` block."""
+    return LongTermPin(addr, size, write=write)

@@ -94,12 +94,27 @@ def _dependencies(src: Path, option: str, config: dict[str, str]) -> str:
     return "; ".join(re.sub(r"\b[A-Z][A-Z0-9_]+\b", value, d) for d in dict.fromkeys(found))
 
 
+# Options the in-place conversion series adds by renaming an upstream one: in a tree without the
+# series (no Kconfig definition of the new name) the upstream name is what a fragment's request
+# is checked against.
+SERIES_RENAMES = {"CONFIG_KVM_VM_MEMORY_ATTRIBUTES": "CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES"}
+
+
+def defined(src: Path, option: str) -> bool:
+    """Whether some Kconfig file of the tree defines ``option``."""
+    pattern = re.compile(rf"^\s*(menu)?config\s+{option.removeprefix('CONFIG_')}\s*$", re.M)
+    return any(pattern.search(k.read_text(errors="replace")) for k in src.rglob("Kconfig*"))
+
+
 def verify(src: Path, fragments: list[Path], config_path: Path) -> list[Dropped]:
     """Options the fragments ask for that the final .config does not have."""
     config = read_config(config_path)
     dropped = []
     for option, wanted in requested(fragments).items():
         got = config.get(option, "n")
+        if got != wanted and option in SERIES_RENAMES and not defined(src, option):
+            option = SERIES_RENAMES[option]
+            got = config.get(option, "n")
         if got != wanted:
             dropped.append(Dropped(option, wanted, got, _dependencies(src, option, config)))
     return dropped

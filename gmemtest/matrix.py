@@ -23,6 +23,8 @@ The configuration is TOML::
     [configs]                               # kconfigs/ fragment sets
     default = ["base", "kvm", "mm", "faults"]
     debug = ["base", "kvm", "mm", "faults", "debug"]
+    # a table names the command lines a config is booted with (default: all of them)
+    novmattr = { fragments = ["base", "kvm", "mm", "faults", "novmattr"], cmdlines = ["default"] }
 
     [cmdlines]                              # kernel command lines
     on = ["kvm.gmem_in_place_conversion=1"]
@@ -63,9 +65,12 @@ class Matrix:
     cmdlines: dict[str, list[str]]
     pytest_args: list[str] | None = None  # None: qemu.parallelism()
     env: dict[str, str] = field(default_factory=dict)
+    # config -> the command lines it is booted with, where not every one
+    config_cmdlines: dict[str, list[str]] = field(default_factory=dict)
 
     def cells(self) -> list[Cell]:
-        return [Cell(k, c, m) for k in self.kernels for c in self.configs for m in self.cmdlines]
+        return [Cell(k, c, m) for k in self.kernels for c in self.configs
+                for m in self.config_cmdlines.get(c, list(self.cmdlines))]
 
 
 @dataclass(frozen=True)
@@ -159,13 +164,28 @@ def load(path: Path) -> Matrix:
             if not (patch_dir / "series").is_file():
                 raise GmemtestError(f"{where}: patches {patch_dir} has no series file")
         kernels.append(KernelSpec(name, src, patch_dir))
-    configs = {n: _strings(v, f"{path}: configs.{n}") for n, v in data["configs"].items()}
-    for name, frags in configs.items():
-        try:
-            kconfig.fragment_paths(frags)
-        except GmemtestError as e:
-            raise GmemtestError(f"{path}: configs.{name}: {e}") from None
     cmdlines = {n: _strings(v, f"{path}: cmdlines.{n}") for n, v in data["cmdlines"].items()}
+    configs: dict[str, list[str]] = {}
+    config_cmdlines: dict[str, list[str]] = {}
+    for name, value in data["configs"].items():
+        where = f"{path}: configs.{name}"
+        if isinstance(value, dict):
+            if set(value) - {"fragments", "cmdlines"} or "fragments" not in value:
+                raise GmemtestError(f"{where}: expected a list of fragments or a table with "
+                                    "the keys fragments and cmdlines")
+            if "cmdlines" in value:
+                config_cmdlines[name] = _strings(value["cmdlines"], f"{where}.cmdlines")
+                unknown_lines = set(config_cmdlines[name]) - set(cmdlines)
+                if unknown_lines:
+                    raise GmemtestError(f"{where}.cmdlines: unknown command line(s) "
+                                        f"{', '.join(sorted(unknown_lines))} (known: "
+                                        f"{', '.join(cmdlines)})")
+            value = value["fragments"]
+        configs[name] = _strings(value, where)
+        try:
+            kconfig.fragment_paths(configs[name])
+        except GmemtestError as e:
+            raise GmemtestError(f"{where}: {e}") from None
     pytest_args = (_strings(data["pytest_args"], f"{path}: pytest_args")
                    if "pytest_args" in data else None)
     env = data.get("env", {})
@@ -175,7 +195,7 @@ def load(path: Path) -> Matrix:
         raise GmemtestError(f"{path}: [env]: unknown variable(s) "
                             f"{', '.join(sorted(set(env) - set(qemu.TUNABLES)))} (expected "
                             f"{', '.join(qemu.TUNABLES)})")
-    return Matrix(kernels, configs, cmdlines, pytest_args, env)
+    return Matrix(kernels, configs, cmdlines, pytest_args, env, config_cmdlines)
 
 
 def run(matrix: Matrix, out: Path, *, limits: qemu.Limits,

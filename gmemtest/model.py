@@ -1,6 +1,11 @@
 """A reference model of guest memory under conversion, and a scenario that applies the same
 operations to a real VM and checks after each one that the kernel agrees with the model.
 
+Beyond conversions and accesses, the model knows long-term pins (a pinned shared page makes a
+conversion to private that would change it fail with EAGAIN at that page, changing nothing)
+and injected allocation failures (failslab: a conversion fails with ENOMEM at the range's start
+and changes nothing, or completes; one that changes no page allocates nothing and cannot fail).
+
 Host accesses go through /proc/self/mem (:meth:`Mapping.peek`): the same fault handler as a
 touch, with a failed read where a touch would get SIGBUS, so a wrong model cannot kill the
 process. The model holds, per page: private or shared, and the byte at the page's start in
@@ -20,9 +25,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import health, uapi
+from . import gup, health, uapi
 from .agent import Agent
+from .errors import ConversionError, KvmError
 from .exits import MemoryFault, Mmio
+from .faultinject import Injector
 from .kvm import Kvm
 from .paths import PATHS, ConversionPath, GuestMemory
 from .vm import Vm
@@ -31,6 +38,7 @@ PAGE = uapi.PAGE_SIZE
 GPA = 4 << 30
 SLOT = 1
 PAGES = 8
+FAIL_TIMES = 4  # allocations failslab fails in an injected conversion (retries fail too)
 
 
 class Disagreement(AssertionError):
@@ -57,11 +65,14 @@ class Scenario:
         self.log: list[str] = []
         self.counts: Counter[str] = Counter()
         self.kmsg = health.KmsgTail()
+        self.pin_held: gup.LongTermPin | None = None
+        self.pinned: int | None = None  # the pinned page, while it is still the file's
 
     def reset(self) -> None:
         """Start over on the same VM and vCPU: a new guest_memfd and memslot, all shared,
         an empty log (the counts go on)."""
         old = self.mem
+        self._drop_pin()
         if self.vm.memslots.get(SLOT) is old.slot:  # a failed memslot_cycle may have left none
             old.slot.delete()
         if not self.in_place:
@@ -87,6 +98,7 @@ class Scenario:
             raise
 
     def close(self) -> None:
+        self._drop_pin()
         self.kmsg.close()
         self.vm.close()
         self.kvm.close()
@@ -117,12 +129,82 @@ class Scenario:
 
     # --- operations -----------------------------------------------------------------------
 
-    def convert(self, first: int, count: int, *, private: bool) -> None:
-        """Convert pages [first, first + count)."""
-        self._step(f"s.convert({first}, {count}, private={private})", "conversions")
-        self.path.convert(self.mem, first * PAGE, count * PAGE, private=private)
+    def _drop_pin(self) -> None:
+        if self.pin_held is not None:
+            self.pin_held.stop()
+        self.pin_held, self.pinned = None, None
+
+    def _blocker(self, first: int, count: int, private: bool) -> int | None:
+        """The pinned page that must make this conversion fail, if any."""
+        p = self.pinned
+        if private and p is not None and first <= p < first + count and \
+                not self.pages[p].private:
+            return p
+        return None
+
+    def _converted(self, first: int, count: int, private: bool) -> None:
         for p in self.pages[first:first + count]:
             p.private = private
+
+    def convert(self, first: int, count: int, *, private: bool) -> None:
+        """Convert pages [first, first + count): EAGAIN at a pinned page that would change
+        (nothing changes), else done."""
+        self._step(f"s.convert({first}, {count}, private={private})", "conversions")
+        blocker = self._blocker(first, count, private)
+        try:
+            self.path.convert(self.mem, first * PAGE, count * PAGE, private=private)
+        except ConversionError as e:
+            want = self.mem.slot.gmem_offset + (blocker or 0) * PAGE
+            if blocker is None or e.errno_name != "EAGAIN" or e.error_offset != want:
+                self._fail(f"convert({first}, {count}, private={private}): {e}; expected "
+                           + ("success" if blocker is None else f"EAGAIN at page {blocker}"))
+            self.counts["refused_pinned"] += 1
+            return
+        if blocker is not None:
+            self._fail(f"convert({first}, {count}, private={private}) succeeded with page "
+                       f"{blocker} pinned")
+        self._converted(first, count, private)
+
+    def convert_failing(self, first: int, count: int, *, private: bool, space: int) -> None:
+        """Convert pages [first, first + count) while failslab fails the slab allocations past
+        ``space`` bytes (FAIL_TIMES of them): ENOMEM at the range's start with nothing changed, or
+        done; a conversion that changes no page allocates nothing and must succeed."""
+        self._step(f"s.convert_failing({first}, {count}, private={private}, space={space})",
+                   "injected_conversions")
+        noop = all(p.private == private for p in self.pages[first:first + count])
+        error: KvmError | None = None
+        with Injector("failslab", space=space, times=FAIL_TIMES) as inj:
+            try:
+                self.path.convert(self.mem, first * PAGE, count * PAGE, private=private)
+            except KvmError as e:
+                error = e
+        self.counts["injected_faults"] += inj.injected
+        what = f"convert_failing({first}, {count}, private={private}, space={space})"
+        if noop and (error is not None or inj.injected):
+            self._fail(f"{what} changes no page, yet it allocated: {error or inj.injected}")
+        if error is None:
+            self._converted(first, count, private)
+            return
+        if error.errno_name != "ENOMEM" or not inj.injected:
+            self._fail(f"{what}: {error} with {inj.injected} injected failure(s)")
+        want = self.mem.slot.gmem_offset + first * PAGE
+        if self.in_place and isinstance(error, ConversionError) and error.error_offset != want:
+            self._fail(f"{what}: error_offset {error.error_offset:#x}, expected {want:#x}")
+        self.counts["failed_conversions"] += 1
+
+    def pin(self, page: int) -> None:
+        """Pin shared ``page`` (a long-term GUP pin through the host's view of guest_memfd)
+        until :meth:`unpin`; one pin at a time."""
+        self._step(f"s.pin({page})", "pins")
+        if self.pin_held is not None or self.pages[page].private or not self.in_place:
+            raise ValueError(f"pin({page}): needs a shared page of guest_memfd and no pin held")
+        self.pin_held = gup.LongTermPin(self.mem.view.addr + page * PAGE, PAGE)
+        self.pin_held.start()
+        self.pinned = page
+
+    def unpin(self) -> None:
+        self._step("s.unpin()", "unpins")
+        self._drop_pin()
 
     def host_write(self, page: int, value: int) -> None:
         """Write byte 0 of ``page`` through the host's shared view; refused (SIGBUS for a
@@ -176,6 +258,8 @@ class Scenario:
         in place; only the private backing otherwise); shareability is unchanged."""
         self._step(f"s.punch({first}, {count})", "punches")
         self.mem.gmem.punch_hole(self.mem.slot.gmem_offset + first * PAGE, count * PAGE)
+        if self.pinned is not None and first <= self.pinned < first + count:
+            self.pinned = None  # the pinned page left the file; the pin holds it still
         for p in self.pages[first:first + count]:
             if self.in_place:
                 p.shared = 0

@@ -64,6 +64,9 @@ class VmAttributesPath(ConversionPath):
     def missing(kvm: Kvm) -> str | None:
         if kvm.check_extension(uapi.KVM_CAP_MEMORY_ATTRIBUTES) & PRIVATE:
             return None
+        if seriesconf.vm_memory_attributes() is False:
+            return (f"no per-VM memory attributes: {seriesconf.VM_ATTRIBUTES_OPTIONS[0]}=n "
+                    "(KVM_SET_MEMORY_ATTRIBUTES is ENOTTY)")
         if seriesconf.in_place_conversion_param():
             return "KVM_CAP_MEMORY_ATTRIBUTES reports no PRIVATE: kvm.gmem_in_place_conversion=1"
         return "KVM_CAP_MEMORY_ATTRIBUTES reports no PRIVATE"

@@ -10,6 +10,7 @@ renumbered at merge, so it is never trusted as a constant. Resolution order:
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 from dataclasses import dataclass
@@ -19,7 +20,11 @@ CAP_NAME = "KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES"
 V8_DEFAULT = 250
 ENV_CAP = "GMEMTEST_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES"
 ENV_HEADERS = "GMEMTEST_KERNEL_HEADERS"
+PARAM_NAME = "kvm.gmem_in_place_conversion"
 PARAM = Path("/sys/module/kvm/parameters/gmem_in_place_conversion")
+PROC_CONFIG = Path("/proc/config.gz")
+# Per-VM memory attributes: the series' user-selectable option, and upstream's name for it.
+VM_ATTRIBUTES_OPTIONS = ("CONFIG_KVM_VM_MEMORY_ATTRIBUTES", "CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES")
 
 
 @dataclass(frozen=True)
@@ -67,3 +72,32 @@ def in_place_conversion_param() -> bool | None:
         return PARAM.read_text().strip() in ("Y", "1")
     except OSError:
         return None
+
+
+def running_config() -> dict[str, str] | None:
+    """The running kernel's .config from /proc/config.gz (CONFIG_IKCONFIG_PROC), as
+    CONFIG_X -> value; None when the kernel does not expose it."""
+    try:
+        text = gzip.decompress(PROC_CONFIG.read_bytes()).decode(errors="replace")
+    except OSError:
+        return None
+    return dict(m.groups() for m in re.finditer(r"^(CONFIG_\w+)=(.*)$", text, re.M))
+
+
+def vm_memory_attributes() -> bool | None:
+    """Whether the running kernel keeps per-VM memory attributes (KVM_SET_MEMORY_ATTRIBUTES
+    exists): CONFIG_KVM_VM_MEMORY_ATTRIBUTES, or upstream's CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES.
+    None when the config cannot be read."""
+    config = running_config()
+    if config is None:
+        return None
+    return any(config.get(o) == "y" for o in VM_ATTRIBUTES_OPTIONS)
+
+
+def param_on_cmdline() -> bool:
+    """Whether the kernel command line sets kvm.gmem_in_place_conversion."""
+    try:
+        words = Path("/proc/cmdline").read_text().split()
+    except OSError:
+        return False
+    return any(w.split("=", 1)[0] in (PARAM_NAME, PARAM_NAME.replace("_", "-")) for w in words)

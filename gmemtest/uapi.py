@@ -274,8 +274,14 @@ KVM_API_VERSION = 12
 
 KVM_X86_DEFAULT_VM = 0
 KVM_X86_SW_PROTECTED_VM = 1
-VM_TYPE_NAMES = {KVM_X86_DEFAULT_VM: "KVM_X86_DEFAULT_VM",
-                 KVM_X86_SW_PROTECTED_VM: "KVM_X86_SW_PROTECTED_VM"}
+KVM_X86_SEV_VM = 2
+KVM_X86_SEV_ES_VM = 3
+KVM_X86_SNP_VM = 4
+KVM_X86_TDX_VM = 5
+VM_TYPE_NAMES = {value: name for name, value in globals().items()
+                 if name.startswith("KVM_X86_") and name.endswith("_VM")}
+# The VM types whose guests have private memory (kvm->arch.has_private_mem).
+PRIVATE_MEM_VM_TYPES = frozenset({KVM_X86_SW_PROTECTED_VM, KVM_X86_SNP_VM, KVM_X86_TDX_VM})
 
 KVM_MEM_LOG_DIRTY_PAGES = 1 << 0
 KVM_MEM_READONLY = 1 << 1
@@ -329,7 +335,8 @@ CAPS: dict[str, int] = {
 # Constants verified by abi-check (name -> value), besides ioctls and caps.
 CONSTANTS: dict[str, int] = {
     name: globals()[name] for name in (
-        "KVM_API_VERSION", "KVM_X86_DEFAULT_VM", "KVM_X86_SW_PROTECTED_VM",
+        "KVM_API_VERSION", "KVM_X86_DEFAULT_VM", "KVM_X86_SW_PROTECTED_VM", "KVM_X86_SEV_VM",
+        "KVM_X86_SEV_ES_VM", "KVM_X86_SNP_VM", "KVM_X86_TDX_VM",
         "KVM_MEM_LOG_DIRTY_PAGES", "KVM_MEM_READONLY", "KVM_MEM_GUEST_MEMFD",
         "GUEST_MEMFD_FLAG_MMAP", "GUEST_MEMFD_FLAG_INIT_SHARED", "GUEST_MEMFD_FLAG_HUGETLB",
         "KVM_MEMORY_ATTRIBUTE_PRIVATE", "KVM_MEMORY_EXIT_FLAG_PRIVATE", "KVM_HC_MAP_GPA_RANGE",

@@ -132,6 +132,18 @@ def vm_attributes_path(kvm: Kvm, sw_vm: Vm) -> ConversionPath:
 
 
 @pytest.fixture
+def vm_attributes_config() -> bool:
+    """Whether the kernel under test was built with per-VM memory attributes
+    (CONFIG_KVM_VM_MEMORY_ATTRIBUTES, upstream CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES), read from
+    its own config; skips naming CONFIG_IKCONFIG_PROC when the kernel does not expose it."""
+    have = seriesconf.vm_memory_attributes()
+    if have is None:
+        pytest.skip(f"needs the kernel's own config: {seriesconf.PROC_CONFIG} absent "
+                    "(CONFIG_IKCONFIG_PROC)")
+    return have
+
+
+@pytest.fixture
 def tally(request: pytest.FixtureRequest) -> Callable[..., None]:
     """Record what a reliability test did (steps, conversions, injected faults...): printed,
     and in the guest appended to $GMEMTEST_RESULTS/reliability-<worker>.jsonl for the run's

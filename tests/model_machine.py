@@ -22,6 +22,7 @@ from hypothesis.stateful import (
 from gmemtest.model import PAGES, Scenario
 
 VERIFY_EVERY = 6
+FAILSLAB_SPACE = [0, 64, 512, 4096]  # bytes of slab allocations let through before a failure
 
 page = st.integers(0, PAGES - 1)
 count = st.integers(1, 3)
@@ -31,6 +32,8 @@ byte = st.integers(1, 255)
 class Conversions(RuleBasedStateMachine):
     path_name: ClassVar[str] = ""
     pre_fault_ok: ClassVar[bool] = False
+    pin_ok: ClassVar[bool] = False
+    failslab_ok: ClassVar[bool] = False
     scenario: ClassVar[type[Scenario]] = Scenario
     scenarios: ClassVar[list[Scenario]] = []  # one, reset for each example
 
@@ -49,6 +52,31 @@ class Conversions(RuleBasedStateMachine):
     @rule(first=page, n=count)
     def to_shared(self, first: int, n: int) -> None:
         self.s.convert(first, min(n, PAGES - first), private=False)
+
+    @precondition(lambda self: self.failslab_ok and self.s.pin_held is None)
+    @rule(first=page, n=count, private=st.booleans(), space=st.sampled_from(FAILSLAB_SPACE))
+    def convert_failing(self, first: int, n: int, private: bool, space: int) -> None:
+        self.s.convert_failing(first, min(n, PAGES - first), private=private, space=space)
+
+    @precondition(lambda self: self.pin_ok and self.s.pin_held is None)
+    @rule(p=page)
+    def pin(self, p: int) -> None:
+        if not self.s.pages[p].private:  # only a shared page can be pinned
+            self.s.pin(p)
+
+    @precondition(lambda self: self.s.pinned is not None)
+    @rule(before=st.integers(0, 2), n=count)
+    def to_private_over_pin(self, before: int, n: int) -> None:
+        """A conversion to private that covers the pinned page."""
+        assert self.s.pinned is not None
+        first = max(0, self.s.pinned - before)
+        self.s.convert(first, min(max(n, self.s.pinned - first + 1), PAGES - first),
+                       private=True)
+
+    @precondition(lambda self: self.s.pin_held is not None)
+    @rule()
+    def unpin(self) -> None:
+        self.s.unpin()
 
     @rule(p=page, value=byte)
     def host_write(self, p: int, value: int) -> None:
@@ -89,6 +117,7 @@ class Conversions(RuleBasedStateMachine):
 
 def fuzz(path_name: str, pre_fault_ok: bool, out: Path, *, examples: int, steps: int,
          seconds: float | None = None, scenario: type[Scenario] = Scenario,
+         pin_ok: bool = False, failslab_ok: bool = False,
          ) -> tuple[type[Conversions], Counter[str]]:
     """Run the state machine: ``examples`` sequences of ``steps`` steps from seed SEED, and,
     given ``seconds``, further rounds from seeds SEED+1, SEED+2... until that time is spent. On
@@ -96,7 +125,7 @@ def fuzz(path_name: str, pre_fault_ok: bool, out: Path, *, examples: int, steps:
     the error."""
     machine = type(f"Conversions_{path_name.replace('-', '_')}", (Conversions,), {
         "path_name": path_name, "scenarios": [], "scenario": scenario,
-        "pre_fault_ok": pre_fault_ok})
+        "pre_fault_ok": pre_fault_ok, "pin_ok": pin_ok, "failslab_ok": failslab_ok})
     test = get_state_machine_test(machine, settings=settings(
         max_examples=examples, stateful_step_count=steps, deadline=None, database=None,
         print_blob=False, suppress_health_check=list(HealthCheck)))

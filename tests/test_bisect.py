@@ -21,7 +21,7 @@ from gmemtest import kernel
 from gmemtest.cache import cache_dir
 
 TESTS = "test_conversion_unmaps_every_process"
-UNMAP = "\t\tunmap_mapping_pages(mapping, run->start, run->end - run->start,\n\t\t\t\t    false);\n"
+UNMAP = "\t\tunmap_mapping_pages(mapping, start, end - start, false);\n"
 BUILD = ".gmemtest-build"  # in the tree: Kbuild's relative paths let ccache reuse the main job's
 GIT = ["git", "-c", "user.name=gmemtest", "-c", "user.email=gmemtest@localhost"]
 

@@ -15,6 +15,9 @@ from gmemtest.faultinject import Injector, missing
 PAGE = uapi.PAGE_SIZE
 GPA = 4 << 30
 PAGES = 16
+# Allocations failed per round once the budget is spent: more than one, so that an allocation
+# retried with other flags (the maple tree tries GFP_NOWAIT, then GFP_KERNEL) fails too.
+FAIL_TIMES = 4
 # failslab's space budget per round: byte steps reach each small allocation in turn, then
 # doubling steps get past big objects (xarray and maple tree nodes are over 500 bytes).
 BUDGETS = [8 * i for i in range(16)] + [128 << k for k in range(10)]
@@ -36,33 +39,58 @@ def fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
+# KVM's per-VM attributes live in an xarray whose leaf nodes cover 64 gfns: a range that runs
+# into a leaf with no attribute yet makes the VM ioctl allocate one.
+XA_LEAF = 64
+
+
 def test_failed_conversions_change_nothing(path, failslab, tally):
     """Contract 'Errors': ENOMEM with error_offset = start, and on any failure the attributes
-    are unchanged. Every slab allocation of a to-private conversion of pages 4..11 is failed in
-    turn (failslab's space budget grows each round, see BUDGETS) until a round injects nothing.
-    After each ENOMEM the host still reads every page's own byte through the shared view and
-    the guest reads the same bytes; a call that absorbed its injected failure (an allocation
-    with a fallback) must have converted the whole range."""
+    are unchanged, on a range of several runs in different states with the failure in a later
+    run. Of 128 pages, [56, 72) is converted to private while 58, 59 and 62 are private
+    already: runs shared, private, shared, private, shared, the last one crossing into the
+    second xarray leaf (where the VM ioctl must allocate) and, for guest_memfd, a maple tree
+    store that allocates for the whole range. The slab allocations of the conversion are failed
+    from each point in turn (failslab's space budget grows each round, see BUDGETS) until a
+    round injects nothing. After each ENOMEM every page of the range and its neighbours is as
+    it was: the guest reads each page's own byte, and the host's view gives it too, except that
+    a private page of the gmem route is SIGBUS; a call that absorbed its injected failures
+    (allocations with a fallback) must have converted the whole range (on the vm-attributes
+    route the guest then reads the newly private pages' guest_memfd, which nobody wrote:
+    zero)."""
     agent = Agent(path.vm)
-    mem = path.memory(1, GPA, PAGES * PAGE, private=False)
-    for p in range(PAGES):
-        mem.view.write(p * PAGE, bytes([0x40 + p]))
+    pages = 2 * XA_LEAF
+    mem = path.memory(1, GPA, pages * PAGE, private=False)
+    first, count = XA_LEAF - 8, 16
+    mixed = {first + 2, first + 3, first + 6}  # private before every conversion
+    window = range(first - 2, first + count + 2)
+    for p in window:
+        mem.view.write(p * PAGE, bytes([p]))
+
+    def make_mixed() -> None:
+        for p in mixed:
+            path.convert(mem, p * PAGE, PAGE, private=True)
+        for p in window:  # the private backing gets the byte too (vm-attributes)
+            assert agent.write(GPA + p * PAGE, p) is None
+
+    make_mixed()
     baseline = fds()
-    first, count = 4, 8
     counts = {"rounds": 0, "injected_faults": 0, "enomem": 0, "absorbed": 0}
 
     def check(converted: bool, why: object) -> None:
-        for p in range(PAGES):
-            private = converted and first <= p < first + count
-            want = "SIGBUS" if private and path.name == "gmem" else "ok"
-            assert mem.view.probe(p * PAGE) == want, f"page {p}: {why}"
-            if not private:  # the shared view and the guest agree on the page's byte
-                assert mem.view.read(p * PAGE) == bytes([0x40 + p])
-                assert agent.read(GPA + p * PAGE) == 0x40 + p
+        for p in window:
+            private = p in mixed or (converted and first <= p < first + count)
+            blocked = private and path.name == "gmem"
+            assert mem.view.probe(p * PAGE) == ("SIGBUS" if blocked else "ok"), \
+                f"page {p} ({'private' if private else 'shared'}): {why}"
+            if not blocked:
+                assert mem.view.read(p * PAGE) == bytes([p]), f"page {p}: {why}"
+            unwritten = private and p not in mixed and path.name == "vm-attributes"
+            assert agent.read(GPA + p * PAGE) == (0 if unwritten else p), f"page {p}: {why}"
 
     for space in BUDGETS:
         counts["rounds"] += 1
-        with Injector("failslab", space=space) as inj:
+        with Injector("failslab", space=space, times=FAIL_TIMES) as inj:
             try:
                 path.convert(mem, first * PAGE, count * PAGE, private=True)
                 error = None
@@ -70,9 +98,10 @@ def test_failed_conversions_change_nothing(path, failslab, tally):
                 error = e
         counts["injected_faults"] += inj.injected
         if error is not None:
-            assert inj.injected == 1, f"{error} without an injected failure"
+            assert inj.injected >= 1, f"{error} without an injected failure"
             assert error.errno_name == "ENOMEM", error
-            if isinstance(error, ConversionError):
+            if path.name == "gmem":  # the VM ioctl's struct has no error_offset
+                assert isinstance(error, ConversionError)
                 assert error.error_offset == mem.slot.gmem_offset + first * PAGE, error
             counts["enomem"] += 1
             check(False, error)
@@ -82,6 +111,7 @@ def test_failed_conversions_change_nothing(path, failslab, tally):
             break
         counts["absorbed"] += 1
         path.convert(mem, first * PAGE, count * PAGE, private=False)
+        make_mixed()
     else:
         pytest.fail(f"still injecting with a {BUDGETS[-1]}-byte budget: {counts}")
     assert fds() == baseline

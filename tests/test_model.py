@@ -19,7 +19,7 @@ from pathlib import Path
 import fuzz_profile
 import pytest
 
-from gmemtest import uapi
+from gmemtest import faultinject, gup, uapi
 from gmemtest.model import Scenario
 
 
@@ -32,19 +32,28 @@ def test_kernel_agrees_with_the_model(path, kvm, tally, tmp_path):
     """Seed 'Advantage 1' (guest_memfd as the single source of truth) and the contract's
     'Conversion' rules, as a state machine: SIGBUS exactly on private pages converted in place,
     contents surviving conversions and memslot re-adds, punches zeroing guest_memfd only,
-    the exit kind of an access without a memslot, and no kernel report."""
+    the exit kind of an access without a memslot, and no kernel report. Contract 'Errors' as
+    steps whose outcome the model predicts: a pinned page makes a conversion that would
+    change it EAGAIN at that page; an injected slab failure makes one ENOMEM at its start;
+    either changes nothing, and a conversion that changes nothing cannot fail."""
     from model_machine import fuzz
 
     examples, steps, seconds = fuzz_profile.PROFILES[fuzz_profile.PROFILE]
     path.vm.close()  # each example makes its own VM
     pre_fault_ok = bool(kvm.check_extension(uapi.KVM_CAP_PRE_FAULT_MEMORY))
+    # Pins and injected failures join the steps where the kernel offers them; the tally
+    # says which did (pins need a host view of guest_memfd: the gmem route).
+    pin_ok = path.name == "gmem" and gup.missing() is None
+    failslab_ok = faultinject.missing("failslab") is None
     totals: Counter[str] = Counter()
     try:
         _, totals = fuzz(path.name, pre_fault_ok, results_dir(tmp_path), examples=examples,
-                         steps=steps, seconds=seconds)
+                         steps=steps, seconds=seconds, pin_ok=pin_ok, failslab_ok=failslab_ok)
     finally:
         tally(profile=fuzz_profile.PROFILE, seed=fuzz_profile.SEED, **totals)
     assert totals["conversions"] > 0 and totals["verifications"] > 0, totals
+    assert not pin_ok or totals["refused_pinned"] > 0, totals
+    assert not failslab_ok or totals["injected_conversions"] > 0, totals
 
 
 class ForgetsGuestWrites(Scenario):

@@ -4,6 +4,7 @@ when it converts memory itself."""
 import pytest
 
 from gmemtest import Agent, Hypercall, Mmio, uapi
+from gmemtest.paths import GuestMemory
 
 PAGE = uapi.PAGE_SIZE
 GPA = 4 << 30
@@ -66,6 +67,54 @@ def test_pre_fault_maps_without_running(path, private):
     done = agent.vcpu.pre_fault_memory(GPA, 16 * PAGE)
     assert done == (GPA + 16 * PAGE, 0)
     assert stats["pages_4k"] - before == mem.size // PAGE
+
+
+def test_non_mmap_guest_memfd_serves_shared_from_userspace_memory(path):
+    """Contract 'Checked against the real v8': for a guest_memfd without GUEST_MEMFD_FLAG_MMAP
+    the memslot binding stays as before the series, on either route: shared gfns come from
+    the memslot's userspace_addr, private gfns from guest_memfd (which, with in-place
+    conversion on, also decides which is which). Each backing keeps its own byte across
+    conversions both ways."""
+    agent = Agent(path.vm)
+    gmem = path.vm.create_guest_memfd(4 * PAGE, 0)
+    slot = path.vm.add_memslot(1, GPA, 4 * PAGE, gmem=gmem)
+    assert slot.backing is not None
+    mem = GuestMemory(slot, gmem, slot.backing, GPA, 4 * PAGE)
+    path.to_shared(mem)
+    slot.backing.write(PAGE, b"\x22")
+    assert agent.read(GPA + PAGE) == 0x22
+    assert agent.write(GPA + 2 * PAGE, 0x23) is None
+    assert slot.backing.read(2 * PAGE) == b"\x23"
+    path.to_private(mem, PAGE, 2 * PAGE)
+    assert agent.read(GPA + PAGE) == 0  # guest_memfd's page, never written
+    assert agent.write(GPA + PAGE, 0x33) is None
+    assert slot.backing.read(PAGE, 2) == b"\x22\x00"
+    path.to_shared(mem, PAGE, 2 * PAGE)
+    assert agent.read(GPA + PAGE) == 0x22 and agent.read(GPA + 2 * PAGE) == 0x23
+    path.to_private(mem, PAGE, PAGE)
+    assert agent.read(GPA + PAGE) == 0x33
+
+
+@pytest.mark.needs("KVM_CAP_PRE_FAULT_MEMORY", "KVM_CAP_BINARY_STATS_FD")
+@pytest.mark.parametrize("private", [True, False], ids=["to-private", "to-shared"])
+def test_mixed_range_conversion_zaps_the_whole_range(path, private):
+    """Contract 'Checked against the real v8': a conversion zaps KVM's mappings of the WHOLE
+    requested range when any page in it changes state (upstream's VM ioctl does too), and a
+    range wholly in the requested state returns early and zaps nothing. Of 8 mapped pages,
+    [2, 6) is converted while page 3 is in the requested state already: all 4 mappings of
+    the range go (pages_4k), the 4 outside stay; the same conversion again zaps nothing."""
+    vcpu = Agent(path.vm).vcpu
+    mem = path.memory(1, GPA, 8 * PAGE, private=not private)
+    path.convert(mem, 3 * PAGE, PAGE, private=private)
+    stats = path.vm.stats()
+    unmapped = stats["pages_4k"]
+    vcpu.pre_fault(GPA, 8 * PAGE)
+    assert stats["pages_4k"] == unmapped + 8
+    path.convert(mem, 2 * PAGE, 4 * PAGE, private=private)
+    assert stats["pages_4k"] == unmapped + 4, "a page of the range kept its mapping"
+    vcpu.pre_fault(GPA, 8 * PAGE)
+    path.convert(mem, 2 * PAGE, 4 * PAGE, private=private)
+    assert stats["pages_4k"] == unmapped + 8, "a conversion that changed nothing zapped"
 
 
 def one_file_two_memslots(vm):

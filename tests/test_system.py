@@ -2,7 +2,7 @@
 
 import pytest
 
-from gmemtest import KvmError, uapi
+from gmemtest import KvmError, seriesconf, uapi
 from gmemtest.seriesconf import in_place_conversion_param
 
 
@@ -29,26 +29,22 @@ def test_unoffered_vm_type_is_refused(kvm):
     assert e.value.arguments == {"type": unoffered}
 
 
-@pytest.mark.needs("vm_type:KVM_X86_SW_PROTECTED_VM")
-def test_sw_protected_vm_creates_with_private_memory(kvm):
-    """A KVM_X86_SW_PROTECTED_VM has private memory: INIT_SHARED is not among its guest_memfd
-    flags unless in-place conversion is on (contract: 'INIT_SHARED is refused for VMs with
-    private memory')."""
-    with kvm.create_vm(uapi.KVM_X86_SW_PROTECTED_VM) as vm:
-        flags = vm.check_extension(uapi.KVM_CAP_GUEST_MEMFD_FLAGS)
-        assert flags & uapi.GUEST_MEMFD_FLAG_MMAP
-        expect_shared = bool(in_place_conversion_param())
-        assert bool(flags & uapi.GUEST_MEMFD_FLAG_INIT_SHARED) == expect_shared
-
-
-@pytest.mark.needs("vm_type:KVM_X86_SW_PROTECTED_VM")
-def test_init_shared_file_on_a_vm_with_private_memory(kvm):
-    """Contract: upstream 'INIT_SHARED is refused for VMs with private memory' (EINVAL); with
-    in-place conversion on, 'INIT_SHARED is allowed for SW_PROTECTED VMs' and the file's pages
-    start shared (the host can write them)."""
+@pytest.mark.parametrize("vm_type", sorted(uapi.VM_TYPE_NAMES), ids=uapi.VM_TYPE_NAMES.get)
+def test_init_shared_per_vm_type(kvm, vm_type):
+    """Contract: upstream 'INIT_SHARED is refused for VMs with private memory'; with in-place
+    conversion on, v8 allows it for every VM type with private memory (contract 'Checked
+    against the real v8'). Per VM type the kernel offers: KVM_CAP_GUEST_MEMFD_FLAGS on the VM
+    lists INIT_SHARED exactly when creation with it succeeds, and then the file's pages start
+    shared (the host writes and reads them back); otherwise creation is EINVAL."""
+    name = uapi.VM_TYPE_NAMES[vm_type]
+    if vm_type not in kvm.vm_types():
+        pytest.skip(f"needs {name}: not in KVM_CAP_VM_TYPES")
+    allowed = vm_type not in uapi.PRIVATE_MEM_VM_TYPES or bool(in_place_conversion_param())
     flags = uapi.GUEST_MEMFD_FLAG_MMAP | uapi.GUEST_MEMFD_FLAG_INIT_SHARED
-    with kvm.create_vm(uapi.KVM_X86_SW_PROTECTED_VM) as vm:
-        if not in_place_conversion_param():
+    with kvm.create_vm(vm_type) as vm:
+        offered = vm.check_extension(uapi.KVM_CAP_GUEST_MEMFD_FLAGS)
+        assert bool(offered & uapi.GUEST_MEMFD_FLAG_INIT_SHARED) == allowed, hex(offered)
+        if not allowed:
             with pytest.raises(KvmError) as e:
                 vm.create_guest_memfd(1 << 20, flags)
             assert e.value.errno_name == "EINVAL"
@@ -57,6 +53,35 @@ def test_init_shared_file_on_a_vm_with_private_memory(kvm):
         with gmem.mmap() as view:
             view.write(0, b"\x01")
             assert view.read(0) == b"\x01"
+
+
+def test_vm_ioctl_exists_exactly_with_vm_memory_attributes(kvm, vm_attributes_config):
+    """Contract 'Checked against the real v8': KVM_SET_MEMORY_ATTRIBUTES exists only in a
+    kernel built with per-VM memory attributes (CONFIG_KVM_VM_MEMORY_ATTRIBUTES; upstream's
+    CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES); without them it is ENOTTY and
+    KVM_CAP_MEMORY_ATTRIBUTES reports 0. With them, setting no attribute on a range that has
+    none is valid on any VM."""
+    with kvm.create_vm(uapi.KVM_X86_DEFAULT_VM) as vm:
+        if vm_attributes_config:
+            vm.set_memory_attributes(4 << 30, 4096, 0)
+            return
+        assert vm.check_extension(uapi.KVM_CAP_MEMORY_ATTRIBUTES) == 0
+        with pytest.raises(KvmError) as e:
+            vm.set_memory_attributes(4 << 30, 4096, 0)
+        assert e.value.errno_name == "ENOTTY"
+
+
+def test_switch_default_follows_vm_memory_attributes(vm_attributes_config):
+    """Contract: kvm.gmem_in_place_conversion 'default on only when
+    CONFIG_KVM_VM_MEMORY_ATTRIBUTES=n' (v8: the option is user-selectable). Observable when
+    the kernel command line leaves the switch at its default."""
+    param = in_place_conversion_param()
+    if param is None:
+        pytest.skip(f"needs {seriesconf.PARAM_NAME}: {seriesconf.PARAM} absent")
+    if seriesconf.param_on_cmdline():
+        pytest.skip(f"{seriesconf.PARAM_NAME} is set on the kernel command line "
+                    "(/proc/cmdline): its default is not in force")
+    assert param == (not vm_attributes_config)
 
 
 def test_unknown_capability_reads_zero(kvm):
