@@ -27,8 +27,12 @@ test: setup lint
 test-serial: setup
 	$(PY) -m pytest -p no:xdist
 
+## ruff over everything; mypy --strict over the package; the layering contract (pyproject.toml,
+## [tool.importlinter]): no module imports from a layer above its own.
 lint: setup
 	$(VENV)/bin/ruff check gmemtest tests vmimages
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 caps: setup
 	$(GMEMTEST) caps

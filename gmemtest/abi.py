@@ -1,6 +1,6 @@
 """ABI check: gmemtest's uAPI description against a kernel's uapi headers.
 
-Every struct size and field offset, every ioctl number and constant in :mod:`gmemtest.uapi` is
+Every struct size and field offset, every ioctl number and constant in :mod:`gmemtest.kvm.uapi` is
 compiled against the given headers in a small cffi API-mode module and compared. Items that only
 the in-place conversion series (or the huge-page work in progress) defines are checked when the
 headers have them and reported as absent otherwise.
@@ -20,7 +20,8 @@ from typing import Any
 
 from cffi import FFI
 
-from . import seriesconf, uapi
+from gmemtest.kvm import seriesconf, uapi
+
 from .cache import cache_dir
 from .errors import GmemtestError
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
-from . import seriesconf, uapi
+from gmemtest.kvm import seriesconf, uapi
+from gmemtest.kvm.kvm import Kvm
+from gmemtest.vmtier.host import nested_support
+
 from .errors import KvmError
-from .kvm import Kvm
 
 # Caps whose per-VM answer depends on the VM type.
 VM_SCOPED = ("KVM_CAP_MEMORY_ATTRIBUTES", "KVM_CAP_GUEST_MEMFD", "KVM_CAP_GUEST_MEMFD_FLAGS",
@@ -22,26 +23,6 @@ def flag_names(value: int, names: dict[int, str]) -> list[str]:
     out = [name for bit, name in names.items() if value & bit]
     rest = value & ~sum(names)
     return out + ([hex(rest)] if rest else [])
-
-
-def nested_support() -> dict[str, Any]:
-    """Can this host run a KVM-accelerated guest that itself runs KVM guests?"""
-    flags = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = line
-                break
-    except OSError:
-        pass
-    words = set(flags.split())
-    virt = "vmx" if "vmx" in words else "svm" if "svm" in words else None
-    module = {"vmx": "kvm_intel", "svm": "kvm_amd"}.get(virt or "")
-    param = Path(f"/sys/module/{module}/parameters/nested") if module else None
-    nested = param.read_text().strip() if param and param.exists() else None
-    loaded = sorted(p.name for p in Path("/sys/module").glob("kvm*"))
-    return {"cpu_virt": virt, "module": module, "nested": nested,
-            "kvm_modules": loaded, "can_run_nested": nested in ("1", "Y")}
 
 
 def collect(kvm_path: str = "/dev/kvm", cap_override: int | None = None) -> dict[str, Any]:

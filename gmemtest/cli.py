@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import seriesconf
-from .errors import GmemtestError, KvmError
+from gmemtest.kvm import seriesconf
+
+from .errors import GmemtestError, KvmError, one_line
 
 
 def _cmd_caps(args: argparse.Namespace) -> int:
@@ -37,7 +38,7 @@ def _cmd_abi_check(args: argparse.Namespace) -> int:
 
 
 def _limits(args: argparse.Namespace) -> Any:
-    from .qemu import Limits
+    from gmemtest.vmtier.qemu import Limits
 
     return Limits(boot=args.boot_timeout, test=args.test_timeout, total=args.timeout,
                   silence=args.silence)
@@ -50,10 +51,10 @@ def _pytest_args(args: argparse.Namespace) -> list[str]:
 
 def _patch_dir(args: argparse.Namespace) -> Path:
     """--patch-dir (which implies --patches), else kpatches/."""
-    from . import kernel
+    from gmemtest.vmtier import checkout
 
     if args.patch_dir is None:
-        return kernel.KPATCHES
+        return checkout.KPATCHES
     d = Path(args.patch_dir)
     if not (d / "series").is_file():
         raise GmemtestError(f"--patch-dir {d}: no series file there")
@@ -63,11 +64,11 @@ def _patch_dir(args: argparse.Namespace) -> Path:
 
 
 def _cmd_kernel_build(args: argparse.Namespace) -> int:
-    from . import kernel
+    from gmemtest.vmtier import kernel
 
     fragments = [*args.fragment] or None
     if args.debug:
-        from .kconfig import DEFAULT_FRAGMENTS
+        from gmemtest.vmtier.kconfig import DEFAULT_FRAGMENTS
 
         fragments = [*(fragments or DEFAULT_FRAGMENTS), "debug"]
     src = Path(args.src) if args.src else None
@@ -84,7 +85,7 @@ def _build_dir(args: argparse.Namespace) -> Path | None:
 
 
 def _cmd_kernel_selftests(args: argparse.Namespace) -> int:
-    from . import kernel
+    from gmemtest.vmtier import kernel
 
     src = Path(args.src) if args.src else None
     b = kernel.build(src, patches=args.patches, patch_dir=_patch_dir(args))
@@ -93,7 +94,9 @@ def _cmd_kernel_selftests(args: argparse.Namespace) -> int:
 
 
 def _cmd_vm_run(args: argparse.Namespace) -> int:
-    from . import qemu, report, vmtest
+    from gmemtest.results import report
+    from gmemtest.vmtier import qemu
+    from gmemtest.workflows import vmtest
 
     kimage = Path(args.kernel)
     results = Path(args.results) if args.results else \
@@ -117,7 +120,7 @@ def _image(args: argparse.Namespace) -> Path | None:
     if not args.image:
         return None
     if args.image == "debian":
-        from . import vmimage
+        from gmemtest.vmtier import vmimage
 
         return vmimage.build()
     image = Path(args.image)
@@ -128,7 +131,7 @@ def _image(args: argparse.Namespace) -> Path | None:
 
 
 def _cmd_vm_image(args: argparse.Namespace) -> int:
-    from . import vmimage
+    from gmemtest.vmtier import vmimage
 
     root = vmimage.build()
     print(root)
@@ -137,8 +140,8 @@ def _cmd_vm_image(args: argparse.Namespace) -> int:
 
 
 def _cmd_vm_test(args: argparse.Namespace) -> int:
-    from . import vmtest
-    from .kconfig import DEFAULT_FRAGMENTS
+    from gmemtest.vmtier.kconfig import DEFAULT_FRAGMENTS
+    from gmemtest.workflows import vmtest
 
     fragments = [*DEFAULT_FRAGMENTS, "debug"] if args.debug else None
     patch_dir = _patch_dir(args)
@@ -152,12 +155,12 @@ def _cmd_vm_test(args: argparse.Namespace) -> int:
 
 
 def _cmd_bisect_step(args: argparse.Namespace) -> int:
-    from . import bisect, qemu
+    from gmemtest.vmtier import qemu
+    from gmemtest.workflows import bisect
 
     src = Path(args.src or ".").resolve()
     if not (src / "Makefile").is_file():
-        print(f"gmemtest bisect-step: error: {src} is not a kernel tree: run it from the tree "
-              "or pass --src DIR", file=sys.stderr)
+        fail("bisect-step", f"{src} is not a kernel tree: run it from the tree or pass --src DIR")
         return bisect.ABORT
     pytest_args = _pytest_args(args) or ["-q", *qemu.parallelism()]
     if args.k:
@@ -167,12 +170,12 @@ def _cmd_bisect_step(args: argparse.Namespace) -> int:
                            on_build_failure=args.build_failure,
                            on_boot_failure=args.boot_failure, build_dir=_build_dir(args))
     except (GmemtestError, KvmError, OSError) as e:
-        print(f"gmemtest bisect-step: error: {e}", file=sys.stderr)
+        fail("bisect-step", e)
         return bisect.ABORT
 
 
 def _cmd_matrix(args: argparse.Namespace) -> int:
-    from . import matrix
+    from gmemtest.workflows import matrix
 
     return matrix.main(Path(args.config), Path(args.out) if args.out else None,
                        Path(args.baseline) if args.baseline else None, _limits(args),
@@ -180,7 +183,7 @@ def _cmd_matrix(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from . import bench
+    from gmemtest.workflows import bench
 
     src = Path(args.src) if args.src else None
     if src is not None and not src.is_dir():
@@ -328,17 +331,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.kernel_headers:
         os.environ[seriesconf.ENV_HEADERS] = args.kernel_headers
     try:
-        return args.func(args)
-    except (GmemtestError, KvmError) as e:
-        print(f"gmemtest {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a file or device the command needs, named by the OS
-        print(f"gmemtest {args.command}: error: {e.strerror}: {e.filename or ''}",
-              file=sys.stderr)
+        return int(args.func(args))
+    except (GmemtestError, OSError) as e:  # KvmError is an OSError
+        fail(args.command, e)
         return 2
     except KeyboardInterrupt:
         print(f"gmemtest {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def fail(command: str, e: BaseException | str) -> None:
+    """Every failure of a command, in one line on stderr: what went wrong and what to do."""
+    text = e if isinstance(e, str) else one_line(e)
+    print(f"gmemtest {command}: error: {text}", file=sys.stderr)
 
 
 if __name__ == "__main__":

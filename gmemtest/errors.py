@@ -44,6 +44,28 @@ class ConversionError(KvmError):
     """A memory-attribute conversion failed; ``error_offset`` is where the kernel stopped."""
 
 
+class VmKilled(KvmError):
+    """KVM answered EIO: it marked the VM dead (``kvm_vm_dead()``, ``KVM_BUG_ON()``) after a
+    failure inside the kernel, and every later ioctl on the VM fails the same way. The kernel
+    log says why; the run's kernel health findings show it."""
+
+    def _describe(self, err: int) -> str:
+        return (super()._describe(err) + "; the kernel killed the VM: see the kernel health "
+                "findings (the WARN or BUG in the kernel log)")
+
+
+def one_line(e: BaseException) -> str:
+    """How the tool reports a failure: one line, whatever the exception carries (an OSError
+    may have only a message, or only an errno)."""
+    if isinstance(e, KvmError):
+        return str(e)
+    if isinstance(e, OSError):
+        parts = [p for p in (e.strerror or (e.args[0] if e.args else None),
+                             e.filename and f"{e.filename}") if p]
+        return ": ".join(str(p) for p in parts) or type(e).__name__
+    return str(e) or type(e).__name__
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, bool):
         return str(value)

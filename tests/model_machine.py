@@ -19,7 +19,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from gmemtest.model import PAGES, Scenario
+from gmemtest.testing.model import PAGES, Scenario
 
 VERIFY_EVERY = 6
 FAILSLAB_SPACE = [0, 64, 512, 4096]  # bytes of slab allocations let through before a failure
@@ -30,7 +30,7 @@ byte = st.integers(1, 255)
 
 
 class Conversions(RuleBasedStateMachine):
-    path_name: ClassVar[str] = ""
+    route_name: ClassVar[str] = ""
     pre_fault_ok: ClassVar[bool] = False
     pin_ok: ClassVar[bool] = False
     failslab_ok: ClassVar[bool] = False
@@ -42,7 +42,7 @@ class Conversions(RuleBasedStateMachine):
         if self.scenarios:
             self.scenarios[0].reset()
         else:
-            self.scenarios.append(self.scenario.open(self.path_name))
+            self.scenarios.append(self.scenario.open(self.route_name))
         self.s = self.scenarios[0]
 
     @rule(first=page, n=count)
@@ -115,7 +115,7 @@ class Conversions(RuleBasedStateMachine):
             self.s.verify()
 
 
-def fuzz(path_name: str, pre_fault_ok: bool, out: Path, *, examples: int, steps: int,
+def fuzz(route_name: str, pre_fault_ok: bool, out: Path, *, examples: int, steps: int,
          seconds: float | None = None, scenario: type[Scenario] = Scenario,
          pin_ok: bool = False, failslab_ok: bool = False,
          ) -> tuple[type[Conversions], Counter[str]]:
@@ -123,8 +123,8 @@ def fuzz(path_name: str, pre_fault_ok: bool, out: Path, *, examples: int, steps:
     given ``seconds``, further rounds from seeds SEED+1, SEED+2... until that time is spent. On
     a disagreement write the minimal sequence to out/model-reproducer-PATH.py and name it in
     the error."""
-    machine = type(f"Conversions_{path_name.replace('-', '_')}", (Conversions,), {
-        "path_name": path_name, "scenarios": [], "scenario": scenario,
+    machine = type(f"Conversions_{route_name.replace('-', '_')}", (Conversions,), {
+        "route_name": route_name, "scenarios": [], "scenario": scenario,
         "pre_fault_ok": pre_fault_ok, "pin_ok": pin_ok, "failslab_ok": failslab_ok})
     test = get_state_machine_test(machine, settings=settings(
         max_examples=examples, stateful_step_count=steps, deadline=None, database=None,
@@ -141,7 +141,7 @@ def fuzz(path_name: str, pre_fault_ok: bool, out: Path, *, examples: int, steps:
             round_seed += 1
     except AssertionError as e:
         last = machine.scenarios[0]  # hypothesis replays the minimal sequence last
-        script = out / f"model-reproducer-{path_name}.py"
+        script = out / f"model-reproducer-{route_name}.py"
         script.write_text(last.reproducer(f"Seed {round_seed}, profile {PROFILE}: {e}"))
         e.add_note(f"minimal reproducer ({len(last.log)} steps, seed {round_seed}): {script}")
         raise

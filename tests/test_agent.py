@@ -2,21 +2,20 @@
 
 import pytest
 
-from gmemtest import Agent, Exit, Hypercall, Mmio, uapi
+from gmemtest import Agent, Exit, Hypercall, Mmio
+from gmemtest.kvm import uapi
+from gmemtest.testing import GiB
 
 MiB = 1 << 20
-GiB = 1 << 30
 FLAGS = uapi.GUEST_MEMFD_FLAG_MMAP | uapi.GUEST_MEMFD_FLAG_INIT_SHARED
 
 
 @pytest.fixture
 def agent(vm):
-    if vm.check_extension(uapi.KVM_CAP_GUEST_MEMFD_FLAGS) & FLAGS != FLAGS:
-        pytest.skip("needs GUEST_MEMFD_FLAG_MMAP|INIT_SHARED in KVM_CAP_GUEST_MEMFD_FLAGS")
     return Agent(vm)
 
 
-@pytest.mark.needs("KVM_CAP_GUEST_MEMFD")
+@pytest.mark.needs("KVM_CAP_GUEST_MEMFD", "gmem_flags:MMAP+INIT_SHARED")
 @pytest.mark.parametrize("gpa", [16 * MiB, 4 * GiB], ids=["16MiB", "4GiB"])
 def test_guest_write_lands_in_guest_memfd(vm, agent, gpa):
     """A guest store to a gmem-only memslot is served from the guest_memfd page: the host
@@ -31,7 +30,7 @@ def test_guest_write_lands_in_guest_memfd(vm, agent, gpa):
         assert m.read_u64(2 * MiB - 8) == 0x1122334455667788
 
 
-@pytest.mark.needs("KVM_CAP_GUEST_MEMFD")
+@pytest.mark.needs("KVM_CAP_GUEST_MEMFD", "gmem_flags:MMAP+INIT_SHARED")
 def test_host_write_is_seen_by_guest(vm, agent):
     """The other direction: a host store through the gmem mmap is what the guest loads."""
     gmem = vm.create_guest_memfd(2 * MiB, FLAGS)
@@ -43,7 +42,7 @@ def test_host_write_is_seen_by_guest(vm, agent):
         assert agent.read(4 * GiB + 0x100, width=8) == 0xDEADBEEFCAFEF00D
 
 
-@pytest.mark.needs("KVM_CAP_GUEST_MEMFD")
+@pytest.mark.needs("KVM_CAP_GUEST_MEMFD", "gmem_flags:MMAP+INIT_SHARED")
 def test_read_modify_write_and_touch(vm, agent):
     """lock xadd returns the old value and stores the sum; touching each page writes one byte
     per page and reads them back as a sum."""
@@ -58,7 +57,7 @@ def test_read_modify_write_and_touch(vm, agent):
         assert all(m.read(p * 4096) == b"\x02" for p in range(1, 512))
 
 
-@pytest.mark.needs("KVM_CAP_GUEST_MEMFD")
+@pytest.mark.needs("KVM_CAP_GUEST_MEMFD", "gmem_flags:MMAP+INIT_SHARED")
 def test_access_without_memslot_is_mmio(vm, agent):
     """A gfn no memslot covers is emulated MMIO: the read exits with KVM_EXIT_MMIO for that
     GPA, and resuming completes it with the data the host supplied (zero)."""
@@ -68,7 +67,7 @@ def test_access_without_memslot_is_mmio(vm, agent):
     assert agent.resume() == 0
 
 
-@pytest.mark.needs("KVM_CAP_GUEST_MEMFD")
+@pytest.mark.needs("KVM_CAP_GUEST_MEMFD", "gmem_flags:MMAP+INIT_SHARED")
 def test_punched_page_reads_zero_in_guest(vm, agent):
     """After a hole punch the guest faults in a fresh, zeroed page."""
     gmem = vm.create_guest_memfd(2 * MiB, FLAGS)
@@ -79,20 +78,11 @@ def test_punched_page_reads_zero_in_guest(vm, agent):
         assert agent.read(4 * GiB + 4096) == 0
 
 
-def no_guest_hypercalls() -> str | None:
-    """PVM (kvm_pvm) runs guests without VMCALL/VMMCALL: they #UD or loop on patching."""
-    import os
-    return "kvm_pvm module loaded: PVM has no VMCALL/VMMCALL hypercall exit" \
-        if os.path.exists("/sys/module/kvm_pvm") else None
-
-
-@pytest.mark.needs("KVM_CAP_EXIT_HYPERCALL")
+@pytest.mark.needs("KVM_CAP_EXIT_HYPERCALL", "guest_hypercalls")
 def test_map_gpa_range_hypercall_exits_to_host(vm):
     """With KVM_CAP_EXIT_HYPERCALL enabled for KVM_HC_MAP_GPA_RANGE, the guest's request
     arrives as KVM_EXIT_HYPERCALL with (gpa, npages, attributes), and the value the host puts in
     run->hypercall.ret is what the guest's hypercall returns."""
-    if no_guest_hypercalls():
-        pytest.skip(no_guest_hypercalls())
     vm.enable_cap(uapi.KVM_CAP_EXIT_HYPERCALL, 1 << uapi.KVM_HC_MAP_GPA_RANGE)
     agent = Agent(vm)
     exit = agent.map_gpa_range(4 * GiB, 3, private=True)

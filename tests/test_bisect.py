@@ -9,7 +9,6 @@ the main job fetches it).
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -17,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from gmemtest import kernel
 from gmemtest.cache import cache_dir
+from gmemtest.vmtier import kernel
 
+pytestmark = pytest.mark.host_only
 TESTS = "test_conversion_unmaps_every_process"
 UNMAP = "\t\tunmap_mapping_pages(mapping, start, end - start, false);\n"
 BUILD = ".gmemtest-build"  # in the tree: Kbuild's relative paths let ccache reuse the main job's
@@ -33,12 +33,8 @@ def git(repo: Path, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def repo() -> Path:
-    if shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("needs qemu-system-x86_64 (scripts/bootstrap --vm installs it)")
     pristine = sorted(p for p in cache_dir("src").glob("linux-source-7.2_*/linux-source-7.2")
                       if "+" not in p.parent.name)  # not a patched copy
-    if not pristine:
-        pytest.skip("needs linux-source-7.2 in the cache (make vm-test fetches it)")
     dest = cache_dir("bisect-test") / "linux"
     ready = dest / ".git/gmemtest-ready"  # holds the series it was made from
     series = "".join(p.read_text() for p in kernel.series())
@@ -68,6 +64,7 @@ def repo() -> Path:
 
 
 @pytest.mark.timeout(1800)
+@pytest.mark.needs("linux_source")
 def test_bisect_names_the_breaking_commit(repo):
     """The range is the unmapping patch (good) to the tip (bad): the breaking commit follows
     the good one, and the rest of the series follows it."""

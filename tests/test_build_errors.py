@@ -3,7 +3,7 @@ happens to contain the word "error" (objtool's str_error_r.o, error.h headers)."
 
 import pytest
 
-from gmemtest.kernel import first_error
+from gmemtest.vmtier.kernel import first_error
 
 LOG = """\
   CC      /b/tools/objtool/str_error_r.o

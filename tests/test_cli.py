@@ -1,34 +1,52 @@
 """The gmemtest command as users run it."""
 
+import errno
 import json
-import subprocess
-import sys
+
+import pytest
+
+from gmemtest.errors import KvmError, VmKilled, one_line
 
 
-def run(*args):
-    return subprocess.run([sys.executable, "-m", "gmemtest.cli", *args], capture_output=True,
-                          text=True)
-
-
-def test_caps_table_and_json(kvm):
+def test_caps_table_and_json(kvm, gmemtest_cli):
     """`gmemtest caps` prints the API version and VM types; --json carries the same facts."""
-    table = run("caps")
+    table = gmemtest_cli("caps")
     assert table.returncode == 0, table.stderr
     assert "KVM_GET_API_VERSION" in table.stdout and "KVM_X86_DEFAULT_VM" in table.stdout
-    report = json.loads(run("caps", "--json").stdout)
+    report = json.loads(gmemtest_cli("caps", "--json").stdout)
     assert report["api_version"] == 12
     assert report["caps"]["KVM_CAP_GUEST_MEMFD"] == kvm.check_extension(234)
     assert report["conversion_cap"]["number"] > 0
 
 
-def test_caps_on_missing_device_is_an_error_line():
+def test_caps_on_missing_device_is_an_error_line(gmemtest_cli):
     """No /dev/kvm: a line saying so and a non-zero exit, not a traceback."""
-    proc = run("caps", "--kvm", "/nonexistent/kvm")
+    proc = gmemtest_cli("caps", "--kvm", "/nonexistent/kvm")
     assert proc.returncode == 1
     assert "cannot open /nonexistent/kvm" in proc.stdout
     assert "Traceback" not in proc.stderr
 
 
-def test_usage_errors_exit_2():
-    proc = run("abi-check")
+def test_usage_errors_exit_2(gmemtest_cli):
+    proc = gmemtest_cli("abi-check")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("error, line", [
+    (OSError("cannot read /proc/kallsyms"), "cannot read /proc/kallsyms"),
+    (OSError(2, "No such file or directory", "/nonexistent"),
+     "No such file or directory: /nonexistent"),
+    (FileNotFoundError(2, "No such file or directory"), "No such file or directory"),
+])
+def test_os_errors_are_one_line_whatever_they_carry(error, line):
+    """An OSError with only a message, or without a file name, still reads as one line (no
+    'None:')."""
+    assert one_line(error) == line
+
+
+def test_a_killed_vm_is_named_as_such():
+    """EIO from a KVM ioctl is KVM killing the VM: the error says so and points at the kernel
+    health findings, as the selftests' TEST_ASSERT on KVM_RUN does."""
+    e = VmKilled("KVM_RUN", errno.EIO, {}, "vcpu 0")
+    assert isinstance(e, KvmError) and e.errno_name == "EIO"
+    assert "the kernel killed the VM" in str(e) and "kernel health findings" in str(e)

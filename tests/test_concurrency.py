@@ -19,12 +19,11 @@ import os
 import random
 import threading
 
-from gmemtest import Agent, MemoryFault, uapi
+from gmemtest import Agent, MemoryFault
 from gmemtest.errors import ConversionError
-from gmemtest.exits import Exit
+from gmemtest.kvm.exits import Exit
+from gmemtest.testing import GPA, PAGE
 
-PAGE = uapi.PAGE_SIZE
-GPA = 4 << 30
 PAGES = 32
 VCPUS = 2
 SECONDS = float(os.environ.get("GMEMTEST_STRESS_SECONDS", "3"))
@@ -54,16 +53,16 @@ class Pages:
                 self.gen[p] += 1
 
 
-def test_conversions_race_guest_accesses(path, tally):
+def test_conversions_race_guest_accesses(route, tally):
     """Seed 'Advantage 1' (one source of truth, no stale state) under concurrency; contract
     'Conversion' (KVM's mappings of a converting range are zapped and faults retry; contents
     survive in place). Bounded by GMEMTEST_STRESS_SECONDS (default 3)."""
     seed = int(os.environ.get("GMEMTEST_SEED", "1"))
-    first = Agent(path.vm)
+    first = Agent(route.vm)
     agents = [first] + [first.sibling() for _ in range(VCPUS - 1)]
-    mem = path.memory(1, GPA, PAGES * PAGE, private=False)
+    mem = route.memory(1, GPA, PAGES * PAGE, private=False)
     pages = Pages()
-    in_place = path.name == "gmem"
+    in_place = route.name == "gmem"
     stop = threading.Event()
     problems: list[str] = []
     counts = {"conversions": 0, "eagain": 0, "accesses": 0, "checked": 0, "memory_faults": 0}
@@ -82,7 +81,7 @@ def test_conversions_race_guest_accesses(path, tally):
             pages.begin(first_page, count)
             while True:
                 try:
-                    path.convert(mem, first_page * PAGE, count * PAGE, private=private)
+                    route.convert(mem, first_page * PAGE, count * PAGE, private=private)
                     break
                 except ConversionError as e:
                     if e.errno_name != "EAGAIN":  # a vCPU's fault holds a transient reference

@@ -13,35 +13,23 @@ import signal
 
 import pytest
 
-from gmemtest import (
-    Agent,
-    ConversionError,
-    KvmError,
-    MemoryFault,
-    Mmio,
-    libc,
-    memory,
-    seriesconf,
-    uapi,
-)
-from gmemtest.ioctl import kvm_ioctl
-from gmemtest.paths import GmemPath
+from gmemtest import Agent, ConversionError, KvmError, MemoryFault, Mmio
+from gmemtest.kvm import libc, memory, seriesconf, uapi
+from gmemtest.kvm.ioctl import kvm_ioctl
+from gmemtest.testing import GPA, PAGE, PRIVATE
+from gmemtest.testing.routes import GmemRoute
 
-PAGE = uapi.PAGE_SIZE
-GiB = 1 << 30
-GPA = 4 * GiB  # where the upstream tests put guest_memfd
-PRIVATE = uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE
 MMAP_SHARED = uapi.GUEST_MEMFD_FLAG_MMAP | uapi.GUEST_MEMFD_FLAG_INIT_SHARED
 
 def gmem_slot(vm, pages=4, *, private=False):
     """A gmem-path memslot at GPA: (its guest_memfd, the host's mmap of it)."""
-    mem = GmemPath(vm).memory(1, GPA, pages * PAGE, private=private)
+    mem = GmemRoute(vm).memory(1, GPA, pages * PAGE, private=private)
     return mem.gmem, mem.view
 
 
 # --- gmem path ------------------------------------------------------------------------------
 
-def test_private_page_sigbus_for_host_reads_and_writes(sw_vm, gmem_path):
+def test_private_page_sigbus_for_host_reads_and_writes(sw_vm, gmem_route):
     """Contract: 'Conversion to private removes the pages from every host process's page
     tables; a later host read or write of a private page gets SIGBUS.' Neighbours stay
     accessible; the child processes that probe inherit the mapping made before conversion."""
@@ -55,7 +43,7 @@ def test_private_page_sigbus_for_host_reads_and_writes(sw_vm, gmem_path):
         assert view.probe(0) == "ok" and view.probe(2 * PAGE) == "ok"
 
 
-def test_contents_survive_conversions(sw_vm, gmem_path):
+def test_contents_survive_conversions(sw_vm, gmem_route):
     """Contract: 'For SW_PROTECTED VMs memory contents survive conversions in both
     directions.'"""
     gmem, view = gmem_slot(sw_vm)
@@ -66,7 +54,7 @@ def test_contents_survive_conversions(sw_vm, gmem_path):
         assert view.read(0, 4) == b"kept"
 
 
-def test_one_page_serves_guest_and_host(sw_vm, gmem_path):
+def test_one_page_serves_guest_and_host(sw_vm, gmem_route):
     """Seed 'double allocation': the guest writes a private page, it is converted to shared,
     and the host reads the guest's data through the guest_memfd mmap: one page, not two."""
     agent = Agent(sw_vm)
@@ -80,7 +68,7 @@ def test_one_page_serves_guest_and_host(sw_vm, gmem_path):
         assert agent.read(GPA + PAGE + 9) == 0x6B
 
 
-def test_guest_requested_conversion(sw_vm, gmem_path):
+def test_guest_requested_conversion(sw_vm, gmem_route):
     """Contract: 'guest-requested conversions arrive as KVM_HC_MAP_GPA_RANGE hypercall exits,
     and the VMM converts with the gmem ioctl.' The next access lands on the same page."""
     sw_vm.enable_cap(uapi.KVM_CAP_EXIT_HYPERCALL, 1 << uapi.KVM_HC_MAP_GPA_RANGE)
@@ -96,7 +84,7 @@ def test_guest_requested_conversion(sw_vm, gmem_path):
         assert agent.read(GPA) == 0x11
 
 
-def test_access_after_memslot_deletion_is_mmio(sw_vm, gmem_path):
+def test_access_after_memslot_deletion_is_mmio(sw_vm, gmem_route):
     """Contract: 'A gfn with no memslot ... counts as shared, so a guest access after its
     memslot was deleted exits with KVM_EXIT_MMIO, not KVM_EXIT_MEMORY_FAULT.'"""
     agent = Agent(sw_vm)
@@ -108,7 +96,7 @@ def test_access_after_memslot_deletion_is_mmio(sw_vm, gmem_path):
         assert isinstance(exit, Mmio) and exit.gpa == GPA + 16
 
 
-def test_gfn_without_guest_memfd_is_shared(sw_vm, gmem_path):
+def test_gfn_without_guest_memfd_is_shared(sw_vm, gmem_route):
     """Contract 'Fault routing with in-place conversion': 'A gfn with no memslot, or in a
     memslot without guest_memfd, counts as shared': the guest's accesses to a plain memslot
     land in its userspace memory, with no KVM_EXIT_MEMORY_FAULT (the vm-attributes path
@@ -121,7 +109,7 @@ def test_gfn_without_guest_memfd_is_shared(sw_vm, gmem_path):
     assert slot.backing.read(2 * PAGE) == b"\x2a"
 
 
-def test_noop_conversion_succeeds(sw_vm, gmem_path):
+def test_noop_conversion_succeeds(sw_vm, gmem_route):
     """Contract: 'A range that already has the requested attribute returns 0 and does
     nothing.'"""
     gmem, view = gmem_slot(sw_vm)
@@ -132,7 +120,7 @@ def test_noop_conversion_succeeds(sw_vm, gmem_path):
 
 
 @pytest.mark.parametrize("word", range(11), ids=lambda w: f"reserved[{w}]")
-def test_each_reserved_word_is_einval(sw_vm, gmem_path, word):
+def test_each_reserved_word_is_einval(sw_vm, gmem_route, word):
     """Contract: EINVAL for 'any reserved != 0', each of the 11 words on its own; the pages
     stay shared."""
     gmem, view = gmem_slot(sw_vm)
@@ -154,7 +142,7 @@ def test_each_reserved_word_is_einval(sw_vm, gmem_path, word):
     (0, 100, PRIVATE, 0, "size not page aligned"),
     (3 * PAGE, 2 * PAGE, PRIVATE, 0, "range beyond the file"),
 ])
-def test_invalid_conversion_is_einval_and_changes_nothing(sw_vm, gmem_path, offset, size,
+def test_invalid_conversion_is_einval_and_changes_nothing(sw_vm, gmem_route, offset, size,
                                                           attributes, flags, why):
     """Contract: every EINVAL case; 'On any failure the attributes are unchanged'."""
     gmem, view = gmem_slot(sw_vm)
@@ -174,7 +162,7 @@ def unreadable():
         yield page.addr
 
 
-def test_bad_user_pointer_is_efault_and_changes_nothing(sw_vm, gmem_path, unreadable):
+def test_bad_user_pointer_is_efault_and_changes_nothing(sw_vm, gmem_route, unreadable):
     """Contract: 'EFAULT for a bad user pointer'; the pages stay shared."""
     gmem, view = gmem_slot(sw_vm)
     with view:
@@ -185,7 +173,7 @@ def test_bad_user_pointer_is_efault_and_changes_nothing(sw_vm, gmem_path, unread
         assert all(view.probe(p * PAGE) == "ok" for p in range(4))
 
 
-def test_default_vm_conversion_is_einval(kvm, gmem_path):
+def test_default_vm_conversion_is_einval(kvm, gmem_route):
     """Contract: EINVAL for 'a VM without private memory (default VM)'."""
     with kvm.create_vm(uapi.KVM_X86_DEFAULT_VM) as vm:
         gmem = vm.create_guest_memfd(4 * PAGE, MMAP_SHARED)
@@ -194,7 +182,7 @@ def test_default_vm_conversion_is_einval(kvm, gmem_path):
         assert e.value.errno_name == "EINVAL"
 
 
-def test_vm_ioctl_cannot_make_memory_private(sw_vm, gmem_path, vm_attributes_config):
+def test_vm_ioctl_cannot_make_memory_private(sw_vm, gmem_route, vm_attributes_config):
     """Contract: 'When on: KVM_CAP_MEMORY_ATTRIBUTES reports 0 and the VM ioctl cannot set
     PRIVATE'. How it refuses depends on the kernel's config (contract 'Checked against the
     real v8'): EINVAL where per-VM attributes are built in, ENOTTY where the VM ioctl does not
@@ -205,7 +193,7 @@ def test_vm_ioctl_cannot_make_memory_private(sw_vm, gmem_path, vm_attributes_con
     assert e.value.errno_name == ("EINVAL" if vm_attributes_config else "ENOTTY")
 
 
-def test_conversion_cap_follows_private_memory(kvm, sw_vm, gmem_path):
+def test_conversion_cap_follows_private_memory(kvm, sw_vm, gmem_route):
     """Contract: KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES 'Returns KVM_MEMORY_ATTRIBUTE_PRIVATE
     when the ioctl is usable (on /dev/kvm, or on a VM with private memory), else 0'."""
     cap = seriesconf.conversion_cap().value
@@ -215,13 +203,10 @@ def test_conversion_cap_follows_private_memory(kvm, sw_vm, gmem_path):
         assert vm.check_extension(cap) == 0
 
 
+@pytest.mark.needs("switch:off")
 def test_gmem_ioctl_is_enotty_when_switched_off(kvm, sw_vm):
     """Contract: 'When off: the gmem ioctl fails with ENOTTY', and the conversion cap
     reports 0 (the ioctl is not usable)."""
-    if seriesconf.in_place_conversion_param() is not False:
-        param = seriesconf.in_place_conversion_param()
-        pytest.skip("switch-off behaviour: needs kvm.gmem_in_place_conversion=0 (it is "
-                    f"{'absent' if param is None else int(param)})")
     cap = seriesconf.conversion_cap().value
     assert kvm.check_extension(cap) == 0 and sw_vm.check_extension(cap) == 0
     gmem = sw_vm.create_guest_memfd(4 * PAGE)
@@ -232,7 +217,7 @@ def test_gmem_ioctl_is_enotty_when_switched_off(kvm, sw_vm):
 
 # --- vm-attributes path ---------------------------------------------------------------------
 
-def test_private_and_shared_backings_are_separate(sw_vm, vm_attributes_path):
+def test_private_and_shared_backings_are_separate(sw_vm, vm_attributes_route):
     """Upstream routing: a private gfn is served by guest_memfd and a shared gfn by
     userspace_addr, so a guest write to a private page is invisible in userspace_addr and
     the shared page keeps its own contents."""
@@ -249,7 +234,7 @@ def test_private_and_shared_backings_are_separate(sw_vm, vm_attributes_path):
     assert agent.read(GPA) == 0x22
 
 
-def test_private_gfn_without_guest_memfd_is_memory_fault(sw_vm, vm_attributes_path):
+def test_private_gfn_without_guest_memfd_is_memory_fault(sw_vm, vm_attributes_route):
     """Upstream: KVM_EXIT_MEMORY_FAULT (flags PRIVATE, gpa, size) for a private gfn in a
     memslot without guest_memfd; KVM_RUN returns -1/EFAULT with it."""
     agent = Agent(sw_vm)
@@ -260,15 +245,14 @@ def test_private_gfn_without_guest_memfd_is_memory_fault(sw_vm, vm_attributes_pa
     assert (exit.gpa, exit.size, exit.private) == (GPA + PAGE, PAGE, True)
 
 
-def test_elevated_refcount_is_eagain_at_the_pinned_page(sw_vm, gmem_path):
+@pytest.mark.needs("gup_test")
+def test_elevated_refcount_is_eagain_at_the_pinned_page(sw_vm, gmem_route):
     """Series selftest elevated_refcount; contract: 'EAGAIN on conversion to private when a
     page in range holds an extra reference (e.g. a long-term GUP pin), with error_offset = the
     byte offset of the first such page'. Unpinned pages convert; after unpinning the whole
     range converts and contents are kept."""
-    from gmemtest import gup
+    from gmemtest.testing import gup
 
-    if reason := gup.missing():
-        pytest.skip(f"needs {reason}")
     gmem, view = gmem_slot(sw_vm, pages=4)
     with view:
         for page in range(4):
@@ -287,7 +271,8 @@ def test_elevated_refcount_is_eagain_at_the_pinned_page(sw_vm, gmem_path):
         assert [view.read(p * PAGE) for p in range(4)] == [b"\x40", b"\x41", b"\x42", b"\x43"]
 
 
-def test_pin_in_a_later_run_fails_the_whole_mixed_range(sw_vm, gmem_path):
+@pytest.mark.needs("gup_test")
+def test_pin_in_a_later_run_fails_the_whole_mixed_range(sw_vm, gmem_route):
     """Contract: EAGAIN 'with error_offset = the byte offset of the first such page', and 'On
     any failure the attributes are unchanged', on a range of several runs in different states
     with the pin in a later run: pages [0, 2) shared, [2, 4) private, [4, 6) shared with page 5
@@ -295,10 +280,8 @@ def test_pin_in_a_later_run_fails_the_whole_mixed_range(sw_vm, gmem_path):
     page as it was, seen by the host (SIGBUS exactly on the private pages, each shared page's
     byte) and by the guest (each page's byte); once unpinned the same conversion goes through
     and the contents survive."""
-    from gmemtest import gup
+    from gmemtest.testing import gup
 
-    if reason := gup.missing():
-        pytest.skip(f"needs {reason}")
     agent = Agent(sw_vm)
     gmem, view = gmem_slot(sw_vm, pages=8)
     private = {2, 3, 6, 7}
@@ -324,7 +307,7 @@ def test_pin_in_a_later_run_fails_the_whole_mixed_range(sw_vm, gmem_path):
         assert [view.read(p * PAGE) for p in range(8)] == [bytes([0x40 + p]) for p in range(8)]
 
 
-def test_conversion_unmaps_every_process(sw_vm, gmem_path):
+def test_conversion_unmaps_every_process(sw_vm, gmem_route):
     """Series selftest forked_accesses; contract: 'Conversion to private removes the pages
     from every host process's page tables (not just the caller's)': a child that has the page
     mapped and read before the conversion gets SIGBUS on its next read."""
@@ -360,12 +343,12 @@ def test_conversion_unmaps_every_process(sw_vm, gmem_path):
     (GPA, 100, PRIVATE, 0, "size not page aligned"),
     (2**64 - PAGE, 2 * PAGE, PRIVATE, 0, "address + size overflows"),
 ])
-def test_invalid_vm_ioctl_is_einval_and_changes_nothing(sw_vm, vm_attributes_path, gpa, size,
+def test_invalid_vm_ioctl_is_einval_and_changes_nothing(sw_vm, vm_attributes_route, gpa, size,
                                                         attributes, flags, why):
     """The upstream ioctl's EINVAL cases; afterwards the guest still reads the shared
     backing, so nothing became private."""
     agent = Agent(sw_vm)
-    mem = vm_attributes_path.memory(1, GPA, 4 * PAGE, private=False)
+    mem = vm_attributes_route.memory(1, GPA, 4 * PAGE, private=False)
     mem.view.write(0, b"\x5c")
     with pytest.raises(ConversionError) as e:
         sw_vm.set_memory_attributes(gpa, size, attributes, flags)
@@ -373,19 +356,19 @@ def test_invalid_vm_ioctl_is_einval_and_changes_nothing(sw_vm, vm_attributes_pat
     assert agent.read(GPA) == 0x5C
 
 
-def test_vm_ioctl_bad_user_pointer_is_efault(sw_vm, vm_attributes_path, unreadable):
+def test_vm_ioctl_bad_user_pointer_is_efault(sw_vm, vm_attributes_route, unreadable):
     """Upstream KVM_SET_MEMORY_ATTRIBUTES reads its struct first: EFAULT for a bad pointer."""
     with pytest.raises(KvmError) as e:
         kvm_ioctl(sw_vm.fd, "KVM_SET_MEMORY_ATTRIBUTES", unreadable, target=sw_vm)
     assert e.value.errno_name == "EFAULT"
 
 
-def test_private_access_after_memslot_deletion_is_memory_fault(sw_vm, vm_attributes_path):
+def test_private_access_after_memslot_deletion_is_memory_fault(sw_vm, vm_attributes_route):
     """Upstream private_mem_kvm_exits_test: the attribute lives in the VM, so a private gfn
     whose memslot was deleted still faults as private: KVM_EXIT_MEMORY_FAULT, not MMIO (the
     gmem path answers MMIO, test_access_after_memslot_deletion_is_mmio)."""
     agent = Agent(sw_vm)
-    vm_attributes_path.memory(1, GPA, 4 * PAGE, private=True)
+    vm_attributes_route.memory(1, GPA, 4 * PAGE, private=True)
     sw_vm.memslots[1].delete()
     exit = agent.read(GPA + 8)
     assert isinstance(exit, MemoryFault)

@@ -8,12 +8,11 @@ import os
 
 import pytest
 
-from gmemtest import Agent, KvmError, uapi
+from gmemtest import Agent, KvmError
 from gmemtest.errors import ConversionError
-from gmemtest.faultinject import Injector, missing
+from gmemtest.testing import GPA, PAGE
+from gmemtest.testing.faultinject import Injector
 
-PAGE = uapi.PAGE_SIZE
-GPA = 4 << 30
 PAGES = 16
 # Allocations failed per round once the budget is spent: more than one, so that an allocation
 # retried with other flags (the maple tree tries GFP_NOWAIT, then GFP_KERNEL) fails too.
@@ -21,18 +20,6 @@ FAIL_TIMES = 4
 # failslab's space budget per round: byte steps reach each small allocation in turn, then
 # doubling steps get past big objects (xarray and maple tree nodes are over 500 bytes).
 BUDGETS = [8 * i for i in range(16)] + [128 << k for k in range(10)]
-
-
-@pytest.fixture
-def failslab():
-    if reason := missing("failslab"):
-        pytest.skip(f"needs {reason}")
-
-
-@pytest.fixture
-def fail_page_alloc():
-    if reason := missing("fail_page_alloc"):
-        pytest.skip(f"needs {reason}")
 
 
 def fds() -> set[str]:
@@ -44,7 +31,8 @@ def fds() -> set[str]:
 XA_LEAF = 64
 
 
-def test_failed_conversions_change_nothing(path, failslab, tally):
+@pytest.mark.needs("failslab")
+def test_failed_conversions_change_nothing(route, tally):
     """Contract 'Errors': ENOMEM with error_offset = start, and on any failure the attributes
     are unchanged, on a range of several runs in different states with the failure in a later
     run. Of 128 pages, [56, 72) is converted to private while 58, 59 and 62 are private
@@ -58,9 +46,9 @@ def test_failed_conversions_change_nothing(path, failslab, tally):
     (allocations with a fallback) must have converted the whole range (on the vm-attributes
     route the guest then reads the newly private pages' guest_memfd, which nobody wrote:
     zero)."""
-    agent = Agent(path.vm)
+    agent = Agent(route.vm)
     pages = 2 * XA_LEAF
-    mem = path.memory(1, GPA, pages * PAGE, private=False)
+    mem = route.memory(1, GPA, pages * PAGE, private=False)
     first, count = XA_LEAF - 8, 16
     mixed = {first + 2, first + 3, first + 6}  # private before every conversion
     window = range(first - 2, first + count + 2)
@@ -69,7 +57,7 @@ def test_failed_conversions_change_nothing(path, failslab, tally):
 
     def make_mixed() -> None:
         for p in mixed:
-            path.convert(mem, p * PAGE, PAGE, private=True)
+            route.convert(mem, p * PAGE, PAGE, private=True)
         for p in window:  # the private backing gets the byte too (vm-attributes)
             assert agent.write(GPA + p * PAGE, p) is None
 
@@ -80,19 +68,19 @@ def test_failed_conversions_change_nothing(path, failslab, tally):
     def check(converted: bool, why: object) -> None:
         for p in window:
             private = p in mixed or (converted and first <= p < first + count)
-            blocked = private and path.name == "gmem"
+            blocked = private and route.name == "gmem"
             assert mem.view.probe(p * PAGE) == ("SIGBUS" if blocked else "ok"), \
                 f"page {p} ({'private' if private else 'shared'}): {why}"
             if not blocked:
                 assert mem.view.read(p * PAGE) == bytes([p]), f"page {p}: {why}"
-            unwritten = private and p not in mixed and path.name == "vm-attributes"
+            unwritten = private and p not in mixed and route.name == "vm-attributes"
             assert agent.read(GPA + p * PAGE) == (0 if unwritten else p), f"page {p}: {why}"
 
     for space in BUDGETS:
         counts["rounds"] += 1
         with Injector("failslab", space=space, times=FAIL_TIMES) as inj:
             try:
-                path.convert(mem, first * PAGE, count * PAGE, private=True)
+                route.convert(mem, first * PAGE, count * PAGE, private=True)
                 error = None
             except KvmError as e:
                 error = e
@@ -100,7 +88,7 @@ def test_failed_conversions_change_nothing(path, failslab, tally):
         if error is not None:
             assert inj.injected >= 1, f"{error} without an injected failure"
             assert error.errno_name == "ENOMEM", error
-            if path.name == "gmem":  # the VM ioctl's struct has no error_offset
+            if route.name == "gmem":  # the VM ioctl's struct has no error_offset
                 assert isinstance(error, ConversionError)
                 assert error.error_offset == mem.slot.gmem_offset + first * PAGE, error
             counts["enomem"] += 1
@@ -110,7 +98,7 @@ def test_failed_conversions_change_nothing(path, failslab, tally):
         if inj.injected == 0:
             break
         counts["absorbed"] += 1
-        path.convert(mem, first * PAGE, count * PAGE, private=False)
+        route.convert(mem, first * PAGE, count * PAGE, private=False)
         make_mixed()
     else:
         pytest.fail(f"still injecting with a {BUDGETS[-1]}-byte budget: {counts}")
@@ -119,33 +107,35 @@ def test_failed_conversions_change_nothing(path, failslab, tally):
     assert counts["injected_faults"] >= 1
 
 
-def test_failed_guest_memfd_fault_is_retried(gmem_path, fail_page_alloc, tally):
+@pytest.mark.needs("fail_page_alloc")
+def test_failed_guest_memfd_fault_is_retried(gmem_route, tally):
     """A guest access to a never-allocated private page while page allocation fails: KVM_RUN
     fails with ENOMEM and maps nothing; once allocation works again the same access completes
     and reads zero, and the kernel stays healthy (checked for every test)."""
-    agent = Agent(gmem_path.vm)
-    mem = gmem_path.memory(1, GPA, PAGES * PAGE, private=True)
+    agent = Agent(gmem_route.vm)
+    mem = gmem_route.memory(1, GPA, PAGES * PAGE, private=True)
     with pytest.raises(KvmError) as e:
         with Injector("fail_page_alloc", times=1) as inj:
             agent.read(GPA + 3 * PAGE)
     assert inj.injected == 1 and e.value.call == "KVM_RUN" and e.value.errno_name == "ENOMEM"
     assert agent.resume() == 0  # the same read, completed
     assert agent.write(GPA + 3 * PAGE, 0x5A) is None and agent.read(GPA + 3 * PAGE) == 0x5A
-    gmem_path.to_shared(mem, 3 * PAGE, PAGE)
+    gmem_route.to_shared(mem, 3 * PAGE, PAGE)
     assert mem.view.read(3 * PAGE) == b"\x5a"
     tally(injected_faults=inj.injected, lost=0)
 
 
-def test_failed_fallocate_allocates_nothing(gmem_path, fail_page_alloc, tally):
+@pytest.mark.needs("fail_page_alloc")
+def test_failed_fallocate_allocates_nothing(gmem_route, tally):
     """fallocate of a shared range while page allocation fails: ENOMEM; afterwards the pages
     read as zero and a conversion of the range still works (nothing half-made is left)."""
-    mem = gmem_path.memory(1, GPA, PAGES * PAGE, private=False)
+    mem = gmem_route.memory(1, GPA, PAGES * PAGE, private=False)
     with Injector("fail_page_alloc", times=1) as inj:
         with pytest.raises(KvmError) as e:
             mem.gmem.allocate(0, PAGES * PAGE)
     assert e.value.errno_name == "ENOMEM" and inj.injected == 1, e.value
     assert mem.view.read(0, 8) == bytes(8)
-    gmem_path.to_private(mem)
-    gmem_path.to_shared(mem)
+    gmem_route.to_private(mem)
+    gmem_route.to_shared(mem)
     assert mem.view.read(PAGE, 8) == bytes(8)
     tally(injected_faults=inj.injected, lost=0)

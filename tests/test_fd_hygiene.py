@@ -4,8 +4,9 @@ import os
 
 import pytest
 
-from gmemtest import Agent, KvmError, Stats, uapi
-from gmemtest.ioctl import kvm_ioctl
+from gmemtest import Agent, KvmError, Stats
+from gmemtest.kvm import uapi
+from gmemtest.kvm.ioctl import kvm_ioctl
 
 
 def open_fds() -> set[str]:

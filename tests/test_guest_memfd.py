@@ -4,7 +4,8 @@ import itertools
 
 import pytest
 
-from gmemtest import KvmError, uapi
+from gmemtest import KvmError
+from gmemtest.kvm import uapi
 
 MiB = 1 << 20
 KNOWN_FLAGS = (uapi.GUEST_MEMFD_FLAG_MMAP, uapi.GUEST_MEMFD_FLAG_INIT_SHARED)
@@ -60,14 +61,11 @@ def test_unsupported_known_flag_is_einval(vm):
 
 @pytest.fixture
 def shared_gmem(vm):
-    supported = vm.check_extension(uapi.KVM_CAP_GUEST_MEMFD_FLAGS)
-    want = uapi.GUEST_MEMFD_FLAG_MMAP | uapi.GUEST_MEMFD_FLAG_INIT_SHARED
-    if supported & want != want:
-        pytest.skip("needs GUEST_MEMFD_FLAG_MMAP|INIT_SHARED in KVM_CAP_GUEST_MEMFD_FLAGS")
-    return vm.create_guest_memfd(2 * MiB, want)
+    return vm.create_guest_memfd(2 * MiB, uapi.GUEST_MEMFD_FLAG_MMAP
+                                 | uapi.GUEST_MEMFD_FLAG_INIT_SHARED)
 
 
-@pytest.mark.needs("KVM_CAP_GUEST_MEMFD")
+@pytest.mark.needs("KVM_CAP_GUEST_MEMFD", "gmem_flags:MMAP+INIT_SHARED")
 def test_mmap_shared_reads_and_writes_the_file(vm, shared_gmem):
     """MAP_SHARED of an MMAP|INIT_SHARED file: fresh pages read zero, writes are seen by a
     second mapping of the same file (one page cache, not a copy)."""
@@ -78,7 +76,7 @@ def test_mmap_shared_reads_and_writes_the_file(vm, shared_gmem):
         assert a.probe(2 * MiB - 1) == "ok"
 
 
-@pytest.mark.needs("KVM_CAP_GUEST_MEMFD")
+@pytest.mark.needs("KVM_CAP_GUEST_MEMFD", "gmem_flags:MMAP+INIT_SHARED")
 def test_mmap_private_is_refused(vm, shared_gmem):
     """guest_memfd refuses MAP_PRIVATE: a COW copy would escape the file's shareability."""
     with pytest.raises(KvmError) as e:
@@ -95,7 +93,7 @@ def test_mmap_without_mmap_flag_is_refused(vm):
     assert e.value.call == "mmap"
 
 
-@pytest.mark.needs("KVM_CAP_GUEST_MEMFD")
+@pytest.mark.needs("KVM_CAP_GUEST_MEMFD", "gmem_flags:MMAP+INIT_SHARED")
 def test_punch_hole_zeroes_only_the_range(vm, shared_gmem):
     """fallocate(PUNCH_HOLE|KEEP_SIZE) frees the pages: they read back zero; neighbours keep
     their data."""
@@ -108,7 +106,7 @@ def test_punch_hole_zeroes_only_the_range(vm, shared_gmem):
         assert m.read(3 * 4096, 4096) == b"\xa3" * 4096
 
 
-@pytest.mark.needs("KVM_CAP_GUEST_MEMFD")
+@pytest.mark.needs("KVM_CAP_GUEST_MEMFD", "gmem_flags:MMAP+INIT_SHARED")
 def test_punch_hole_unaligned_is_einval(vm, shared_gmem):
     """Hole punching works on whole pages only."""
     with pytest.raises(KvmError) as e:

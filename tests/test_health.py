@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from gmemtest import health
+from gmemtest.results import health
 
 LOGS = Path(__file__).parent / "data/kernel-logs"
 

@@ -4,13 +4,13 @@ KVM_PRE_FAULT_MEMORY; the stats are read once after each step."""
 
 import pytest
 
-from gmemtest import Agent, KvmError, uapi
-from gmemtest.paths import GuestMemory
+from gmemtest import Agent, KvmError
+from gmemtest.kvm import uapi
+from gmemtest.testing import GPA, PAGE
+from gmemtest.testing.routes import GuestMemory
 
-PAGE = uapi.PAGE_SIZE
 M2 = uapi.HUGE_2M
 HUGE_ORDER = 9  # page_order of a 2M guest_memfd page
-GPA = 4 << 30
 
 pytestmark = pytest.mark.needs("KVM_CAP_PRE_FAULT_MEMORY", "KVM_CAP_BINARY_STATS_FD")
 
@@ -20,15 +20,15 @@ def levels(vm):
     return s["pages_4k"], s["pages_2m"], s["pages_1g"]
 
 
-def test_guest_memfd_mappings_are_4k(path):
+def test_guest_memfd_mappings_are_4k(route):
     """Seed 'max_order is returned from guest_memfd'; contract 'guest_memfd always reports
     max_order 0 ... every gmem-backed mapping is 4K (pages_2m stays 0 for it)': a private,
     2M-aligned 2M range maps as 512 4K pages."""
-    agent = Agent(path.vm)
-    path.memory(1, GPA, M2, private=True)
-    k4, m2, g1 = levels(path.vm)
+    agent = Agent(route.vm)
+    route.memory(1, GPA, M2, private=True)
+    k4, m2, g1 = levels(route.vm)
     agent.vcpu.pre_fault(GPA, M2)
-    assert levels(path.vm) == (k4 + 512, m2, g1)
+    assert levels(route.vm) == (k4 + 512, m2, g1)
 
 
 def thp_slot(vm):
@@ -39,11 +39,11 @@ def thp_slot(vm):
     return slot
 
 
-def test_shared_thp_maps_2m_until_a_page_goes_private(vm_attributes_path):
+def test_shared_thp_maps_2m_until_a_page_goes_private(vm_attributes_route):
     """Seed 'lpage_info helps determine mapping level': shared THP-backed memory maps at 2M;
     one private 4K page makes the 2M range mixed and it maps at 4K; converting back lets it
     map at 2M again after a re-fault."""
-    vm = vm_attributes_path.vm
+    vm = vm_attributes_route.vm
     agent = Agent(vm)
     thp_slot(vm)
     k4, m2, _ = levels(vm)
@@ -59,13 +59,13 @@ def test_shared_thp_maps_2m_until_a_page_goes_private(vm_attributes_path):
     assert levels(vm)[1] == m2 + 1
 
 
-def test_misaligned_memslot_stays_4k(vm_attributes_path):
+def test_misaligned_memslot_stays_4k(vm_attributes_route):
     """A memslot whose GPA and userspace address are not 2M-congruent cannot use huge
     mappings, THP or not."""
-    vm = vm_attributes_path.vm
+    vm = vm_attributes_route.vm
     agent = Agent(vm)
     gmem = vm.create_guest_memfd(2 * M2, 0)
-    from gmemtest import memory
+    from gmemtest.kvm import memory
 
     backing = memory.anonymous(3 * M2, align=M2, hugepage=True)
     backing.write(0, b"\x01")
@@ -78,36 +78,35 @@ def test_misaligned_memslot_stays_4k(vm_attributes_path):
 
 
 def huge_gmem(vm, size=M2, flags=0):
-    """A GUEST_MEMFD_FLAG_HUGETLB file of 2M pages (skips when the kernel lacks the flag)."""
-    if not vm.check_extension(uapi.KVM_CAP_GUEST_MEMFD_FLAGS) & uapi.GUEST_MEMFD_FLAG_HUGETLB:
-        pytest.skip("needs GUEST_MEMFD_FLAG_HUGETLB in KVM_CAP_GUEST_MEMFD_FLAGS "
-                    "(huge guest_memfd, work in progress, not in this kernel)")
+    """A GUEST_MEMFD_FLAG_HUGETLB file of 2M pages (huge guest_memfd, work in progress)."""
     return vm.create_guest_memfd(size, uapi.GUEST_MEMFD_FLAG_HUGETLB | flags,
                                  page_order=HUGE_ORDER)
 
 
-def test_huge_guest_memfd(path):
+@pytest.mark.needs("gmem_flags:HUGETLB@KVM_X86_SW_PROTECTED_VM")
+def test_huge_guest_memfd(route):
     """Huge-page WIP: 'max_order equals the folio order, and KVM maps a huge page only when the
     whole huge range is private; shared pieces are split to 4K': a private, aligned 2M range
     maps at 2M; one page converted to shared drops it to 4K; converting it back maps 2M again."""
-    vm = path.vm
+    vm = route.vm
     gmem = huge_gmem(vm)
     agent = Agent(vm)
     slot = vm.add_memslot(1, GPA, M2, gmem=gmem, align=M2)
     mem = GuestMemory(slot, gmem, slot.backing, GPA, M2)
-    path.to_private(mem)  # the file starts private; the VM's attributes start shared
+    route.to_private(mem)  # the file starts private; the VM's attributes start shared
     k4, m2, _ = levels(vm)
     agent.vcpu.pre_fault(GPA, M2)
     assert levels(vm)[:2] == (k4, m2 + 1), "a private, aligned 2M range did not map at 2M"
-    path.convert(mem, PAGE, PAGE, private=False)
+    route.convert(mem, PAGE, PAGE, private=False)
     assert levels(vm)[:2] == (k4, m2), "converting one page left the huge mapping"
     agent.vcpu.pre_fault(GPA, M2)
     assert levels(vm)[:2] == (k4 + 512, m2), "a mixed 2M range did not map at 4K"
-    path.convert(mem, PAGE, PAGE, private=True)
+    route.convert(mem, PAGE, PAGE, private=True)
     agent.vcpu.pre_fault(GPA, M2)
     assert levels(vm)[1] == m2 + 1, "the range, private again, did not map at 2M"
 
 
+@pytest.mark.needs("gmem_flags:HUGETLB@KVM_X86_SW_PROTECTED_VM")
 def test_huge_guest_memfd_rules(sw_vm):
     """Huge-page WIP: 'HUGETLB with INIT_SHARED is EINVAL; size and fallocate ranges must be
     aligned to the huge size'."""

@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from gmemtest import matrix, report
-from gmemtest.cache import cache_dir
 from gmemtest.errors import GmemtestError
+from gmemtest.results import baseline, ktap, report
+from gmemtest.results.outcome import Outcome, TestResult
+from gmemtest.workflows import matrix
 
 CHECKOUT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.host_only
 ON, OFF = "debian-kpatches/default/on", "debian-kpatches/default/off"
 UNMAPS = "tests.test_conversion::test_conversion_unmaps_every_process"
 ENOTTY = "tests.test_conversion::test_gmem_ioctl_is_enotty_when_switched_off"
 SEPARATE = "tests.test_conversion::test_private_and_shared_backings_are_separate"
 
 
-def gmemtest(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gmemtest.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=CHECKOUT)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -39,21 +36,29 @@ def gmemtest(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[st
      "configs.d: "),
     ("[kernels.k]\n[configs]\nd = ['base']\n[cmdlines]\non = []\n[env]\nPATH = '/x'\n",
      "[env]: unknown variable(s) PATH"),
+    ("[kernels.k]\n[configs]\nd = {fragments = ['base'], cmdlines = ['x']}\n[cmdlines]\n"
+     "on = []\n", "configs.d.cmdlines: unknown command line(s) x"),
+    ("[kernels.k]\n[configs]\nd = {cmdlines = ['on']}\n[cmdlines]\non = []\n",
+     "configs.d: expected a list of fragments or a table"),
 ])
-def test_bad_matrix_file_is_one_line(tmp_path, text, message):
+def test_bad_matrix_file_is_one_line(tmp_path, text, message, gmemtest_cli):
     """A mistake in the matrix file names the key, in one line, exit 2, before any build."""
     config = tmp_path / "m.toml"
     config.write_text(text)
-    proc = gmemtest("matrix", "--config", str(config))
+    proc = gmemtest_cli("matrix", "--config", str(config))
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_shipped_matrices_load():
-    """matrices/*.toml are valid: the nightly one has 2 builds and 4 cells."""
+    """matrices/*.toml are valid: the nightly one has 3 builds and 5 cells, the config
+    without per-VM attributes booted only with the switch at its default."""
     nightly = matrix.load(CHECKOUT / "matrices/nightly.toml")
-    assert len(nightly.cells()) == 4 and len(nightly.configs) == 2
+    assert len(nightly.configs) == 3
+    assert [c.id for c in nightly.cells()] == [
+        "debian-kpatches/default/on", "debian-kpatches/default/off", "debian-kpatches/debug/on",
+        "debian-kpatches/debug/off", "debian-kpatches/novmattr/default"]
     assert nightly.env["GMEMTEST_FUZZ"] == "long"
     assert [c.id for c in matrix.load(CHECKOUT / "matrices/onoff.toml").cells()] == [ON, OFF]
 
@@ -68,34 +73,68 @@ def test_failure_is_reported_with_its_message(tmp_path):
         " to shared&#10;assert 13 == (5 + 4)'>traceback</failure></testcase>"
         "<testcase classname='tests.test_routing' name='test_two_memslots_one_file'/>"
         "</testsuite></testsuites>")
-    out = report.Outcome("mutant", run=None)
-    report.read_junit(junit, out)
+    out = report.BootReport("mutant", run=None, results=report.read_junit(junit))
     assert (out.passed, out.failed) == (1, 1)
     assert out.failures == {"tests.test_routing::test_conversion_zaps_the_range_in_every_memslot":
                             "AssertionError: to shared / assert 13 == (5 + 4)"}
 
 
+def test_timeouts_and_errors_are_their_own_outcomes(tmp_path):
+    """pytest-timeout's failure is a TIMEOUT and a failed setup an ERROR, in the run report
+    and as KTAP directives; a failure's message becomes diagnostic lines before its result."""
+    junit = tmp_path / "junit.xml"
+    junit.write_text(
+        "<testsuites><testsuite>"
+        "<testcase classname='t' name='slow'><failure message='Failed: Timeout &gt;300.0s'/>"
+        "</testcase><testcase classname='t' name='broken'><error message='setup failed'/>"
+        "</testcase><testcase classname='t' name='wrong'><failure message='assert 1 == 2'/>"
+        "</testcase><testcase classname='t' name='absent'><skipped message='needs X: absent'/>"
+        "</testcase></testsuite></testsuites>")
+    results = report.read_junit(junit)
+    assert [r.outcome for r in results] == [Outcome.TIMEOUT, Outcome.ERROR, Outcome.FAILED,
+                                            Outcome.SKIPPED]
+    doc = ktap.document(results, ["WARNING: CPU: 0 PID: 1 at virt/kvm/guest_memfd.c:1"])
+    assert doc.splitlines() == [
+        "KTAP version 1", "1..4",
+        "# Failed: Timeout >300.0s", "not ok 1 t::slow # TIMEOUT Failed: Timeout >300.0s",
+        "# setup failed", "not ok 2 t::broken # ERROR setup failed",
+        "# assert 1 == 2", "not ok 3 t::wrong",
+        "ok 4 t::absent # SKIP needs X: absent",
+        "# kernel: WARNING: CPU: 0 PID: 1 at virt/kvm/guest_memfd.c:1"]
+
+
+def test_matrix_ktap_nests_a_document_per_cell():
+    """The matrix's KTAP holds each cell as a subtest: its document indented, then the cell's
+    own line."""
+    passed = TestResult("t::a", Outcome.PASSED)
+    doc = ktap.nested([("k/default/on", [passed], [], TestResult("k/default/on", Outcome.PASSED)),
+                       ("k/default/off", [], [], TestResult("k/default/off", Outcome.ERROR,
+                                                            "build failed"))])
+    assert doc.splitlines() == [
+        "KTAP version 1", "1..2",
+        "    KTAP version 1", "    # Subtest: k/default/on", "    1..1", "    ok 1 t::a",
+        "ok 1 k/default/on",
+        "    KTAP version 1", "    # Subtest: k/default/off", "    1..0",
+        "# build failed", "not ok 2 k/default/off # ERROR build failed"]
+
+
 def test_bad_baseline_is_an_error(tmp_path):
     (tmp_path / "b.json").write_text("{}")
     with pytest.raises(GmemtestError, match="no cells"):
-        matrix.load_baseline(tmp_path / "b.json")
+        baseline.load_baseline(tmp_path / "b.json")
 
 
 @pytest.fixture(scope="module")
-def onoff(tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path]:
+def onoff(tmp_path_factory, gmemtest_cli) -> tuple[subprocess.CompletedProcess[str], Path]:
     """The 2-cell matrix (in-place conversion on and off) from one build, run once, compared
     with a baseline in which the ENOTTY check also passed in the 'on' cell."""
-    if shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("needs qemu-system-x86_64 (scripts/bootstrap --vm installs it)")
-    if not list(cache_dir("src").glob("linux-source-7.2_*/linux-source-7.2")):
-        pytest.skip("needs linux-source-7.2 in the cache (make vm-test fetches it)")
     tmp = tmp_path_factory.mktemp("matrix")
     baseline = tmp / "baseline.json"
     baseline.write_text(json.dumps({"cells": {
         ON: {"ok": True, "findings": [], "tests": {UNMAPS: "passed", ENOTTY: "passed"}},
         OFF: {"ok": True, "findings": [], "tests": {ENOTTY: "passed"}}}}))
     out = tmp / "out"
-    proc = gmemtest("matrix", "--config", str(CHECKOUT / "matrices/onoff.toml"), "--out",
+    proc = gmemtest_cli("matrix", "--config", str(CHECKOUT / "matrices/onoff.toml"), "--out",
                     str(out), "--baseline", str(baseline), "--",
                     "-p", "no:xdist", "-q", "-k", " or ".join(t.split("::")[1] for t in
                                                             (UNMAPS, ENOTTY, SEPARATE)),
@@ -105,6 +144,7 @@ def onoff(tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path]:
 
 
 @pytest.mark.timeout(1600)
+@pytest.mark.needs("linux_source")
 def test_two_cells_from_one_build(onoff):
     """Both cells boot the same bzImage; each cell's tests follow the switch: the gmem path
     in 'on', the vm-attributes path and the ENOTTY check in 'off'."""
@@ -119,6 +159,7 @@ def test_two_cells_from_one_build(onoff):
 
 
 @pytest.mark.timeout(1600)
+@pytest.mark.needs("linux_source")
 def test_baseline_regression_sets_the_exit_status(onoff):
     """The baseline says the ENOTTY check passed in 'on'; now it skips: exit 1, named."""
     proc, out = onoff
@@ -129,6 +170,7 @@ def test_baseline_regression_sets_the_exit_status(onoff):
 
 
 @pytest.mark.timeout(1600)
+@pytest.mark.needs("linux_source")
 def test_reports(onoff):
     """One JUnit file with a testsuite per cell, a KTAP file per cell, Markdown, and an HTML
     page whose links reach the console logs."""

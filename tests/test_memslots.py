@@ -1,10 +1,10 @@
 """Memslot binding rules for guest_memfd (KVM_SET_USER_MEMORY_REGION2)."""
 
-import os
 
 import pytest
 
-from gmemtest import KvmError, uapi
+from gmemtest import KvmError
+from gmemtest.kvm import uapi
 
 MiB = 1 << 20
 GPA = 1 << 30
@@ -51,9 +51,8 @@ def test_overlapping_gpa_ranges_are_eexist(vm, gmem):
     assert einval(lambda: vm.add_memslot(2, GPA + 1 * MiB, 2 * MiB)) == "EEXIST"
 
 
-@pytest.mark.xfail(os.path.exists("/sys/module/kvm_pvm"), strict=True,
-                   reason="this host's KVM (6.18 with kvm_pvm) answers EINVAL for overlapping "
-                   "guest_memfd bindings; upstream 7.2 answers EEXIST")
+@pytest.mark.xfail_on("kvm_pvm", reason="this host's KVM (6.18 with kvm_pvm) answers EINVAL "
+                      "for overlapping guest_memfd bindings; upstream 7.2 answers EEXIST")
 def test_overlapping_file_ranges_are_eexist(vm, gmem):
     """A page of a guest_memfd can be bound to only one memslot at a time (upstream
     set_memory_region_test: overlapping bindings fail with EEXIST)."""

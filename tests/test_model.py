@@ -1,6 +1,6 @@
 """Model-based conversion fuzzing: hypothesis drives random sequences of conversions, host and
 guest accesses, hole punches, memslot delete/re-add and pre-faults on a real VM, and after each
-step the kernel must agree with gmemtest.model's reference model and log no kernel report.
+step the kernel must agree with gmemtest.testing.model's reference model and log no kernel report.
 
 Profiles (tests/fuzz_profile.py, GMEMTEST_FUZZ): ``short`` (default, CI) and ``long`` (nightly,
 time-bounded). Runs are reproducible: the seed is fixed (GMEMTEST_SEED, default 0). A failure
@@ -19,8 +19,9 @@ from pathlib import Path
 import fuzz_profile
 import pytest
 
-from gmemtest import faultinject, gup, uapi
-from gmemtest.model import Scenario
+from gmemtest.kvm import uapi
+from gmemtest.testing import faultinject, gup
+from gmemtest.testing.model import Scenario
 
 
 def results_dir(tmp_path: Path) -> Path:
@@ -28,7 +29,7 @@ def results_dir(tmp_path: Path) -> Path:
 
 
 @pytest.mark.timeout(fuzz_profile.timeout())
-def test_kernel_agrees_with_the_model(path, kvm, tally, tmp_path):
+def test_kernel_agrees_with_the_model(route, kvm, tally, tmp_path):
     """Seed 'Advantage 1' (guest_memfd as the single source of truth) and the contract's
     'Conversion' rules, as a state machine: SIGBUS exactly on private pages converted in place,
     contents surviving conversions and memslot re-adds, punches zeroing guest_memfd only,
@@ -39,15 +40,15 @@ def test_kernel_agrees_with_the_model(path, kvm, tally, tmp_path):
     from model_machine import fuzz
 
     examples, steps, seconds = fuzz_profile.PROFILES[fuzz_profile.PROFILE]
-    path.vm.close()  # each example makes its own VM
+    route.vm.close()  # each example makes its own VM
     pre_fault_ok = bool(kvm.check_extension(uapi.KVM_CAP_PRE_FAULT_MEMORY))
     # Pins and injected failures join the steps where the kernel offers them; the tally
     # says which did (pins need a host view of guest_memfd: the gmem route).
-    pin_ok = path.name == "gmem" and gup.missing() is None
+    pin_ok = route.name == "gmem" and gup.missing() is None
     failslab_ok = faultinject.missing("failslab") is None
     totals: Counter[str] = Counter()
     try:
-        _, totals = fuzz(path.name, pre_fault_ok, results_dir(tmp_path), examples=examples,
+        _, totals = fuzz(route.name, pre_fault_ok, results_dir(tmp_path), examples=examples,
                          steps=steps, seconds=seconds, pin_ok=pin_ok, failslab_ok=failslab_ok)
     finally:
         tally(profile=fuzz_profile.PROFILE, seed=fuzz_profile.SEED, **totals)
@@ -65,15 +66,15 @@ class ForgetsGuestWrites(Scenario):
         self.pages[page].shared, self.pages[page].private_data = saved
 
 
-def test_disagreement_gives_a_minimal_standalone_reproducer(path, kvm, tmp_path):
+def test_disagreement_gives_a_minimal_standalone_reproducer(route, kvm, tmp_path):
     """Against a model that is wrong about guest writes, the fuzzer must find a disagreement,
     shrink it to a few steps, and write a script that fails the same way on its own."""
     from model_machine import fuzz
 
-    path.vm.close()
+    route.vm.close()
     with pytest.raises(AssertionError) as e:
-        fuzz(path.name, False, tmp_path, examples=50, steps=10, scenario=ForgetsGuestWrites)
-    script = tmp_path / f"model-reproducer-{path.name}.py"
+        fuzz(route.name, False, tmp_path, examples=50, steps=10, scenario=ForgetsGuestWrites)
+    script = tmp_path / f"model-reproducer-{route.name}.py"
     assert "minimal reproducer" in "".join(getattr(e.value, "__notes__", []))
     text = script.read_text()
     steps = [ln for ln in text.splitlines() if ln.startswith("    s.")

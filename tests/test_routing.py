@@ -3,117 +3,115 @@ when it converts memory itself."""
 
 import pytest
 
-from gmemtest import Agent, Hypercall, Mmio, uapi
-from gmemtest.paths import GuestMemory
-
-PAGE = uapi.PAGE_SIZE
-GPA = 4 << 30
-PRIVATE = uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE
+from gmemtest import Agent, Hypercall, Mmio
+from gmemtest.kvm import uapi
+from gmemtest.testing import GPA, PAGE, PRIVATE
+from gmemtest.testing.routes import GuestMemory
 
 
-def test_private_and_shared_are_served_from_the_right_backing(path):
+def test_private_and_shared_are_served_from_the_right_backing(route):
     """Seed 'Determining fault path (slot->userspace_addr vs kvm_gmem_get_pfn())'; contract
     'Fault routing': a guest write to a private page lands in guest_memfd, invisible to the
     host's shared view (vm-attributes: another allocation; gmem: SIGBUS); once shared, the
     guest reads the shared backing (vm-attributes: the userspace page; gmem: the same page)."""
-    agent = Agent(path.vm)
-    mem = path.memory(1, GPA, 4 * PAGE, private=True)
+    agent = Agent(route.vm)
+    mem = route.memory(1, GPA, 4 * PAGE, private=True)
     assert agent.write(GPA + PAGE, 0x77) is None
     assert agent.read(GPA + PAGE) == 0x77
-    path.to_shared(mem, PAGE, PAGE)
-    if path.name == "gmem":
+    route.to_shared(mem, PAGE, PAGE)
+    if route.name == "gmem":
         assert mem.view.read(PAGE) == b"\x77"  # one page, both states
     else:
         assert mem.view.read(PAGE) == b"\x00"  # the userspace page, never written
         mem.view.write(PAGE, b"\x66")
-    assert agent.read(GPA + PAGE) == (0x77 if path.name == "gmem" else 0x66)
+    assert agent.read(GPA + PAGE) == (0x77 if route.name == "gmem" else 0x66)
 
 
-def test_guest_initiated_conversion(path):
+def test_guest_initiated_conversion(route):
     """Contract: 'guest-requested conversions arrive as KVM_HC_MAP_GPA_RANGE hypercall exits,
     and the VMM converts'. The harness converts through the active path and resumes; the
     next access lands on the page of the new state."""
-    path.vm.enable_cap(uapi.KVM_CAP_EXIT_HYPERCALL, 1 << uapi.KVM_HC_MAP_GPA_RANGE)
-    agent = Agent(path.vm)
-    mem = path.memory(1, GPA, 4 * PAGE, private=False)
+    route.vm.enable_cap(uapi.KVM_CAP_EXIT_HYPERCALL, 1 << uapi.KVM_HC_MAP_GPA_RANGE)
+    agent = Agent(route.vm)
+    mem = route.memory(1, GPA, 4 * PAGE, private=False)
     mem.view.write(2 * PAGE, b"\x31")
     exit = agent.map_gpa_range(GPA + 2 * PAGE, 1, private=True)
     assert isinstance(exit, Hypercall)
     assert exit.args[:3] == (GPA + 2 * PAGE, 1, uapi.KVM_MAP_GPA_RANGE_ENCRYPTED)
-    path.to_private(mem, 2 * PAGE, PAGE)
+    route.to_private(mem, 2 * PAGE, PAGE)
     assert agent.resume(hypercall_ret=0) == 0
     assert agent.write(GPA + 2 * PAGE + 1, 0x32) is None
-    if path.name == "gmem":
+    if route.name == "gmem":
         assert mem.view.probe(2 * PAGE) == "SIGBUS"
     else:
         assert mem.view.read(2 * PAGE, 2) == b"\x31\x00"  # the shared page kept its own data
     exit = agent.map_gpa_range(GPA + 2 * PAGE, 1, private=False)
     assert isinstance(exit, Hypercall) and exit.args[2] == uapi.KVM_MAP_GPA_RANGE_DECRYPTED
-    path.to_shared(mem, 2 * PAGE, PAGE)
+    route.to_shared(mem, 2 * PAGE, PAGE)
     assert agent.resume(hypercall_ret=0) == 0
-    expect = 0x32 if path.name == "gmem" else 0x00
+    expect = 0x32 if route.name == "gmem" else 0x00
     assert agent.read(GPA + 2 * PAGE + 1) == expect
 
 
 @pytest.mark.needs("KVM_CAP_PRE_FAULT_MEMORY")
 @pytest.mark.parametrize("private", [True, False], ids=["private", "shared"])
-def test_pre_fault_maps_without_running(path, private):
+def test_pre_fault_maps_without_running(route, private):
     """KVM_PRE_FAULT_MEMORY maps a private or shared range in KVM's page tables without a
     guest run: pages_4k rises by the range's pages (guest_memfd reports max_order 0)."""
-    agent = Agent(path.vm)
-    mem = path.memory(1, GPA, 16 * PAGE, private=private)
-    stats = path.vm.stats()
+    agent = Agent(route.vm)
+    mem = route.memory(1, GPA, 16 * PAGE, private=private)
+    stats = route.vm.stats()
     before = stats["pages_4k"]
     done = agent.vcpu.pre_fault_memory(GPA, 16 * PAGE)
     assert done == (GPA + 16 * PAGE, 0)
     assert stats["pages_4k"] - before == mem.size // PAGE
 
 
-def test_non_mmap_guest_memfd_serves_shared_from_userspace_memory(path):
+def test_non_mmap_guest_memfd_serves_shared_from_userspace_memory(route):
     """Contract 'Checked against the real v8': for a guest_memfd without GUEST_MEMFD_FLAG_MMAP
     the memslot binding stays as before the series, on either route: shared gfns come from
     the memslot's userspace_addr, private gfns from guest_memfd (which, with in-place
     conversion on, also decides which is which). Each backing keeps its own byte across
     conversions both ways."""
-    agent = Agent(path.vm)
-    gmem = path.vm.create_guest_memfd(4 * PAGE, 0)
-    slot = path.vm.add_memslot(1, GPA, 4 * PAGE, gmem=gmem)
+    agent = Agent(route.vm)
+    gmem = route.vm.create_guest_memfd(4 * PAGE, 0)
+    slot = route.vm.add_memslot(1, GPA, 4 * PAGE, gmem=gmem)
     assert slot.backing is not None
     mem = GuestMemory(slot, gmem, slot.backing, GPA, 4 * PAGE)
-    path.to_shared(mem)
+    route.to_shared(mem)
     slot.backing.write(PAGE, b"\x22")
     assert agent.read(GPA + PAGE) == 0x22
     assert agent.write(GPA + 2 * PAGE, 0x23) is None
     assert slot.backing.read(2 * PAGE) == b"\x23"
-    path.to_private(mem, PAGE, 2 * PAGE)
+    route.to_private(mem, PAGE, 2 * PAGE)
     assert agent.read(GPA + PAGE) == 0  # guest_memfd's page, never written
     assert agent.write(GPA + PAGE, 0x33) is None
     assert slot.backing.read(PAGE, 2) == b"\x22\x00"
-    path.to_shared(mem, PAGE, 2 * PAGE)
+    route.to_shared(mem, PAGE, 2 * PAGE)
     assert agent.read(GPA + PAGE) == 0x22 and agent.read(GPA + 2 * PAGE) == 0x23
-    path.to_private(mem, PAGE, PAGE)
+    route.to_private(mem, PAGE, PAGE)
     assert agent.read(GPA + PAGE) == 0x33
 
 
 @pytest.mark.needs("KVM_CAP_PRE_FAULT_MEMORY", "KVM_CAP_BINARY_STATS_FD")
 @pytest.mark.parametrize("private", [True, False], ids=["to-private", "to-shared"])
-def test_mixed_range_conversion_zaps_the_whole_range(path, private):
+def test_mixed_range_conversion_zaps_the_whole_range(route, private):
     """Contract 'Checked against the real v8': a conversion zaps KVM's mappings of the WHOLE
     requested range when any page in it changes state (upstream's VM ioctl does too), and a
     range wholly in the requested state returns early and zaps nothing. Of 8 mapped pages,
     [2, 6) is converted while page 3 is in the requested state already: all 4 mappings of
     the range go (pages_4k), the 4 outside stay; the same conversion again zaps nothing."""
-    vcpu = Agent(path.vm).vcpu
-    mem = path.memory(1, GPA, 8 * PAGE, private=not private)
-    path.convert(mem, 3 * PAGE, PAGE, private=private)
-    stats = path.vm.stats()
+    vcpu = Agent(route.vm).vcpu
+    mem = route.memory(1, GPA, 8 * PAGE, private=not private)
+    route.convert(mem, 3 * PAGE, PAGE, private=private)
+    stats = route.vm.stats()
     unmapped = stats["pages_4k"]
     vcpu.pre_fault(GPA, 8 * PAGE)
     assert stats["pages_4k"] == unmapped + 8
-    path.convert(mem, 2 * PAGE, 4 * PAGE, private=private)
+    route.convert(mem, 2 * PAGE, 4 * PAGE, private=private)
     assert stats["pages_4k"] == unmapped + 4, "a page of the range kept its mapping"
     vcpu.pre_fault(GPA, 8 * PAGE)
-    path.convert(mem, 2 * PAGE, 4 * PAGE, private=private)
+    route.convert(mem, 2 * PAGE, 4 * PAGE, private=private)
     assert stats["pages_4k"] == unmapped + 8, "a conversion that changed nothing zapped"
 
 
@@ -129,10 +127,10 @@ def one_file_two_memslots(vm):
     return gmem, view
 
 
-def test_two_memslots_one_file(gmem_path):
+def test_two_memslots_one_file(gmem_route):
     """Seed 'Can convert independently of memslots': one ioctl over the file reaches two
     memslots bound at different offsets (host SIGBUS, guest contents kept, both ways)."""
-    vm = gmem_path.vm
+    vm = gmem_route.vm
     agent = Agent(vm)
     gmem, view = one_file_two_memslots(vm)
     with view:
@@ -145,13 +143,13 @@ def test_two_memslots_one_file(gmem_path):
 
 
 @pytest.mark.needs("KVM_CAP_PRE_FAULT_MEMORY", "KVM_CAP_BINARY_STATS_FD")
-def test_conversion_zaps_the_range_in_every_memslot(gmem_path):
+def test_conversion_zaps_the_range_in_every_memslot(gmem_route):
     """Seed 'Advantage 1' (guest_memfd notifies KVM from the conversion ioctl); contract
     'Every conversion zaps KVM's stage-2 mappings of the range in every memslot bound to the
     file'. One page serves both states, so a missing zap is invisible in the contents: the
     VM's pages_4k shows it. File pages [2, 6) straddle both memslots; converting them either
     way removes exactly their 4 mappings, and the 4 outside the range stay."""
-    vm = gmem_path.vm
+    vm = gmem_route.vm
     vcpu = Agent(vm).vcpu
     gmem, view = one_file_two_memslots(vm)
     stats = vm.stats()
@@ -165,24 +163,24 @@ def test_conversion_zaps_the_range_in_every_memslot(gmem_path):
             assert stats["pages_4k"] == unmapped + 4, f"to {'private' if private else 'shared'}"
 
 
-def test_private_page_reachable_after_memslot_comes_back(path):
+def test_private_page_reachable_after_memslot_comes_back(route):
     """Contract 'Fault routing' (an access after memslot deletion exits with MMIO for gmem; a
     shared gfn does for vm-attributes): KVM caches that answer in an MMIO SPTE. When the
     memslot comes back and the gfn is private (gmem: it always was; vm-attributes: converted
     while the memslot was gone), the guest must reach its private page. Without kpatches/0004
     7.2 classifies the fault on the stale MMIO SPTE as shared and exits with
     KVM_EXIT_MEMORY_FAULT (shared) on every retry."""
-    agent = Agent(path.vm)
-    mem = path.memory(1, GPA, 4 * PAGE, private=True)
+    agent = Agent(route.vm)
+    mem = route.memory(1, GPA, 4 * PAGE, private=True)
     assert agent.write(GPA + PAGE, 0x5A) is None
-    if path.name == "vm-attributes":
-        path.to_shared(mem, PAGE, PAGE)  # the private byte stays in guest_memfd
+    if route.name == "vm-attributes":
+        route.to_shared(mem, PAGE, PAGE)  # the private byte stays in guest_memfd
     old = mem.slot
     old.delete()
     exit = agent.read(GPA + PAGE)
     assert isinstance(exit, Mmio) and exit.gpa == GPA + PAGE, exit
     assert agent.resume() == exit.data[0]  # the read completes with what the VMM returned
-    if path.name == "vm-attributes":
-        path.vm.set_memory_attributes(GPA + PAGE, PAGE, uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE)
-    path.vm.add_memslot(1, old.gpa, old.size, userspace_addr=old.userspace_addr, gmem=old.gmem)
+    if route.name == "vm-attributes":
+        route.vm.set_memory_attributes(GPA + PAGE, PAGE, uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE)
+    route.vm.add_memslot(1, old.gpa, old.size, userspace_addr=old.userspace_addr, gmem=old.gmem)
     assert agent.read(GPA + PAGE) == 0x5A

@@ -4,8 +4,9 @@ import os
 
 import pytest
 
-from gmemtest import Stats, uapi
-from gmemtest.ioctl import kvm_ioctl
+from gmemtest import Stats
+from gmemtest.kvm import uapi
+from gmemtest.kvm.ioctl import kvm_ioctl
 
 pytestmark = pytest.mark.needs("KVM_CAP_BINARY_STATS_FD")
 

@@ -2,8 +2,9 @@
 
 import pytest
 
-from gmemtest import KvmError, seriesconf, uapi
-from gmemtest.seriesconf import in_place_conversion_param
+from gmemtest import KvmError
+from gmemtest.kvm import uapi
+from gmemtest.kvm.seriesconf import in_place_conversion_param
 
 
 def test_api_version_is_12(kvm):
@@ -29,16 +30,15 @@ def test_unoffered_vm_type_is_refused(kvm):
     assert e.value.arguments == {"type": unoffered}
 
 
-@pytest.mark.parametrize("vm_type", sorted(uapi.VM_TYPE_NAMES), ids=uapi.VM_TYPE_NAMES.get)
+@pytest.mark.parametrize("vm_type", [
+    pytest.param(t, id=name, marks=pytest.mark.needs(f"vm_type:{name}"))
+    for t, name in sorted(uapi.VM_TYPE_NAMES.items())])
 def test_init_shared_per_vm_type(kvm, vm_type):
     """Contract: upstream 'INIT_SHARED is refused for VMs with private memory'; with in-place
     conversion on, v8 allows it for every VM type with private memory (contract 'Checked
     against the real v8'). Per VM type the kernel offers: KVM_CAP_GUEST_MEMFD_FLAGS on the VM
     lists INIT_SHARED exactly when creation with it succeeds, and then the file's pages start
     shared (the host writes and reads them back); otherwise creation is EINVAL."""
-    name = uapi.VM_TYPE_NAMES[vm_type]
-    if vm_type not in kvm.vm_types():
-        pytest.skip(f"needs {name}: not in KVM_CAP_VM_TYPES")
     allowed = vm_type not in uapi.PRIVATE_MEM_VM_TYPES or bool(in_place_conversion_param())
     flags = uapi.GUEST_MEMFD_FLAG_MMAP | uapi.GUEST_MEMFD_FLAG_INIT_SHARED
     with kvm.create_vm(vm_type) as vm:
@@ -71,17 +71,12 @@ def test_vm_ioctl_exists_exactly_with_vm_memory_attributes(kvm, vm_attributes_co
         assert e.value.errno_name == "ENOTTY"
 
 
+@pytest.mark.needs("switch:default")
 def test_switch_default_follows_vm_memory_attributes(vm_attributes_config):
     """Contract: kvm.gmem_in_place_conversion 'default on only when
     CONFIG_KVM_VM_MEMORY_ATTRIBUTES=n' (v8: the option is user-selectable). Observable when
     the kernel command line leaves the switch at its default."""
-    param = in_place_conversion_param()
-    if param is None:
-        pytest.skip(f"needs {seriesconf.PARAM_NAME}: {seriesconf.PARAM} absent")
-    if seriesconf.param_on_cmdline():
-        pytest.skip(f"{seriesconf.PARAM_NAME} is set on the kernel command line "
-                    "(/proc/cmdline): its default is not in force")
-    assert param == (not vm_attributes_config)
+    assert in_place_conversion_param() == (not vm_attributes_config)
 
 
 def test_unknown_capability_reads_zero(kvm):

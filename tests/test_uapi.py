@@ -1,6 +1,7 @@
 """The uAPI description against the contract's fixed numbers (no kernel needed)."""
 
-from gmemtest import guest, uapi
+from gmemtest.guest import assembler
+from gmemtest.kvm import uapi
 
 
 def test_contract_numbers():
@@ -19,9 +20,9 @@ def test_contract_numbers():
 def test_agent_image_is_reproducible():
     """The agent assembles to the same bytes every time, and the port it reports on is the
     one the host driver listens on."""
-    from gmemtest.agent import AGENT_PORT
+    from gmemtest.guest.agent import AGENT_PORT
 
-    source = guest.SOURCE_DIR / "agent.s"
-    first, second = guest.assemble(source), guest.assemble(source)
-    assert first == second == guest.image("agent")
+    source = assembler.SOURCE_DIR / "agent.s"
+    first, second = assembler.assemble(source), assembler.assemble(source)
+    assert first == second == assembler.image("agent")
     assert b"\x66\xba" + AGENT_PORT.to_bytes(2, "little") + b"\xee" in first  # mov dx, PORT; out

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,11 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from gmemtest import kconfig, qemu, report, vmtest
 from gmemtest.cache import cache_dir
 from gmemtest.errors import GmemtestError
+from gmemtest.results import report
+from gmemtest.vmtier import kconfig, qemu
+from gmemtest.workflows import vmtest
 
 CHECKOUT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.host_only
 
 
 def newest_build() -> dict | None:
@@ -35,11 +37,9 @@ def newest_build() -> dict | None:
 
 @pytest.fixture(scope="module")
 def build() -> dict:
-    if shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("needs qemu-system-x86_64 (scripts/bootstrap --vm installs it)")
+    """The manifest of the kernel the tests boot (``needs("built_kernel")``)."""
     b = newest_build()
-    if b is None:
-        pytest.skip("needs a kernel built by `gmemtest kernel build` (make vm-test builds it)")
+    assert b is not None, "a built kernel, which needs('built_kernel') promised"
     return b
 
 
@@ -50,6 +50,7 @@ def qemu_processes(results: Path) -> list[str]:
     return out.split()
 
 
+@pytest.mark.needs("built_kernel")
 def test_real_warn_fails_a_passing_run(build, tmp_path):
     """lkdtm makes the guest kernel log a real WARN from a test that passes: the run fails on
     kernel health, naming the report and the test that was running."""
@@ -65,6 +66,7 @@ def test_real_warn_fails_a_passing_run(build, tmp_path):
     assert outcome.verdict().startswith("FAIL: kernel health: WARNING during ")
 
 
+@pytest.mark.needs("built_kernel")
 def test_hanging_boot_is_one_line_and_leaves_no_qemu(build, tmp_path):
     """An init that never prints the banner hits the boot limit: one error line naming the
     limit, exit 2, and no QEMU process left behind."""
@@ -80,6 +82,7 @@ def test_hanging_boot_is_one_line_and_leaves_no_qemu(build, tmp_path):
     assert qemu_processes(tmp_path / "r") == []
 
 
+@pytest.mark.needs("built_kernel")
 def test_qemu_absent_is_one_line(build, tmp_path):
     env = dict(os.environ, PATH="/nonexistent")
     proc = subprocess.run([sys.executable, "-m", "gmemtest.cli", "vm", "run", "--kernel",
@@ -95,6 +98,7 @@ def test_missing_kernel_image_is_one_line(tmp_path):
         qemu.boot(tmp_path / "bzImage", [], results=tmp_path)
 
 
+@pytest.mark.needs("built_kernel")
 def test_dropped_kconfig_option_is_named(build, tmp_path):
     """A fragment asking for an option whose dependency is off fails the configuration step,
     naming the option and the dependency with its value."""
@@ -108,9 +112,6 @@ def test_dropped_kconfig_option_is_named(build, tmp_path):
     assert "CONFIG_DEBUG_FS" not in msg
 
 
-def gmemtest(*args: str, timeout: float = 240, **kw) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gmemtest.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=CHECKOUT, **kw)
 
 
 def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
@@ -120,11 +121,12 @@ def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def test_guest_out_of_memory_fails_clearly(build, tmp_path):
+@pytest.mark.needs("built_kernel")
+def test_guest_out_of_memory_fails_clearly(build, tmp_path, gmemtest_cli):
     """A test that exhausts a 512 MiB guest: the OOM killer takes pytest, the run fails with a
     line saying pytest died and the OOM report as a kernel health finding; QEMU is gone."""
     results = tmp_path / "r"
-    proc = gmemtest("vm", "run", "--kernel", build["bzImage"], "--memory", "512M", "--results",
+    proc = gmemtest_cli("vm", "run", "--kernel", build["bzImage"], "--memory", "512M", "--results",
                     str(results), "--", "-q", "-p", "no:xdist",
                     str(CHECKOUT / "vmimages/provoke/test_provoke_oom.py"))
     assert proc.returncode == 2, proc.stdout[-2000:]
@@ -133,11 +135,12 @@ def test_guest_out_of_memory_fails_clearly(build, tmp_path):
     assert qemu_processes(results) == []
 
 
-def test_crashing_guest_fails_clearly(build, tmp_path):
+@pytest.mark.needs("built_kernel")
+def test_crashing_guest_fails_clearly(build, tmp_path, gmemtest_cli):
     """A test that crashes the guest kernel: QEMU exits (panic=-1, -no-reboot), the run fails
     with one line saying the guest ended without a status, and the panic is shown."""
     results = tmp_path / "r"
-    proc = gmemtest("vm", "run", "--kernel", build["bzImage"], "--results", str(results),
+    proc = gmemtest_cli("vm", "run", "--kernel", build["bzImage"], "--results", str(results),
                     "--", "-q", "-p", "no:xdist",
                     str(CHECKOUT / "vmimages/provoke/test_provoke_crash.py"))
     assert proc.returncode == 2
@@ -146,11 +149,12 @@ def test_crashing_guest_fails_clearly(build, tmp_path):
     assert qemu_processes(results) == []
 
 
-def test_silent_guest_is_dumped_and_named(build, tmp_path):
+@pytest.mark.needs("built_kernel")
+def test_silent_guest_is_dumped_and_named(build, tmp_path, gmemtest_cli):
     """A guest that prints nothing, not even the init's heartbeat, counts as hung: an NMI makes
     its kernel print every task's stack into the console log, QEMU ends, and one line says so."""
     results = tmp_path / "r"
-    proc = gmemtest("vm", "run", "--kernel", build["bzImage"], "--silence", "20", "--results",
+    proc = gmemtest_cli("vm", "run", "--kernel", build["bzImage"], "--silence", "20", "--results",
                     str(results), "--", "-q", "-p", "no:xdist",
                     str(CHECKOUT / "vmimages/provoke/test_provoke_hang.py"))
     assert proc.returncode == 2, proc.stdout[-2000:]
@@ -183,6 +187,7 @@ def start_sleeping_guest(build: dict, results: Path) -> subprocess.Popen[str]:
 
 
 @pytest.mark.parametrize("delay", [0, 2], ids=["at-spawn", "while-running"])
+@pytest.mark.needs("built_kernel")
 def test_ctrl_c_reaps_qemu(build, tmp_path, delay):
     """Ctrl-C as soon as QEMU exists (the runner may still be inside Popen) or while the guest
     runs: one line, exit 130, and no QEMU process left."""
@@ -206,6 +211,7 @@ def test_ctrl_c_reaps_qemu(build, tmp_path, delay):
     assert qemu_processes(results) == []
 
 
+@pytest.mark.needs("built_kernel")
 def test_killed_runner_takes_qemu_with_it(build, tmp_path):
     """SIGKILL of the runner (a CI job killed, a test timeout) cannot reap QEMU itself: QEMU
     runs with the parent-death signal, so it goes too, rather than spin on an orphaned guest."""
@@ -250,24 +256,23 @@ def test_guest_pytest_is_parallel_only_where_vcpus_are(monkeypatch):
     ("/nonexistent/linux", "--src /nonexistent/linux: no such directory"),
     ("{tmp}", "not a Linux source tree (no Makefile or virt/kvm/)"),
 ])
-def test_bad_kernel_source_is_one_line(tmp_path, src, message):
-    proc = gmemtest("kernel", "build", "--src", src.format(tmp=tmp_path))
+def test_bad_kernel_source_is_one_line(tmp_path, src, message, gmemtest_cli):
+    proc = gmemtest_cli("kernel", "build", "--src", src.format(tmp=tmp_path))
     assert proc.returncode == 2
     assert message in one_error_line(proc)
 
 
-def test_patch_that_does_not_apply_is_one_line(build, tmp_path):
+@pytest.mark.needs("built_kernel", "linux_source")
+def test_patch_that_does_not_apply_is_one_line(build, tmp_path, gmemtest_cli):
     """A series whose patch does not apply: one line naming it, exit 2, and no half-patched
     tree left in the cache."""
-    if build["source"]["kind"] != "debian":
-        pytest.skip("needs the Debian source in the cache (make vm-test fetches it)")
     patches = tmp_path / "patches"
     patches.mkdir()
     (patches / "0001-bad.patch").write_text(
         "--- a/virt/kvm/guest_memfd.c\n+++ b/virt/kvm/guest_memfd.c\n"
         "@@ -1,3 +1,3 @@\n-this line is not in the file\n+nor is this one\n context\n")
     (patches / "series").write_text("0001-bad.patch\n")
-    proc = gmemtest("kernel", "build", "--patch-dir", str(patches))
+    proc = gmemtest_cli("kernel", "build", "--patch-dir", str(patches))
     assert proc.returncode == 2
     assert "0001-bad.patch does not apply to linux-source-7.2" in one_error_line(proc)
     leftovers = [p for p in cache_dir("src").glob("*+*")

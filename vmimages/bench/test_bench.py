@@ -1,5 +1,5 @@
 """The guest half of `gmemtest bench`: measurements taken inside one boot, written to
-$GMEMTEST_RESULTS/bench-guest.json for the host to report. Run only by gmemtest.bench.
+$GMEMTEST_RESULTS/bench-guest.json for the host to report. Run only by gmemtest.workflows.bench.
 
 - each upstream KVM selftest ($GMEMTEST_SELFTESTS) against the gmemtest tests covering the same
   ground, each side a fresh process, wall time;
@@ -18,7 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from gmemtest import Agent, Kvm, paths, uapi
+from gmemtest import Agent, Kvm
+from gmemtest.kvm import uapi
+from gmemtest.testing import paths
 
 CHECKOUT = Path(__file__).resolve().parent.parent.parent
 RESULTS = Path(os.environ.get("GMEMTEST_RESULTS", "/tmp/results"))
@@ -90,7 +92,7 @@ def test_fixed_costs():
 
 def test_conversion_round_trips():
     with Kvm() as kvm:
-        via = "gmem" if paths.GmemPath.missing(kvm) is None else "vm"
+        via = "gmem" if paths.GmemRoute.missing(kvm) is None else "vm"
         python = []
         with kvm.create_vm(uapi.KVM_X86_SW_PROTECTED_VM) as vm:
             flags = uapi.GUEST_MEMFD_FLAG_MMAP | uapi.GUEST_MEMFD_FLAG_INIT_SHARED \

@@ -5,8 +5,9 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING, Any
 
+from gmemtest.errors import KvmError
+
 from . import libc, memory, uapi
-from .errors import KvmError
 from .exits import Exit, decode
 from .fdobj import FdObject
 from .ioctl import kvm_ioctl

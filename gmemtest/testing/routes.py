@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import memory, seriesconf, uapi
-from .gmem import GuestMemfd
-from .kvm import Kvm
-from .vm import Memslot, Vm
+from gmemtest.kvm import memory, seriesconf, uapi
+from gmemtest.kvm.gmem import GuestMemfd
+from gmemtest.kvm.kvm import Kvm
+from gmemtest.kvm.vm import Memslot, Vm
 
-PRIVATE = uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE
+from . import PRIVATE
 
 
 @dataclass
@@ -31,7 +31,7 @@ class GuestMemory:
     size: int
 
 
-class ConversionPath:
+class ConversionRoute:
     name = ""
 
     def __init__(self, vm: Vm) -> None:
@@ -57,7 +57,7 @@ class ConversionPath:
         self.convert(mem, offset, mem.size - offset if size is None else size, private=False)
 
 
-class VmAttributesPath(ConversionPath):
+class VmAttributesRoute(ConversionRoute):
     name = "vm-attributes"
 
     @staticmethod
@@ -84,7 +84,7 @@ class VmAttributesPath(ConversionPath):
         self.vm.set_memory_attributes(mem.slot.gpa + offset, size, PRIVATE if private else 0)
 
 
-class GmemPath(ConversionPath):
+class GmemRoute(ConversionRoute):
     name = "gmem"
 
     @staticmethod
@@ -110,4 +110,4 @@ class GmemPath(ConversionPath):
         mem.gmem.set_attributes(mem.slot.gmem_offset + offset, size, PRIVATE if private else 0)
 
 
-PATHS: dict[str, type[ConversionPath]] = {p.name: p for p in (VmAttributesPath, GmemPath)}
+ROUTES: dict[str, type[ConversionRoute]] = {p.name: p for p in (VmAttributesRoute, GmemRoute)}

@@ -11,9 +11,12 @@ import errno
 import faulthandler
 import os
 import signal
+from collections.abc import Callable
+from typing import TypeVar
+
+from gmemtest.errors import KvmError
 
 from . import libc
-from .errors import KvmError
 
 ffi = libc.ffi
 
@@ -28,7 +31,13 @@ def mmap(length: int, prot: int, flags: int, fd: int = -1, offset: int = 0,
     return address
 
 
-def _proc_mem(op, addr: int, arg):  # type: ignore[no-untyped-def]
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def _proc_mem(op: Callable[[int, _T, int], _R], addr: int, arg: _T) -> _R | None:
+    """``op`` (os.pread or os.pwrite) on /proc/self/mem at ``addr``; None where the kernel
+    refuses the access (EIO or EFAULT: a page it cannot fault in)."""
     fd = os.open("/proc/self/mem", os.O_RDWR | os.O_CLOEXEC)
     try:
         return op(fd, arg, addr)
@@ -46,7 +55,7 @@ class Mapping:
     def __init__(self, addr: int, size: int, *, reserved: tuple[int, int] | None = None) -> None:
         self.addr = addr
         self.size = size
-        self._reserved = reserved or (addr, size)
+        self._reserved: tuple[int, int] | None = reserved or (addr, size)
         self._buf = ffi.buffer(ffi.cast("char *", addr), size)
 
     def read(self, offset: int, length: int = 1) -> bytes:

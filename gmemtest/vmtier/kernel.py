@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -23,12 +24,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from gmemtest.cache import cache_dir, locked, write_atomically
+from gmemtest.errors import GmemtestError
+
 from . import debian, kconfig
-from .cache import cache_dir, locked, write_atomically
-from .errors import GmemtestError
+from .checkout import KPATCHES
 from .progress import Progress
 
-KPATCHES = Path(__file__).resolve().parent.parent / "kpatches"
+log = logging.getLogger(__name__)
+
 DEBIAN_PACKAGE = "linux-source-7.2"
 DEBIAN_VERSION_PREFIX = "7.2"
 
@@ -281,14 +285,16 @@ def first_error(output: str, rc: int) -> str:
 def _run_make(src: Path, bdir: Path, targets: list[str], args: list[str], env: dict[str, str],
               progress: Progress) -> None:
     """Run make, counting compiled files for the progress line; keep the log in the build dir."""
-    log = bdir / "build.log"
+    build_log = bdir / "build.log"
     progress.phase("build", " ".join(targets))
     # A cold build compiles about as many files as the last cold build did: the bar's total.
     estimate = cache_dir("build") / ".files-per-cold-build"
     cold = not (bdir / "vmlinux").exists()
     total = int(estimate.read_text()) if cold and estimate.exists() else None
-    with open(log, "w") as f:
-        proc = subprocess.Popen(["make", "-C", str(src), f"O={bdir}", *args, *targets],
+    command = ["make", "-C", str(src), f"O={bdir}", *args, *targets]
+    log.info("%s", " ".join(command))
+    with open(build_log, "w") as f:
+        proc = subprocess.Popen(command,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=env)
         assert proc.stdout is not None
@@ -304,11 +310,12 @@ def _run_make(src: Path, bdir: Path, targets: list[str], args: list[str], env: d
             proc.wait()
             raise
         rc = proc.wait()
+    log.info("make exited %d after compiling %d files (log: %s)", rc, files, build_log)
     if cold and rc == 0:
         write_atomically(estimate, f"{files}\n".encode())
     if rc:
-        first = first_error(log.read_text(errors="replace"), rc)
-        raise GmemtestError(f"kernel build failed: {first} (full log: {log})")
+        first = first_error(build_log.read_text(errors="replace"), rc)
+        raise GmemtestError(f"kernel build failed: {first} (full log: {build_log})")
 
 
 def summary(b: Build) -> str:

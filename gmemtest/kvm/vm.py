@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gmemtest.errors import ConversionError
+
 from . import memory, uapi
-from .errors import ConversionError
 from .fdobj import FdObject
 from .ioctl import kvm_ioctl
 from .stats import Stats

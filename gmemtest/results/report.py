@@ -1,4 +1,5 @@
-"""Reading a guest run's results: JUnit counts, skip reasons and kernel health findings."""
+"""Reading a guest run's results: its tests' outcomes from JUnit, skip reasons and kernel health
+findings, judged into one verdict per boot."""
 
 from __future__ import annotations
 
@@ -9,30 +10,57 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import health
-from .qemu import Run
+from .outcome import Outcome, TestResult, short
+from .run import Run
 
 
 @dataclass
-class Outcome:
-    """The verdict on one boot."""
+class BootReport:
+    """The verdict on one boot, and what it rests on."""
 
     label: str
-    run: Run
-    passed: int = 0
-    failed: int = 0
-    skipped: int = 0
-    xfailed: int = 0
-    skip_reasons: Counter[str] = field(default_factory=Counter)
-    failures: dict[str, str] = field(default_factory=dict)  # test id -> why, in short
+    run: Run | None
+    results: list[TestResult] = field(default_factory=list)
     findings: list[health.Finding] = field(default_factory=list)
     problem: str | None = None
-    tests: dict[str, str] = field(default_factory=dict)  # test id -> passed/failed/skipped/xfailed
     tallies: list[dict[str, object]] = field(default_factory=list)  # reliability tests' counts
+
+    def count(self, *outcomes: Outcome) -> int:
+        return sum(r.outcome in outcomes for r in self.results)
+
+    @property
+    def passed(self) -> int:
+        return self.count(Outcome.PASSED)
+
+    @property
+    def failed(self) -> int:
+        """Tests that did not pass: failures, timeouts and errors."""
+        return self.count(Outcome.FAILED, Outcome.TIMEOUT, Outcome.ERROR)
+
+    @property
+    def skipped(self) -> int:
+        return self.count(Outcome.SKIPPED)
+
+    @property
+    def xfailed(self) -> int:
+        return self.count(Outcome.XFAILED)
+
+    @property
+    def failures(self) -> dict[str, str]:
+        """Test id -> why, in short, for every test that did not pass."""
+        return {r.name: short(r.message) for r in self.results if not r.outcome.ok}
+
+    @property
+    def skip_reasons(self) -> Counter[str]:
+        return Counter(r.message for r in self.results if r.outcome is Outcome.SKIPPED)
+
+    @property
+    def tests(self) -> dict[str, Outcome]:
+        return {r.name: r.outcome for r in self.results}
 
     @property
     def ok(self) -> bool:
-        return self.problem is None and not self.failures and not self.findings \
-            and self.failed == 0
+        return self.problem is None and not self.findings and self.failed == 0
 
     def verdict(self) -> str:
         if self.problem:
@@ -44,37 +72,28 @@ class Outcome:
         return "PASS"
 
 
-def read_junit(path: Path, out: Outcome) -> None:
-    """Count testcases by outcome; group skip reasons."""
-    root = ET.parse(path).getroot()
-    for case in root.iter("testcase"):
+def read_junit(path: Path) -> list[TestResult]:
+    """Every testcase of a JUnit file as a result: failures and errors with their message,
+    pytest-timeout's failures as timeouts, skips with their reason."""
+    results = []
+    for case in ET.parse(path).getroot().iter("testcase"):
         name = f"{case.get('classname', '')}::{case.get('name', '')}"
-        skipped = case.find("skipped")
-        failure = case.find("failure")
-        if failure is None:
-            failure = case.find("error")
+        failure, error, skipped = (case.find(t) for t in ("failure", "error", "skipped"))
         if failure is not None:
-            out.failed += 1
-            out.failures[name] = _why(failure.get("message", ""))
-            out.tests[name] = "failed"
+            message = failure.get("message", "")
+            outcome = Outcome.TIMEOUT if "Timeout >" in message else Outcome.FAILED
+            results.append(TestResult(name, outcome, message))
+        elif error is not None:
+            results.append(TestResult(name, Outcome.ERROR, error.get("message", "")))
         elif skipped is not None:
             if skipped.get("type") == "pytest.xfail":
-                out.xfailed += 1
-                out.tests[name] = "xfailed"
+                results.append(TestResult(name, Outcome.XFAILED, skipped.get("message", "")))
             else:
-                out.skipped += 1
-                out.skip_reasons[_reason(skipped.get("message", ""))] += 1
-                out.tests[name] = "skipped"
+                results.append(TestResult(name, Outcome.SKIPPED,
+                                          _reason(skipped.get("message", ""))))
         else:
-            out.passed += 1
-            out.tests[name] = "passed"
-
-
-def _why(message: str, width: int = 160) -> str:
-    """A failure's first lines (the exception, the assertion), on one line."""
-    lines = [ln.strip() for ln in message.splitlines() if ln.strip()][:2]
-    text = " / ".join(lines)
-    return text if len(text) <= width else text[:width - 3] + "..."
+            results.append(TestResult(name, Outcome.PASSED))
+    return results
 
 
 def _reason(message: str) -> str:
@@ -101,13 +120,13 @@ def kmsg_findings(results: Path) -> list[health.Finding]:
     return findings
 
 
-def evaluate(label: str, run: Run) -> Outcome:
+def evaluate(label: str, run: Run) -> BootReport:
     """Judge one boot from its results directory and console log."""
-    out = Outcome(label, run)
+    out = BootReport(label, run)
     junit = run.results / "junit.xml"
     if junit.exists():
         try:
-            read_junit(junit, out)
+            out.results = read_junit(junit)
         except ET.ParseError as e:
             out.problem = f"unreadable {junit}: {e}"
     out.findings = kmsg_findings(run.results)
@@ -129,14 +148,15 @@ def evaluate(label: str, run: Run) -> Outcome:
     return out
 
 
-def summary(outcomes: list[Outcome], timings: dict[str, float] | None = None) -> str:
+def summary(outcomes: list[BootReport], timings: dict[str, float] | None = None) -> str:
     """The combined report: per boot, counts, verdict, skip reasons grouped, findings."""
     lines = []
     for o in outcomes:
-        boot = f"{o.run.boot_seconds:.1f} s" if o.run.boot_seconds is not None else "-"
+        run = o.run or Run(Path("-"), Path("-"))
+        boot = f"{run.boot_seconds:.1f} s" if run.boot_seconds is not None else "-"
         lines.append(f"== {o.label}: {o.passed} passed, {o.failed} failed, {o.skipped} skipped"
-                     f", {o.xfailed} xfailed  [{o.run.accel}; boot {boot}, run "
-                     f"{o.run.seconds:.0f} s]")
+                     f", {o.xfailed} xfailed  [{run.accel}; boot {boot}, run "
+                     f"{run.seconds:.0f} s]")
         lines.append(f"   {o.verdict()}")
         for reason, n in o.skip_reasons.most_common():
             lines.append(f"   skip x{n}: {reason}")
@@ -147,7 +167,7 @@ def summary(outcomes: list[Outcome], timings: dict[str, float] | None = None) ->
             lines.append(f"   tally: {t.get('test')}: {counts}")
         for finding in o.findings[:10]:
             lines.append(f"   kernel: {finding}")
-        lines.append(f"   results: {o.run.results}")
+        lines.append(f"   results: {run.results}")
     if timings:
         lines.append("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     return "\n".join(lines)

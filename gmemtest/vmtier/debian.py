@@ -11,8 +11,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .cache import cache_dir, locked
-from .errors import GmemtestError
+from gmemtest.cache import cache_dir, locked
+from gmemtest.errors import GmemtestError
 
 KERNEL_SUITES = ("unstable", "forky", "trixie-backports")
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
@@ -31,7 +31,7 @@ def system_mirror(etc: Path = Path("/etc/apt")) -> str:
         uris += re.findall(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)", text, re.M)
         for uri in uris:
             if re.search(r"/debian/?$", uri) and "security" not in uri:
-                return uri.rstrip("/")
+                return str(uri).rstrip("/")
     raise GmemtestError("no Debian mirror in /etc/apt sources: add one, or pass --src DIR "
                         "with a kernel tree")
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
+from gmemtest.errors import KvmError, VmKilled
+
 from . import libc, uapi
-from .errors import KvmError
 
 ffi = uapi.ffi
 
@@ -35,7 +37,8 @@ def struct_fields(cdata: Any) -> dict[str, Any]:
 def kvm_ioctl(fd: int, name: str, arg: Any = 0, *, target: object = "",
               arguments: dict[str, Any] | None = None,
               error: type[KvmError] = KvmError) -> int:
-    """Issue ioctl ``name`` (from :data:`uapi.IOCTLS`) on ``fd``; raise ``error`` on failure.
+    """Issue ioctl ``name`` (from :data:`uapi.IOCTLS`) on ``fd``; raise ``error`` on failure,
+    :class:`VmKilled` when KVM answers EIO (it killed the VM).
     ``target`` names what the ioctl was issued on: a string, or an object whose ``target``
     property says it (only read when the ioctl fails: conversions are a hot path)."""
     ret, err = libc.ioctl(fd, uapi.IOCTLS[name], arg)
@@ -44,7 +47,8 @@ def kvm_ioctl(fd: int, name: str, arg: Any = 0, *, target: object = "",
             arguments = struct_fields(arg) if isinstance(arg, ffi.CData) else {"arg": arg}
         offset = _error_offset(arg)
         where = target if isinstance(target, str) else str(getattr(target, "target", target))
-        raise error(name, err, arguments, where, error_offset=offset)
+        cls = VmKilled if err == errno.EIO else error
+        raise cls(name, err, arguments, where, error_offset=offset)
     return ret
 
 

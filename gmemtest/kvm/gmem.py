@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gmemtest.errors import ConversionError, KvmError
+
 from . import libc, memory, uapi
-from .errors import ConversionError, KvmError
 from .fdobj import FdObject
 from .ioctl import kvm_ioctl
 

@@ -9,6 +9,7 @@ that is killed outright.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
@@ -20,19 +21,23 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import caps, seriesconf
-from .cache import cache_dir
-from .errors import GmemtestError
+from gmemtest.cache import cache_dir
+from gmemtest.errors import GmemtestError
+from gmemtest.kvm import seriesconf
+from gmemtest.results import runlog
+from gmemtest.results.run import Run
 
-CHECKOUT = Path(__file__).resolve().parent.parent
-INIT = CHECKOUT / "vmimages/init"
+from . import host
+from .checkout import CHECKOUT, INIT
+
 BANNER = "gmemtest-init: start"
 HEARTBEAT = re.compile(r"gmemtest-init: alive [\d.]+\r?\n")  # kept in the log, not echoed
 HIDDEN = (Path("/tmp"), Path("/run"))  # the guest init mounts tmpfs over these
 TCG_CPU = "EPYC,+svm,+npt"
+log = logging.getLogger(__name__)
 # The suite's knobs: set on the host, they reach the guest's pytest with the same values.
 TUNABLES = ("GMEMTEST_FUZZ", "GMEMTEST_FUZZ_SECONDS", "GMEMTEST_SEED",
             "GMEMTEST_STRESS_SECONDS", seriesconf.ENV_CAP)
@@ -59,7 +64,7 @@ def choose_accel() -> Accel:
     with one host thread per vCPU, QEMU 7.2 sometimes walks a nested guest's page tables wrong
     while L1 rewrites nested page tables (docs/tcg-nested.md). $GMEMTEST_TCG_THREAD=multi
     brings those threads back."""
-    nested = caps.nested_support()
+    nested = host.nested_support()
     if nested["can_run_nested"] and os.access("/dev/kvm", os.R_OK | os.W_OK):
         return Accel(["-accel", "kvm", "-cpu", "host"], "kvm (nested)", parallel=True)
     why = "no vmx/svm" if not nested["cpu_virt"] else f"{nested['module']} nested off"
@@ -84,20 +89,6 @@ class Limits:
 HANG_DUMP_CMDLINE = ["unknown_nmi_panic", "panic_sys_info=tasks,all_bt"]
 
 
-@dataclass
-class Run:
-    """One boot: where its files are and what happened."""
-
-    results: Path
-    console: Path
-    status: int | None = None
-    accel: str = ""
-    boot_seconds: float | None = None
-    seconds: float = 0.0
-    limit_hit: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-
-
 def job_script(pytest_args: list[str], results_mount: str, env: dict[str, str],
                python: str = sys.executable, checkout: Path = CHECKOUT) -> str:
     """The guest's job: this checkout's pytest, with this venv, writing results to the share."""
@@ -106,7 +97,7 @@ def job_script(pytest_args: list[str], results_mount: str, env: dict[str, str],
                "GMEMTEST_IN_GUEST": "1", **env}
     lines = ["#!/bin/sh", f"cd {shlex.quote(str(checkout))} || exit 125"]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in exports.items()]
-    cmd = [python, "-m", "pytest", "-p", "gmemtest.pytest_guest", "-p", "no:cacheprovider",
+    cmd = [python, "-m", "pytest", "-p", "gmemtest.testing.guest_writer", "-p", "no:cacheprovider",
            f"--junitxml={results_mount}/junit.xml", *pytest_args]
     lines.append("echo 'gmemtest-guest: pytest starts' $(cut -d' ' -f1 /proc/uptime)")
     lines.append(" ".join(shlex.quote(c) for c in cmd))
@@ -161,14 +152,29 @@ def boot(kernel: Path, pytest_args: list[str], *, results: Path, cmdline: list[s
          limits: Limits | None = None, env: dict[str, str] | None = None,
          image: Path | None = None, echo: bool = True, memory: str = "3G") -> Run:
     """Boot ``kernel``, run pytest with ``pytest_args`` in it, and return when QEMU is gone.
-    The guest's root is the host's, or ``image`` (a vmimages root directory)."""
-    limits = limits or Limits()
+    The guest's root is the host's, or ``image`` (a vmimages root directory). The boot's log is
+    ``gmemtest.log`` in ``results``."""
     if not kernel.is_file():
         raise GmemtestError(f"kernel image {kernel} does not exist: build one with "
                             "`gmemtest kernel build` or pass --kernel PATH")
     results.mkdir(parents=True, exist_ok=True)
-    for stale in ("status", "junit.xml", "results.ktap"):
-        (results / stale).unlink(missing_ok=True)
+    with runlog.attached(results / "gmemtest.log"):
+        run = _boot(kernel, pytest_args, results, cmdline, limits or Limits(), env, image, echo,
+                    memory)
+        log.info("boot of %s ended: status %s, %s, boot %.1f s, run %.1f s", kernel, run.status,
+                 run.limit_hit or "no limit hit", run.boot_seconds or -1, run.seconds)
+        return run
+
+
+def _boot(kernel: Path, pytest_args: list[str], results: Path, cmdline: list[str] | None,
+          limits: Limits, env: dict[str, str] | None, image: Path | None, echo: bool,
+          memory: str) -> Run:
+    if not kernel.is_file():
+        raise GmemtestError(f"kernel image {kernel} does not exist: build one with "
+                            "`gmemtest kernel build` or pass --kernel PATH")
+    results.mkdir(parents=True, exist_ok=True)
+    for name in ("status", "junit.xml", "results.ktap"):
+        (results / name).unlink(missing_ok=True)
     for stale in [*results.glob("kmsg-*.jsonl"), *results.glob("reliability-*.jsonl")]:
         stale.unlink()
     color = "yes" if echo and sys.stdout.isatty() else "no"
@@ -197,6 +203,9 @@ def boot(kernel: Path, pytest_args: list[str], *, results: Path, cmdline: list[s
     cmd = qemu_command(kernel, results, accel, cmdline or [], root=root,
                        init=checkout / "vmimages/init", memory=memory, monitor=monitor)
     (results / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
+    log.info("qemu (%s): %s", accel.label, shlex.join(cmd))
+    log.info("limits: boot %.0f s, test %.0f s, total %.0f s, silence %.0f s", limits.boot,
+             limits.test, limits.total, limits.silence)
     start = time.monotonic()
     banner = threading.Event()
     last_line = [start]

@@ -25,17 +25,18 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import gup, health, uapi
-from .agent import Agent
-from .errors import ConversionError, KvmError
-from .exits import MemoryFault, Mmio
-from .faultinject import Injector
-from .kvm import Kvm
-from .paths import PATHS, ConversionPath, GuestMemory
-from .vm import Vm
+from gmemtest.errors import ConversionError, KvmError
+from gmemtest.guest.agent import Agent
+from gmemtest.kvm import uapi
+from gmemtest.kvm.exits import MemoryFault, Mmio
+from gmemtest.kvm.kvm import Kvm
+from gmemtest.kvm.vm import Vm
+from gmemtest.results import health
 
-PAGE = uapi.PAGE_SIZE
-GPA = 4 << 30
+from . import GPA, PAGE, gup
+from .faultinject import Injector
+from .routes import ROUTES, ConversionRoute, GuestMemory
+
 SLOT = 1
 PAGES = 8
 FAIL_TIMES = 4  # allocations failslab fails in an injected conversion (retries fail too)
@@ -53,15 +54,15 @@ class Page:
 
 
 class Scenario:
-    """One SW_PROTECTED VM with PAGES pages of guest memory at GPA, converted through ``path``,
+    """One SW_PROTECTED VM with PAGES pages of guest memory at GPA, converted through ``route``,
     and the model of those pages."""
 
-    def __init__(self, kvm: Kvm, vm: Vm, path: ConversionPath, pages: int = PAGES) -> None:
-        self.kvm, self.vm, self.path = kvm, vm, path
+    def __init__(self, kvm: Kvm, vm: Vm, route: ConversionRoute, pages: int = PAGES) -> None:
+        self.kvm, self.vm, self.route = kvm, vm, route
         self.agent = Agent(vm)
-        self.mem: GuestMemory = path.memory(SLOT, GPA, pages * PAGE, private=False)
+        self.mem: GuestMemory = route.memory(SLOT, GPA, pages * PAGE, private=False)
         self.pages = [Page() for _ in range(pages)]
-        self.in_place = path.name == "gmem"
+        self.in_place = route.name == "gmem"
         self.log: list[str] = []
         self.counts: Counter[str] = Counter()
         self.kmsg = health.KmsgTail()
@@ -78,7 +79,7 @@ class Scenario:
         if not self.in_place:
             self.vm.set_memory_attributes(GPA, old.size, 0)
         old.gmem.close()  # its mapping stays with the retired memslot until the VM closes
-        self.mem = self.path.memory(SLOT, GPA, old.size, private=False)
+        self.mem = self.route.memory(SLOT, GPA, old.size, private=False)
         if self.agent.pending is not None:  # an access a failed step left stuck
             if not isinstance(self.agent.resume(), int):
                 raise Disagreement(f"reset: the agent's access is still stuck: "
@@ -88,11 +89,11 @@ class Scenario:
         self.counts["examples"] += 1
 
     @classmethod
-    def open(cls, path_name: str, pages: int = PAGES) -> Scenario:
+    def open(cls, route_name: str, pages: int = PAGES) -> Scenario:
         kvm = Kvm()
         try:
             vm = kvm.create_vm(uapi.KVM_X86_SW_PROTECTED_VM)
-            return cls(kvm, vm, PATHS[path_name](vm), pages)
+            return cls(kvm, vm, ROUTES[route_name](vm), pages)
         except BaseException:
             kvm.close()
             raise
@@ -117,7 +118,7 @@ class Scenario:
         self.counts[kind] += 1
 
     def _fail(self, what: str) -> None:
-        raise Disagreement(f"after {len(self.log)} steps ({self.path.name} path): {what}")
+        raise Disagreement(f"after {len(self.log)} steps ({self.route.name} route): {what}")
 
     def _expect_byte(self, page: int) -> int:
         p = self.pages[page]
@@ -152,7 +153,7 @@ class Scenario:
         self._step(f"s.convert({first}, {count}, private={private})", "conversions")
         blocker = self._blocker(first, count, private)
         try:
-            self.path.convert(self.mem, first * PAGE, count * PAGE, private=private)
+            self.route.convert(self.mem, first * PAGE, count * PAGE, private=private)
         except ConversionError as e:
             want = self.mem.slot.gmem_offset + (blocker or 0) * PAGE
             if blocker is None or e.errno_name != "EAGAIN" or e.error_offset != want:
@@ -175,7 +176,7 @@ class Scenario:
         error: KvmError | None = None
         with Injector("failslab", space=space, times=FAIL_TIMES) as inj:
             try:
-                self.path.convert(self.mem, first * PAGE, count * PAGE, private=private)
+                self.route.convert(self.mem, first * PAGE, count * PAGE, private=private)
             except KvmError as e:
                 error = e
         self.counts["injected_faults"] += inj.injected
@@ -317,12 +318,12 @@ class Scenario:
         where = [] if cls.__module__.startswith("gmemtest.") else \
             ["import sys", "", f"sys.path.insert(0, {str(Path(inspect.getfile(cls)).parent)!r})"]
         lines = ["#!/usr/bin/env python3",
-                 f'"""gmemtest model reproducer: {self.path.name} path, {len(self.log)} steps.',
+                 f'"""gmemtest model reproducer: {self.route.name} route, {len(self.log)} steps.',
                  *([note] if note else []),
                  'Run it with the gmemtest venv on the kernel under test."""',
                  *where,
                  f"from {cls.__module__} import {cls.__name__} as Scenario  # noqa: E402", "",
-                 f"with Scenario.open({self.path.name!r}, {len(self.pages)}) as s:",
+                 f"with Scenario.open({self.route.name!r}, {len(self.pages)}) as s:",
                  *(f"    {line}" for line in self.log),
                  "    s.verify()",
                  "    s.check_health()",

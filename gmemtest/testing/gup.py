@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ioctl_opt import IO, IOW
 
-from .errors import GmemtestError, KvmError
+from gmemtest.errors import GmemtestError, KvmError
 
 GUP_TEST = Path("/sys/kernel/debug/gup_test")
 # struct pin_longterm_test { __u64 addr; __u64 size; __u32 flags; } (24 bytes with padding)
@@ -50,7 +50,7 @@ class LongTermPin:
             fcntl.ioctl(self._fd, PIN_LONGTERM_TEST_START, args)
         except OSError as e:
             self._release()
-            raise KvmError("PIN_LONGTERM_TEST_START", e.errno,
+            raise KvmError("PIN_LONGTERM_TEST_START", e.errno or 0,
                            {"addr": self.addr, "size": self.size}, str(GUP_TEST)) from None
 
     def stop(self) -> None:

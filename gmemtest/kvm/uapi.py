@@ -6,13 +6,19 @@ with ioctl-opt. ``gmemtest abi-check`` compiles these against a kernel tree's he
 any drift. Names follow the kernel's so that grep finds both sides.
 
 Numbers owned by the unmerged in-place conversion series (KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES)
-are not constants: see :mod:`gmemtest.seriesconf`.
+are not constants: see :mod:`gmemtest.kvm.seriesconf`.
 """
 
 from __future__ import annotations
 
+from typing import Any, TypeAlias
+
 from cffi import FFI
 from ioctl_opt import IO, IOR, IOW, IOWR
+
+# A cffi object for a C structure or pointer (cffi's CData, which has no static type): code
+# that takes one says its C type in the docstring, e.g. ``struct kvm_run *``.
+CData: TypeAlias = Any
 
 CDEFS = """
 struct kvm_userspace_memory_region2 {

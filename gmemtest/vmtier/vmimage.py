@@ -18,12 +18,13 @@ import subprocess
 import time
 from pathlib import Path
 
+from gmemtest.cache import cache_dir, locked
+from gmemtest.errors import GmemtestError
+
 from . import debian
-from .cache import cache_dir, locked
-from .errors import GmemtestError
+from .checkout import CHECKOUT
 from .progress import Progress
 
-CHECKOUT = Path(__file__).resolve().parent.parent
 SUITE = "bookworm"
 PACKAGES = ("python3", "python3-venv", "python3-dev", "gcc", "libc6-dev", "binutils", "make",
             "util-linux", "mount", "procps", "ca-certificates")

@@ -81,7 +81,7 @@ def running_config() -> dict[str, str] | None:
         text = gzip.decompress(PROC_CONFIG.read_bytes()).decode(errors="replace")
     except OSError:
         return None
-    return dict(m.groups() for m in re.finditer(r"^(CONFIG_\w+)=(.*)$", text, re.M))
+    return {m.group(1): m.group(2) for m in re.finditer(r"^(CONFIG_\w+)=(.*)$", text, re.M)}
 
 
 def vm_memory_attributes() -> bool | None:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from . import kernel, qemu, report
-from .progress import Progress
+from gmemtest.results import report, runlog
+from gmemtest.vmtier import checkout, kernel, qemu
+from gmemtest.vmtier.progress import Progress
 
 SWITCH = "gmem_in_place_conversion"  # kvm's module parameter, from the series
 PARAM = f"kvm.{SWITCH}"
@@ -17,7 +18,7 @@ NO_SWITCH = (("no in-place conversion switch", ""),)
 
 
 def results_root() -> Path:
-    return qemu.CHECKOUT / "results"
+    return checkout.RESULTS
 
 
 def guest_env(build: kernel.Build) -> dict[str, str]:
@@ -37,7 +38,7 @@ def switch_modes(src: Path) -> tuple[tuple[str, str], ...]:
 def run_modes(kimage: Path, pytest_args: list[str], env: dict[str, str], *,
               limits: qemu.Limits, progress: Progress, stamp: str,
               extra_cmdline: list[str] | None = None, image: Path | None = None,
-              modes: tuple[tuple[str, str], ...] = MODES) -> list[report.Outcome]:
+              modes: tuple[tuple[str, str], ...] = MODES) -> list[report.BootReport]:
     outcomes = []
     for label, param in modes:
         progress.phase(f"suite ({label})", f"booting {kimage.name} with {param or 'no switch'}")
@@ -51,21 +52,32 @@ def run_modes(kimage: Path, pytest_args: list[str], env: dict[str, str], *,
 
 
 def main_job(*, src: Path | None = None, patches: bool | None = None,
-             patch_dir: Path = kernel.KPATCHES,
+             patch_dir: Path = checkout.KPATCHES,
              fragments: list[str] | None = None, pytest_args: list[str] | None = None,
              limits: qemu.Limits | None = None,
-             image: Path | None = None) -> tuple[list[report.Outcome], str]:
-    """Fetch and build the kernel, then the two boots; returns the outcomes and the report."""
+             image: Path | None = None) -> tuple[list[report.BootReport], str]:
+    """Fetch and build the kernel, then the two boots; returns the outcomes and the report.
+    The job's log goes to results/<stamp>-main-job.log (each boot logs into its own results
+    directory too)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    with runlog.attached(results_root() / f"{stamp}-main-job.log"):
+        return _main_job(src, patches, patch_dir, fragments, pytest_args, limits, image, stamp)
+
+
+def _main_job(src: Path | None, patches: bool | None, patch_dir: Path,
+              fragments: list[str] | None, pytest_args: list[str] | None,
+              limits: qemu.Limits | None, image: Path | None,
+              stamp: str) -> tuple[list[report.BootReport], str]:
     progress = Progress()
     build = kernel.build(src, patches=patches, fragments=fragments, progress=progress,
                          patch_dir=patch_dir)
     timings = dict(progress.timings)  # fetch, extract, patch, config, build
-    stamp = time.strftime("%Y%m%d-%H%M%S")
     outcomes = run_modes(build.bzimage, pytest_args or qemu.parallelism(), guest_env(build),
                          limits=limits or qemu.Limits(), progress=progress, stamp=stamp,
                          image=image, modes=switch_modes(build.source.path))
     for o in outcomes:
-        timings[f"boot ({o.label})"] = o.run.boot_seconds or 0.0
-        timings[f"suite ({o.label})"] = o.run.seconds
+        if o.run is not None:
+            timings[f"boot ({o.label})"] = o.run.boot_seconds or 0.0
+            timings[f"suite ({o.label})"] = o.run.seconds
     text = f"{kernel.summary(build)}\n{report.summary(outcomes, timings)}"
     return outcomes, text

@@ -12,9 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-from . import kernel, qemu, report, vmtest
-from .errors import GmemtestError
-from .progress import Progress
+from gmemtest.errors import GmemtestError
+from gmemtest.results import report
+from gmemtest.vmtier import kernel, qemu
+from gmemtest.vmtier.progress import Progress
+
+from . import vmtest
 
 GOOD, BAD, SKIP, ABORT = 0, 1, 125, 128
 ANSWERS = {"skip": SKIP, "bad": BAD, "abort": ABORT}

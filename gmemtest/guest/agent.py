@@ -17,13 +17,16 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from . import guest, uapi
-from .errors import GmemtestError
-from .exits import Exit, Io
+from gmemtest.errors import GmemtestError
+from gmemtest.kvm import uapi
+from gmemtest.kvm.exits import Exit, Io
+
+from . import assembler
 
 if TYPE_CHECKING:
-    from .vcpu import Vcpu
-    from .vm import Memslot, Vm
+    from gmemtest.kvm.memory import Mapping
+    from gmemtest.kvm.vcpu import Vcpu
+    from gmemtest.kvm.vm import Memslot, Vm
 
 AGENT_SLOT = 0
 AGENT_GPA = 0
@@ -93,9 +96,9 @@ class Agent:
         if _first is None:
             self.index = 0
             self.memslot: Memslot = vm.add_memslot(AGENT_SLOT, AGENT_GPA, AGENT_SIZE)
-            self.mem = self.memslot.backing
-            assert self.mem is not None
-            code = guest.image("agent")
+            assert self.memslot.backing is not None
+            self.mem: Mapping = self.memslot.backing
+            code = assembler.image("agent")
             if len(code) > STACK_TOP - 0x1000 - CODE:
                 raise GmemtestError("guest/agent.s outgrew its code area in gmemtest/agent.py")
             self.mem.write(GDT, gdt())
@@ -227,9 +230,10 @@ def _pick(width: int, byte_op: int, qword_op: int) -> int:
     return byte_op if width == 1 else qword_op
 
 
-def _is_amd(cpuid: object) -> bool:
-    """Leaf 0's vendor string names AMD (or Hygon): hypercalls use vmmcall there."""
-    for e in cpuid.entries[0:cpuid.nent]:  # type: ignore[attr-defined]
+def _is_amd(cpuid: uapi.CData) -> bool:
+    """Leaf 0's vendor string in ``cpuid`` (``struct kvm_cpuid2 *``) names AMD (or Hygon):
+    hypercalls use vmmcall there."""
+    for e in cpuid.entries[0:cpuid.nent]:
         if e.function == 0:
             vendor = struct.pack("<III", e.ebx, e.edx, e.ecx)
             return vendor in (b"AuthenticAMD", b"HygonGenuine")

@@ -3,14 +3,20 @@ a plain line every ``interval`` seconds otherwise (CI logs)."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import TextIO
 
 from tqdm import tqdm
 
+log = logging.getLogger(__name__)
+
 
 class Progress:
+    """Display only: what the run does is logged (gmemtest.results.runlog) by the code doing
+    it, and phases are logged here as they start and end."""
+
     def __init__(self, stream: TextIO | None = None, interval: float = 20.0,
                  quiet: bool = False) -> None:
         self.stream = stream or sys.stderr
@@ -47,6 +53,7 @@ class Progress:
         if name != self.name:
             self._end_phase(now)
             self.name, self.start = name, now
+            log.info("phase %s: %s", name, detail)
         self.last = now
         self._line(f"[{name}] {detail}")
 
@@ -72,4 +79,5 @@ class Progress:
     def done(self, name: str, detail: str) -> None:
         self._end_phase(time.monotonic())
         self.name = ""
+        log.info("done %s: %s", name, detail)
         self._line(f"[{name}] done: {detail}")

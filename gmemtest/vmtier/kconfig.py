@@ -12,9 +12,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import GmemtestError
+from gmemtest.errors import GmemtestError
 
-KCONFIGS = Path(__file__).resolve().parent.parent / "kconfigs"
+from .checkout import KCONFIGS
+
 DEFAULT_FRAGMENTS = ("base", "kvm", "mm", "faults")
 OPTIONAL_FRAGMENTS = ("debug",)
 

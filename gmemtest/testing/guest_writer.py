@@ -1,0 +1,113 @@
+"""pytest plugin for runs inside the guest (``-p gmemtest.testing.guest_writer``).
+
+- After each test, the kernel log records logged since the previous test are read from
+  /dev/kmsg and written to ``$GMEMTEST_RESULTS/kmsg-<worker>.jsonl`` with the test that was
+  running; with xdist each worker keeps its own file and the host joins them by record sequence
+  number, so a report names every test that was running when it was logged.
+- At the end the controller writes ``results.ktap`` (KTAP v1, gmemtest.results.ktap): every
+  test's outcome, a failure's message and the kernel reports logged while a test ran as
+  diagnostic lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gmemtest.results import health, ktap
+from gmemtest.results.outcome import Outcome, TestResult
+
+RESULTS = Path(os.environ.get("GMEMTEST_RESULTS", "/tmp/results"))
+
+
+class KmsgRecorder:
+    """Reads /dev/kmsg non-blocking; each open has its own position, starting at the oldest
+    record still in the buffer (so boot messages are read before the first test)."""
+
+    def __init__(self, out: Path) -> None:
+        self.fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        self.out = open(out, "a")
+
+    def drain(self, test: str) -> list[str]:
+        """Record what the kernel logged since the last drain; return its reports."""
+        found = []
+        for r in health.read_kmsg(self.fd):
+            self.out.write(json.dumps({"seq": r.seq, "level": r.level, "usec": r.usec,
+                                       "test": test, "msg": r.msg}) + "\n")
+            if health.classify(r.msg):
+                found.append(r.msg.strip())
+        self.out.flush()
+        return found
+
+    def close(self) -> None:
+        os.close(self.fd)
+        self.out.close()
+
+
+class GuestPlugin:
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        self.kmsg = KmsgRecorder(RESULTS / f"kmsg-{worker}.jsonl") \
+            if os.path.exists("/dev/kmsg") else None
+        self.results: dict[str, TestResult] = {}
+        self.findings: list[str] = []
+        if self.kmsg:
+            self.findings += self.kmsg.drain("(before tests)")
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: Any) -> Any:
+        yield
+        if self.kmsg:
+            self.findings += [f"{item.nodeid}: {f}" for f in self.kmsg.drain(item.nodeid)]
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        result = outcome_of(report)
+        if result is not None and (report.nodeid not in self.results
+                                   or self.results[report.nodeid].outcome.ok):
+            self.results[report.nodeid] = result
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.kmsg:
+            self.findings += self.kmsg.drain("(after tests)")
+            self.kmsg.close()
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            return
+        (RESULTS / "results.ktap").write_text(
+            ktap.document(self.results.values(), self.findings))
+
+
+def outcome_of(report: pytest.TestReport) -> TestResult | None:
+    """What one phase's report says of its test (None: nothing new, e.g. a passing teardown)."""
+    name = report.nodeid
+    if report.skipped and report.when in ("setup", "call"):
+        if hasattr(report, "wasxfail"):
+            return TestResult(name, Outcome.XFAILED, report.wasxfail)
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        return TestResult(name, Outcome.SKIPPED, reason.removeprefix("Skipped: "))
+    if report.failed:
+        text = report.longreprtext
+        if report.when != "call":
+            return TestResult(name, Outcome.ERROR, f"{report.when} failed: {_last(text)}")
+        if "Timeout >" in text:
+            return TestResult(name, Outcome.TIMEOUT, _last(text))
+        return TestResult(name, Outcome.FAILED, _last(text))
+    if report.when == "call":
+        return TestResult(name, Outcome.PASSED)
+    return None
+
+
+def _last(text: str) -> str:
+    """The lines of a traceback that say what went wrong: pytest's 'E' lines, else the last."""
+    lines = [ln[1:].strip() for ln in text.splitlines() if ln.startswith("E ")]
+    return "\n".join(lines[:6]) or (text.strip().splitlines() or [""])[-1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    config.pluginmanager.register(GuestPlugin(config), "gmemtest-guest")

@@ -1,0 +1,226 @@
+"""`gmemtest matrix`: the nightly job over kernels x kconfig fragment sets x kernel command lines.
+
+Each (kernel, fragment set) is built once and booted once per command line. The results of the
+cells are merged into one JUnit XML (a testsuite per cell), one KTAP file per cell, a terminal
+table, Markdown, a self-contained HTML page and ``matrix.json``, which a later run takes as its
+``--baseline`` to find regressions.
+
+The configuration is TOML::
+
+    pytest_args = ["-n", "auto"]            # optional; what the guest's pytest is given
+                                            # (default: qemu.parallelism())
+
+    [env]                                   # optional; the suite's knobs (qemu.TUNABLES)
+    GMEMTEST_FUZZ = "long"
+
+    [kernels.debian-kpatches]
+    source = "debian"                       # Debian's linux-source-7.2 ...
+    patches = "kpatches"                    # ... plus a patch set (a dir with a series file)
+
+    [kernels.mine]
+    source = "/src/linux"                   # a kernel tree, built as it is
+
+    [configs]                               # kconfigs/ fragment sets
+    default = ["base", "kvm", "mm", "faults"]
+    debug = ["base", "kvm", "mm", "faults", "debug"]
+    # a table names the command lines a config is booted with (default: all of them)
+    novmattr = { fragments = ["base", "kvm", "mm", "faults", "novmattr"], cmdlines = ["default"] }
+
+    [cmdlines]                              # kernel command lines
+    on = ["kvm.gmem_in_place_conversion=1"]
+    off = ["kvm.gmem_in_place_conversion=0"]
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gmemtest.errors import GmemtestError
+from gmemtest.results import baseline as baseline_of
+from gmemtest.results import render, report, runlog
+from gmemtest.results.cells import CellResult, cell_id, slug
+from gmemtest.vmtier import checkout, kconfig, kernel, qemu
+from gmemtest.vmtier.progress import Progress
+
+from . import vmtest
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """A kernel to build: Debian's source plus a patch set, or a tree as it is."""
+
+    name: str
+    src: Path | None  # None: Debian's linux-source-7.2
+    patch_dir: Path | None  # None: no patches
+
+
+@dataclass
+class Matrix:
+    kernels: list[KernelSpec]
+    configs: dict[str, list[str]]
+    cmdlines: dict[str, list[str]]
+    pytest_args: list[str] | None = None  # None: qemu.parallelism()
+    env: dict[str, str] = field(default_factory=dict)
+    # config -> the command lines it is booted with, where not every one
+    config_cmdlines: dict[str, list[str]] = field(default_factory=dict)
+
+    def cells(self) -> list[Cell]:
+        return [Cell(k, c, m) for k in self.kernels for c in self.configs
+                for m in self.config_cmdlines.get(c, list(self.cmdlines))]
+
+
+@dataclass(frozen=True)
+class Cell:
+    kernel: KernelSpec
+    config: str
+    cmdline: str
+
+    @property
+    def id(self) -> str:
+        return cell_id(self.kernel.name, self.config, self.cmdline)
+
+    @property
+    def slug(self) -> str:
+        return slug(self.id)
+
+
+def _strings(value: Any, where: str) -> list[str]:
+    if isinstance(value, str):
+        return value.split()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise GmemtestError(f"{where}: expected a list of strings")
+    return list(value)
+
+
+def load(path: Path) -> Matrix:
+    """Read and check a matrix file; every mistake is named with its key."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise GmemtestError(f"--config {path}: no such file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise GmemtestError(f"{path}: not valid TOML: {e}") from None
+    unknown = set(data) - {"kernels", "configs", "cmdlines", "pytest_args", "env"}
+    if unknown:
+        raise GmemtestError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} (expected "
+                            "kernels, configs, cmdlines, pytest_args, env)")
+    for key in ("kernels", "configs", "cmdlines"):
+        if not isinstance(data.get(key), dict) or not data[key]:
+            raise GmemtestError(f"{path}: [{key}] is missing or empty")
+    kernels = []
+    for name, spec in data["kernels"].items():
+        where = f"{path}: [kernels.{name}]"
+        if not isinstance(spec, dict) or set(spec) - {"source", "patches"}:
+            raise GmemtestError(f"{where}: expected the keys source and patches")
+        source = spec.get("source", "debian")
+        src = None if source == "debian" else (path.parent / source).resolve()
+        if src is not None and not (src / "Makefile").is_file():
+            raise GmemtestError(f"{where}: source {src} is not a kernel tree")
+        patches = spec.get("patches", "kpatches" if src is None else False)
+        patch_dir = None
+        if patches is not False:
+            patch_dir = checkout.KPATCHES if patches == "kpatches" else \
+                (path.parent / str(patches)).resolve()
+            if not (patch_dir / "series").is_file():
+                raise GmemtestError(f"{where}: patches {patch_dir} has no series file")
+        kernels.append(KernelSpec(name, src, patch_dir))
+    cmdlines = {n: _strings(v, f"{path}: cmdlines.{n}") for n, v in data["cmdlines"].items()}
+    configs: dict[str, list[str]] = {}
+    config_cmdlines: dict[str, list[str]] = {}
+    for name, value in data["configs"].items():
+        where = f"{path}: configs.{name}"
+        if isinstance(value, dict):
+            if set(value) - {"fragments", "cmdlines"} or "fragments" not in value:
+                raise GmemtestError(f"{where}: expected a list of fragments or a table with "
+                                    "the keys fragments and cmdlines")
+            if "cmdlines" in value:
+                config_cmdlines[name] = _strings(value["cmdlines"], f"{where}.cmdlines")
+                unknown_lines = set(config_cmdlines[name]) - set(cmdlines)
+                if unknown_lines:
+                    raise GmemtestError(f"{where}.cmdlines: unknown command line(s) "
+                                        f"{', '.join(sorted(unknown_lines))} (known: "
+                                        f"{', '.join(cmdlines)})")
+            value = value["fragments"]
+        configs[name] = _strings(value, where)
+        try:
+            kconfig.fragment_paths(configs[name])
+        except GmemtestError as e:
+            raise GmemtestError(f"{where}: {e}") from None
+    pytest_args = (_strings(data["pytest_args"], f"{path}: pytest_args")
+                   if "pytest_args" in data else None)
+    env = data.get("env", {})
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        raise GmemtestError(f"{path}: [env] must map variable names to strings")
+    if set(env) - set(qemu.TUNABLES):
+        raise GmemtestError(f"{path}: [env]: unknown variable(s) "
+                            f"{', '.join(sorted(set(env) - set(qemu.TUNABLES)))} (expected "
+                            f"{', '.join(qemu.TUNABLES)})")
+    return Matrix(kernels, configs, cmdlines, pytest_args, env, config_cmdlines)
+
+
+def run(matrix: Matrix, out: Path, *, limits: qemu.Limits,
+        progress: Progress | None = None) -> list[CellResult]:
+    """Build each (kernel, config) once, boot it once per command line."""
+    progress = progress or Progress()
+    results: list[CellResult] = []
+    builds: dict[tuple[KernelSpec, str], kernel.Build | str] = {}
+    for cell in matrix.cells():
+        key = (cell.kernel, cell.config)
+        if key not in builds:
+            progress.phase(f"build {cell.kernel.name}/{cell.config}")
+            try:
+                builds[key] = kernel.build(
+                    cell.kernel.src, patches=cell.kernel.patch_dir is not None,
+                    patch_dir=cell.kernel.patch_dir or checkout.KPATCHES,
+                    fragments=matrix.configs[cell.config], progress=progress)
+            except GmemtestError as e:
+                builds[key] = f"build failed: {e}"
+        b = builds[key]
+        if isinstance(b, str):
+            results.append(CellResult(cell.kernel.name, cell.config, cell.cmdline, None, b))
+            continue
+        progress.phase(f"cell {cell.id}", "booting")
+        pytest_args = qemu.parallelism() if matrix.pytest_args is None else matrix.pytest_args
+        r = qemu.boot(b.bzimage, pytest_args, results=out / "cells" / cell.slug,
+                      cmdline=matrix.cmdlines[cell.cmdline], limits=limits,
+                      env={**matrix.env, **vmtest.guest_env(b)})
+        patches = f" + {len(b.source.patches)} patches" if b.source.patches else ""
+        results.append(CellResult(cell.kernel.name, cell.config, cell.cmdline,
+                                  report.evaluate(cell.id, r), build_seconds=b.seconds,
+                                  bzimage=str(b.bzimage),
+                                  kernel=f"{b.source.commit or b.source.version}{patches}",
+                                  cmdline=matrix.cmdlines[cell.cmdline]))
+    progress.done("matrix", f"{len(results)} cells, {len(builds)} builds")
+    return results
+
+
+def main(config: Path, out: Path | None, baseline: Path | None, limits: qemu.Limits,
+         pytest_args: list[str] | None = None) -> int:
+    """Run the matrix, write the reports, print the table; the exit status is 1 when a cell
+    failed (or, with a baseline, when something regressed against it)."""
+    matrix = load(config)
+    old = baseline_of.load_baseline(baseline) if baseline else None
+    if pytest_args:
+        matrix.pytest_args = pytest_args
+    out = out or vmtest.results_root() / time.strftime("matrix-%Y%m%d-%H%M%S")
+    if out.exists() and any(out.iterdir()):
+        shutil.rmtree(out / "cells", ignore_errors=True)
+    with runlog.attached(out / "gmemtest.log"):
+        results = run(matrix, out, limits=limits)
+    render.write(results, out)
+    regr = baseline_of.regressions(json.loads((out / "matrix.json").read_text()), old) \
+        if old else []
+    if regr:
+        render.write(results, out, regr)
+    print(render.table(results, regr))
+    print(f"reports: {out}/report.html, summary.md, junit.xml, matrix.ktap, *.ktap, "
+          "matrix.json")
+    if old is not None:
+        return 1 if regr else 0
+    return 0 if all(r.ok for r in results) else 1
