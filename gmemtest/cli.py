@@ -179,7 +179,16 @@ def _cmd_matrix(args: argparse.Namespace) -> int:
 
     return matrix.main(Path(args.config), Path(args.out) if args.out else None,
                        Path(args.baseline) if args.baseline else None, _limits(args),
-                       _pytest_args(args) or None)
+                       _pytest_args(args) or None, cell=args.cell, list_cells=args.list,
+                       kcidb_file=Path(args.kcidb) if args.kcidb else None)
+
+
+def _cmd_matrix_merge(args: argparse.Namespace) -> int:
+    from gmemtest.workflows import matrix
+
+    return matrix.merge_main([Path(d) for d in args.dirs], Path(args.config), Path(args.out),
+                             Path(args.baseline) if args.baseline else None,
+                             Path(args.kcidb) if args.kcidb else None)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -300,8 +309,24 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--out", metavar="DIR", help="report directory (default results/matrix-*)")
     m.add_argument("--baseline", metavar="FILE", help="an earlier run's matrix.json: exit "
                    "non-zero only when something regressed against it")
+    m.add_argument("--list", action="store_true", help="print every cell with its id, as "
+                   "JSON, and exit (a CI engine makes a job of each)")
+    m.add_argument("--cell", metavar="ID", help="build, boot and run this cell alone into "
+                   "OUT/cells/SLUG; `gmemtest matrix merge` makes the reports")
+    m.add_argument("--kcidb", metavar="FILE", help="also write the results as KCIDB JSON")
     _add_vm_limits(m)
     m.set_defaults(func=_cmd_matrix)
+
+    mm = sub.add_parser("matrix-merge", prog="gmemtest matrix merge",
+                        help="(as `gmemtest matrix merge DIR...`) the reports of cells run "
+                        "apart, as one run of them would write")
+    mm.add_argument("dirs", nargs="+", metavar="DIR", help="a cell's results directory "
+                    "(OUT/cells/SLUG of `--cell`), or an OUT holding cells/")
+    mm.add_argument("--config", required=True, metavar="FILE", help="the matrix they come from")
+    mm.add_argument("--out", required=True, metavar="DIR", help="report directory")
+    mm.add_argument("--baseline", metavar="FILE", help="an earlier run's matrix.json")
+    mm.add_argument("--kcidb", metavar="FILE", help="also write the results as KCIDB JSON")
+    mm.set_defaults(func=_cmd_matrix_merge)
 
     be = sub.add_parser("bench", help="gmemtest against the upstream KVM selftests, and "
                         "micro-benchmarks, in one boot")
@@ -327,6 +352,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["matrix", "merge"]:
+        argv[:2] = ["matrix-merge"]
     args = parser().parse_args(argv)
     if args.kernel_headers:
         os.environ[seriesconf.ENV_HEADERS] = args.kernel_headers
@@ -343,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
 def fail(command: str, e: BaseException | str) -> None:
     """Every failure of a command, in one line on stderr: what went wrong and what to do."""
     text = e if isinstance(e, str) else one_line(e)
-    print(f"gmemtest {command}: error: {text}", file=sys.stderr)
+    print(f"gmemtest {command.replace('matrix-merge', 'matrix merge')}: error: {text}",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":

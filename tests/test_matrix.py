@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import kcidb_io
 import pytest
+import yaml
 
+from gmemtest.cache import cache_dir
 from gmemtest.errors import GmemtestError
-from gmemtest.results import baseline, ktap, report
+from gmemtest.results import baseline, cells, kcidb, ktap, report
+from gmemtest.results.cells import CellResult, cell_id, slug
 from gmemtest.results.outcome import Outcome, TestResult
+from gmemtest.results.run import Run
 from gmemtest.workflows import matrix
 
 CHECKOUT = Path(__file__).resolve().parent.parent
@@ -191,3 +199,164 @@ def test_reports(onoff):
     assert "Regressions against the baseline" in page
     md = (out / "summary.md").read_text()
     assert f"| {ON} |" in md and f"| {OFF} |" in md
+
+
+# --- a job per cell: --list, --cell, merge; CI engines; KCIDB ----------------------------------
+
+def cell_result(tmp_path: Path, kernel: str, config: str, cmdline: str, *,
+                built: bool = True) -> CellResult:
+    """A cell's result as a boot would leave it: its JUnit in its directory, its record."""
+    d = tmp_path / "cells" / slug(cell_id(kernel, config, cmdline))
+    d.mkdir(parents=True)
+    (d / "junit.xml").write_text(
+        "<testsuites><testsuite><testcase classname='tests.test_routing' name='test_a[gmem]'/>"
+        "<testcase classname='tests.test_routing' name='test_b'><skipped message='needs X: "
+        "absent'/></testcase></testsuite></testsuites>")
+    run = Run(d, d / "console.log", status=0, accel="tcg", boot_seconds=3.0, seconds=40.0)
+    r = CellResult(kernel, config, cmdline, report.evaluate(cell_id(kernel, config, cmdline),
+                                                           run) if built else None,
+                   None if built else "build failed: make: *** [Makefile] Error 2",
+                   cmdline=[f"kvm.gmem_in_place_conversion={int(cmdline == 'on')}"],
+                   source="linux-source-7.2 7.2.13-1", patches=["0001-a.patch"],
+                   fragments=["base", "kvm"], started="2026-11-29T16:00:00Z")
+    cells.save(r, d)
+    return r
+
+
+def test_list_prints_every_cell_with_its_id(gmemtest_cli):
+    """`--list`: the cells, in order, as JSON with stable ids a CI engine makes jobs of."""
+    proc = gmemtest_cli("matrix", "--config", str(CHECKOUT / "matrices/onoff.toml"), "--list")
+    assert proc.returncode == 0, proc.stderr
+    listed = json.loads(proc.stdout)
+    assert [c["id"] for c in listed] == [ON, OFF]
+    assert listed[0]["slug"] == "debian-kpatches--default--on"
+
+
+def listed(gmemtest_cli, config: str) -> list[str]:
+    proc = gmemtest_cli("matrix", "--config", str(CHECKOUT / config), "--list")
+    return [c["id"] for c in json.loads(proc.stdout)]
+
+
+def test_ci_engines_run_exactly_the_listed_cells(gmemtest_cli):
+    """The GitLab pipeline and the GitHub workflow make a job of exactly the cells
+    `gmemtest matrix --list` prints, for every matrix they run."""
+    gitlab = yaml.safe_load((CHECKOUT / ".gitlab-ci.yml").read_text())
+    for job, config in (("nightly-cell", "matrices/nightly.toml"),
+                        ("onoff-cell", "matrices/onoff.toml")):
+        assert gitlab[job]["parallel"]["matrix"][0]["CELL"] == listed(gmemtest_cli, config), job
+        assert gitlab[job]["rules"] == [{"if": f'$MATRIX == "{config}"'}]
+    github = yaml.safe_load((CHECKOUT / ".github/workflows/nightly.yml").read_text())
+    include = github["jobs"]["cell"]["strategy"]["matrix"]["include"]
+    assert [c["id"] for c in include] == listed(gmemtest_cli, "matrices/nightly.toml")
+    assert all(c["slug"] == slug(c["id"]) for c in include)
+
+
+def test_unknown_cell_is_one_line(gmemtest_cli, tmp_path):
+    proc = gmemtest_cli("matrix", "--config", str(CHECKOUT / "matrices/onoff.toml"), "--cell",
+                        "debian-kpatches/default/sideways", "--out", str(tmp_path))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "gmemtest matrix: error: --cell debian-kpatches/default/sideways: no such cell in the "
+        f"matrix (its cells: {ON}, {OFF})"]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("not a cell", "is not a cell's results directory (no cell.json)"),
+    ("twice", f"cell {ON} was run twice"),
+    ("missing", f"cell {OFF} is missing"),
+])
+def test_merge_mistakes_are_one_line(gmemtest_cli, tmp_path, case, message):
+    """A directory that is not a cell's, a cell given twice and a missing cell: one line each,
+    exit 2, and no report written."""
+    cell_result(tmp_path / "a", "debian-kpatches", "default", "on")
+    dirs = [tmp_path / "a" / "cells" / slug(ON)]
+    if case == "not a cell":
+        dirs.append(tmp_path)
+    elif case == "twice":
+        cell_result(tmp_path / "b", "debian-kpatches", "default", "on")
+        dirs.append(tmp_path / "b")
+    proc = gmemtest_cli("matrix", "merge", *map(str, dirs), "--config",
+                        str(CHECKOUT / "matrices/onoff.toml"), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2, proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gmemtest matrix merge: error: ")
+    assert message in lines[0] and not (tmp_path / "out" / "matrix.json").exists()
+
+
+def test_kcidb_document_is_valid(tmp_path):
+    """The KCIDB document of a matrix (a cell that ran, a cell whose kernel did not build)
+    validates against the kcidb-io package's schema: checkouts, builds, tests with paths and
+    statuses, and each cell's kernel health as a test."""
+    results = [cell_result(tmp_path, "debian-kpatches", "default", "on"),
+               cell_result(tmp_path, "debian-kpatches", "debug", "on", built=False)]
+    doc = kcidb.document(results)
+    kcidb_io.schema.LATEST.validate(doc)
+    assert len(doc["checkouts"]) == 1 and len(doc["builds"]) == 2
+    assert [(t["path"], t["status"]) for t in doc["tests"]] == [
+        ("gmemtest.test_routing.test_a.gmem", "PASS"), ("gmemtest.test_routing.test_b", "SKIP"),
+        ("gmemtest.kernel_health", "PASS")]
+    assert doc["builds"][1]["status"] == "FAIL" and "Error 2" in doc["builds"][1]["log_excerpt"]
+
+
+def _without_times(doc: dict) -> dict:
+    doc = dict(doc)
+    doc.pop("generated", None)
+    return doc
+
+
+@pytest.mark.timeout(1600)
+@pytest.mark.needs("linux_source")
+def test_merge_writes_what_one_run_writes(onoff, gmemtest_cli, tmp_path):
+    """The cells of a one-machine run merged from their directories give the same junit.xml,
+    KTAP, summaries, report.html, matrix.json and baseline verdict."""
+    proc, out = onoff
+    merged = tmp_path / "merged"
+    m = gmemtest_cli("matrix", "merge", *(str(p) for p in sorted((out / "cells").iterdir())),
+                     "--config", str(CHECKOUT / "matrices/onoff.toml"), "--out", str(merged),
+                     "--baseline", str(out.parent / "baseline.json"))
+    assert m.returncode == proc.returncode, m.stderr
+    for name in ("junit.xml", "matrix.ktap", f"{slug(ON)}.ktap", f"{slug(OFF)}.ktap",
+                 "summary.txt", "summary.md"):
+        assert (merged / name).read_text() == (out / name).read_text(), name
+    one, two = (json.loads((d / "matrix.json").read_text()) for d in (out, merged))
+    assert _without_times(one) == _without_times(two)
+    dated = re.compile(r"<p>\d{4}-\d\d-\d\d \d\d:\d\d UTC, ")
+    assert dated.sub("", (merged / "report.html").read_text()) == \
+        dated.sub("", (out / "report.html").read_text())
+
+
+@pytest.mark.timeout(2400)
+@pytest.mark.needs("linux_source", "gitlab_ci_local")
+def test_gitlab_pipeline_runs_here(onoff, tmp_path):
+    """gitlab-ci-local runs .gitlab-ci.yml on matrices/onoff.toml in its shell executor, in a
+    copy of this checkout: both cell jobs and the merge job pass, the merged matrix.json has
+    the same cells and outcomes as the one-machine run, and its KCIDB file validates."""
+    _, out = onoff
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    files = subprocess.run(["git", "-C", str(CHECKOUT), "ls-files", "-co", "--exclude-standard"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    for rel in files:
+        if (CHECKOUT / rel).is_file():
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(CHECKOUT / rel, repo / rel)
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "checkout"]):
+        subprocess.run(["git", "-c", "user.name=gmemtest", "-c", "user.email=gmemtest@localhost",
+                        *args], cwd=repo, check=True)
+    proc = subprocess.run(
+        ["gitlab-ci-local", "--variable", "MATRIX=matrices/onoff.toml",
+         "--variable", f"GMEMTEST_CACHE={cache_dir()}", "--variable", "BOOTSTRAP=true",
+         "--variable", f"VENV={sys.prefix}", "--variable", "PYTEST_ARGS=-p no:xdist -q",
+         "--variable", "PYTEST_K=" + " or ".join(t.split("::")[1] for t in
+                                                 (UNMAPS, ENOTTY, SEPARATE))],
+        cwd=repo, capture_output=True, text=True, timeout=2300)
+    print(proc.stdout[-4000:], proc.stderr[-2000:])
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    for job in ("onoff-cell: [debian-kpatches/default/on]",
+                "onoff-cell: [debian-kpatches/default/off]", "merge"):
+        assert re.search(rf"PASS\s+{re.escape(job)}", proc.stdout), job
+    merged = json.loads((repo / "matrix-report/matrix.json").read_text())["cells"]
+    alone = json.loads((out / "matrix.json").read_text())["cells"]
+    assert {c: (v["ok"], v["tests"]) for c, v in merged.items()} == \
+        {c: (v["ok"], v["tests"]) for c, v in alone.items()}
+    kcidb_io.schema.LATEST.validate(json.loads((repo / "matrix-report/kcidb.json").read_text()))

@@ -245,7 +245,7 @@ def test_guest_pytest_is_parallel_only_where_vcpus_are(monkeypatch):
     multi-threaded TCG); one process under single-threaded TCG, where workers only cost."""
     assert qemu.parallelism(qemu.Accel([], "kvm", parallel=True)) == ["-n", "auto"]
     assert qemu.parallelism(qemu.Accel([], "tcg", parallel=False)) == ["-p", "no:xdist"]
-    monkeypatch.setattr(qemu.caps, "nested_support", lambda: {
+    monkeypatch.setattr(qemu.host, "nested_support", lambda: {
         "can_run_nested": False, "cpu_virt": False, "module": None})
     for thread, parallel in (("single", False), ("multi", True)):
         monkeypatch.setenv("GMEMTEST_TCG_THREAD", thread)

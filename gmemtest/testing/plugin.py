@@ -20,6 +20,7 @@ checks it in ``pytest_runtest_setup`` and skips naming what is absent. The vocab
 ``qemu``                           qemu-system-x86_64 (host-only tests of the VM tier)
 ``built_kernel``                   a kernel built by ``gmemtest kernel build``
 ``linux_source``                   Debian's linux-source-7.2 in the cache
+``gitlab_ci_local``                gitlab-ci-local, to run .gitlab-ci.yml on this machine
 =================================  =========================================================
 
 Tests taking the ``route`` fixture run once per conversion route and need that route; the
@@ -84,6 +85,11 @@ def missing(need: str) -> str | None:
     kind, _, arg = need.partition(":")
     if kind in ("qemu", "built_kernel", "linux_source"):
         return _missing_tool(kind)
+    if kind == "gitlab_ci_local":
+        for tool in ("gitlab-ci-local", "git", "rsync"):
+            if shutil.which(tool) is None:
+                return f"{tool} (scripts/bootstrap --ci-engine installs it)"
+        return None
     if kind == "failslab" or kind == "fail_page_alloc":
         return faultinject.missing(kind)
     if kind == "gup_test":

@@ -43,7 +43,8 @@ from typing import Any
 
 from gmemtest.errors import GmemtestError
 from gmemtest.results import baseline as baseline_of
-from gmemtest.results import render, report, runlog
+from gmemtest.results import cells as cells_of
+from gmemtest.results import kcidb, render, report, runlog
 from gmemtest.results.cells import CellResult, cell_id, slug
 from gmemtest.vmtier import checkout, kconfig, kernel, qemu
 from gmemtest.vmtier.progress import Progress
@@ -164,63 +165,161 @@ def load(path: Path) -> Matrix:
     return Matrix(kernels, configs, cmdlines, pytest_args, env, config_cmdlines)
 
 
-def run(matrix: Matrix, out: Path, *, limits: qemu.Limits,
-        progress: Progress | None = None) -> list[CellResult]:
-    """Build each (kernel, config) once, boot it once per command line."""
+def cell_list(matrix: Matrix) -> list[dict[str, Any]]:
+    """Every cell, in order, with its stable id (``KERNEL/CONFIG/CMDLINE``): what
+    ``--list`` prints for a CI engine to make a job of each."""
+    return [{"id": c.id, "slug": c.slug, "kernel": c.kernel.name, "config": c.config,
+             "cmdline": c.cmdline, "fragments": matrix.configs[c.config],
+             "cmdline_args": matrix.cmdlines[c.cmdline]} for c in matrix.cells()]
+
+
+def pick(matrix: Matrix, cell: str) -> Cell:
+    """The cell called ``cell``; one line naming the known ones otherwise."""
+    for c in matrix.cells():
+        if c.id == cell:
+            return c
+    raise GmemtestError(f"--cell {cell}: no such cell in the matrix (its cells: "
+                        f"{', '.join(c.id for c in matrix.cells())})")
+
+
+def run(matrix: Matrix, out: Path, *, limits: qemu.Limits, progress: Progress | None = None,
+        cells: list[Cell] | None = None) -> list[CellResult]:
+    """Build each (kernel, config) once and boot it once per command line, for every cell or
+    the ones given; each cell's results go to out/cells/SLUG, with its record (cell.json)."""
     progress = progress or Progress()
     results: list[CellResult] = []
     builds: dict[tuple[KernelSpec, str], kernel.Build | str] = {}
-    for cell in matrix.cells():
+    for cell in matrix.cells() if cells is None else cells:
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         key = (cell.kernel, cell.config)
+        fragments = matrix.configs[cell.config]
         if key not in builds:
             progress.phase(f"build {cell.kernel.name}/{cell.config}")
             try:
                 builds[key] = kernel.build(
                     cell.kernel.src, patches=cell.kernel.patch_dir is not None,
                     patch_dir=cell.kernel.patch_dir or checkout.KPATCHES,
-                    fragments=matrix.configs[cell.config], progress=progress)
+                    fragments=fragments, progress=progress)
             except GmemtestError as e:
                 builds[key] = f"build failed: {e}"
         b = builds[key]
         if isinstance(b, str):
-            results.append(CellResult(cell.kernel.name, cell.config, cell.cmdline, None, b))
-            continue
-        progress.phase(f"cell {cell.id}", "booting")
-        pytest_args = qemu.parallelism() if matrix.pytest_args is None else matrix.pytest_args
-        r = qemu.boot(b.bzimage, pytest_args, results=out / "cells" / cell.slug,
-                      cmdline=matrix.cmdlines[cell.cmdline], limits=limits,
-                      env={**matrix.env, **vmtest.guest_env(b)})
-        patches = f" + {len(b.source.patches)} patches" if b.source.patches else ""
-        results.append(CellResult(cell.kernel.name, cell.config, cell.cmdline,
-                                  report.evaluate(cell.id, r), build_seconds=b.seconds,
-                                  bzimage=str(b.bzimage),
-                                  kernel=f"{b.source.commit or b.source.version}{patches}",
-                                  cmdline=matrix.cmdlines[cell.cmdline]))
+            result = CellResult(cell.kernel.name, cell.config, cell.cmdline, None, b,
+                                fragments=fragments, started=started,
+                                cmdline=matrix.cmdlines[cell.cmdline])
+        else:
+            progress.phase(f"cell {cell.id}", "booting")
+            pytest_args = qemu.parallelism() if matrix.pytest_args is None \
+                else matrix.pytest_args
+            r = qemu.boot(b.bzimage, pytest_args, results=out / "cells" / cell.slug,
+                          cmdline=matrix.cmdlines[cell.cmdline], limits=limits,
+                          env={**matrix.env, **vmtest.guest_env(b)})
+            patches = f" + {len(b.source.patches)} patches" if b.source.patches else ""
+            result = CellResult(cell.kernel.name, cell.config, cell.cmdline,
+                                report.evaluate(cell.id, r), build_seconds=b.seconds,
+                                bzimage=str(b.bzimage),
+                                kernel=f"{b.source.commit or b.source.version}{patches}",
+                                cmdline=matrix.cmdlines[cell.cmdline],
+                                source=b.source.commit or b.source.version,
+                                patches=list(b.source.patches), fragments=fragments,
+                                started=started)
+        cells_of.save(result, out / "cells" / cell.slug)
+        results.append(result)
     progress.done("matrix", f"{len(results)} cells, {len(builds)} builds")
     return results
 
 
-def main(config: Path, out: Path | None, baseline: Path | None, limits: qemu.Limits,
-         pytest_args: list[str] | None = None) -> int:
-    """Run the matrix, write the reports, print the table; the exit status is 1 when a cell
-    failed (or, with a baseline, when something regressed against it)."""
-    matrix = load(config)
+def merge(dirs: list[Path], matrix: Matrix) -> list[tuple[CellResult, Path]]:
+    """The results of cells run apart (each by ``--cell``), with their directories, in the
+    matrix's order: every cell exactly once; one line for a directory that is not a cell's,
+    a cell given twice, a cell the matrix does not have and a cell missing."""
+    found: dict[str, tuple[CellResult, Path]] = {}
+    for d in dirs:
+        for cell_dir in _cell_dirs(d):
+            r = cells_of.load(cell_dir)
+            if r.id in found:
+                raise GmemtestError(f"cell {r.id} was run twice: {found[r.id][1]} and "
+                                    f"{cell_dir} (merge each cell's results once)")
+            found[r.id] = (r, cell_dir)
+    ids = [c.id for c in matrix.cells()]
+    unknown = sorted(set(found) - set(ids))
+    if unknown:
+        raise GmemtestError(f"cell {unknown[0]} ({found[unknown[0]][1]}) is not in the matrix "
+                            f"(its cells: {', '.join(ids)})")
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise GmemtestError(f"cell {missing[0]} is missing: no results directory holds it "
+                            f"({len(missing)} of {len(ids)} cells missing)")
+    return [found[i] for i in ids]
+
+
+def _cell_dirs(d: Path) -> list[Path]:
+    """A cell's results directory, or every cell of a matrix run's output directory."""
+    if (d / cells_of.CELL_FILE).exists() or not (d / "cells").is_dir():
+        return [d]
+    return sorted(p for p in (d / "cells").iterdir() if (p / cells_of.CELL_FILE).exists())
+
+
+def report_on(results: list[CellResult], out: Path, *, baseline: Path | None,
+              kcidb_file: Path | None) -> int:
+    """Write every report of ``results`` into ``out``, print the table; the exit status is 1
+    when a cell failed (or, with a baseline, when something regressed against it)."""
     old = baseline_of.load_baseline(baseline) if baseline else None
-    if pytest_args:
-        matrix.pytest_args = pytest_args
-    out = out or vmtest.results_root() / time.strftime("matrix-%Y%m%d-%H%M%S")
-    if out.exists() and any(out.iterdir()):
-        shutil.rmtree(out / "cells", ignore_errors=True)
-    with runlog.attached(out / "gmemtest.log"):
-        results = run(matrix, out, limits=limits)
     render.write(results, out)
     regr = baseline_of.regressions(json.loads((out / "matrix.json").read_text()), old) \
         if old else []
     if regr:
         render.write(results, out, regr)
+    if kcidb_file is not None:
+        kcidb.write(results, kcidb_file)
     print(render.table(results, regr))
     print(f"reports: {out}/report.html, summary.md, junit.xml, matrix.ktap, *.ktap, "
-          "matrix.json")
+          "matrix.json" + (f"; KCIDB: {kcidb_file}" if kcidb_file else ""))
     if old is not None:
         return 1 if regr else 0
     return 0 if all(r.ok for r in results) else 1
+
+
+def main(config: Path, out: Path | None, baseline: Path | None, limits: qemu.Limits,
+         pytest_args: list[str] | None = None, *, cell: str | None = None,
+         list_cells: bool = False, kcidb_file: Path | None = None) -> int:
+    """``--list``: print the cells as JSON. ``--cell ID``: build, boot and run that cell alone
+    into OUT/cells/SLUG (no reports: ``gmemtest matrix merge`` makes them). Otherwise run every
+    cell and write the reports."""
+    matrix = load(config)
+    if list_cells:
+        print(json.dumps(cell_list(matrix), indent=2))
+        return 0
+    chosen = [pick(matrix, cell)] if cell else None
+    if baseline:
+        baseline_of.load_baseline(baseline)  # a bad baseline is an error before any build
+    if pytest_args:
+        matrix.pytest_args = pytest_args
+    out = out or vmtest.results_root() / time.strftime("matrix-%Y%m%d-%H%M%S")
+    if chosen is None and out.exists() and any(out.iterdir()):
+        shutil.rmtree(out / "cells", ignore_errors=True)
+    if chosen is not None:
+        shutil.rmtree(out / "cells" / chosen[0].slug, ignore_errors=True)
+    with runlog.attached(out / ("gmemtest.log" if chosen is None else
+                                f"cells/{chosen[0].slug}/matrix.log")):
+        results = run(matrix, out, limits=limits, cells=chosen)
+    if chosen is not None:
+        print(f"cell {chosen[0].id}: {results[0].verdict()} ({out / 'cells' / chosen[0].slug})")
+        return 0 if results[0].ok else 1
+    return report_on(results, out, baseline=baseline, kcidb_file=kcidb_file)
+
+
+def merge_main(dirs: list[Path], config: Path, out: Path, baseline: Path | None,
+               kcidb_file: Path | None) -> int:
+    """``gmemtest matrix merge``: the reports of cells run apart, as one run would write them
+    (each cell's directory copied to OUT/cells/SLUG)."""
+    matrix = load(config)
+    merged = merge(dirs, matrix)
+    if baseline:
+        baseline_of.load_baseline(baseline)
+    for r, src in merged:
+        dest = out / "cells" / r.slug
+        if src.resolve() != dest.resolve():
+            shutil.rmtree(dest, ignore_errors=True)
+            shutil.copytree(src, dest)
+    return report_on([r for r, _ in merged], out, baseline=baseline, kcidb_file=kcidb_file)
