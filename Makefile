@@ -54,7 +54,7 @@ vm-test: setup-vm
 bench: setup-vm
 	$(GMEMTEST) bench
 
-## The nightly matrix (2 builds, 4 boots); pass BASELINE=DIR/matrix.json to compare.
+## The nightly matrix (3 builds, 5 cells); pass BASELINE=DIR/matrix.json to compare.
 matrix: setup-vm
 	$(GMEMTEST) matrix --config matrices/nightly.toml $(if $(BASELINE),--baseline $(BASELINE))
 
