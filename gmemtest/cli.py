@@ -49,6 +49,21 @@ def _pytest_args(args: argparse.Namespace) -> list[str]:
     return rest[1:] if rest[:1] == ["--"] else rest
 
 
+def _source(args: argparse.Namespace) -> tuple[Path | None, bool | None]:
+    """The tree to build and whether kpatches/ go on it: --series makes a tree of the posted
+    series on its base (--src, else Debian's); else --src as it is."""
+    src = Path(args.src) if args.src else None
+    if src is not None and not src.is_dir():
+        raise GmemtestError(f"--src {src}: no such directory")
+    if getattr(args, "series", None):
+        from gmemtest.vmtier import series
+
+        return series.tree(Path(args.series), version=args.series_version, src=src), False
+    if getattr(args, "series_version", None) is not None:
+        raise GmemtestError("--series-version needs --series MBOX")
+    return src, args.patches
+
+
 def _patch_dir(args: argparse.Namespace) -> Path:
     """--patch-dir (which implies --patches), else kpatches/."""
     from gmemtest.vmtier import checkout
@@ -71,10 +86,8 @@ def _cmd_kernel_build(args: argparse.Namespace) -> int:
         from gmemtest.vmtier.kconfig import DEFAULT_FRAGMENTS
 
         fragments = [*(fragments or DEFAULT_FRAGMENTS), "debug"]
-    src = Path(args.src) if args.src else None
-    if src is not None and not src.is_dir():
-        raise GmemtestError(f"--src {src}: no such directory")
-    b = kernel.build(src, patches=args.patches, fragments=fragments, jobs=args.jobs,
+    src, patches = _source(args)
+    b = kernel.build(src, patches=patches, fragments=fragments, jobs=args.jobs,
                      patch_dir=_patch_dir(args), build_dir=_build_dir(args))
     print(kernel.summary(b))
     return 0
@@ -87,8 +100,8 @@ def _build_dir(args: argparse.Namespace) -> Path | None:
 def _cmd_kernel_selftests(args: argparse.Namespace) -> int:
     from gmemtest.vmtier import kernel
 
-    src = Path(args.src) if args.src else None
-    b = kernel.build(src, patches=args.patches, patch_dir=_patch_dir(args))
+    src, patches = _source(args)
+    b = kernel.build(src, patches=patches, patch_dir=_patch_dir(args))
     print(kernel.selftests(b))
     return 0
 
@@ -145,8 +158,8 @@ def _cmd_vm_test(args: argparse.Namespace) -> int:
 
     fragments = [*DEFAULT_FRAGMENTS, "debug"] if args.debug else None
     patch_dir = _patch_dir(args)
-    outcomes, text = vmtest.main_job(src=Path(args.src) if args.src else None,
-                                     patches=args.patches, patch_dir=patch_dir,
+    src, patches = _source(args)
+    outcomes, text = vmtest.main_job(src=src, patches=patches, patch_dir=patch_dir,
                                      fragments=fragments,
                                      pytest_args=_pytest_args(args) or None,
                                      limits=_limits(args), image=_image(args))
@@ -183,6 +196,39 @@ def _cmd_matrix(args: argparse.Namespace) -> int:
                        kcidb_file=Path(args.kcidb) if args.kcidb else None)
 
 
+def _cmd_series_apply(args: argparse.Namespace) -> int:
+    from gmemtest.vmtier import series
+    from gmemtest.vmtier.progress import Progress
+
+    src = Path(args.src) if args.src else None
+    s = series.read(Path(args.mbox), args.series_version)
+    tree = series.apply(s, src, Progress())
+    print(f"series: {s.title()}")
+    print(f"tree:   {tree} (base {series.info(tree)['base']})")
+    for i, (sha, subject) in enumerate(series.commits(tree, s.count), 1):
+        print(f"  {i:2d}/{s.count} {sha[:12]} {subject}")
+    print(f"bisect: cd {tree} && git bisect start HEAD HEAD~{s.count} && git bisect run "
+          "gmemtest bisect-step -k TESTS")
+    return 0
+
+
+def _cmd_series_walk(args: argparse.Namespace) -> int:
+    from gmemtest.vmtier.kconfig import DEFAULT_FRAGMENTS
+    from gmemtest.workflows import walk
+
+    return walk.main(Path(args.mbox), version=args.series_version,
+                     src=Path(args.src) if args.src else None,
+                     fragments=[*DEFAULT_FRAGMENTS, "debug"] if args.debug else None,
+                     pytest_args=_pytest_args(args) or None, limits=_limits(args))
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from gmemtest.workflows import diff
+
+    return diff.main(args.a, args.b, _pytest_args(args) or None, _limits(args),
+                     Path(args.out) if args.out else None)
+
+
 def _cmd_matrix_merge(args: argparse.Namespace) -> int:
     from gmemtest.workflows import matrix
 
@@ -194,10 +240,8 @@ def _cmd_matrix_merge(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from gmemtest.workflows import bench
 
-    src = Path(args.src) if args.src else None
-    if src is not None and not src.is_dir():
-        raise GmemtestError(f"--src {src}: no such directory")
-    return bench.main(src=src, patches=args.patches, cmdline=args.cmdline or
+    src, patches = _source(args)
+    return bench.main(src=src, patches=patches, cmdline=args.cmdline or
                       ["kvm.gmem_in_place_conversion=0"], seconds=args.seconds, cold=args.cold,
                       out=Path(args.out) if args.out else None, limits=_limits(args))
 
@@ -221,7 +265,13 @@ def _add_vm_limits(p: argparse.ArgumentParser) -> None:
 
 def _add_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--src", metavar="DIR",
-                   help="kernel tree to build (default: Debian's linux-source-7.2)")
+                   help="kernel tree to build (default: Debian's linux-source-7.2); with "
+                   "--series, the base to apply it onto")
+    p.add_argument("--series", metavar="MBOX",
+                   help="a posted series (an mbox, as `b4 am -o -` or a list archive writes "
+                   "it), applied with git am onto the base")
+    p.add_argument("--series-version", type=int, metavar="N",
+                   help="the version of the series to take from the mbox (default: newest)")
     p.add_argument("--patches", action=argparse.BooleanOptionalAction, default=None,
                    help="apply kpatches/ (default: on for the Debian source, off for --src)")
     p.add_argument("--patch-dir", metavar="DIR", default=None,
@@ -316,6 +366,33 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--kcidb", metavar="FILE", help="also write the results as KCIDB JSON")
     _add_vm_limits(m)
     m.set_defaults(func=_cmd_matrix)
+
+    se = sub.add_parser("series", help="a posted series (an mbox): apply it, or walk it as the "
+                        "0-day bot does")
+    ses = se.add_subparsers(dest="series_command", required=True)
+    sa = ses.add_parser("apply", help="apply the series with git am onto the base, one commit "
+                        "per patch, and print the tree (for git bisect run bisect-step)")
+    sw = ses.add_parser("walk", help="build every prefix, run the suite at the tip in both "
+                        "modes, bisect to the first bad patch when the tip fails")
+    for x in (sa, sw):
+        x.add_argument("mbox", metavar="MBOX", help="the posted series, as an mbox")
+        x.add_argument("--series-version", type=int, metavar="N",
+                       help="the version to take (default: the newest in the mbox)")
+        x.add_argument("--src", metavar="DIR", help="the base tree (default: Debian's "
+                       "linux-source-7.2)")
+    sa.set_defaults(func=_cmd_series_apply)
+    sw.add_argument("--debug", action="store_true", help="add the debug kconfig fragment")
+    _add_vm_limits(sw)
+    sw.set_defaults(func=_cmd_series_walk)
+
+    d = sub.add_parser("diff", help="the same suite on two kernels, both modes: every test "
+                       "whose outcome differs")
+    d.add_argument("a", metavar="A", help="a built kernel (build dir or bzImage), a patch "
+                   "directory, a series mbox or a kernel tree")
+    d.add_argument("b", metavar="B", help="the same, to compare with A")
+    d.add_argument("--out", metavar="DIR", help="report directory (default results/diff-*)")
+    _add_vm_limits(d)
+    d.set_defaults(func=_cmd_diff)
 
     mm = sub.add_parser("matrix-merge", prog="gmemtest matrix merge",
                         help="(as `gmemtest matrix merge DIR...`) the reports of cells run "

@@ -23,6 +23,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gmemtest.cache import cache_dir, locked, write_atomically
 from gmemtest.errors import GmemtestError
@@ -33,6 +34,8 @@ from .progress import Progress
 
 log = logging.getLogger(__name__)
 
+# In a tree that holds a posted series (gmemtest.vmtier.series): the series and its base.
+SERIES_INFO = ".gmemtest-series.json"
 DEBIAN_PACKAGE = "linux-source-7.2"
 DEBIAN_VERSION_PREFIX = "7.2"
 
@@ -46,6 +49,7 @@ class Source:
     version: str
     patches: list[str] = field(default_factory=list)
     commit: str | None = None
+    series: dict[str, Any] | None = None  # a posted series applied as commits: what it is
 
 
 @dataclass
@@ -170,11 +174,13 @@ def _make_env(src: Path) -> dict[str, str]:
 def build(src: Path | None = None, *, patches: bool | None = None,
           fragments: list[str] | None = None, jobs: int | None = None,
           progress: Progress | None = None, patch_dir: Path = KPATCHES,
-          fresh: bool = False, build_dir: Path | None = None) -> Build:
+          fresh: bool = False, build_dir: Path | None = None,
+          describe: dict[str, Any] | None = None) -> Build:
     """Fetch (or take) the source, patch (the series in ``patch_dir``), configure and build
     bzImage and the uapi headers. ``build_dir``: build there (a subdirectory of the tree shares
     ccache objects with other trees). ``fresh``: in a new build directory, without ccache (a
-    cold build, for measuring one)."""
+    cold build, for measuring one). ``describe``: what the tree holds beyond its commit (a
+    posted series), for the manifest and the reports."""
     progress = progress or Progress()
     t0 = time.monotonic()
     for tool in ("make", "gcc", "flex", "bison", "bc"):
@@ -188,6 +194,10 @@ def build(src: Path | None = None, *, patches: bool | None = None,
             source = patched(source, series(patch_dir), progress)
     else:
         source = user_source(src)
+        info = src / SERIES_INFO
+        source.series = describe or (json.loads(info.read_text()) if info.exists() else None)
+        if source.series is not None and build_dir is None:
+            build_dir = src / ".gmemtest-build"  # in the tree: ccache serves other trees
         if patches:
             source = patched(source, series(patch_dir), progress)
     config_hash = _digest(*(f.read_bytes() for f in frags))
@@ -321,6 +331,11 @@ def _run_make(src: Path, bdir: Path, targets: list[str], args: list[str], env: d
 def summary(b: Build) -> str:
     """What the build produced, one item a line."""
     patches = f" + {len(b.source.patches)} kpatches" if b.source.patches else ""
-    return (f"kernel:   {b.source.version}{patches}\nbzImage:  {b.bzimage}\n"
+    series = ""
+    if b.source.series:
+        s = b.source.series["series"]
+        series = (f"series:   v{s['version']} \"{s['subject']}\", {s['count']} patches, "
+                  f"<{s['msgid']}>, on {b.source.series['base']}\n")
+    return (f"kernel:   {b.source.version}{patches}\n{series}bzImage:  {b.bzimage}\n"
             f"headers:  {b.headers}\nconfig:   {b.config}\nmanifest: {b.manifest}\n"
             f"build:    {b.seconds:.0f} s")
