@@ -118,6 +118,9 @@ def base_repo(src: Path | None, progress: Progress) -> tuple[Path, str]:
             for stale in repo.glob(".gmemtest-*"):  # builds of a patched copy, not the base
                 shutil.rmtree(stale, ignore_errors=True)
             _git(repo, "init", "-q")
+            # Loose objects stay: copies hard-link them, and a background gc would pack and
+            # delete them under a copy being made.
+            _git(repo, "config", "gc.auto", "0")
             _git(repo, "add", "-f", "-A")
             _git(repo, "commit", "-q", "-m", f"{source.version}")
             (repo / ".git" / "gmemtest-base").write_text(source.version + "\n")

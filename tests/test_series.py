@@ -1,0 +1,244 @@
+"""Posted series as a kernel developer meets them: an mbox of `git format-patch --cover-letter`
+output with a review reply, shuffled; two versions in one mbox; a series with a build error in
+the middle and one with a behavioural break in the middle (its conversions stop unmapping host
+pages), walked as the 0-day bot would; `gmemtest diff` of kpatches/ against the break; and the
+inputs that must end in one line."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import random
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gmemtest.cache import cache_dir
+from gmemtest.vmtier import kernel, series
+from gmemtest.vmtier.checkout import KPATCHES
+from gmemtest.vmtier.progress import Progress
+
+pytestmark = pytest.mark.host_only
+
+GIT = ["git", "-c", "user.name=gmemtest", "-c", "user.email=gmemtest@localhost"]
+COVER = "KVM: guest_memfd: In-place conversion for 7.2"
+REVIEWER = "Rev Iewer <rev@example.org>"
+UNMAPS = "test_conversion_unmaps_every_process"
+# The quick suite for walks and diffs: the test the break breaks, and two it leaves alone.
+QUICK = [UNMAPS, "test_contents_survive_conversions", "test_api_version_is_12"]
+# The unmapping line of kpatches/0003, which the break removes.
+UNMAP = "\t\tunmap_mapping_pages(mapping, run->start, run->end - run->start,\n\t\t\t\t    false);\n"
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run([*GIT, "-C", str(repo), *args], check=True, capture_output=True,
+                          text=True).stdout
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A git tree of the base with kpatches/ as commits (git am), as a developer has it."""
+    base, _ = series.base_repo(None, Progress(quiet=True))
+    tree = tmp_path_factory.mktemp("dev") / "linux"
+    subprocess.run(["cp", "-al", f"{base}/.", str(tree)], check=True)
+    git(tree, "am", "-q", *map(str, kernel.series(KPATCHES)))
+    git(tree, "tag", "kpatches")
+    return tree
+
+
+def format_patch(tree: Path, upto: str, count: int, prefix: str, out: Path, *,
+                 review: int | None = None, shuffle: int | None = None) -> Path:
+    """`git format-patch --cover-letter --subject-prefix PREFIX` of the ``count`` commits up to
+    ``upto``, as one mbox; a review reply to patch ``review``; the messages shuffled."""
+    text = git(tree, "format-patch", "--cover-letter", "--thread", "--subject-prefix", prefix,
+               "--stdout", f"{upto}~{count}..{upto}")
+    text = text.replace("*** SUBJECT HERE ***", COVER)
+    # Message-Ids as a separate posting has them (git derives them from the commit and the
+    # second it runs in).
+    text = text.replace("@localhost>", f".{re.sub(r'[^a-z0-9]', '', prefix.lower())}@localhost>")
+    messages = re.split(r"(?m)^(?=From [0-9a-f]{40} )", text)[1:]
+    if review is not None:
+        msg = email.message_from_string(messages[review], policy=email.policy.default)
+        messages.append(
+            "From reviewer Thu Jan  1 00:00:00 1970\n"
+            f"From: {REVIEWER}\nSubject: Re: {msg['Subject']}\n"
+            f"Message-Id: <review-{review}@example.org>\nIn-Reply-To: {msg['Message-Id']}\n"
+            f"References: {msg['Message-Id']}\nDate: Sun, 29 Nov 2026 12:00:00 +0000\n\n"
+            "> the patch\n\nLooks right to me.\n\n"
+            f"Reviewed-by: {REVIEWER}\n\n")
+    if shuffle is not None:
+        random.Random(shuffle).shuffle(messages)
+    out.write_text("".join(m if m.endswith("\n\n") else m + "\n" for m in messages))
+    return out
+
+
+@pytest.fixture(scope="module")
+def v3(repo, tmp_path_factory) -> Path:
+    """kpatches/ posted as v3: cover letter, a review reply to patch 2, messages shuffled."""
+    count = len(kernel.series(KPATCHES))
+    return format_patch(repo, "kpatches", count, "PATCH v3",
+                        tmp_path_factory.mktemp("mbox") / "v3.mbox", review=2, shuffle=7)
+
+
+def test_v3_with_a_review_applies_as_kpatches(v3):
+    """b4 finds the series (cover letter, order, the review's trailer) and git am applies it:
+    every file kpatches/ touch is as in the Debian tree the main job patches."""
+    s = series.read(v3)
+    count = len(kernel.series(KPATCHES))
+    assert (s.version, s.count, s.subject) == (3, count, COVER)
+    assert s.msgid.startswith("cover.")
+    tree = series.apply(s, None, Progress(quiet=True))
+    assert f"Reviewed-by: {REVIEWER}" in git(tree, "log", "-1", "--format=%B",
+                                             f"HEAD~{count - 2}")
+    patched = kernel.patched(kernel.debian_source(Progress(quiet=True)),
+                             kernel.series(KPATCHES), Progress(quiet=True)).path
+    touched = {line.split(" b/")[-1] for p in kernel.series(KPATCHES)
+               for line in p.read_text().splitlines() if line.startswith("diff --git ")}
+    assert touched and all((tree / f).read_bytes() == (patched / f).read_bytes()
+                           for f in touched)
+
+
+def test_two_versions_in_one_mbox(repo, tmp_path):
+    """An mbox holding v2 (3 patches) and v3 (all): the newest unless a version is asked for."""
+    count = len(kernel.series(KPATCHES))
+    v2 = format_patch(repo, f"kpatches~{count - 3}", 3, "PATCH v2", tmp_path / "v2.mbox")
+    v3 = format_patch(repo, "kpatches", count, "PATCH v3", tmp_path / "v3.mbox")
+    both = tmp_path / "both.mbox"
+    both.write_text(v3.read_text() + v2.read_text())
+    assert (series.read(both).version, series.read(both).count) == (3, count)
+    assert (series.read(both, 2).version, series.read(both, 2).count) == (2, 3)
+
+
+def trees() -> set[str]:
+    return {p.name for p in cache_dir("series").glob("tree-*") if p.is_dir()}
+
+
+@pytest.mark.parametrize("case, message", [
+    ("empty", "no patch series in it"),
+    ("text", "no patch series in it"),
+    ("not applying", 'patch 1/1 "KVM: guest_memfd: Convert memory in place with '
+                     'KVM_SET_MEMORY_ATTRIBUTES2" fails'),
+])
+def test_bad_series_is_one_line_and_leaves_nothing(repo, tmp_path, gmemtest_cli, case,
+                                                   message):
+    """An empty file, a text file, and a series that does not apply to the base (kpatches/0003
+    without the two patches under it): one line, exit 2, no tree left in the cache."""
+    mbox = tmp_path / "series.mbox"
+    if case == "empty":
+        mbox.write_text("")
+    elif case == "text":
+        mbox.write_text("This is not a patch series.\nJust text.\n")
+    else:
+        # kpatches/0003 alone: it needs 0001 and 0002 under it.
+        count = len(kernel.series(KPATCHES))
+        format_patch(repo, f"kpatches~{count - 3}", 1, "PATCH", mbox)
+    before = trees()
+    proc = gmemtest_cli("series", "apply", str(mbox), timeout=600)
+    assert proc.returncode == 2, proc.stdout
+    lines = [ln for ln in proc.stderr.splitlines() if not ln.startswith("[")]  # no progress
+    assert len(lines) == 1 and lines[0].startswith("gmemtest series: error: "), proc.stderr
+    assert message in lines[0] and "Traceback" not in proc.stderr
+    assert trees() == before
+
+
+@pytest.fixture(scope="module")
+def broken(repo, tmp_path_factory) -> Path:
+    """kpatches 1-3, then a commit that stops conversions to private from unmapping host
+    pages, then kpatches 4: the break in the middle of a 5-patch series."""
+    tree = tmp_path_factory.mktemp("broken") / "linux"
+    count = len(kernel.series(KPATCHES))
+    subprocess.run(["cp", "-al", f"{repo}/.", str(tree)], check=True)
+    git(tree, "checkout", "-q", "-b", "broken", f"kpatches~{count - 3}")
+    gmem = tree / "virt/kvm/guest_memfd.c"
+    text = gmem.read_text()
+    assert UNMAP in text
+    gmem.unlink()  # the file is hard-linked with the repo's: write a new one
+    gmem.write_text(text.replace(UNMAP, ""))
+    git(tree, "commit", "-q", "-a", "-m", "KVM: guest_memfd: Skip unmapping the host's pages")
+    git(tree, "cherry-pick", "-q", f"kpatches~{count - 4}")
+    return format_patch(tree, "HEAD", 5, "PATCH v1", tmp_path_factory.mktemp("mb") / "b.mbox")
+
+
+def walk(gmemtest_cli, mbox: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
+    proc = gmemtest_cli("series", "walk", str(mbox), "--", "-q", "-p", "no:xdist", "-k",
+                        " or ".join(QUICK), timeout=1700)
+    print(proc.stdout[-5000:], proc.stderr[-3000:])
+    out = Path(re.search(r"reports: (\S+)/walk.md", proc.stdout).group(1))
+    return proc, out
+
+
+@pytest.mark.timeout(1800)
+@pytest.mark.needs("qemu", "linux_source")
+def test_walk_bisects_to_the_behavioural_break(broken, gmemtest_cli):
+    """Every prefix builds; the tip fails the unmapping test in the mode that converts in
+    place; the walk bisects over the series and names patch 4/5 and the failing test."""
+    proc, out = walk(gmemtest_cli, broken)
+    assert proc.returncode == 1
+    assert proc.stdout.count(" ok ") >= 5 and "FAILED" not in proc.stdout
+    assert re.search(r'first bad patch: 4/5 "KVM: guest_memfd: Skip unmapping the host\'s '
+                     rf'pages" \([0-9a-f]{{12}}\); failing: \S*{UNMAPS}', proc.stdout)
+    junit = (out / "junit.xml").read_text()
+    assert junit.count('classname="series.build"') == 5
+    assert junit.count('classname="series.suite"') == 2
+
+
+@pytest.mark.timeout(1800)
+@pytest.mark.needs("qemu", "linux_source")
+def test_walk_names_the_patch_that_breaks_the_build(repo, tmp_path, gmemtest_cli):
+    """A 3-patch series whose middle patch adds an #error: its build fails with the
+    compiler's error named, and the walk names it as the first bad patch."""
+    tree = tmp_path / "linux"
+    count = len(kernel.series(KPATCHES))
+    subprocess.run(["cp", "-al", f"{repo}/.", str(tree)], check=True)
+    git(tree, "checkout", "-q", "-b", "nobuild", f"kpatches~{count - 1}")
+    stats = tree / "virt/kvm/binary_stats.c"
+    text = stats.read_text()
+    stats.unlink()
+    stats.write_text(text + "\n#error gmemtest: a build error in the middle of the series\n")
+    git(tree, "commit", "-q", "-a", "-m", "KVM: Break the build")
+    git(tree, "cherry-pick", "-q", f"kpatches~{count - 2}")
+    mbox = format_patch(tree, "HEAD", 3, "PATCH", tmp_path / "nobuild.mbox")
+    proc, _ = walk(gmemtest_cli, mbox)
+    assert proc.returncode == 1
+    assert re.search(r"build of 2/3 failed: .*#error gmemtest: a build error", proc.stdout)
+    assert 'first bad patch: 2/3 "KVM: Break the build"' in proc.stdout
+    assert "its build fails" in proc.stdout
+
+
+@pytest.mark.timeout(1800)
+@pytest.mark.needs("qemu", "linux_source")
+def test_diff_lists_exactly_the_tests_that_break(broken, gmemtest_cli, tmp_path):
+    """`gmemtest diff kpatches/ BREAK`: the unmapping test, in the mode that converts in
+    place, is the one difference; the others agree."""
+    out = tmp_path / "diff"
+    proc = gmemtest_cli("diff", str(KPATCHES), str(broken), "--out", str(out), "--", "-q",
+                        "-p", "no:xdist", "-k", " or ".join(QUICK), timeout=1700)
+    print(proc.stdout[-4000:], proc.stderr[-2000:])
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    diffs = json.loads((out / "diff.json").read_text())
+    assert [(d["mode"], d["test"].split("::")[-1]) for d in diffs] == \
+        [("in-place conversion on", UNMAPS)], diffs
+    assert diffs[0]["a"] == "passed" and diffs[0]["b"].startswith("failed")
+    page = (out / "diff.html").read_text()
+    assert UNMAPS in page and "<style>" in page
+    if shutil.which("chromium"):
+        shot = subprocess.run([str(Path(__file__).parent.parent / "scripts/screenshot-report"),
+                               str(out / "diff.html")], capture_output=True, text=True)
+        assert shot.returncode == 0, shot.stderr
+
+
+@pytest.mark.timeout(1800)
+@pytest.mark.needs("qemu", "linux_source")
+def test_main_job_on_a_posted_series(v3, gmemtest_cli):
+    """`gmemtest vm-test --series MBOX` builds the posting and runs the suite in both modes;
+    the report names the series."""
+    proc = gmemtest_cli("vm-test", "--series", str(v3), "--", "-q", "-p", "no:xdist", "-k",
+                        " or ".join(QUICK), timeout=1700)
+    print(proc.stdout[-3000:], proc.stderr[-2000:])
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert f'series:   v3 "{COVER}"' in proc.stdout
+    assert proc.stdout.count("PASS") >= 2
