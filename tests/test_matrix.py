@@ -48,6 +48,10 @@ SEPARATE = "tests.test_conversion::test_private_and_shared_backings_are_separate
      "on = []\n", "configs.d.cmdlines: unknown command line(s) x"),
     ("[kernels.k]\n[configs]\nd = {cmdlines = ['on']}\n[cmdlines]\non = []\n",
      "configs.d: expected a list of fragments or a table"),
+    ("[kernels.v8]\nseries = 'nosuch.mbox'\n[configs]\nd = ['base']\n[cmdlines]\non = []\n",
+     "[kernels.v8]: series "),
+    ("[kernels.v8]\nseries = 'm.toml'\npatches = 'kpatches'\n[configs]\nd = ['base']\n"
+     "[cmdlines]\non = []\n", "a series is the patches: drop patches"),
 ])
 def test_bad_matrix_file_is_one_line(tmp_path, text, message, gmemtest_cli):
     """A mistake in the matrix file names the key, in one line, exit 2, before any build."""

@@ -20,6 +20,10 @@ The configuration is TOML::
     [kernels.mine]
     source = "/src/linux"                   # a kernel tree, built as it is
 
+    [kernels.v8]
+    series = "v8.mbox"                      # a posted series (b4 am -o - writes one), on
+    series_version = 8                      # Debian's source (or source = TREE); optional
+
     [configs]                               # kconfigs/ fragment sets
     default = ["base", "kvm", "mm", "faults"]
     debug = ["base", "kvm", "mm", "faults", "debug"]
@@ -46,7 +50,7 @@ from gmemtest.results import baseline as baseline_of
 from gmemtest.results import cells as cells_of
 from gmemtest.results import kcidb, render, report, runlog
 from gmemtest.results.cells import CellResult, cell_id, slug
-from gmemtest.vmtier import checkout, kconfig, kernel, qemu
+from gmemtest.vmtier import checkout, kconfig, kernel, qemu, series
 from gmemtest.vmtier.progress import Progress
 
 from . import vmtest
@@ -54,11 +58,14 @@ from . import vmtest
 
 @dataclass(frozen=True)
 class KernelSpec:
-    """A kernel to build: Debian's source plus a patch set, or a tree as it is."""
+    """A kernel to build: Debian's source plus a patch set, a tree as it is, or a posted series
+    (an mbox) applied onto either."""
 
     name: str
     src: Path | None  # None: Debian's linux-source-7.2
     patch_dir: Path | None  # None: no patches
+    series: Path | None = None  # a posted series' mbox, applied with git am onto src
+    series_version: int | None = None
 
 
 @dataclass
@@ -117,12 +124,21 @@ def load(path: Path) -> Matrix:
     kernels = []
     for name, spec in data["kernels"].items():
         where = f"{path}: [kernels.{name}]"
-        if not isinstance(spec, dict) or set(spec) - {"source", "patches"}:
-            raise GmemtestError(f"{where}: expected the keys source and patches")
+        keys = {"source", "patches", "series", "series_version"}
+        if not isinstance(spec, dict) or set(spec) - keys:
+            raise GmemtestError(f"{where}: expected the keys {', '.join(sorted(keys))}")
         source = spec.get("source", "debian")
         src = None if source == "debian" else (path.parent / source).resolve()
         if src is not None and not (src / "Makefile").is_file():
             raise GmemtestError(f"{where}: source {src} is not a kernel tree")
+        mbox = (path.parent / str(spec["series"])).resolve() if "series" in spec else None
+        if mbox is not None:
+            if "patches" in spec:
+                raise GmemtestError(f"{where}: a series is the patches: drop patches")
+            if not mbox.is_file():
+                raise GmemtestError(f"{where}: series {mbox}: no such file")
+            kernels.append(KernelSpec(name, src, None, mbox, spec.get("series_version")))
+            continue
         patches = spec.get("patches", "kpatches" if src is None else False)
         patch_dir = None
         if patches is not False:
@@ -196,9 +212,12 @@ def run(matrix: Matrix, out: Path, *, limits: qemu.Limits, progress: Progress | 
         if key not in builds:
             progress.phase(f"build {cell.kernel.name}/{cell.config}")
             try:
+                spec = cell.kernel
+                src = series.tree(spec.series, version=spec.series_version, src=spec.src,
+                                  progress=progress) if spec.series else spec.src
                 builds[key] = kernel.build(
-                    cell.kernel.src, patches=cell.kernel.patch_dir is not None,
-                    patch_dir=cell.kernel.patch_dir or checkout.KPATCHES,
+                    src, patches=spec.patch_dir is not None,
+                    patch_dir=spec.patch_dir or checkout.KPATCHES,
                     fragments=fragments, progress=progress)
             except GmemtestError as e:
                 builds[key] = f"build failed: {e}"
@@ -215,6 +234,10 @@ def run(matrix: Matrix, out: Path, *, limits: qemu.Limits, progress: Progress | 
                           cmdline=matrix.cmdlines[cell.cmdline], limits=limits,
                           env={**matrix.env, **vmtest.guest_env(b)})
             patches = f" + {len(b.source.patches)} patches" if b.source.patches else ""
+            if b.source.series:
+                posted = b.source.series["series"]
+                patches = (f" + series v{posted['version']} \"{posted['subject']}\" "
+                           f"({posted['count']} patches, <{posted['msgid']}>)")
             result = CellResult(cell.kernel.name, cell.config, cell.cmdline,
                                 report.evaluate(cell.id, r), build_seconds=b.seconds,
                                 bzimage=str(b.bzimage),
@@ -222,7 +245,8 @@ def run(matrix: Matrix, out: Path, *, limits: qemu.Limits, progress: Progress | 
                                 cmdline=matrix.cmdlines[cell.cmdline],
                                 source=b.source.commit or b.source.version,
                                 patches=list(b.source.patches), fragments=fragments,
-                                started=started)
+                                started=started,
+                                series=b.source.series["series"] if b.source.series else None)
         cells_of.save(result, out / "cells" / cell.slug)
         results.append(result)
     progress.done("matrix", f"{len(results)} cells, {len(builds)} builds")
