@@ -278,3 +278,18 @@ def test_patch_that_does_not_apply_is_one_line(build, tmp_path, gmemtest_cli):
     leftovers = [p for p in cache_dir("src").glob("*+*")
                  if not (p / "linux-source-7.2/.gmemtest-patched").exists()]
     assert leftovers == []
+
+
+def test_modes_boot_side_by_side_only_under_single_threaded_tcg(monkeypatch):
+    """Each single-threaded TCG guest keeps one core busy: with two cores both modes boot at
+    once; KVM or multi-threaded TCG guests use every core already, so they boot one by one;
+    GMEMTEST_SERIAL_BOOTS=1 asks for one by one."""
+    monkeypatch.setattr(qemu.os, "cpu_count", lambda: 2)
+    tcg, kvm = qemu.Accel([], "tcg", parallel=False), qemu.Accel([], "kvm", parallel=True)
+    assert qemu.boots_at_once(2, tcg) == 2 and qemu.boots_at_once(1, tcg) == 1
+    assert qemu.boots_at_once(2, kvm) == 1
+    monkeypatch.setattr(qemu.os, "cpu_count", lambda: 1)
+    assert qemu.boots_at_once(2, tcg) == 1
+    monkeypatch.setattr(qemu.os, "cpu_count", lambda: 2)
+    monkeypatch.setenv("GMEMTEST_SERIAL_BOOTS", "1")
+    assert qemu.boots_at_once(2, tcg) == 1

@@ -58,6 +58,16 @@ def parallelism(accel: Accel | None = None) -> list[str]:
     return ["-n", "auto"] if accel.parallel else ["-p", "no:xdist"]
 
 
+def boots_at_once(boots: int, accel: Accel | None = None) -> int:
+    """How many of ``boots`` to run side by side: each single-threaded TCG guest keeps one host
+    core busy, so as many as there are cores; one at a time where a guest's vCPUs already use
+    every core (KVM, multi-threaded TCG). $GMEMTEST_SERIAL_BOOTS=1 makes them serial."""
+    accel = accel or choose_accel()
+    if accel.parallel or os.environ.get("GMEMTEST_SERIAL_BOOTS") == "1":
+        return 1
+    return max(1, min(boots, os.cpu_count() or 1))
+
+
 def choose_accel() -> Accel:
     """KVM with -cpu host only when the host can run nested guests (vmx/svm and the vendor
     module's nested=1); otherwise TCG with an EPYC model that has SVM and NPT, single-threaded:
