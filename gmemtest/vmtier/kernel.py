@@ -214,7 +214,12 @@ def build(src: Path | None = None, *, patches: bool | None = None,
         _place(bdir, build_dir)
     with locked(bdir / ".lock"):
         progress.phase("config", f"tinyconfig + {' '.join(f.stem for f in frags)}")
-        kconfig.generate(source.path, bdir, frags, env)
+        stamp, stamp_file = config_stamp(source.path, frags), bdir / ".gmemtest-config-stamp"
+        if fresh or not (bdir / ".config").exists() or not stamp_file.exists() \
+                or stamp_file.read_text() != stamp:
+            stamp_file.unlink(missing_ok=True)
+            kconfig.generate(source.path, bdir, frags, env)
+            stamp_file.write_text(stamp)
         cc = ["CC=ccache gcc"] if shutil.which("ccache") else []
         jobs = jobs or os.cpu_count() or 1
         _run_make(source.path, bdir, ["bzImage", "headers"], [*cc, f"-j{jobs}"], env, progress)
@@ -228,6 +233,22 @@ def build(src: Path | None = None, *, patches: bool | None = None,
     out.manifest.write_text(json.dumps(manifest, indent=2) + "\n")
     progress.done("build", f"{out.bzimage} in {out.seconds:.0f} s")
     return out
+
+
+def config_stamp(src: Path, fragments: list[Path]) -> str:
+    """What the generated .config depends on: the fragments, and every Kconfig file and the
+    kconfig tool of the tree (size and mtime: a checkout of another commit touches what
+    differs). When it is unchanged the .config is too, and generating it again (5 s) is
+    skipped: a walk over a series builds a prefix per patch."""
+    parts: list[str | bytes] = [f.read_bytes() for f in fragments]
+    for root, dirs, files in os.walk(src):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("Kconfig") or (root.endswith("scripts/kconfig")
+                                              and name.endswith((".c", ".h", ".y", ".l"))):
+                st = os.stat(os.path.join(root, name))
+                parts.append(f"{os.path.join(root, name)} {st.st_size} {st.st_mtime_ns}")
+    return _digest(*parts)
 
 
 def _place(entry: Path, build_dir: Path | None) -> None:
