@@ -65,7 +65,7 @@ def read(path: Path, version: int | None = None) -> Series:
                                          policy=email.policy.default)
                 for m in mailbox.mbox(path, create=False)]
     b4.can_network = False  # everything is in the mbox: no lore, no patchwork
-    b4._setup_main_config()
+    b4._setup_main_config()  # what `b4 am` does first: its defaults, and the user's git config
     lmbx = b4.LoreMailbox()
     for msg in messages:
         lmbx.add_message(msg)

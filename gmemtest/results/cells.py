@@ -1,0 +1,135 @@
+"""The results of a matrix's cells, in the form its reports and its baseline read them."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gmemtest.errors import GmemtestError
+
+from .health import Finding
+from .outcome import Outcome, TestResult
+from .report import BootReport
+from .run import Run
+
+CELL_FILE = "cell.json"  # in a cell's results directory: what merging needs of the cell
+
+
+def cell_id(kernel: str, config: str, cmdline: str) -> str:
+    """A cell's id: ``KERNEL/CONFIG/CMDLINE``, by the names the matrix file gives them."""
+    return f"{kernel}/{config}/{cmdline}"
+
+
+def slug(cid: str) -> str:
+    """A cell id as a file name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", cid.replace("/", "--"))
+
+
+@dataclass
+class CellResult:
+    """One cell of a matrix: the names of its kernel, kconfig set and command line, and the
+    report on its boot (None: the kernel did not build, ``problem`` says why)."""
+
+    kernel_name: str
+    config: str
+    cmdline_name: str
+    outcome: BootReport | None
+    problem: str | None = None
+    build_seconds: float | None = None
+    bzimage: str | None = None
+    kernel: str | None = None  # what was built: source version and patches
+    cmdline: list[str] = field(default_factory=list)
+    source: str | None = None  # the source's version, or a tree's commit
+    patches: list[str] = field(default_factory=list)
+    fragments: list[str] = field(default_factory=list)
+    started: str | None = None  # when the cell started, UTC, ISO 8601
+    series: dict[str, Any] | None = None  # a posted series: subject, version, msgid, count
+
+    @property
+    def id(self) -> str:
+        return cell_id(self.kernel_name, self.config, self.cmdline_name)
+
+    @property
+    def slug(self) -> str:
+        return slug(self.id)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is not None and self.outcome.ok
+
+    def verdict(self) -> str:
+        return f"ERROR: {self.problem}" if self.outcome is None else self.outcome.verdict()
+
+    def summary(self) -> dict[str, Any]:
+        """What matrix.json records for the cell (and a baseline is compared with)."""
+        o = self.outcome
+        return {
+            "kernel": self.kernel_name, "config": self.config,
+            "cmdline": self.cmdline_name, "ok": self.ok, "verdict": self.verdict(),
+            "passed": o.passed if o else 0, "failed": o.failed if o else 0,
+            "skipped": o.skipped if o else 0, "xfailed": o.xfailed if o else 0,
+            "findings": [str(f) for f in o.findings] if o else [],
+            "tests": {k: str(v) for k, v in sorted(o.tests.items())} if o else {},
+            "console": f"cells/{self.slug}/console.log" if o else None,
+            "ktap": f"{self.slug}.ktap", "bzimage": self.bzimage, "built": self.kernel,
+            "accel": o.run.accel if o and o.run else None,
+            "build_seconds": self.build_seconds,
+            "boot_seconds": o.run.boot_seconds if o and o.run else None,
+            "run_seconds": round(o.run.seconds, 1) if o and o.run else None,
+        }
+
+
+def to_json(r: CellResult) -> dict[str, Any]:
+    """Everything of a cell's result that its reports are made from, as JSON."""
+    o = r.outcome
+    report = None if o is None else {
+        "label": o.label, "problem": o.problem, "tallies": o.tallies,
+        "results": [[t.name, str(t.outcome), t.message] for t in o.results],
+        "findings": [[f.kind, f.line, list(f.tests)] for f in o.findings],
+        "run": None if o.run is None else {
+            "status": o.run.status, "accel": o.run.accel, "boot_seconds": o.run.boot_seconds,
+            "seconds": o.run.seconds, "limit_hit": o.run.limit_hit}}
+    return {"id": r.id, "kernel_name": r.kernel_name, "config": r.config,
+            "cmdline_name": r.cmdline_name, "problem": r.problem,
+            "build_seconds": r.build_seconds, "bzimage": r.bzimage, "kernel": r.kernel,
+            "cmdline": r.cmdline, "source": r.source, "patches": r.patches,
+            "fragments": r.fragments, "started": r.started, "series": r.series,
+            "report": report}
+
+
+def from_json(doc: dict[str, Any], directory: Path) -> CellResult:
+    """A cell's result as :func:`to_json` wrote it into ``directory``."""
+    rep = doc["report"]
+    outcome = None
+    if rep is not None:
+        run = None if rep["run"] is None else Run(directory, directory / "console.log",
+                                                   **rep["run"])
+        outcome = BootReport(
+            rep["label"], run, [TestResult(n, Outcome(o), m) for n, o, m in rep["results"]],
+            [Finding(k, line, tuple(tests)) for k, line, tests in rep["findings"]],
+            rep["problem"], rep["tallies"])
+    fields = {k: doc[k] for k in ("kernel_name", "config", "cmdline_name", "problem",
+                                  "build_seconds", "bzimage", "kernel", "cmdline", "source",
+                                  "patches", "fragments", "started", "series")}
+    return CellResult(outcome=outcome, **fields)
+
+
+def save(r: CellResult, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CELL_FILE).write_text(json.dumps(to_json(r), indent=1) + "\n")
+
+
+def load(directory: Path) -> CellResult:
+    """The cell whose results ``directory`` holds; one line when it holds none."""
+    path = directory / CELL_FILE
+    try:
+        doc = json.loads(path.read_text())
+        return from_json(doc, directory)
+    except FileNotFoundError:
+        raise GmemtestError(f"{directory} is not a cell's results directory (no {CELL_FILE}): "
+                            "pass the directories `gmemtest matrix --cell` wrote") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise GmemtestError(f"{path}: not a cell's record ({e})") from None

@@ -1,0 +1,169 @@
+"""A matrix's reports, from its cells' results: JUnit (a testsuite per cell and a kernel-health
+testcase), KTAP (one document per cell and a nested one for the matrix), the terminal table,
+Markdown, a self-contained HTML page and matrix.json."""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from . import ktap
+from .cells import CellResult
+from .outcome import Outcome, TestResult
+
+
+def write(results: list[CellResult], out: Path, regressions: list[str] | None = None) -> None:
+    """junit.xml, one KTAP per cell, summary.txt, summary.md, report.html and matrix.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    _write_junit(results, out / "junit.xml")
+    for r in results:
+        (out / f"{r.slug}.ktap").write_text(
+            ktap.document(_tests(r), [str(f) for f in r.outcome.findings] if r.outcome else []))
+    (out / "matrix.ktap").write_text(ktap.nested(
+        (r.id, _tests(r), [str(f) for f in r.outcome.findings] if r.outcome else [],
+         _verdict(r)) for r in results))
+    doc = {"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "cells": {r.id: r.summary() for r in results},
+           "regressions": regressions or []}
+    (out / "matrix.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (out / "summary.txt").write_text(table(results, regressions) + "\n")
+    (out / "summary.md").write_text(markdown(results, regressions))
+    (out / "report.html").write_text(html_page(results, regressions))
+
+
+def _tests(r: CellResult) -> list[TestResult]:
+    return r.outcome.results if r.outcome else []
+
+
+def _verdict(r: CellResult) -> TestResult:
+    """The cell as a test of its own: passed, failed (a test or the kernel's health) or an
+    error (it did not build, boot or report)."""
+    if r.ok:
+        return TestResult(r.id, Outcome.PASSED)
+    problem = r.outcome is None or r.outcome.problem
+    return TestResult(r.id, Outcome.ERROR if problem else Outcome.FAILED, r.verdict())
+
+
+def _write_junit(results: list[CellResult], path: Path) -> None:
+    suites = ET.Element("testsuites", name="gmemtest matrix")
+    for r in results:
+        s = r.summary()
+        suite = ET.SubElement(suites, "testsuite", name=r.id, tests="0", failures="0",
+                              errors="0", skipped="0")
+        junit = path.parent / "cells" / r.slug / "junit.xml"
+        if r.outcome is not None and junit.exists():
+            for case in ET.parse(junit).getroot().iter("testcase"):
+                suite.append(case)
+        health = ET.SubElement(suite, "testcase", classname="gmemtest", name="kernel-health")
+        if not r.ok and (r.outcome is None or r.outcome.problem or r.outcome.findings):
+            ET.SubElement(health, "error" if r.outcome is None or r.outcome.problem
+                          else "failure", message=r.verdict()).text = "\n".join(s["findings"])
+        cases = suite.findall("testcase")
+        suite.set("tests", str(len(cases)))
+        suite.set("failures", str(sum(c.find("failure") is not None for c in cases)))
+        suite.set("errors", str(sum(c.find("error") is not None for c in cases)))
+        suite.set("skipped", str(sum(c.find("skipped") is not None for c in cases)))
+    ET.indent(suites)
+    ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
+
+
+COLUMNS = ("cell", "passed", "failed", "skipped", "xfailed", "health", "verdict")
+
+
+def _rows(results: list[CellResult]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    for r in results:
+        s = r.summary()
+        rows.append((r.id, str(s["passed"]), str(s["failed"]), str(s["skipped"]),
+                     str(s["xfailed"]), str(len(s["findings"])) if r.outcome else "-",
+                     "PASS" if r.ok else r.verdict()))
+    return rows
+
+
+def table(results: list[CellResult], regressions: list[str] | None = None) -> str:
+    """The terminal table."""
+    rows = [COLUMNS, *_rows(results)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
+                       enumerate(zip(row, widths, strict=False))) + "  " + row[-1]
+             for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    lines += [f"regression: {x}" for x in regressions or []]
+    return "\n".join(lines)
+
+
+def markdown(results: list[CellResult], regressions: list[str] | None = None) -> str:
+    lines = ["# gmemtest matrix", "", "| " + " | ".join(COLUMNS) + " |",
+             "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |"
+              for row in _rows(results)]
+    for r in results:
+        if r.outcome and r.outcome.findings:
+            lines += ["", f"## {r.id}: kernel health", ""]
+            lines += [f"- `{f}`" for f in r.outcome.findings]
+    if regressions:
+        lines += ["", "## Regressions against the baseline", ""]
+        lines += [f"- {x}" for x in regressions]
+    return "\n".join(lines) + "\n"
+
+
+STYLE = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: .3em .7em; text-align: right; }
+th:first-child, td:first-child, td.verdict { text-align: left; }
+tr.pass td.verdict { background: #dfd; } tr.fail td.verdict { background: #fdd; }
+td.n0 { color: #aaa; } .regr { background: #fdd; padding: .5em; }
+details { margin: .5em 0; } pre { background: #f6f6f6; padding: .5em; overflow-x: auto; }
+"""
+
+
+def html_page(results: list[CellResult], regressions: list[str] | None = None) -> str:
+    """One self-contained page: the table, then per cell its findings, failures and skips."""
+    e = html.escape
+    head = "".join(f"<th>{e(c)}</th>" for c in (*COLUMNS, "logs"))
+    body = []
+    for r, row in zip(results, _rows(results), strict=True):
+        s = r.summary()
+        cells = [f"<td><a href='#{e(r.slug)}'>{e(row[0])}</a></td>"]
+        cells += [f"<td class='{'n0' if v == '0' else ''}'>{e(v)}</td>" for v in row[1:-1]]
+        cells.append(f"<td class='verdict'>{e(row[-1])}</td>")
+        links = [f"<a href='{e(s['ktap'])}'>ktap</a>"]
+        if s["console"]:
+            links.insert(0, f"<a href='{e(s['console'])}'>console</a>")
+        cells.append(f"<td>{' '.join(links)}</td>")
+        body.append(f"<tr class='{'pass' if r.ok else 'fail'}'>{''.join(cells)}</tr>")
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>gmemtest matrix</title>"
+             f"<style>{STYLE}</style></head><body><h1>gmemtest matrix</h1>",
+             f"<p>{e(time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()))}, "
+             f"{len(results)} cells</p>"]
+    if regressions:
+        parts.append("<div class='regr'><b>Regressions against the baseline</b><ul>"
+                     + "".join(f"<li>{e(x)}</li>" for x in regressions) + "</ul></div>")
+    parts.append(f"<table><tr>{head}</tr>{''.join(body)}</table>")
+    for r in results:
+        s = r.summary()
+        parts.append(f"<h2 id='{e(r.slug)}'>{e(r.id)}</h2><p>{e(r.verdict())}</p>")
+        if s["built"]:
+            parts.append(f"<p>kernel {e(s['built'])}, command line <code>"
+                         f"{e(' '.join(r.cmdline))}</code>, {e(s['accel'] or '')}</p>")
+        o = r.outcome
+        if o is None:
+            continue
+        if o.findings:
+            parts.append("<h3>Kernel health</h3><pre>"
+                         + e("\n".join(str(f) for f in o.findings)) + "</pre>")
+        if o.failures:
+            parts.append("<h3>Failed</h3><ul>"
+                         + "".join(f"<li>{e(n)}<br><code>{e(why)}</code></li>"
+                                   for n, why in o.failures.items()) + "</ul>")
+        if o.skip_reasons:
+            items = "".join(f"<li>{n} &times; {e(reason)}</li>"
+                            for reason, n in o.skip_reasons.most_common())
+            parts.append(f"<details><summary>{o.skipped} skipped</summary><ul>{items}</ul>"
+                         "</details>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
