@@ -121,6 +121,8 @@ def base_repo(src: Path | None, progress: Progress) -> tuple[Path, str]:
             # Loose objects stay: copies hard-link them, and a background gc would pack and
             # delete them under a copy being made.
             _git(repo, "config", "gc.auto", "0")
+            # Its files are hard links to the extracted source, of which other copies are made.
+            _git(repo, "config", "core.trustctime", "false")
             _git(repo, "add", "-f", "-A")
             _git(repo, "commit", "-q", "-m", f"{source.version}")
             (repo / ".git" / "gmemtest-base").write_text(source.version + "\n")
@@ -143,6 +145,8 @@ def apply(series: Series, src: Path | None, progress: Progress) -> Path:
         progress.phase("series", f"git am {series.title()} onto {base_name}")
         try:
             subprocess.run(["cp", "-al", f"{base}/.", str(tree)], check=True)
+            # Its files are hard links: another copy made meanwhile changes their ctime.
+            _git(tree, "config", "core.trustctime", "false")
             _git(tree, "checkout", "-q", "--detach", base_head)
             mbox = tree.parent / "series.mbox"
             mbox.write_bytes(b"".join(_mbox_entry(p) for p in series.patches))
