@@ -20,7 +20,7 @@ from pathlib import Path
 
 from gmemtest import Agent, Kvm
 from gmemtest.kvm import uapi
-from gmemtest.testing import paths
+from gmemtest.testing import routes
 
 CHECKOUT = Path(__file__).resolve().parent.parent.parent
 RESULTS = Path(os.environ.get("GMEMTEST_RESULTS", "/tmp/results"))
@@ -92,7 +92,7 @@ def test_fixed_costs():
 
 def test_conversion_round_trips():
     with Kvm() as kvm:
-        via = "gmem" if paths.GmemRoute.missing(kvm) is None else "vm"
+        via = "gmem" if routes.GmemRoute.missing(kvm) is None else "vm"
         python = []
         with kvm.create_vm(uapi.KVM_X86_SW_PROTECTED_VM) as vm:
             flags = uapi.GUEST_MEMFD_FLAG_MMAP | uapi.GUEST_MEMFD_FLAG_INIT_SHARED \
