@@ -246,3 +246,36 @@ def test_main_job_on_a_posted_series(v3, gmemtest_cli):
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert f'series:   v3 "{COVER}"' in proc.stdout
     assert proc.stdout.count("PASS") >= 2
+
+
+def test_diff_pairs_boots_by_mode_and_names_each_side():
+    """`diff` compares boots of the same mode; a kernel without the switch (one boot) is
+    compared with each of the other's; a test one side lacks is 'absent' there; differing
+    kernel health is a difference of its own."""
+    from gmemtest.results.health import Finding
+    from gmemtest.results.outcome import Outcome, TestResult
+    from gmemtest.results.report import BootReport
+    from gmemtest.workflows import diff
+
+    def side(name: str, *boots: BootReport) -> diff.Side:
+        return diff.Side(name, name, Path(name), None, None, list(boots))
+
+    on = BootReport("in-place conversion on", None, [TestResult("t::a", Outcome.PASSED),
+                                                     TestResult("t::b", Outcome.SKIPPED, "x")])
+    off = BootReport("in-place conversion off", None, [TestResult("t::a", Outcome.PASSED)])
+    vanilla = BootReport("no in-place conversion switch", None,
+                         [TestResult("t::a", Outcome.FAILED, "assert 0 == 90\nmore")],
+                         [Finding("WARNING", "WARNING: at mm/x.c:1")])
+    diffs = diff.differences(side("A", on, off), side("B", vanilla))
+    assert [(d.mode, d.test, d.a, d.b) for d in diffs] == [
+        ("in-place conversion on / no in-place conversion switch", "t::a", "passed",
+         "failed: assert 0 == 90 / more"),
+        ("in-place conversion on / no in-place conversion switch", "t::b", "skipped: x",
+         "absent"),
+        ("in-place conversion on / no in-place conversion switch", "(kernel health)",
+         "no finding", "WARNING: WARNING: at mm/x.c:1"),
+        ("in-place conversion off / no in-place conversion switch", "t::a", "passed",
+         "failed: assert 0 == 90 / more"),
+        ("in-place conversion off / no in-place conversion switch", "(kernel health)",
+         "no finding", "WARNING: WARNING: at mm/x.c:1")]
+    assert diff.differences(side("A", on, off), side("B", on, off)) == []

@@ -145,24 +145,34 @@ def markdown(a: Side, b: Side, diffs: list[Difference]) -> str:
     return "\n".join(lines) + "\n"
 
 
+DIFF_STYLE = """
+table.diff th, table.diff td { text-align: left; vertical-align: top; }
+td.good { background: #dfd; } td.bad { background: #fdd; }
+"""
+
+
 def html_page(a: Side, b: Side, diffs: list[Difference]) -> str:
     """One self-contained page in the matrix report's style."""
     e = html.escape
-    rows = "".join(f"<tr class='fail'><td>{e(d.mode)}</td><td>{e(d.test)}</td>"
-                   f"<td class='verdict'>{e(d.a)}</td><td class='verdict'>{e(d.b)}</td></tr>"
+    def cell(outcome: str) -> str:
+        good = outcome.split(":")[0] in ("passed", "skipped", "xfailed", "no finding")
+        return f"<td class='{'good' if good else 'bad'}'>{e(outcome)}</td>"
+
+    rows = "".join(f"<tr><td>{e(d.mode)}</td><td>{e(d.test)}</td>{cell(d.a)}{cell(d.b)}</tr>"
                    for d in diffs)
     boots = "".join(f"<tr class='{'pass' if r.ok else 'fail'}'><td>{n}</td><td>{e(r.label)}</td>"
                     f"<td>{r.passed}</td><td>{r.failed}</td><td>{r.skipped}</td>"
                     f"<td class='verdict'>{e(r.verdict())}</td></tr>"
                     for s, n in ((a, "A"), (b, "B")) for r in s.reports)
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>gmemtest diff</title>"
-            f"<style>{STYLE}</style></head><body><h1>gmemtest diff</h1>"
+            f"<style>{STYLE}{DIFF_STYLE}</style></head><body><h1>gmemtest diff</h1>"
             f"<p>{e(time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()))}</p>"
             f"<p><b>A</b>: {e(a.spec)} ({e(a.label)})<br><b>B</b>: {e(b.spec)} ({e(b.label)})</p>"
             f"<table><tr><th>side</th><th>mode</th><th>passed</th><th>failed</th><th>skipped"
             f"</th><th>verdict</th></tr>{boots}</table>"
             f"<h2>{len(diffs)} difference(s)</h2>"
-            + (f"<table><tr><th>mode</th><th>test</th><th>A</th><th>B</th></tr>{rows}</table>"
+            + (f"<table class='diff'><tr><th>mode</th><th>test</th><th>A</th><th>B</th></tr>"
+               f"{rows}</table>"
                if diffs else "<p>No test's outcome differs.</p>")
             + "</body></html>\n")
 
