@@ -246,7 +246,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     for need in needs_of(item):
         reason = missing(need)
         if reason:
-            pytest.skip(f"needs {need}: {reason}")
+            # Reported at the test, not here: a reader looks for the test that skipped.
+            raise pytest.skip.Exception(f"needs {need}: {reason}", _use_item_location=True)
 
 
 # --- fixtures --------------------------------------------------------------------------------
