@@ -148,8 +148,9 @@ def html_page(results: list[CellResult], regressions: list[str] | None = None) -
         s = r.summary()
         parts.append(f"<h2 id='{e(r.slug)}'>{e(r.id)}</h2><p>{e(r.verdict())}</p>")
         if s["built"]:
-            parts.append(f"<p>kernel {e(s['built'])}, command line <code>"
-                         f"{e(' '.join(r.cmdline))}</code>, {e(s['accel'] or '')}</p>")
+            cmdline = " ".join(r.cmdline) or "(nothing: the defaults)"
+            parts.append(f"<p>kernel {e(s['built'])}, command line <code>{e(cmdline)}</code>, "
+                         f"{e(s['accel'] or '')}</p>")
         o = r.outcome
         if o is None:
             continue
