@@ -190,6 +190,10 @@ def _boot(kernel: Path, pytest_args: list[str], results: Path, cmdline: list[str
     color = "yes" if echo and sys.stdout.isatty() else "no"
     args = [f"--color={color}", *pytest_args, f"--timeout={int(limits.test)}"]
     env = {**{k: os.environ[k] for k in TUNABLES if k in os.environ}, **(env or {})}
+    # Paths as the guest can follow them: through a link under /tmp (a cache there) it could
+    # not, the init's tmpfs hides the link; the path it resolves to is bound (hidden_paths).
+    env = {k: str(Path(v).resolve()) if v.startswith("/") and Path(v).exists() else v
+           for k, v in env.items()}
     if image is None:
         root, checkout, python = Path("/"), CHECKOUT, sys.executable
     else:
