@@ -26,3 +26,23 @@ def test_agent_image_is_reproducible():
     first, second = assembler.assemble(source), assembler.assemble(source)
     assert first == second == assembler.image("agent")
     assert b"\x66\xba" + AGENT_PORT.to_bytes(2, "little") + b"\xee" in first  # mov dx, PORT; out
+
+
+def test_compiled_declarations_are_in_use_and_laid_out_as_the_compiler_does():
+    """The install compiles cdefs.py (gmemtest/kvm/_uapi_cffi); every field of every struct is
+    reachable in it, which in cffi's compiled mode means its declared size is the compiler's
+    (a mismatch raises on first use: it caught the hypercall exit's anonymous struct)."""
+    import re
+
+    from gmemtest.kvm import cdefs
+
+    assert uapi.COMPILED, ("gmemtest/kvm/_uapi_cffi is not built: install the checkout "
+                           "(scripts/bootstrap, or pip install -e .)")
+    assert uapi.lib.ioctl is not None
+    for name in re.findall(r"^struct (\w+) \{", cdefs.CDEFS, re.M):
+        ctype = uapi.ffi.typeof(f"struct {name}")
+        if ctype.fields[-1][1].type.kind == "array" and ctype.fields[-1][1].type.length is None:
+            continue  # a flexible array member: nothing to allocate
+        value = uapi.ffi.new(f"struct {name} *")[0]
+        for field, _ in ctype.fields:
+            getattr(value, field)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import threading
 from typing import Any
 
 from gmemtest.errors import KvmError, VmKilled
@@ -50,6 +51,39 @@ def kvm_ioctl(fd: int, name: str, arg: Any = 0, *, target: object = "",
         cls = VmKilled if err == errno.EIO else error
         raise cls(name, err, arguments, where, error_offset=offset)
     return ret
+
+
+class Request:
+    """An ioctl whose argument struct is allocated once and rewritten for each call, for the
+    hot paths (conversions): a call allocates nothing, and reaches the kernel through the
+    compiled ioctl. The struct belongs to the thread that made the Request; a call from another
+    thread gets a struct of its own, so concurrent callers never share one."""
+
+    __slots__ = ("name", "number", "ctype", "arg", "owner", "error")
+
+    def __init__(self, name: str, struct: str, error: type[KvmError] = KvmError) -> None:
+        self.name = name
+        self.number = uapi.IOCTLS[name]
+        self.ctype = f"struct {struct} *"
+        self.arg: Any = ffi.new(self.ctype)
+        self.owner = threading.get_ident()
+        self.error = error
+
+    def struct(self) -> Any:
+        """The struct to fill for this call (zero only when freshly allocated: a caller sets
+        every field the kernel reads)."""
+        return self.arg if threading.get_ident() == self.owner else ffi.new(self.ctype)
+
+    def issue(self, fd: int, arg: Any, target: object) -> int:
+        """The ioctl on ``fd`` with ``arg`` (from :meth:`struct`); raises as kvm_ioctl does."""
+        ret = uapi.lib.ioctl(fd, self.number, arg)
+        if ret < 0:
+            err = ffi.errno
+            where = target if isinstance(target, str) else str(getattr(target, "target", target))
+            cls = VmKilled if err == errno.EIO else self.error
+            raise cls(self.name, err, struct_fields(arg), where,
+                      error_offset=_error_offset(arg))
+        return int(ret)
 
 
 def _error_offset(arg: Any) -> int | None:

@@ -3,17 +3,11 @@ arguments: ioctl with a struct pointer, mmap at an address we choose, madvise, f
 
 from __future__ import annotations
 
-from cffi import FFI
+from . import uapi
 
-ffi = FFI()
-ffi.cdef("""
-int ioctl(int fd, unsigned long request, void *arg);
-void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset);
-int munmap(void *addr, size_t length);
-int madvise(void *addr, size_t length, int advice);
-int fallocate(int fd, int mode, long offset, long len);
-""")
-lib = ffi.dlopen(None)
+# Declared in cdefs.LIBC_CDEFS and compiled with the structs (see uapi).
+ffi = uapi.ffi
+lib = uapi.lib
 
 PROT_NONE = 0
 PROT_READ = 1

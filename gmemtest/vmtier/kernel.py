@@ -63,6 +63,8 @@ class Build:
     manifest: Path
     source: Source
     seconds: float
+    objects: int = 0       # objects (C and assembly) this build compiled
+    objects_cold: int = 0  # objects a build of this configuration from nothing compiles
 
 
 def series(patch_dir: Path = KPATCHES) -> list[Path]:
@@ -183,10 +185,10 @@ def build(src: Path | None = None, *, patches: bool | None = None,
     posted series), for the manifest and the reports."""
     progress = progress or Progress()
     t0 = time.monotonic()
-    for tool in ("make", "gcc", "flex", "bison", "bc"):
+    for tool in ("make", "gcc", "flex", "bison", "bc", "lz4"):
         if shutil.which(tool) is None:
             raise GmemtestError(f"'{tool}' not found: run scripts/bootstrap --vm (or apt-get "
-                                "install build-essential flex bison bc libelf-dev libssl-dev)")
+                                "install build-essential flex bison bc lz4 libelf-dev libssl-dev)")
     frags = kconfig.fragment_paths(fragments or list(kconfig.DEFAULT_FRAGMENTS))
     if src is None:
         source = debian_source(progress)
@@ -222,13 +224,17 @@ def build(src: Path | None = None, *, patches: bool | None = None,
             stamp_file.write_text(stamp)
         cc = ["CC=ccache gcc"] if shutil.which("ccache") else []
         jobs = jobs or os.cpu_count() or 1
-        _run_make(source.path, bdir, ["bzImage", "headers"], [*cc, f"-j{jobs}"], env, progress)
+        objects = _run_make(source.path, bdir, ["bzImage", "headers"], [*cc, f"-j{jobs}"], env,
+                            progress)
+    cold_file = bdir / COLD_OBJECTS
     out = Build(bdir, bdir / "arch/x86/boot/bzImage", bdir / "usr/include", bdir / ".config",
-                bdir / "gmemtest-manifest.json", source, time.monotonic() - t0)
+                bdir / "gmemtest-manifest.json", source, time.monotonic() - t0, objects,
+                int(cold_file.read_text()) if cold_file.exists() else 0)
     manifest = {"source": asdict(source) | {"path": str(source.path)},
                 "config_hash": config_hash, "fragments": [f.stem for f in frags],
                 "bzImage": str(out.bzimage), "headers": str(out.headers),
                 "config": str(out.config), "build_seconds": round(out.seconds, 1),
+                "objects_compiled": out.objects, "objects_cold": out.objects_cold,
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     out.manifest.write_text(json.dumps(manifest, indent=2) + "\n")
     progress.done("build", f"{out.bzimage} in {out.seconds:.0f} s")
@@ -240,7 +246,7 @@ def config_stamp(src: Path, fragments: list[Path]) -> str:
     kconfig tool of the tree (size and mtime: a checkout of another commit touches what
     differs). When it is unchanged the .config is too, and generating it again (5 s) is
     skipped: a walk over a series builds a prefix per patch."""
-    parts: list[str | bytes] = [f.read_bytes() for f in fragments]
+    parts: list[str | bytes] = [kconfig.GENERATOR, *(f.read_bytes() for f in fragments)]
     for root, dirs, files in os.walk(src):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
@@ -297,6 +303,12 @@ def selftests(b: Build, progress: Progress | None = None) -> Path:
 
 
 COMPILE_LINE = re.compile(r"^\s+(CC|AS|LD|AR|HOSTCC|HOSTLD|OBJCOPY|GEN|HDRINST)\b")
+# An object of the kernel compiled from C or assembly: kbuild's quiet "CC"/"AS" lines for a
+# target in the build tree. Host tools are not counted (objtool's objects, the only "CC" lines
+# of the build with an absolute path, nor HOSTCC), nor headers.
+OBJECT_LINE = re.compile(r"^\s+(CC|AS)\s+[^/\s]")
+# Objects the last build of a build directory from nothing compiled (configuration's size).
+COLD_OBJECTS = ".gmemtest-cold-objects"
 # What names a failed build, best first: a compiler or linker diagnostic, then make's own.
 BUILD_ERRORS = (re.compile(r": (fatal )?error: "), re.compile(r"undefined reference to|"
                                                               r"ld: .*(error|No such file)"),
@@ -314,8 +326,9 @@ def first_error(output: str, rc: int) -> str:
 
 
 def _run_make(src: Path, bdir: Path, targets: list[str], args: list[str], env: dict[str, str],
-              progress: Progress) -> None:
-    """Run make, counting compiled files for the progress line; keep the log in the build dir."""
+              progress: Progress) -> int:
+    """Run make, counting compiled files for the progress line; keep the log in the build dir.
+    Returns how many objects it compiled."""
     build_log = bdir / "build.log"
     progress.phase("build", " ".join(targets))
     # A cold build compiles about as many files as the last cold build did: the bar's total.
@@ -329,10 +342,11 @@ def _run_make(src: Path, bdir: Path, targets: list[str], args: list[str], env: d
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=env)
         assert proc.stdout is not None
-        files = 0
+        files = objects = 0
         try:
             for line in proc.stdout:
                 f.write(line)
+                objects += bool(OBJECT_LINE.match(line))
                 if COMPILE_LINE.match(line):
                     files += 1
                     progress.tick(files, "files", line.split()[-1], total)
@@ -341,12 +355,15 @@ def _run_make(src: Path, bdir: Path, targets: list[str], args: list[str], env: d
             proc.wait()
             raise
         rc = proc.wait()
-    log.info("make exited %d after compiling %d files (log: %s)", rc, files, build_log)
+    log.info("make exited %d after compiling %d files, %d objects (log: %s)", rc, files,
+             objects, build_log)
     if cold and rc == 0:
         write_atomically(estimate, f"{files}\n".encode())
+        write_atomically(bdir / COLD_OBJECTS, f"{objects}\n".encode())
     if rc:
         first = first_error(build_log.read_text(errors="replace"), rc)
         raise GmemtestError(f"kernel build failed: {first} (full log: {build_log})")
+    return objects
 
 
 def summary(b: Build) -> str:
@@ -359,4 +376,5 @@ def summary(b: Build) -> str:
                   f"<{s['msgid']}>, on {b.source.series['base']}\n")
     return (f"kernel:   {b.source.version}{patches}\n{series}bzImage:  {b.bzimage}\n"
             f"headers:  {b.headers}\nconfig:   {b.config}\nmanifest: {b.manifest}\n"
-            f"build:    {b.seconds:.0f} s")
+            f"build:    {b.seconds:.0f} s, {b.objects} objects compiled"
+            + (f" (from nothing: {b.objects_cold})" if b.objects_cold else ""))

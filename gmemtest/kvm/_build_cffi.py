@@ -1,0 +1,22 @@
+"""Builds gmemtest.kvm._uapi_cffi, the compiled form of cdefs.py (setup.py's cffi_modules;
+run at install, where only setuptools and cffi exist, so cdefs.py is read as a file, not
+imported). The C source is the declarations themselves: every struct is written out in full,
+so the compiler lays it out as the kernel's headers do; the libc calls come from libc's own
+headers."""
+
+from pathlib import Path
+
+from cffi import FFI
+
+_names: dict[str, str] = {}
+exec((Path(__file__).parent / "cdefs.py").read_text(), _names)
+
+ffibuilder = FFI()
+ffibuilder.cdef(_names["CDEFS"] + _names["LIBC_CDEFS"])
+ffibuilder.set_source(
+    "gmemtest.kvm._uapi_cffi",
+    "#define _GNU_SOURCE\n#include <fcntl.h>\n#include <stdint.h>\n#include <sys/ioctl.h>\n"
+    "#include <sys/mman.h>\n" + _names["CDEFS"])
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)
