@@ -12,11 +12,19 @@ _names: dict[str, str] = {}
 exec((Path(__file__).parent / "cdefs.py").read_text(), _names)
 
 ffibuilder = FFI()
-ffibuilder.cdef(_names["CDEFS"] + _names["LIBC_CDEFS"])
+ffibuilder.cdef(_names["CDEFS"] + _names["LIBC_CDEFS"] + _names["HOST_CDEFS"])
 ffibuilder.set_source(
     "gmemtest.kvm._uapi_cffi",
     "#define _GNU_SOURCE\n#include <fcntl.h>\n#include <stdint.h>\n#include <sys/ioctl.h>\n"
-    "#include <sys/mman.h>\n" + _names["CDEFS"])
+    "#include <sys/mman.h>\n" + _names["CDEFS"] + """
+static uint64_t gmemtest_rdtsc(void)
+{
+    uint32_t lo, hi;
+
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+    return ((uint64_t)hi << 32) | lo;
+}
+""")
 
 if __name__ == "__main__":
     ffibuilder.compile(verbose=True)

@@ -204,3 +204,9 @@ int munmap(void *addr, size_t length);
 int madvise(void *addr, size_t length, int advice);
 int fallocate(int fd, int mode, long offset, long len);
 """
+
+# The host's time stamp counter (x86 RDTSC): a TCG guest's TSC is the host's, and the runner
+# tells the guest kernel its rate (gmemtest.vmtier.host.tsc_khz). Defined in _build_cffi.py.
+HOST_CDEFS = """
+uint64_t gmemtest_rdtsc(void);
+"""

@@ -48,9 +48,16 @@ class KmsgRecorder:
         self.out.close()
 
 
+def _uptime() -> float:
+    return float(Path("/proc/uptime").read_text().split()[0])
+
+
 class GuestPlugin:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
+        # Guest uptime at each step from pytest's start to the first result (phases.json):
+        # where a boot's time before its first test goes (gmemtest.results.phases).
+        self.phases = {"pytest_configured": _uptime()}
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
         self.kmsg = KmsgRecorder(RESULTS / f"kmsg-{worker}.jsonl") \
             if os.path.exists("/dev/kmsg") else None
@@ -58,6 +65,13 @@ class GuestPlugin:
         self.findings: list[str] = []
         if self.kmsg:
             self.findings += self.kmsg.drain("(before tests)")
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection(self, session: pytest.Session) -> None:
+        self.phases.setdefault("collection_start", _uptime())
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.phases.setdefault("collection_end", _uptime())
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: Any) -> Any:
@@ -67,6 +81,8 @@ class GuestPlugin:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         result = outcome_of(report)
+        if result is not None:
+            self.phases.setdefault("first_result", _uptime())
         if result is not None and (report.nodeid not in self.results
                                    or self.results[report.nodeid].outcome.ok):
             self.results[report.nodeid] = result
@@ -79,6 +95,7 @@ class GuestPlugin:
             return
         (RESULTS / "results.ktap").write_text(
             ktap.document(self.results.values(), self.findings))
+        (RESULTS / "phases.json").write_text(json.dumps(self.phases) + "\n")
 
 
 def outcome_of(report: pytest.TestReport) -> TestResult | None:

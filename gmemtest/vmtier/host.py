@@ -3,8 +3,12 @@ itself runs KVM guests (hardware virtualisation with the vendor module's nesting
 
 from __future__ import annotations
 
+import functools
+import time
 from pathlib import Path
 from typing import Any
+
+from gmemtest.kvm import uapi
 
 
 def nested_support() -> dict[str, Any]:
@@ -25,3 +29,19 @@ def nested_support() -> dict[str, Any]:
     loaded = sorted(p.name for p in Path("/sys/module").glob("kvm*"))
     return {"cpu_virt": virt, "module": module, "nested": nested,
             "kvm_modules": loaded, "can_run_nested": nested in ("1", "Y")}
+
+
+@functools.cache
+def tsc_khz(sample: float = 0.1) -> int | None:
+    """The host's TSC rate in kHz, counted against CLOCK_MONOTONIC over ``sample`` seconds;
+    None where the compiled module (its rdtsc) is absent. A TCG guest's TSC is the host's:
+    given this rate (tsc_early_khz) its kernel needs no calibration against the PIT, which
+    fails when the host is busy, leaving the TSC's rate wrong and nested vCPUs hung in
+    KVM_RUN (seen with microvm, which has no HPET or ACPI PM timer to fall back on)."""
+    rdtsc = getattr(uapi.lib, "gmemtest_rdtsc", None) if uapi.COMPILED else None
+    if rdtsc is None:
+        return None
+    t0, c0 = time.monotonic_ns(), rdtsc()
+    time.sleep(sample)
+    t1, c1 = time.monotonic_ns(), rdtsc()
+    return int((c1 - c0) * 1_000_000 // (t1 - t0))

@@ -136,6 +136,7 @@ def generate(src: Path, build: Path, fragments: list[Path], env: dict[str, str])
     Unlike merging onto a finished tinyconfig, an option a fragment makes visible (INET under
     NET, VT under TTY, the PS/2 mouse under INPUT) gets n rather than its default y: the
     kernel holds what the fragments name and what that selects, nothing else."""
+    build.mkdir(parents=True, exist_ok=True)
     given = build / "gmemtest-allnoconfig.config"
     given.write_text("".join(
         (src / f).read_text() for f in TINY_FRAGMENTS if (src / f).is_file())

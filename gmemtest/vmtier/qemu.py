@@ -24,13 +24,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gmemtest.cache import cache_dir
 from gmemtest.errors import GmemtestError
 from gmemtest.kvm import seriesconf
 from gmemtest.results import runlog
 from gmemtest.results.run import Run
 
-from . import host
+from . import host, pycache
 from .checkout import CHECKOUT, INIT
 
 BANNER = "gmemtest-init: start"
@@ -48,6 +47,7 @@ class Accel:
     args: list[str]
     label: str
     parallel: bool  # the guest's vCPUs run on host threads of their own
+    cmdline: tuple[str, ...] = ()  # what the guest kernel needs to know about the accelerator
 
 
 def parallelism(accel: Accel | None = None) -> list[str]:
@@ -81,9 +81,11 @@ def choose_accel() -> Accel:
     thread = os.environ.get("GMEMTEST_TCG_THREAD", "single")
     if thread not in ("single", "multi"):
         raise GmemtestError(f"GMEMTEST_TCG_THREAD={thread}: single or multi")
+    khz = host.tsc_khz()
     return Accel(["-accel", f"tcg,thread={thread}", "-cpu", TCG_CPU],
                  f"tcg{'' if thread == 'single' else ' multi-threaded'} ({why})",
-                 parallel=thread == "multi")
+                 parallel=thread == "multi",
+                 cmdline=(f"tsc_early_khz={khz}",) if khz else ())
 
 
 @dataclass
@@ -153,9 +155,12 @@ class Machine:
 # No firmware beyond qboot, no PCI, no ACPI: QEMU hands the kernel an MP table for the vCPUs and
 # names the virtio-mmio devices on its command line. What the lean kernel (kconfigs/base) is for.
 # The init's reboot ends QEMU (-no-reboot) only as a triple fault: microvm has no keyboard
-# controller or ACPI reset register for the kernel's other ways to reset.
+# controller or ACPI reset register for the kernel's other ways to reset. Its missing NMI
+# status port reads 0xff, so the kernel takes the hang dump's NMI for a PCI SERR, not an
+# unknown NMI: the sysctl makes that panic too.
 MICROVM = Machine(("-machine", "microvm,acpi=off,pcie=off,x-option-roms=off"),
-                  "virtio-9p-device", "microvm", ("reboot=t",))
+                  "virtio-9p-device", "microvm",
+                  ("reboot=t", "sysctl.kernel.panic_on_unrecovered_nmi=1"))
 # A PC with SeaBIOS, ACPI and virtio-pci: for a kernel without virtio-mmio.
 Q35 = Machine(("-machine", "q35"), "virtio-9p-pci", "q35")
 
@@ -184,10 +189,10 @@ def qemu_command(kernel: Path, results: Path, accel: Accel, cmdline: list[str], 
     machine = machine or machine_for(kernel)
     append = ["console=ttyS0", "loglevel=5", "panic=-1", "root=hostroot", "rootfstype=9p",
               "rootflags=trans=virtio,version=9p2000.L,msize=524288,cache=loose", "ro",
-              f"init={init}", *HANG_DUMP_CMDLINE, *machine.cmdline, *cmdline]
+              f"init={init}", *HANG_DUMP_CMDLINE, *machine.cmdline, *accel.cmdline, *cmdline]
     shares = [("root", f"{root}", ",readonly=on,multidevs=remap", "hostroot"),
               ("results", f"{results}", "", "results"),
-              ("pycache", f"{cache_dir('guest-pycache')}", "", "pycache")]
+              ("pycache", str(pycache.prefix()), "", "pycache")]
     devices = []
     for fsid, path, extra, tag in shares:
         devices += ["-fsdev", f"local,id={fsid},path={path},security_model=none{extra}",
@@ -236,6 +241,7 @@ def _boot(kernel: Path, pytest_args: list[str], results: Path, cmdline: list[str
            for k, v in env.items()}
     if image is None:
         root, checkout, python = Path("/"), CHECKOUT, sys.executable
+        pycache.fill_once(checkout)  # a first boot as warm as the next
     else:
         from . import vmimage
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from gmemtest.errors import GmemtestError
-from gmemtest.results import report
-from gmemtest.vmtier import kernel, qemu
+from gmemtest.results import phases, report
+from gmemtest.vmtier import kernel, pycache, qemu
 from gmemtest.vmtier.checkout import CHECKOUT
 from gmemtest.vmtier.progress import Progress
 
@@ -29,7 +29,8 @@ from . import vmtest
 
 # Targets on this machine (TCG, 2 cores), from the issue that asked for the benchmark.
 TARGETS = {"equivalents_ratio": 1.5, "conversion_ratio_4k": 2.0, "boot_to_first_test": 3.0,
-           "warm_rebuild": 60.0}
+           "warm_rebuild": 60.0, "objects": 850, "parallel_ratio": 0.65,
+           "first_boot_ratio": 1.2, "collection_share": 0.10}
 
 
 def machine() -> dict[str, Any]:
@@ -76,6 +77,8 @@ def run(*, src: Path | None, patches: bool | None, cmdline: list[str], seconds: 
     result["warm_rebuild_seconds"] = round(warm.seconds, 1)
     result["kernel"] = b.source.commit or b.source.version
     result["patches"] = b.source.patches
+    result["objects_cold"] = warm.objects_cold
+    result.update(main_job_suites(warm, out, limits, progress))
     selftests = kernel.selftests(warm, progress)
     loop = build_loop(warm, out)
     progress.phase("bench", f"booting {warm.bzimage.name} with {' '.join(cmdline)}")
@@ -89,6 +92,7 @@ def run(*, src: Path | None, patches: bool | None, cmdline: list[str], seconds: 
         raise GmemtestError(f"the benchmark boot failed: {outcome.verdict()} "
                             f"(console log: {r.console})")
     guest = json.loads((out / "guest/bench-guest.json").read_text())
+    result["bench_boot_pieces"] = phases.pieces(out / "guest", r.boot_seconds or 0.0)
     console = r.console.read_text(errors="replace")
     init = re.search(r"gmemtest-init: start ([\d.]+)", console)
     result["accel"] = r.accel
@@ -101,6 +105,38 @@ def run(*, src: Path | None, patches: bool | None, cmdline: list[str], seconds: 
     (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "bench.md").write_text(markdown(result))
     return result
+
+
+def main_job_suites(b: kernel.Build, out: Path, limits: qemu.Limits,
+                    progress: Progress) -> dict[str, Any]:
+    """The main job's boots and suites three times, back to back: side by side right after
+    filling an empty guest bytecode cache (a first boot), side by side again (warm), and one
+    at a time (serial); and where the warm boot's time before its first test went."""
+    shutil.rmtree(pycache.prefix(), ignore_errors=True)
+    t0 = time.monotonic()
+    pycache.fill_once()
+    fill = time.monotonic() - t0
+    modes = vmtest.switch_modes(b.source.path)
+    walls: dict[str, float] = {}
+    warm_on: report.BootReport | None = None
+    for tag, at_once in (("first", None), ("warm", None), ("serial", 1)):
+        progress.phase("bench", f"main job suites: {tag} ({len(modes)} boots)")
+        start = time.monotonic()
+        outcomes = vmtest.run_modes(b.bzimage, qemu.parallelism(), vmtest.guest_env(b),
+                                    limits=limits, progress=progress, stamp=tag, modes=modes,
+                                    at_once=at_once, root=out / "suites")
+        walls[tag] = round(time.monotonic() - start, 1)
+        bad = [o for o in outcomes if not o.ok]
+        if bad:
+            raise GmemtestError(f"the benchmark's {tag} suites failed: {bad[0].verdict()} "
+                                f"(results: {out / 'suites'})")
+        if tag == "warm":
+            warm_on = outcomes[0]
+    assert warm_on is not None and warm_on.run is not None
+    return {"pycache_fill_seconds": round(fill, 1), "suites_wall_seconds": walls,
+            "suite_boots_side_by_side": qemu.boots_at_once(len(modes)),
+            "warm_boot_pieces": phases.pieces(warm_on.run.results,
+                                              warm_on.run.boot_seconds or 0.0)}
 
 
 def _rate(rows: list[dict[str, Any]]) -> dict[int, float]:
@@ -157,7 +193,24 @@ def tables(r: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
         if key in fixed:
             other.append([f"guest: {key.removesuffix('_seconds').replace('_', ' ')} (s)",
                           str(fixed[key])])
+    walls = r.get("suites_wall_seconds")
+    if walls:
+        other += [["main job suites, first boot after filling the bytecode cache (wall s)",
+                   str(walls["first"])],
+                  ["main job suites, warm (wall s)", str(walls["warm"])],
+                  ["main job suites, one boot at a time (wall s)", str(walls["serial"])],
+                  ["filling the guest bytecode cache from empty (s)",
+                   str(r["pycache_fill_seconds"])]]
+    if "objects_cold" in r:
+        other.append(["kernel objects compiled from nothing", str(r["objects_cold"])])
     out.append(("Other measurements", ["what", "value"], other))
+    warm_p, bench_p = r.get("warm_boot_pieces"), r.get("bench_boot_pieces")
+    if warm_p or bench_p:
+        names = [*phases.PIECES, "to first test", "to first result"]
+        out.append(("QEMU start to the first test, piece by piece (s)",
+                     ["piece", "main job boot (whole suite)", "bench boot (one module)"],
+                     [[n, str((warm_p or {}).get(n, "-")), str((bench_p or {}).get(n, "-"))]
+                      for n in names]))
     out.append(("Targets", ["target", "limit", "measured", "met"], targets(r)))
     return out
 
@@ -176,10 +229,31 @@ def targets(r: dict[str, Any]) -> list[list[str]]:
         ratio = c[4096] / py[4096]
         rows.append(["C / Python conversion round trips (4K)", "2x", f"{ratio:.2f}x",
                      "yes" if ratio <= TARGETS["conversion_ratio_4k"] else "no"])
-    if "boot_to_first_test_seconds" in r:
+    def row(what: str, limit: str, value: float, shown: str, key: str) -> None:
+        rows.append([what, limit, shown, "yes" if value <= TARGETS[key] else "no"])
+
+    if "objects_cold" in r:
+        row("kernel objects, default fragments", "850", r["objects_cold"],
+            str(r["objects_cold"]), "objects")
+    walls = r.get("suites_wall_seconds")
+    if walls:
+        ratio = walls["warm"] / walls["serial"]
+        row("main job suites side by side / one at a time", "0.65x", ratio, f"{ratio:.2f}x",
+            "parallel_ratio")
+        ratio = walls["first"] / walls["warm"]
+        row("first boot's suites / warm boot's", "1.2x", ratio, f"{ratio:.2f}x",
+            "first_boot_ratio")
+    pieces = r.get("warm_boot_pieces")
+    if pieces:
+        v = pieces["to first test"]
+        row("QEMU start to first test (main job boot)", "3 s", v, f"{v} s",
+            "boot_to_first_test")
+        share = pieces["collection"] / pieces["to first result"]
+        row("collecting the suite / QEMU start to first result", "10%", share,
+            f"{share:.0%}", "collection_share")
+    elif "boot_to_first_test_seconds" in r:
         v = r["boot_to_first_test_seconds"]
-        rows.append(["boot to first test", "3 s", f"{v} s",
-                     "yes" if v <= TARGETS["boot_to_first_test"] else "no"])
+        row("boot to first test", "3 s", v, f"{v} s", "boot_to_first_test")
     if "warm_rebuild_seconds" in r:
         v = r["warm_rebuild_seconds"]
         rows.append(["rebuild after touching guest_memfd.c", "60 s", f"{v} s",

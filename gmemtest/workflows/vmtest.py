@@ -39,15 +39,17 @@ def switch_modes(src: Path) -> tuple[tuple[str, str], ...]:
 def run_modes(kimage: Path, pytest_args: list[str], env: dict[str, str], *,
               limits: qemu.Limits, progress: Progress, stamp: str,
               extra_cmdline: list[str] | None = None, image: Path | None = None,
-              modes: tuple[tuple[str, str], ...] = MODES) -> list[report.BootReport]:
+              modes: tuple[tuple[str, str], ...] = MODES, at_once: int | None = None,
+              root: Path | None = None) -> list[report.BootReport]:
     """Boot ``kimage`` once per mode and run the suite in each. Under single-threaded TCG on a
     machine with a core per boot the boots run side by side (each its own results directory;
-    their output goes to their console logs, not the terminal)."""
-    at_once = qemu.boots_at_once(len(modes))
+    their output goes to their console logs, not the terminal). ``at_once``: how many boots
+    side by side instead; ``root``: where the results directories go (results/)."""
+    at_once = at_once or qemu.boots_at_once(len(modes))
 
     def boot(label: str, param: str) -> report.BootReport:
         name = param.replace('.', '_').replace('=', '-') or "no-switch"
-        run = qemu.boot(kimage, pytest_args, results=results_root() / f"{stamp}-{name}",
+        run = qemu.boot(kimage, pytest_args, results=(root or results_root()) / f"{stamp}-{name}",
                         cmdline=[p for p in (param, *(extra_cmdline or [])) if p],
                         limits=limits, env=env, image=image, echo=at_once == 1)
         return report.evaluate(label, run)
