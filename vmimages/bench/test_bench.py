@@ -40,6 +40,12 @@ COMPARISON = {
 }
 
 
+# What the guest's job gives pytest (gmemtest.vmtier.qemu.job_script): plugin autoload is off in
+# the guest, so every pytest process here names the plugins the suite uses.
+PYTEST = [sys.executable, "-m", "pytest", "-p", "gmemtest.testing.plugin", "-p", "pytest_timeout",
+          "-p", "no:cacheprovider"]
+
+
 def timed(cmd: list[str], **kw) -> tuple[float, int, str]:
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=CHECKOUT, **kw)
@@ -66,8 +72,7 @@ def test_selftests_against_gmemtest():
     for selftest, selection in COMPARISON.items():
         c_time, c_rc, c_out = timed([str(Path(root) / selftest)])
         py_time, py_rc, py_out = timed(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-             *selection], env=env)
+            [*PYTEST, "-q", *selection], env=env)
         rows.append({"selftest": selftest, "selftest_seconds": round(c_time, 3),
                      "selftest_status": c_rc, "gmemtest": " ".join(selection),
                      "gmemtest_seconds": round(py_time, 3), "gmemtest_status": py_rc,
@@ -82,8 +87,7 @@ def test_fixed_costs():
                              capture_output=True, text=True, cwd=CHECKOUT).stderr
     heaviest = sorted((ln.split("|") for ln in profile.splitlines()[1:] if ln.count("|") == 2),
                       key=lambda f: -int(f[1]))[:8]
-    collect, _, _ = timed([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "-p", "no:xdist", "--collect-only", "tests"])
+    collect, _, _ = timed([*PYTEST, "-q", "--collect-only", "tests"])
     record("fixed_costs", {
         "python_start_seconds": round(python, 3), "import_gmemtest_seconds": round(imports, 3),
         "collect_all_tests_seconds": round(collect, 3),
