@@ -46,3 +46,39 @@ def test_compiled_declarations_are_in_use_and_laid_out_as_the_compiler_does():
         value = uapi.ffi.new(f"struct {name} *")[0]
         for field, _ in ctype.fields:
             getattr(value, field)
+
+
+def test_conversion_fast_path_fills_what_the_python_fill_does():
+    """The compiled conversion helpers (one call: fill the reused struct, issue the ioctl) and
+    the Python fill they replace leave the same bytes in the struct, and a refusal (here EBADF:
+    no kernel object needed) raises the typed error with the arguments either way."""
+    import pytest
+
+    from gmemtest.errors import ConversionError
+    from gmemtest.kvm.ioctl import Conversion
+
+    ffi = uapi.ffi
+    for name, struct, start in (("KVM_SET_MEMORY_ATTRIBUTES", "kvm_memory_attributes", "address"),
+                                ("KVM_SET_MEMORY_ATTRIBUTES2", "kvm_memory_attributes2",
+                                 "offset")):
+        conv = Conversion(name, struct, start, ConversionError)
+        assert conv.call is not conv._fill_and_issue  # compiled (see the test above)
+        if hasattr(conv.arg, "error_offset"):
+            conv.arg.error_offset = 0x5A5A
+        errors = []
+        for fill in (conv.call, conv._fill_and_issue):
+            assert fill(-1, conv.number, conv.arg, 1 << 32, 3 << 12, 1 << 3, 7) == -1
+            errors.append(ffi.errno)
+            if fill is conv.call:
+                compiled = bytes(ffi.buffer(conv.arg))
+                ffi.memmove(conv.arg, b"\xff" * len(compiled), len(compiled))
+        assert bytes(ffi.buffer(conv.arg))[:40] == compiled[:40]
+        assert compiled[:32] == b"".join(v.to_bytes(8, "little")
+                                         for v in (1 << 32, 3 << 12, 1 << 3, 7))
+        if start == "offset":
+            assert compiled[32:40] == bytes(8)  # error_offset zeroed for the kernel to set
+        assert errors == [9, 9]  # EBADF
+        with pytest.raises(ConversionError) as e:
+            conv.convert(-1, 1 << 32, 3 << 12, 1 << 3, 7, "fd -1")
+        assert (e.value.call, e.value.errno_name) == (name, "EBADF")
+        assert e.value.arguments[start] == 1 << 32 and e.value.arguments["flags"] == 7

@@ -12,7 +12,8 @@ _names: dict[str, str] = {}
 exec((Path(__file__).parent / "cdefs.py").read_text(), _names)
 
 ffibuilder = FFI()
-ffibuilder.cdef(_names["CDEFS"] + _names["LIBC_CDEFS"] + _names["HOST_CDEFS"])
+ffibuilder.cdef(_names["CDEFS"] + _names["LIBC_CDEFS"] + _names["HOST_CDEFS"]
+                + _names["HOT_CDEFS"])
 ffibuilder.set_source(
     "gmemtest.kvm._uapi_cffi",
     "#define _GNU_SOURCE\n#include <fcntl.h>\n#include <stdint.h>\n#include <sys/ioctl.h>\n"
@@ -23,6 +24,30 @@ static uint64_t gmemtest_rdtsc(void)
 
     __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
     return ((uint64_t)hi << 32) | lo;
+}
+
+/* The conversion hot path in one call: fill the caller's reused struct, issue the ioctl. */
+static int gmemtest_set_memory_attributes(int fd, unsigned long request,
+                                          struct kvm_memory_attributes *a, uint64_t address,
+                                          uint64_t size, uint64_t attributes, uint64_t flags)
+{
+    a->address = address;
+    a->size = size;
+    a->attributes = attributes;
+    a->flags = flags;
+    return ioctl(fd, request, a);
+}
+
+static int gmemtest_set_memory_attributes2(int fd, unsigned long request,
+                                           struct kvm_memory_attributes2 *a, uint64_t offset,
+                                           uint64_t size, uint64_t attributes, uint64_t flags)
+{
+    a->offset = offset;
+    a->size = size;
+    a->attributes = attributes;
+    a->flags = flags;
+    a->error_offset = 0;
+    return ioctl(fd, request, a);
 }
 """)
 

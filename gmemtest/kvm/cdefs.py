@@ -210,3 +210,15 @@ int fallocate(int fd, int mode, long offset, long len);
 HOST_CDEFS = """
 uint64_t gmemtest_rdtsc(void);
 """
+
+# The conversions' hot path: fill a reused struct and issue the ioctl in one compiled call
+# (the request number comes from uapi.IOCTLS). Defined in _build_cffi.py; only the compiled
+# module has them (gmemtest.kvm.ioctl.Conversion falls back to filling the struct from Python).
+HOT_CDEFS = """
+int gmemtest_set_memory_attributes(int fd, unsigned long request,
+                                   struct kvm_memory_attributes *a, uint64_t address,
+                                   uint64_t size, uint64_t attributes, uint64_t flags);
+int gmemtest_set_memory_attributes2(int fd, unsigned long request,
+                                    struct kvm_memory_attributes2 *a, uint64_t offset,
+                                    uint64_t size, uint64_t attributes, uint64_t flags);
+"""

@@ -11,6 +11,7 @@ from gmemtest.errors import KvmError, VmKilled
 from . import libc, uapi
 
 ffi = uapi.ffi
+_get_ident = threading.get_ident
 
 
 def struct_fields(cdata: Any) -> dict[str, Any]:
@@ -78,12 +79,59 @@ class Request:
         """The ioctl on ``fd`` with ``arg`` (from :meth:`struct`); raises as kvm_ioctl does."""
         ret = uapi.lib.ioctl(fd, self.number, arg)
         if ret < 0:
-            err = ffi.errno
-            where = target if isinstance(target, str) else str(getattr(target, "target", target))
-            cls = VmKilled if err == errno.EIO else self.error
-            raise cls(self.name, err, struct_fields(arg), where,
-                      error_offset=_error_offset(arg))
+            self.fail(arg, target)
         return int(ret)
+
+    def fail(self, arg: Any, target: object) -> None:
+        """Raise the error for the call with ``arg`` that just failed (errno still set)."""
+        err = ffi.errno
+        where = target if isinstance(target, str) else str(getattr(target, "target", target))
+        cls = VmKilled if err == errno.EIO else self.error
+        raise cls(self.name, err, struct_fields(arg), where, error_offset=_error_offset(arg))
+
+
+# The compiled helpers (cdefs.HOT_CDEFS) that fill a conversion struct and issue the ioctl.
+_HOT = {"KVM_SET_MEMORY_ATTRIBUTES": "gmemtest_set_memory_attributes",
+        "KVM_SET_MEMORY_ATTRIBUTES2": "gmemtest_set_memory_attributes2"}
+
+
+class Conversion(Request):
+    """A conversion ioctl (KVM_SET_MEMORY_ATTRIBUTES on a VM, KVM_SET_MEMORY_ATTRIBUTES2 on a
+    guest_memfd): the range's start, its size, the attributes and the flags go to the kernel in
+    one compiled call that fills the reused struct (error_offset zeroed) and issues the ioctl.
+    Where the module was not compiled, the same struct is filled from Python, for the same
+    ioctl."""
+
+    __slots__ = ("start_field", "call")
+
+    def __init__(self, name: str, struct: str, start_field: str,
+                 error: type[KvmError] = KvmError) -> None:
+        super().__init__(name, struct, error)
+        self.start_field = start_field
+        self.call = getattr(uapi.lib, _HOT[name]) if uapi.COMPILED else self._fill_and_issue
+
+    def convert(self, fd: int, start: int, size: int, attributes: int, flags: int,
+                target: object) -> int:
+        """The conversion of [start, start+size) to ``attributes`` on ``fd``; raises as
+        kvm_ioctl does (with the kernel's error_offset where the struct has one)."""
+        if _get_ident() == self.owner:
+            ret: int = self.call(fd, self.number, self.arg, start, size, attributes, flags)
+            if ret < 0:
+                self.fail(self.arg, target)
+            return ret
+        arg = ffi.new(self.ctype)  # another thread's call: a struct of its own
+        ret = self._fill_and_issue(fd, self.number, arg, start, size, attributes, flags)
+        if ret < 0:
+            self.fail(arg, target)
+        return ret
+
+    def _fill_and_issue(self, fd: int, number: int, arg: Any, start: int, size: int,
+                        attributes: int, flags: int) -> int:
+        setattr(arg, self.start_field, start)
+        arg.size, arg.attributes, arg.flags = size, attributes, flags
+        if hasattr(arg, "error_offset"):
+            arg.error_offset = 0
+        return int(uapi.lib.ioctl(fd, number, arg))
 
 
 def _error_offset(arg: Any) -> int | None:

@@ -12,7 +12,7 @@ from gmemtest.errors import ConversionError
 
 from . import memory, uapi
 from .fdobj import FdObject
-from .ioctl import Request, kvm_ioctl
+from .ioctl import Conversion, kvm_ioctl
 from .stats import Stats
 
 if TYPE_CHECKING:
@@ -81,8 +81,8 @@ class Vm(FdObject):
         self.gmems: list[GuestMemfd] = []
         self._stats: Stats | None = None
         self._retired: list[Memslot] = []
-        self._convert = Request("KVM_SET_MEMORY_ATTRIBUTES", "kvm_memory_attributes",
-                                ConversionError)
+        self._convert = Conversion("KVM_SET_MEMORY_ATTRIBUTES", "kvm_memory_attributes",
+                                   "address", ConversionError)
 
     @property
     def target(self) -> str:
@@ -164,9 +164,7 @@ class Vm(FdObject):
     def set_memory_attributes(self, gpa: int, size: int, attributes: int,
                               flags: int = 0) -> None:
         """KVM_SET_MEMORY_ATTRIBUTES on the VM fd (the per-VM attribute array, by GPA)."""
-        attrs = self._convert.struct()
-        attrs.address, attrs.size, attrs.attributes, attrs.flags = gpa, size, attributes, flags
-        self._convert.issue(self.fd, attrs, self)
+        self._convert.convert(self.fd, gpa, size, attributes, flags, self)
 
     def stats(self) -> Stats:
         """The VM's binary stats (pages_4k, pages_2m, pages_1g, ...), opened once per VM."""

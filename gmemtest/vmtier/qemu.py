@@ -28,6 +28,7 @@ from gmemtest.errors import GmemtestError
 from gmemtest.kvm import seriesconf
 from gmemtest.results import runlog
 from gmemtest.results.run import Run
+from gmemtest.testing import GUEST_PYTEST_PLUGINS
 
 from . import host, pycache
 from .checkout import CHECKOUT, INIT
@@ -104,18 +105,17 @@ HANG_DUMP_CMDLINE = ["unknown_nmi_panic", "panic_sys_info=tasks,all_bt"]
 def job_script(pytest_args: list[str], results_mount: str, env: dict[str, str],
                python: str = sys.executable, checkout: Path = CHECKOUT) -> str:
     """The guest's job: this checkout's pytest, with this venv, writing results to the share."""
-    # pytest loads only the plugins the guest uses, named here: finding the installed ones
-    # (entry points) and importing xdist where it is not used cost a second under TCG.
+    # pytest loads only the plugins the guest uses (GUEST_PYTEST_PLUGINS; xdist where -n asks).
     exports = {"PYTHONPYCACHEPREFIX": "/tmp/pycache", "HOME": "/tmp",
                "GMEMTEST_CACHE": "/tmp/gmemtest-cache", "GMEMTEST_RESULTS": results_mount,
                "GMEMTEST_IN_GUEST": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", **env}
     lines = ["#!/bin/sh", f"cd {shlex.quote(str(checkout))} || exit 125"]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in exports.items()]
-    plugins = ["gmemtest.testing.plugin", "pytest_timeout", "gmemtest.testing.guest_writer"]
+    plugins = [*GUEST_PYTEST_PLUGINS, "-p", "gmemtest.testing.guest_writer"]
     if "-n" in pytest_args or any(a.startswith("--numprocesses") for a in pytest_args):
-        plugins.append("xdist.plugin")
-    cmd = [python, "-m", "pytest", *(a for p in plugins for a in ("-p", p)),
-           "-p", "no:cacheprovider", f"--junitxml={results_mount}/junit.xml", *pytest_args]
+        plugins += ["-p", "xdist.plugin"]
+    cmd = [python, "-m", "pytest", *plugins, f"--junitxml={results_mount}/junit.xml",
+           *pytest_args]
     lines.append("read -r uptime _ < /proc/uptime")
     lines.append("echo 'gmemtest-guest: pytest starts' $uptime")
     lines.append(" ".join(shlex.quote(c) for c in cmd))

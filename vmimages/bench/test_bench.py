@@ -20,7 +20,7 @@ from pathlib import Path
 
 from gmemtest import Agent, Kvm
 from gmemtest.kvm import uapi
-from gmemtest.testing import routes
+from gmemtest.testing import GUEST_PYTEST_PLUGINS, routes
 
 CHECKOUT = Path(__file__).resolve().parent.parent.parent
 RESULTS = Path(os.environ.get("GMEMTEST_RESULTS", "/tmp/results"))
@@ -42,8 +42,7 @@ COMPARISON = {
 
 # What the guest's job gives pytest (gmemtest.vmtier.qemu.job_script): plugin autoload is off in
 # the guest, so every pytest process here names the plugins the suite uses.
-PYTEST = [sys.executable, "-m", "pytest", "-p", "gmemtest.testing.plugin", "-p", "pytest_timeout",
-          "-p", "no:cacheprovider"]
+PYTEST = [sys.executable, "-m", "pytest", *GUEST_PYTEST_PLUGINS]
 
 
 def timed(cmd: list[str], **kw) -> tuple[float, int, str]:
