@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -40,6 +41,12 @@ STDLIB_UNUSED = (r"/(test|tests|idlelib|tkinter|turtledemo|lib2to3|ensurepip|sit
                  r"|dist-packages)/")
 
 
+def _stdlib_unused(stdlib: str) -> str:
+    """compileall's -x for the directories of ``stdlib`` left out, anchored there: the venv's
+    own site-packages is compiled."""
+    return "^" + re.escape(stdlib.rstrip("/")) + STDLIB_UNUSED
+
+
 def fill(checkout: Path = CHECKOUT, python: str = sys.executable) -> float:
     """Compile the standard library, the venv's packages and this checkout, and collect the
     suite (pytest rewrites and caches each test module it imports, and Python each module
@@ -49,8 +56,9 @@ def fill(checkout: Path = CHECKOUT, python: str = sys.executable) -> float:
     env = {**os.environ, "PYTHONPYCACHEPREFIX": str(prefix()), "GMEMTEST_IN_GUEST": "1",
            "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     paths = sysconfig.get_paths()
-    for cmd in ([python, "-m", "compileall", "-q", "-j0", "-x", STDLIB_UNUSED, paths["stdlib"],
-                 paths["purelib"], *(str(checkout / d) for d in ("gmemtest", "tests", "vmimages"))],
+    for cmd in ([python, "-m", "compileall", "-q", "-j0", "-x", _stdlib_unused(paths["stdlib"]),
+                 paths["stdlib"], paths["purelib"],
+                 *(str(checkout / d) for d in ("gmemtest", "tests", "vmimages"))],
                 [python, "-m", "pytest", "-q", "--collect-only", *GUEST_PYTEST_PLUGINS,
                  str(checkout / "tests"), str(checkout / "vmimages/bench")]):
         proc = subprocess.run(cmd, cwd=checkout, env=env, capture_output=True, text=True)
