@@ -49,9 +49,12 @@ def test_compiled_declarations_are_in_use_and_laid_out_as_the_compiler_does():
 
 
 def test_conversion_fast_path_fills_what_the_python_fill_does():
-    """The compiled conversion helpers (one call: fill the reused struct, issue the ioctl) and
-    the Python fill they replace leave the same bytes in the struct, and a refusal (here EBADF:
-    no kernel object needed) raises the typed error with the arguments either way."""
+    """The compiled conversion helpers (one call: fill a struct on the C stack, issue the
+    ioctl) and the Python fill used where the module is not compiled pass the same struct, and
+    a refusal (here EBADF: no kernel object needed) raises the typed error with the arguments
+    the call gave, each thread its own."""
+    import threading
+
     import pytest
 
     from gmemtest.errors import ConversionError
@@ -62,23 +65,52 @@ def test_conversion_fast_path_fills_what_the_python_fill_does():
                                 ("KVM_SET_MEMORY_ATTRIBUTES2", "kvm_memory_attributes2",
                                  "offset")):
         conv = Conversion(name, struct, start, ConversionError)
-        assert conv.call is not conv._fill_and_issue  # compiled (see the test above)
-        if hasattr(conv.arg, "error_offset"):
-            conv.arg.error_offset = 0x5A5A
-        errors = []
-        for fill in (conv.call, conv._fill_and_issue):
-            assert fill(-1, conv.number, conv.arg, 1 << 32, 3 << 12, 1 << 3, 7) == -1
-            errors.append(ffi.errno)
-            if fill is conv.call:
-                compiled = bytes(ffi.buffer(conv.arg))
-                ffi.memmove(conv.arg, b"\xff" * len(compiled), len(compiled))
-        assert bytes(ffi.buffer(conv.arg))[:40] == compiled[:40]
-        assert compiled[:32] == b"".join(v.to_bytes(8, "little")
-                                         for v in (1 << 32, 3 << 12, 1 << 3, 7))
-        if start == "offset":
-            assert compiled[32:40] == bytes(8)  # error_offset zeroed for the kernel to set
-        assert errors == [9, 9]  # EBADF
+        assert conv.call is getattr(uapi.lib, f"gmemtest_{name[4:].lower()}")  # compiled
+        structs = []
+        for call, refused in ((conv.call, conv.refused),
+                              (conv._call_from_python, conv._refused_from_python)):
+            conv._local = threading.local()
+            assert call(-1, conv.number, 1 << 32, 3 << 12, 1 << 3, 7) == -1
+            assert ffi.errno == 9  # EBADF
+            structs.append(bytes(ffi.buffer(refused())))
+        assert structs[0] == structs[1]
+        assert structs[0][:32] == b"".join(v.to_bytes(8, "little")
+                                           for v in (1 << 32, 3 << 12, 1 << 3, 7))
+        assert not any(structs[0][32:])  # error_offset and the reserved words zero
+
+        errors = _refusals_from_threads(conv, start)
+        assert sorted(errors) == [1, 2]  # each thread saw its own refused struct, every time
+        for e in errors.values():
+            assert e is not None
+            assert (e.call, e.errno_name) == (name, "EBADF")
         with pytest.raises(ConversionError) as e:
-            conv.convert(-1, 1 << 32, 3 << 12, 1 << 3, 7, "fd -1")
-        assert (e.value.call, e.value.errno_name) == (name, "EBADF")
+            assert conv.call(-1, conv.number, 1 << 32, 3 << 12, 1 << 3, 7) == -1
+            conv.fail("fd -1")
         assert e.value.arguments[start] == 1 << 32 and e.value.arguments["flags"] == 7
+
+
+def _refusals_from_threads(conversion, start_field: str) -> dict:
+    """Two threads refused 200 times each at once, each with its own start: the error each
+    one got last, keyed by thread; None for a thread that once saw the other's arguments."""
+    import threading
+
+    from gmemtest.errors import ConversionError
+
+    errors = {}
+
+    def refuse(n: int) -> None:
+        for _ in range(200):
+            try:
+                if conversion.call(-1, conversion.number, n << 12, 1 << 12, 1 << 3, 0) < 0:
+                    conversion.fail("fd -1")
+            except ConversionError as e:
+                errors[n] = e if e.arguments[start_field] == n << 12 else None
+                if errors[n] is None:
+                    return
+
+    threads = [threading.Thread(target=refuse, args=(n,)) for n in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors

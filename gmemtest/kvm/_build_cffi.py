@@ -26,28 +26,48 @@ static uint64_t gmemtest_rdtsc(void)
     return ((uint64_t)hi << 32) | lo;
 }
 
-/* The conversion hot path in one call: fill the caller's reused struct, issue the ioctl. */
-static int gmemtest_set_memory_attributes(int fd, unsigned long request,
-                                          struct kvm_memory_attributes *a, uint64_t address,
+/*
+ * The conversion hot path in one call: the struct lives on the stack, filled here, so a call
+ * allocates nothing and threads share nothing. A refused conversion's struct (with the kernel's
+ * error_offset) is kept per thread, for the caller's error report (gmemtest_refused_*).
+ */
+static __thread struct kvm_memory_attributes refused_attributes;
+static __thread struct kvm_memory_attributes2 refused_attributes2;
+
+static int gmemtest_set_memory_attributes(int fd, unsigned long request, uint64_t address,
                                           uint64_t size, uint64_t attributes, uint64_t flags)
 {
-    a->address = address;
-    a->size = size;
-    a->attributes = attributes;
-    a->flags = flags;
-    return ioctl(fd, request, a);
+    struct kvm_memory_attributes a = {
+        .address = address, .size = size, .attributes = attributes, .flags = flags,
+    };
+    int ret = ioctl(fd, request, &a);
+
+    if (ret < 0)
+        refused_attributes = a;
+    return ret;
 }
 
-static int gmemtest_set_memory_attributes2(int fd, unsigned long request,
-                                           struct kvm_memory_attributes2 *a, uint64_t offset,
+static int gmemtest_set_memory_attributes2(int fd, unsigned long request, uint64_t offset,
                                            uint64_t size, uint64_t attributes, uint64_t flags)
 {
-    a->offset = offset;
-    a->size = size;
-    a->attributes = attributes;
-    a->flags = flags;
-    a->error_offset = 0;
-    return ioctl(fd, request, a);
+    struct kvm_memory_attributes2 a = {
+        .offset = offset, .size = size, .attributes = attributes, .flags = flags,
+    };
+    int ret = ioctl(fd, request, &a);
+
+    if (ret < 0)
+        refused_attributes2 = a;
+    return ret;
+}
+
+static struct kvm_memory_attributes *gmemtest_refused_memory_attributes(void)
+{
+    return &refused_attributes;
+}
+
+static struct kvm_memory_attributes2 *gmemtest_refused_memory_attributes2(void)
+{
+    return &refused_attributes2;
 }
 """)
 

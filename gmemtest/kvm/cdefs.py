@@ -211,14 +211,15 @@ HOST_CDEFS = """
 uint64_t gmemtest_rdtsc(void);
 """
 
-# The conversions' hot path: fill a reused struct and issue the ioctl in one compiled call
-# (the request number comes from uapi.IOCTLS). Defined in _build_cffi.py; only the compiled
-# module has them (gmemtest.kvm.ioctl.Conversion falls back to filling the struct from Python).
+# The conversions' hot path: one compiled call fills the struct (on the C stack) and issues the
+# ioctl (the request number comes from uapi.IOCTLS); a refused one's struct is kept per thread,
+# read back for the error. Defined in _build_cffi.py; only the compiled module has them
+# (gmemtest.kvm.ioctl.Conversion does the same from Python where it was not compiled).
 HOT_CDEFS = """
-int gmemtest_set_memory_attributes(int fd, unsigned long request,
-                                   struct kvm_memory_attributes *a, uint64_t address,
+int gmemtest_set_memory_attributes(int fd, unsigned long request, uint64_t address,
                                    uint64_t size, uint64_t attributes, uint64_t flags);
-int gmemtest_set_memory_attributes2(int fd, unsigned long request,
-                                    struct kvm_memory_attributes2 *a, uint64_t offset,
+int gmemtest_set_memory_attributes2(int fd, unsigned long request, uint64_t offset,
                                     uint64_t size, uint64_t attributes, uint64_t flags);
+struct kvm_memory_attributes *gmemtest_refused_memory_attributes(void);
+struct kvm_memory_attributes2 *gmemtest_refused_memory_attributes2(void);
 """

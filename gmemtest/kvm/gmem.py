@@ -9,7 +9,7 @@ from gmemtest.errors import ConversionError, KvmError
 
 from . import libc, memory, uapi
 from .fdobj import FdObject
-from .ioctl import Conversion
+from .ioctl import Conversion, kvm_ioctl
 
 if TYPE_CHECKING:
     from .vm import Vm
@@ -27,7 +27,6 @@ class GuestMemfd(FdObject):
         self.flags = flags
         self._convert = Conversion("KVM_SET_MEMORY_ATTRIBUTES2", "kvm_memory_attributes2",
                                    "offset", ConversionError)
-        self._reserved_set = False  # the reused struct holds reserved words a caller gave
 
     @property
     def target(self) -> str:
@@ -61,19 +60,17 @@ class GuestMemfd(FdObject):
         """KVM_SET_MEMORY_ATTRIBUTES2 on this file: convert [offset, offset+size) in place to
         ``attributes`` (0 = shared, KVM_MEMORY_ATTRIBUTE_PRIVATE). Raises ConversionError with
         the kernel's error_offset; returns the ioctl's return value."""
-        conv = self._convert
-        if reserved is None and not self._reserved_set:
-            return conv.convert(self.fd, offset, size, attributes, flags, self)
-        attrs = conv.struct()
+        if reserved is None:
+            conv = self._convert
+            ret: int = conv.call(self.fd, conv.number, offset, size, attributes, flags)
+            if ret < 0:
+                conv.fail(self)
+            return ret
+        attrs = ffi.new("struct kvm_memory_attributes2 *")  # reserved words: tests of them only
         attrs.offset, attrs.size, attrs.attributes, attrs.flags = offset, size, attributes, flags
-        attrs.error_offset = 0
-        if reserved is not None:
-            attrs.reserved = reserved
-            self._reserved_set = self._reserved_set or attrs is conv.arg
-        elif attrs is conv.arg:
-            attrs.reserved = [0] * len(attrs.reserved)  # the reused struct forgets them
-            self._reserved_set = False
-        return conv.issue(self.fd, attrs, self)
+        attrs.reserved = reserved
+        return kvm_ioctl(self.fd, "KVM_SET_MEMORY_ATTRIBUTES2", attrs, target=self,
+                         error=ConversionError)
 
     def to_private(self, offset: int = 0, size: int | None = None) -> int:
         return self.set_attributes(offset, self.size - offset if size is None else size,

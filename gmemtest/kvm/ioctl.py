@@ -11,7 +11,6 @@ from gmemtest.errors import KvmError, VmKilled
 from . import libc, uapi
 
 ffi = uapi.ffi
-_get_ident = threading.get_ident
 
 
 def struct_fields(cdata: Any) -> dict[str, Any]:
@@ -54,84 +53,57 @@ def kvm_ioctl(fd: int, name: str, arg: Any = 0, *, target: object = "",
     return ret
 
 
-class Request:
-    """An ioctl whose argument struct is allocated once and rewritten for each call, for the
-    hot paths (conversions): a call allocates nothing, and reaches the kernel through the
-    compiled ioctl. The struct belongs to the thread that made the Request; a call from another
-    thread gets a struct of its own, so concurrent callers never share one."""
-
-    __slots__ = ("name", "number", "ctype", "arg", "owner", "error")
-
-    def __init__(self, name: str, struct: str, error: type[KvmError] = KvmError) -> None:
-        self.name = name
-        self.number = uapi.IOCTLS[name]
-        self.ctype = f"struct {struct} *"
-        self.arg: Any = ffi.new(self.ctype)
-        self.owner = threading.get_ident()
-        self.error = error
-
-    def struct(self) -> Any:
-        """The struct to fill for this call (zero only when freshly allocated: a caller sets
-        every field the kernel reads)."""
-        return self.arg if threading.get_ident() == self.owner else ffi.new(self.ctype)
-
-    def issue(self, fd: int, arg: Any, target: object) -> int:
-        """The ioctl on ``fd`` with ``arg`` (from :meth:`struct`); raises as kvm_ioctl does."""
-        ret = uapi.lib.ioctl(fd, self.number, arg)
-        if ret < 0:
-            self.fail(arg, target)
-        return int(ret)
-
-    def fail(self, arg: Any, target: object) -> None:
-        """Raise the error for the call with ``arg`` that just failed (errno still set)."""
-        err = ffi.errno
-        where = target if isinstance(target, str) else str(getattr(target, "target", target))
-        cls = VmKilled if err == errno.EIO else self.error
-        raise cls(self.name, err, struct_fields(arg), where, error_offset=_error_offset(arg))
+def _raise(name: str, error: type[KvmError], arg: Any, target: object) -> None:
+    """Raise ``error`` (VmKilled for EIO) for ioctl ``name`` with struct ``arg``, which the
+    kernel just refused: errno is still the call's."""
+    err = ffi.errno
+    where = target if isinstance(target, str) else str(getattr(target, "target", target))
+    cls = VmKilled if err == errno.EIO else error
+    raise cls(name, err, struct_fields(arg), where, error_offset=_error_offset(arg))
 
 
-# The compiled helpers (cdefs.HOT_CDEFS) that fill a conversion struct and issue the ioctl.
-_HOT = {"KVM_SET_MEMORY_ATTRIBUTES": "gmemtest_set_memory_attributes",
-        "KVM_SET_MEMORY_ATTRIBUTES2": "gmemtest_set_memory_attributes2"}
-
-
-class Conversion(Request):
+class Conversion:
     """A conversion ioctl (KVM_SET_MEMORY_ATTRIBUTES on a VM, KVM_SET_MEMORY_ATTRIBUTES2 on a
-    guest_memfd): the range's start, its size, the attributes and the flags go to the kernel in
-    one compiled call that fills the reused struct (error_offset zeroed) and issues the ioctl.
-    Where the module was not compiled, the same struct is filled from Python, for the same
-    ioctl."""
+    guest_memfd) with only the fields every conversion sets: the range's start and size, the
+    attributes and the flags (error_offset zero, reserved words zero). One compiled call
+    (cdefs.HOT_CDEFS) fills the struct and issues the ioctl: nothing is allocated and nothing
+    is shared between threads. Where the module was not compiled, Python does the same."""
 
-    __slots__ = ("start_field", "call")
+    __slots__ = ("name", "number", "error", "ctype", "start_field", "call", "refused", "_local")
 
     def __init__(self, name: str, struct: str, start_field: str,
                  error: type[KvmError] = KvmError) -> None:
-        super().__init__(name, struct, error)
+        self.name = name
+        self.number = uapi.IOCTLS[name]
+        self.error = error
+        self.ctype = f"struct {struct} *"
         self.start_field = start_field
-        self.call = getattr(uapi.lib, _HOT[name]) if uapi.COMPILED else self._fill_and_issue
+        if uapi.COMPILED:  # gmemtest_set_memory_attributes{,2}, gmemtest_refused_...
+            self.call = getattr(uapi.lib, f"gmemtest_{name.removeprefix('KVM_').lower()}")
+            self.refused = getattr(uapi.lib, f"gmemtest_refused_{struct.removeprefix('kvm_')}")
+        else:
+            self._local = threading.local()
+            self.call, self.refused = self._call_from_python, self._refused_from_python
 
-    def convert(self, fd: int, start: int, size: int, attributes: int, flags: int,
-                target: object) -> int:
-        """The conversion of [start, start+size) to ``attributes`` on ``fd``; raises as
-        kvm_ioctl does (with the kernel's error_offset where the struct has one)."""
-        if _get_ident() == self.owner:
-            ret: int = self.call(fd, self.number, self.arg, start, size, attributes, flags)
-            if ret < 0:
-                self.fail(self.arg, target)
-            return ret
-        arg = ffi.new(self.ctype)  # another thread's call: a struct of its own
-        ret = self._fill_and_issue(fd, self.number, arg, start, size, attributes, flags)
-        if ret < 0:
-            self.fail(arg, target)
-        return ret
+    def fail(self, target: object) -> None:
+        """Raise the error for the call this thread just made, which the kernel refused.
+        The hot path is the caller's own line (a Python call less per conversion)::
 
-    def _fill_and_issue(self, fd: int, number: int, arg: Any, start: int, size: int,
-                        attributes: int, flags: int) -> int:
+            if conv.call(fd, conv.number, start, size, attributes, flags) < 0:
+                conv.fail(target)
+        """
+        _raise(self.name, self.error, self.refused(), target)
+
+    def _call_from_python(self, fd: int, number: int, start: int, size: int, attributes: int,
+                          flags: int) -> int:
+        arg = ffi.new(self.ctype)
         setattr(arg, self.start_field, start)
         arg.size, arg.attributes, arg.flags = size, attributes, flags
-        if hasattr(arg, "error_offset"):
-            arg.error_offset = 0
+        self._local.last = arg
         return int(uapi.lib.ioctl(fd, number, arg))
+
+    def _refused_from_python(self) -> Any:
+        return self._local.last
 
 
 def _error_offset(arg: Any) -> int | None:

@@ -164,7 +164,9 @@ class Vm(FdObject):
     def set_memory_attributes(self, gpa: int, size: int, attributes: int,
                               flags: int = 0) -> None:
         """KVM_SET_MEMORY_ATTRIBUTES on the VM fd (the per-VM attribute array, by GPA)."""
-        self._convert.convert(self.fd, gpa, size, attributes, flags, self)
+        conv = self._convert
+        if conv.call(self.fd, conv.number, gpa, size, attributes, flags) < 0:
+            conv.fail(self)
 
     def stats(self) -> Stats:
         """The VM's binary stats (pages_4k, pages_2m, pages_1g, ...), opened once per VM."""
