@@ -16,8 +16,8 @@ ffibuilder.cdef(_names["CDEFS"] + _names["LIBC_CDEFS"] + _names["HOST_CDEFS"]
                 + _names["HOT_CDEFS"])
 ffibuilder.set_source(
     "gmemtest.kvm._uapi_cffi",
-    "#define _GNU_SOURCE\n#include <fcntl.h>\n#include <stdint.h>\n#include <sys/ioctl.h>\n"
-    "#include <sys/mman.h>\n" + _names["CDEFS"] + """
+    "#define _GNU_SOURCE\n#include <fcntl.h>\n#include <stddef.h>\n#include <stdint.h>\n"
+    "#include <sys/ioctl.h>\n#include <sys/mman.h>\n" + _names["CDEFS"] + """
 static uint64_t gmemtest_rdtsc(void)
 {
     uint32_t lo, hi;
@@ -27,47 +27,35 @@ static uint64_t gmemtest_rdtsc(void)
 }
 
 /*
- * The conversion hot path in one call: the struct lives on the stack, filled here, so a call
- * allocates nothing and threads share nothing. A refused conversion's struct (with the kernel's
- * error_offset) is kept per thread, for the caller's error report (gmemtest_refused_*).
+ * The conversion hot path in one call. KVM_SET_MEMORY_ATTRIBUTES2's struct begins with the four
+ * fields of KVM_SET_MEMORY_ATTRIBUTES' (the series extends it), so one struct on the C stack
+ * serves both ioctls; the VM ioctl reads only its first 32 bytes. A call allocates nothing and
+ * threads share nothing. A refused conversion's struct (with the kernel's error_offset) is kept
+ * per thread, for the caller's error report.
  */
-static __thread struct kvm_memory_attributes refused_attributes;
-static __thread struct kvm_memory_attributes2 refused_attributes2;
+_Static_assert(offsetof(struct kvm_memory_attributes2, flags) ==
+               offsetof(struct kvm_memory_attributes, flags), "the VM ioctl's fields first");
+_Static_assert(offsetof(struct kvm_memory_attributes2, error_offset) ==
+               sizeof(struct kvm_memory_attributes), "the VM ioctl's struct is the prefix");
 
-static int gmemtest_set_memory_attributes(int fd, unsigned long request, uint64_t address,
-                                          uint64_t size, uint64_t attributes, uint64_t flags)
-{
-    struct kvm_memory_attributes a = {
-        .address = address, .size = size, .attributes = attributes, .flags = flags,
-    };
-    int ret = ioctl(fd, request, &a);
+static __thread struct kvm_memory_attributes2 refused_conversion;
 
-    if (ret < 0)
-        refused_attributes = a;
-    return ret;
-}
-
-static int gmemtest_set_memory_attributes2(int fd, unsigned long request, uint64_t offset,
-                                           uint64_t size, uint64_t attributes, uint64_t flags)
+static int gmemtest_convert(int fd, unsigned long request, uint64_t start, uint64_t size,
+                            uint64_t attributes, uint64_t flags)
 {
     struct kvm_memory_attributes2 a = {
-        .offset = offset, .size = size, .attributes = attributes, .flags = flags,
+        .address = start, .size = size, .attributes = attributes, .flags = flags,
     };
     int ret = ioctl(fd, request, &a);
 
     if (ret < 0)
-        refused_attributes2 = a;
+        refused_conversion = a;
     return ret;
 }
 
-static struct kvm_memory_attributes *gmemtest_refused_memory_attributes(void)
+static struct kvm_memory_attributes2 *gmemtest_refused_conversion(void)
 {
-    return &refused_attributes;
-}
-
-static struct kvm_memory_attributes2 *gmemtest_refused_memory_attributes2(void)
-{
-    return &refused_attributes2;
+    return &refused_conversion;
 }
 """)
 

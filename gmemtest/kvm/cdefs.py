@@ -211,15 +211,13 @@ HOST_CDEFS = """
 uint64_t gmemtest_rdtsc(void);
 """
 
-# The conversions' hot path: one compiled call fills the struct (on the C stack) and issues the
-# ioctl (the request number comes from uapi.IOCTLS); a refused one's struct is kept per thread,
-# read back for the error. Defined in _build_cffi.py; only the compiled module has them
+# The conversions' hot path: one compiled call fills the struct (on the C stack) and issues
+# KVM_SET_MEMORY_ATTRIBUTES or KVM_SET_MEMORY_ATTRIBUTES2 (the request number from uapi.IOCTLS;
+# the second's struct begins with the first's fields); a refused one's struct is kept per
+# thread, read back for the error. Defined in _build_cffi.py; only the compiled module has them
 # (gmemtest.kvm.ioctl.Conversion does the same from Python where it was not compiled).
 HOT_CDEFS = """
-int gmemtest_set_memory_attributes(int fd, unsigned long request, uint64_t address,
-                                   uint64_t size, uint64_t attributes, uint64_t flags);
-int gmemtest_set_memory_attributes2(int fd, unsigned long request, uint64_t offset,
-                                    uint64_t size, uint64_t attributes, uint64_t flags);
-struct kvm_memory_attributes *gmemtest_refused_memory_attributes(void);
-struct kvm_memory_attributes2 *gmemtest_refused_memory_attributes2(void);
+int gmemtest_convert(int fd, unsigned long request, uint64_t start, uint64_t size,
+                     uint64_t attributes, uint64_t flags);
+struct kvm_memory_attributes2 *gmemtest_refused_conversion(void);
 """

@@ -67,7 +67,8 @@ class Conversion:
     guest_memfd) with only the fields every conversion sets: the range's start and size, the
     attributes and the flags (error_offset zero, reserved words zero). One compiled call
     (cdefs.HOT_CDEFS) fills the struct and issues the ioctl: nothing is allocated and nothing
-    is shared between threads. Where the module was not compiled, Python does the same."""
+    is shared between threads. Where the module was not compiled, Python does the same. An error
+    reports the struct of the ioctl's own type."""
 
     __slots__ = ("name", "number", "error", "ctype", "start_field", "call", "refused", "_local")
 
@@ -78,9 +79,9 @@ class Conversion:
         self.error = error
         self.ctype = f"struct {struct} *"
         self.start_field = start_field
-        if uapi.COMPILED:  # gmemtest_set_memory_attributes{,2}, gmemtest_refused_...
-            self.call = getattr(uapi.lib, f"gmemtest_{name.removeprefix('KVM_').lower()}")
-            self.refused = getattr(uapi.lib, f"gmemtest_refused_{struct.removeprefix('kvm_')}")
+        if uapi.COMPILED:
+            self.call = uapi.lib.gmemtest_convert
+            self.refused = uapi.lib.gmemtest_refused_conversion
         else:
             self._local = threading.local()
             self.call, self.refused = self._call_from_python, self._refused_from_python
@@ -92,7 +93,7 @@ class Conversion:
             if conv.call(fd, conv.number, start, size, attributes, flags) < 0:
                 conv.fail(target)
         """
-        _raise(self.name, self.error, self.refused(), target)
+        _raise(self.name, self.error, ffi.cast(self.ctype, self.refused()), target)
 
     def _call_from_python(self, fd: int, number: int, start: int, size: int, attributes: int,
                           flags: int) -> int:

@@ -15,6 +15,7 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,10 @@ def machine() -> dict[str, Any]:
     mem = re.search(r"^MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text(), re.M)
     return {"cpu": model.group(1) if model else platform.processor(),
             "cores": os.cpu_count(), "memory_gib": round(int(mem.group(1)) / 2**20, 1)
-            if mem else None, "host_kernel": platform.release()}
+            if mem else None, "host_kernel": platform.release(),
+            # the venv's interpreter, which the guest runs too (see scripts/bootstrap)
+            "python": f"{platform.python_version()} "
+                      f"({os.path.realpath(getattr(sys, '_base_executable', sys.executable))})"}
 
 
 def build_loop(b: kernel.Build, out: Path) -> Path:
@@ -157,7 +161,8 @@ def tables(r: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
         ["machine", f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB"],
         ["accelerator", r.get("accel", "")], ["kernel", f"{r['kernel']} + "
                                                f"{len(r['patches'])} patches"],
-        ["command line", " ".join(r["cmdline"])]])]
+        ["command line", " ".join(r["cmdline"])],
+        *([["python (host and guest)", m["python"]]] if "python" in m else [])])]
     comp = r.get("comparison", [])
     rows = [[c["selftest"], f"{c['selftest_seconds']:.2f}", f"{c['gmemtest_seconds']:.2f}",
              f"{c['gmemtest_seconds'] / c['selftest_seconds']:.1f}x"
