@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import threading
-from typing import Any
+from typing import Any, NoReturn
 
 from gmemtest.errors import KvmError, VmKilled
 
@@ -53,7 +53,7 @@ def kvm_ioctl(fd: int, name: str, arg: Any = 0, *, target: object = "",
     return ret
 
 
-def _raise(name: str, error: type[KvmError], arg: Any, target: object) -> None:
+def _raise(name: str, error: type[KvmError], arg: Any, target: object) -> NoReturn:
     """Raise ``error`` (VmKilled for EIO) for ioctl ``name`` with struct ``arg``, which the
     kernel just refused: errno is still the call's."""
     err = ffi.errno
@@ -86,7 +86,7 @@ class Conversion:
             self._local = threading.local()
             self.call, self.refused = self._call_from_python, self._refused_from_python
 
-    def fail(self, target: object) -> None:
+    def fail(self, target: object) -> NoReturn:
         """Raise the error for the call this thread just made, which the kernel refused.
         The hot path is the caller's own line (a Python call less per conversion)::
 
