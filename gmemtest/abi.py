@@ -20,7 +20,8 @@ from typing import Any
 
 from cffi import FFI
 
-from gmemtest.kvm import seriesconf, uapi
+from gmemtest.kvm import revision as rev
+from gmemtest.kvm import uapi
 
 from .cache import cache_dir
 from .errors import GmemtestError
@@ -121,9 +122,13 @@ def items(headers_for_cap: Path | None = None) -> list[Item]:
     for name, value in [*uapi.IOCTLS.items(), *uapi.CONSTANTS.items()]:
         out.append(Item(name, value, name, name,
                         name in uapi.SERIES_IOCTLS or name in uapi.SERIES_CONSTANTS))
-    cap = seriesconf.conversion_cap(headers=headers_for_cap)
-    out.append(Item(f"{seriesconf.CAP_NAME} ({cap.source})", cap.value, seriesconf.CAP_NAME,
-                    seriesconf.CAP_NAME, True))
+    # The conversion capability: the number of the revision the headers define (one line
+    # when their number belongs to no known revision), or absent (no series).
+    if headers_for_cap is not None:
+        t = rev.determine(headers=headers_for_cap)
+        if t.revision is not None:
+            out.append(Item(f"{rev.CAP_NAME} (revision {t.revision.name})", t.revision.cap,
+                            rev.CAP_NAME, rev.CAP_NAME, True))
     return out
 
 

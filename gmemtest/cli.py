@@ -1,4 +1,12 @@
-"""The `gmemtest` command. Every failure ends in one line on stderr and a non-zero exit."""
+"""The `gmemtest` command: the boundary where what the user typed becomes typed values.
+
+Every failure ends in one line on stderr and a non-zero exit: usage errors (2), failures of the
+tool or its inputs (2), anything unexpected (2, the traceback written to a log file the line
+names). pytest's arguments go after ``--`` and nowhere else. The kernel under test is parsed and
+checked here, once, into a :class:`gmemtest.vmtier.kernelspec.KernelSpec` (both sides of
+`diff` before anything is built), and no command prints a verdict that rests on tests that did
+not run.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +15,91 @@ import json
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from gmemtest.kvm import seriesconf
+from .errors import GmemtestError, one_line
 
-from .errors import GmemtestError, KvmError, one_line
+# Commands that run the suite, and so take pytest's arguments after "--".
+RUN_SUITE = {"vm run", "vm-test", "bisect-step", "matrix", "series walk", "diff"}
 
+
+class UsageError(Exception):
+    """What argparse finds wrong with a command line, as one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _command(args: argparse.Namespace) -> str:
+    sub = getattr(args, "kernel_command", None) or getattr(args, "vm_command", None) \
+        or getattr(args, "series_command", None)
+    name = args.command.replace("matrix-merge", "matrix merge")
+    return f"{name} {sub}" if sub else name
+
+
+# --- the kernel under test ------------------------------------------------------------------
+
+def _fragments(args: argparse.Namespace) -> tuple[str, ...] | None:
+    from gmemtest.vmtier.kconfig import DEFAULT_FRAGMENTS
+
+    frags = tuple(getattr(args, "fragment", None) or ()) or None
+    if getattr(args, "debug", False):
+        frags = (*(frags or DEFAULT_FRAGMENTS), "debug")
+    return frags
+
+
+def _spec(args: argparse.Namespace) -> Any:
+    """The kernel the command line names (gmemtest.vmtier.kernelspec), checked."""
+    from gmemtest.vmtier import kernelspec
+
+    return kernelspec.from_options(
+        src=args.src, series=args.series, series_version=args.series_version,
+        patches=args.patches, patch_dir=args.patch_dir, kpatches=args.kpatches,
+        fragments=_fragments(args), build_dir=getattr(args, "build_dir", None))
+
+
+def _limits(args: argparse.Namespace) -> Any:
+    from gmemtest.vmtier.qemu import Limits
+
+    return Limits(boot=args.boot_timeout, test=args.test_timeout, total=args.timeout,
+                  silence=args.silence)
+
+
+# --- commands ---------------------------------------------------------------------------------
 
 def _cmd_caps(args: argparse.Namespace) -> int:
+    from gmemtest.kvm import revision
+    from gmemtest.kvm.kvm import Kvm
+
     from . import caps
 
-    report = caps.collect(args.kvm, args.gmem_attr_cap)
+    try:
+        kvm = Kvm(args.kvm)
+    except OSError as e:
+        raise GmemtestError(f"cannot open {args.kvm}: {e.strerror}") from None
+    with kvm:
+        target = revision.determine(**_target_inputs(args), kvm=kvm)
+        report = caps.collect(kvm, target)
     print(json.dumps(report, indent=2) if args.json else caps.render(report))
-    return 1 if "error" in report else 0
+    return 0
+
+
+def _target_inputs(args: argparse.Namespace) -> dict[str, Any]:
+    """What names the kernel's conversion capability: the options, else the environment
+    (checked here, once)."""
+    from gmemtest.testing import ENV_CAP, ENV_HEADERS, tunables
+
+    cap = args.gmem_attr_cap
+    if cap is None and os.environ.get(ENV_CAP):
+        cap = int(tunables.check(ENV_CAP, os.environ[ENV_CAP], "environment"), 0)
+    headers = args.kernel_headers
+    if headers is None and os.environ.get(ENV_HEADERS):
+        headers = Path(os.environ[ENV_HEADERS])
+    return {"cap": cap, "headers": headers}
 
 
 def _cmd_abi_check(args: argparse.Namespace) -> int:
@@ -37,94 +116,54 @@ def _cmd_abi_check(args: argparse.Namespace) -> int:
     return 1 if any(r.status == "drift" for r in results) else 0
 
 
-def _limits(args: argparse.Namespace) -> Any:
-    from gmemtest.vmtier.qemu import Limits
-
-    return Limits(boot=args.boot_timeout, test=args.test_timeout, total=args.timeout,
-                  silence=args.silence)
-
-
-def _pytest_args(args: argparse.Namespace) -> list[str]:
-    rest = list(args.pytest_args)
-    return rest[1:] if rest[:1] == ["--"] else rest
-
-
-def _source(args: argparse.Namespace) -> tuple[Path | None, bool | None]:
-    """The tree to build and whether kpatches/ go on it: --series makes a tree of the posted
-    series on its base (--src, else Debian's); else --src as it is."""
-    src = Path(args.src) if args.src else None
-    if src is not None and not src.is_dir():
-        raise GmemtestError(f"--src {src}: no such directory")
-    if getattr(args, "series", None):
-        from gmemtest.vmtier import series
-
-        return series.tree(Path(args.series), version=args.series_version, src=src), False
-    if getattr(args, "series_version", None) is not None:
-        raise GmemtestError("--series-version needs --series MBOX")
-    return src, args.patches
-
-
-def _patch_dir(args: argparse.Namespace) -> Path:
-    """--patch-dir (which implies --patches), else kpatches/."""
-    from gmemtest.vmtier import checkout
-
-    if args.patch_dir is None:
-        return checkout.KPATCHES
-    d = Path(args.patch_dir)
-    if not (d / "series").is_file():
-        raise GmemtestError(f"--patch-dir {d}: no series file there")
-    if args.patches is None:
-        args.patches = True
-    return d
-
-
 def _cmd_kernel_build(args: argparse.Namespace) -> int:
     from gmemtest.vmtier import kernel
 
-    fragments = [*args.fragment] or None
-    if args.debug:
-        from gmemtest.vmtier.kconfig import DEFAULT_FRAGMENTS
-
-        fragments = [*(fragments or DEFAULT_FRAGMENTS), "debug"]
-    src, patches = _source(args)
-    b = kernel.build(src, patches=patches, fragments=fragments, jobs=args.jobs,
-                     patch_dir=_patch_dir(args), build_dir=_build_dir(args))
+    b = kernel.resolve(_spec(args), jobs=args.jobs)
     print(kernel.summary(b))
     return 0
-
-
-def _build_dir(args: argparse.Namespace) -> Path | None:
-    return Path(args.build_dir) if args.build_dir else None
 
 
 def _cmd_kernel_selftests(args: argparse.Namespace) -> int:
     from gmemtest.vmtier import kernel
 
-    src, patches = _source(args)
-    b = kernel.build(src, patches=patches, patch_dir=_patch_dir(args))
-    print(kernel.selftests(b))
+    print(kernel.selftests(kernel.resolve(_spec(args))))
+    return 0
+
+
+def _cmd_kernel_show(args: argparse.Namespace) -> int:
+    """What a spec names, checked, without building it."""
+    from gmemtest.vmtier import kernelspec
+
+    specs = [kernelspec.from_word(w) for w in args.words] if args.words else [_spec(args)]
+    for spec in specs:
+        print(spec.label())
     return 0
 
 
 def _cmd_vm_run(args: argparse.Namespace) -> int:
     from gmemtest.results import report
-    from gmemtest.vmtier import qemu
+    from gmemtest.vmtier import kernel, kernelspec, qemu
     from gmemtest.workflows import vmtest
 
-    kimage = Path(args.kernel)
+    build = kernel.resolve(kernelspec.KernelSpec(kernelspec.prebuilt(Path(args.kernel))))
     results = Path(args.results) if args.results else \
         vmtest.results_root() / time.strftime("run-%Y%m%d-%H%M%S")
-    headers = args.headers or qemu.build_headers(kimage)
-    env = {seriesconf.ENV_HEADERS: str(headers)} if headers else {}
+    env = {}
+    if args.headers:
+        from gmemtest.testing import ENV_HEADERS
+
+        if not (Path(args.headers) / "linux/kvm.h").is_file():
+            raise GmemtestError(f"--headers {args.headers}: no linux/kvm.h there")
+        env[ENV_HEADERS] = str(Path(args.headers).resolve())
     if args.selftests:
         env["GMEMTEST_SELFTESTS"] = str(Path(args.selftests).resolve())
-    image = _image(args)
-    run = qemu.boot(kimage, _pytest_args(args), results=results, cmdline=args.cmdline,
-                    limits=_limits(args), env=env, image=image, memory=args.memory)
+    run = qemu.boot(build, args.pytest_args, results=results, cmdline=args.cmdline,
+                    limits=_limits(args), env=env, image=_image(args), memory=args.memory)
     outcome = report.evaluate("run", run)
     print(report.summary([outcome]))
-    if outcome.problem:
-        raise GmemtestError(outcome.problem)
+    if not outcome.ran:
+        raise GmemtestError(f"the boot did not run its tests: {outcome.problem}")
     return 0 if outcome.ok else 1
 
 
@@ -153,37 +192,37 @@ def _cmd_vm_image(args: argparse.Namespace) -> int:
 
 
 def _cmd_vm_test(args: argparse.Namespace) -> int:
-    from gmemtest.vmtier.kconfig import DEFAULT_FRAGMENTS
     from gmemtest.workflows import vmtest
 
-    fragments = [*DEFAULT_FRAGMENTS, "debug"] if args.debug else None
-    patch_dir = _patch_dir(args)
-    src, patches = _source(args)
-    outcomes, text = vmtest.main_job(src=src, patches=patches, patch_dir=patch_dir,
-                                     fragments=fragments,
-                                     pytest_args=_pytest_args(args) or None,
-                                     limits=_limits(args), image=_image(args))
+    spec = _spec(args)
+    image = _image(args)
+    outcomes, text = vmtest.main_job(spec, pytest_args=args.pytest_args or None,
+                                     limits=_limits(args), image=image)
+    why = vmtest.not_run(outcomes)
+    if why:
+        fail("vm-test", why)
     print(text)
+    if why:
+        return 2
     return 0 if all(o.ok for o in outcomes) else 1
 
 
 def _cmd_bisect_step(args: argparse.Namespace) -> int:
-    from gmemtest.vmtier import qemu
+    from gmemtest.vmtier import kernelspec, qemu
     from gmemtest.workflows import bisect
 
-    src = Path(args.src or ".").resolve()
-    if not (src / "Makefile").is_file():
-        fail("bisect-step", f"{src} is not a kernel tree: run it from the tree or pass --src DIR")
-        return bisect.ABORT
-    pytest_args = _pytest_args(args) or ["-q", *qemu.parallelism()]
-    if args.k:
-        pytest_args = ["-k", args.k, *pytest_args]
     try:
-        return bisect.step(src, pytest_args, cmdline=args.cmdline, limits=_limits(args),
+        spec = kernelspec.KernelSpec(kernelspec.tree(
+            Path(args.src or "."), "--src" if args.src else "the current directory",
+            build_dir=Path(args.build_dir) if args.build_dir else None))
+        pytest_args = args.pytest_args or ["-q", *qemu.parallelism()]
+        if args.k:
+            pytest_args = ["-k", args.k, *pytest_args]
+        return bisect.step(spec, pytest_args, cmdline=args.cmdline, limits=_limits(args),
                            on_build_failure=args.build_failure,
-                           on_boot_failure=args.boot_failure, build_dir=_build_dir(args))
-    except (GmemtestError, KvmError, OSError) as e:
-        fail("bisect-step", e)
+                           on_boot_failure=args.boot_failure)
+    except (GmemtestError, OSError) as e:
+        fail("bisect-step", f"{one_line(e)} (abort: 128)")
         return bisect.ABORT
 
 
@@ -192,41 +231,57 @@ def _cmd_matrix(args: argparse.Namespace) -> int:
 
     return matrix.main(Path(args.config), Path(args.out) if args.out else None,
                        Path(args.baseline) if args.baseline else None, _limits(args),
-                       _pytest_args(args) or None, cell=args.cell, list_cells=args.list,
+                       args.pytest_args or None, cell=args.cell, list_cells=args.list,
                        kcidb_file=Path(args.kcidb) if args.kcidb else None)
 
 
+def _posted(args: argparse.Namespace) -> Any:
+    from gmemtest.vmtier import kernelspec
+
+    return kernelspec.from_options(src=args.src, series=args.mbox,
+                                   series_version=args.series_version,
+                                   fragments=_fragments(args))
+
+
 def _cmd_series_apply(args: argparse.Namespace) -> int:
-    from gmemtest.vmtier import series
+    from gmemtest.vmtier import kernel, series
     from gmemtest.vmtier.progress import Progress
 
-    src = Path(args.src) if args.src else None
-    s = series.read(Path(args.mbox), args.series_version)
-    tree = series.apply(s, src, Progress())
+    spec = _posted(args)
+    s = spec.source.series
+    progress = Progress()
+    base, name = kernel.base_of(spec.source, progress)
+    tree = series.apply(s, base, name, progress)
     print(f"series: {s.title()}")
-    print(f"tree:   {tree} (base {series.info(tree)['base']})")
+    print(f"tree:   {tree} (base {name})")
     for i, (sha, subject) in enumerate(series.commits(tree, s.count), 1):
         print(f"  {i:2d}/{s.count} {sha[:12]} {subject}")
     print(f"bisect: cd {tree} && git bisect start HEAD HEAD~{s.count} && git bisect run "
-          "gmemtest bisect-step -k TESTS")
+          "gmemtest bisect-step -- TESTS")
     return 0
 
 
 def _cmd_series_walk(args: argparse.Namespace) -> int:
-    from gmemtest.vmtier.kconfig import DEFAULT_FRAGMENTS
     from gmemtest.workflows import walk
 
-    return walk.main(Path(args.mbox), version=args.series_version,
-                     src=Path(args.src) if args.src else None,
-                     fragments=[*DEFAULT_FRAGMENTS, "debug"] if args.debug else None,
-                     pytest_args=_pytest_args(args) or None, limits=_limits(args))
+    rc, why = walk.main(_posted(args), args.pytest_args or None, _limits(args))
+    if why:
+        fail("series walk", why)
+    return rc
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
-    from gmemtest.workflows import diff
+    from gmemtest.vmtier import kernelspec
+    from gmemtest.workflows import diff, vmtest
 
-    return diff.main(args.a, args.b, _pytest_args(args) or None, _limits(args),
-                     Path(args.out) if args.out else None)
+    a = kernelspec.from_word(args.a)  # both sides checked before anything is built
+    b = kernelspec.from_word(args.b)
+    out = Path(args.out) if args.out else \
+        vmtest.results_root() / time.strftime("diff-%Y%m%d-%H%M%S")
+    rc, why = diff.main(args.a, a, args.b, b, args.pytest_args or None, _limits(args), out)
+    if why:
+        fail("diff", why)
+    return rc
 
 
 def _cmd_matrix_merge(args: argparse.Namespace) -> int:
@@ -240,27 +295,46 @@ def _cmd_matrix_merge(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from gmemtest.workflows import bench
 
-    src, patches = _source(args)
-    return bench.main(src=src, patches=patches, cmdline=args.cmdline or
-                      ["kvm.gmem_in_place_conversion=0"], seconds=args.seconds, cold=args.cold,
+    return bench.main(_spec(args), cmdline=args.cmdline or ["kvm.gmem_in_place_conversion=0"],
+                      seconds=args.seconds, cold=args.cold,
                       out=Path(args.out) if args.out else None, limits=_limits(args))
+
+
+# --- the parser ---------------------------------------------------------------------------------
+
+def _number(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of seconds above 0")
+    return value
 
 
 def _add_vm_limits(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", metavar="DIR|debian",
                    help="boot a root image directory instead of sharing the host root "
                    "('debian': the one `gmemtest vm image` builds)")
-    p.add_argument("--boot-timeout", type=float, default=60, metavar="S",
+    p.add_argument("--boot-timeout", type=_seconds, default=60, metavar="S",
                    help="seconds from QEMU start to the guest init's banner (default 60)")
-    p.add_argument("--test-timeout", type=float, default=300, metavar="S",
+    p.add_argument("--test-timeout", type=_seconds, default=300, metavar="S",
                    help="seconds per test, enforced in the guest (default 300)")
-    p.add_argument("--timeout", type=float, default=1800, metavar="S",
+    p.add_argument("--timeout", type=_seconds, default=1800, metavar="S",
                    help="seconds for the whole boot (default 1800)")
-    p.add_argument("--silence", type=float, default=150, metavar="S",
+    p.add_argument("--silence", type=_seconds, default=150, metavar="S",
                    help="seconds without console output after which the guest counts as hung "
                    "and is made to dump its tasks (default 150)")
-    p.add_argument("pytest_args", nargs=argparse.REMAINDER,
-                   help="-- then the arguments for pytest in the guest")
+    p.add_argument("--revision", metavar="NAME", default=None,
+                   help="judge the kernel by this revision's rules (v8, applied) instead of "
+                   "its own: each revision-dependent test must then fail")
 
 
 def _add_source(p: argparse.ArgumentParser) -> None:
@@ -268,14 +342,18 @@ def _add_source(p: argparse.ArgumentParser) -> None:
                    help="kernel tree to build (default: Debian's linux-source-7.2); with "
                    "--series, the base to apply it onto")
     p.add_argument("--series", metavar="MBOX",
-                   help="a posted series (an mbox, as `b4 am -o -` or a list archive writes "
-                   "it), applied with git am onto the base")
+                   help="a posted series (an mbox: git format-patch --stdout, b4 am -o -, a "
+                   "list archive), applied with git am onto the base")
     p.add_argument("--series-version", type=int, metavar="N",
                    help="the version of the series to take from the mbox (default: newest)")
     p.add_argument("--patches", action=argparse.BooleanOptionalAction, default=None,
-                   help="apply kpatches/ (default: on for the Debian source, off for --src)")
+                   help="apply a patch set (default: kpatches/ on Debian's source, none on "
+                   "--src)")
+    p.add_argument("--kpatches", metavar="FORM", default=None,
+                   help="kpatches/ in this form of the conversion series: applied (default) "
+                   "or v8")
     p.add_argument("--patch-dir", metavar="DIR", default=None,
-                   help="apply this series (a dir with a series file) instead of kpatches/")
+                   help="apply this patch set (a dir with a series file) instead of kpatches/")
 
 
 def _add_build_dir(p: argparse.ArgumentParser) -> None:
@@ -284,16 +362,33 @@ def _add_build_dir(p: argparse.ArgumentParser) -> None:
                    "share objects with other trees built that way)")
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gmemtest", description=__doc__)
-    p.add_argument("--gmem-attr-cap", type=lambda s: int(s, 0), default=None,
-                   help=f"number of {seriesconf.CAP_NAME} (default: from --kernel-headers or "
-                   f"${seriesconf.ENV_HEADERS}, else {seriesconf.V8_DEFAULT}, the v8 posting's)")
-    p.add_argument("--kernel-headers", default=None, metavar="DIR",
+def _common() -> argparse.ArgumentParser:
+    """The options every command takes, before or after its name."""
+    c = Parser(add_help=False)
+    c.add_argument("--gmem-attr-cap", type=_number, default=argparse.SUPPRESS, metavar="N",
+                   help="number of KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES on the kernel under "
+                   "test (default: from --kernel-headers)")
+    c.add_argument("--kernel-headers", type=Path, default=argparse.SUPPRESS, metavar="DIR",
                    help="kernel tree or installed uapi headers of the kernel under test")
+    return c
+
+
+class _Sub(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """Subcommands that take the common options too."""
+
+    def add_parser(self, name: str, **kw: Any) -> Any:
+        kw.setdefault("parents", [_common()])
+        return super().add_parser(name, **kw)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = Parser(prog="gmemtest", description=__doc__, parents=[_common()],
+               epilog="pytest's arguments go after --: gmemtest vm-test -- -k conversion")
+    p.register("action", "parsers", _Sub)
     sub = p.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser("caps", help="what the running kernel's KVM offers")
+    c = sub.add_parser("caps", help="what the running kernel's KVM offers, and which revision "
+                       "of the conversion series it implements")
     c.add_argument("--json", action="store_true", help="machine-readable output")
     c.add_argument("--kvm", default="/dev/kvm", help="KVM device (default /dev/kvm)")
     c.set_defaults(func=_cmd_caps)
@@ -318,14 +413,25 @@ def parser() -> argparse.ArgumentParser:
     ks = ksub.add_parser("selftests", help="build the upstream KVM selftests of the kernel")
     _add_source(ks)
     ks.set_defaults(func=_cmd_kernel_selftests)
+    kshow = ksub.add_parser("show", help="check and name a kernel under test without building "
+                            "it (the options of kernel build, or diff's words)")
+    _add_source(kshow)
+    kshow.add_argument("--fragment", action="append", default=[], metavar="NAME")
+    kshow.add_argument("--debug", action="store_true")
+    kshow.add_argument("words", nargs="*", metavar="WORD",
+                       help="as diff takes them: a build, a bzImage, a patch dir, an mbox, a "
+                       "tree, kpatches[:FORM]")
+    kshow.set_defaults(func=_cmd_kernel_show)
 
     v = sub.add_parser("vm", help="boot a kernel under QEMU and run the suite in it")
     vsub = v.add_subparsers(dest="vm_command", required=True)
     vr = vsub.add_parser("run", help="one boot: gmemtest vm run --kernel BZIMAGE -- PYTEST_ARGS")
-    vr.add_argument("--kernel", required=True, metavar="PATH", help="bzImage to boot")
+    vr.add_argument("--kernel", required=True, metavar="PATH",
+                    help="the bzImage to boot, or its build directory")
     vr.add_argument("--cmdline", action="append", default=[], metavar="ARG",
                     help="extra kernel command line argument (repeatable)")
-    vr.add_argument("--headers", metavar="DIR", help="the kernel's installed uapi headers")
+    vr.add_argument("--headers", metavar="DIR",
+                    help="the kernel's installed uapi headers (default: its build's)")
     vr.add_argument("--results", metavar="DIR", help="results directory (default results/run-*)")
     vr.add_argument("--memory", default="3G", metavar="SIZE",
                     help="guest RAM, as QEMU's -m takes it (default 3G)")
@@ -333,7 +439,6 @@ def parser() -> argparse.ArgumentParser:
                     help="KVM selftests dir for vmimages/selftests ($GMEMTEST_SELFTESTS)")
     _add_vm_limits(vr)
     vr.set_defaults(func=_cmd_vm_run)
-
     vi = vsub.add_parser("image", help="build (or find) the self-contained Debian root image")
     vi.set_defaults(func=_cmd_vm_image)
 
@@ -341,9 +446,8 @@ def parser() -> argparse.ArgumentParser:
                        "exit 0 good, 1 bad, 125 skip, 128 abort")
     b.add_argument("--src", metavar="DIR", help="the kernel tree (default: the current dir)")
     b.add_argument("-k", metavar="EXPR", help="pytest -k expression selecting the tests")
-    b.add_argument("--cmdline", action="append", default=["kvm.gmem_in_place_conversion=1"],
-                   metavar="ARG", help="kernel command line argument (default: in-place "
-                   "conversion on)")
+    b.add_argument("--cmdline", action="append", default=None, metavar="ARG",
+                   help="kernel command line argument (default: in-place conversion on)")
     b.add_argument("--build-failure", choices=("skip", "bad", "abort"), default="skip",
                    help="answer for a commit that does not build (default skip: 125)")
     b.add_argument("--boot-failure", choices=("skip", "bad", "abort"), default="skip",
@@ -388,7 +492,7 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("diff", help="the same suite on two kernels, both modes: every test "
                        "whose outcome differs")
     d.add_argument("a", metavar="A", help="a built kernel (build dir or bzImage), a patch "
-                   "directory, a series mbox or a kernel tree")
+                   "directory, a series mbox, a kernel tree, or kpatches[:FORM]")
     d.add_argument("b", metavar="B", help="the same, to compare with A")
     d.add_argument("--out", metavar="DIR", help="report directory (default results/diff-*)")
     _add_vm_limits(d)
@@ -411,7 +515,7 @@ def parser() -> argparse.ArgumentParser:
     be.add_argument("--cmdline", action="append", default=[], metavar="ARG",
                     help="kernel command line (default kvm.gmem_in_place_conversion=0, where "
                     "every upstream selftest passes)")
-    be.add_argument("--seconds", type=float, default=1.0,
+    be.add_argument("--seconds", type=_seconds, default=1.0,
                     help="time per micro-benchmark (default 1)")
     be.add_argument("--cold", action="store_true",
                     help="also time a cold kernel build (fresh directory, ccache off)")
@@ -428,28 +532,74 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The command line as typed values; pytest's arguments are what follows the first
+    ``--``, and only commands that run the suite take them."""
+    if argv[:2] == ["matrix", "merge"]:
+        argv = ["matrix-merge", *argv[2:]]
+    before, dash, after = argv, [], []
+    if "--" in argv:
+        i = argv.index("--")
+        before, dash, after = argv[:i], ["--"], argv[i + 1:]
+    args = parser().parse_args(before)
+    args.pytest_args = after
+    for name in ("gmem_attr_cap", "kernel_headers"):
+        setattr(args, name, getattr(args, name, None))
+    if dash and _command(args) not in RUN_SUITE:
+        raise UsageError(f"gmemtest {_command(args)} runs no tests: it takes no pytest "
+                         "arguments after --")
+    from gmemtest.testing import ENV_REVISION, tunables
+
+    revision = getattr(args, "revision", None)
+    if revision is not None:
+        os.environ[ENV_REVISION] = tunables.check(ENV_REVISION, revision, "--revision")
+    tunables.from_environ(os.environ)  # a knob with a bad value: one line, before any work
+    if getattr(args, "cmdline", False) is None:  # bisect-step's default
+        args.cmdline = ["kvm.gmem_in_place_conversion=1"]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:2] == ["matrix", "merge"]:
-        argv[:2] = ["matrix-merge"]
-    args = parser().parse_args(argv)
-    if args.kernel_headers:
-        os.environ[seriesconf.ENV_HEADERS] = args.kernel_headers
+    command = argv[0] if argv else "gmemtest"
     try:
+        args = parse(argv)
+        command = _command(args)
         return int(args.func(args))
+    except UsageError as e:
+        print(f"gmemtest: error: {e}", file=sys.stderr)
+        return 2
     except (GmemtestError, OSError) as e:  # KvmError is an OSError
-        fail(args.command, e)
+        fail(command, e)
         return 2
     except KeyboardInterrupt:
-        print(f"gmemtest {args.command}: interrupted", file=sys.stderr)
+        print(f"gmemtest {command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # the last resort: a bug of gmemtest, said in one line
+        fail(command, f"internal error: {type(e).__name__}: {one_line(e)} (the traceback is "
+             f"in {_crash_log(command)}; please report it)")
+        return 2
+
+
+def _crash_log(command: str) -> Path:
+    """Where the traceback of an unexpected exception goes."""
+    from .cache import cache_dir
+
+    text = f"gmemtest {command}: {' '.join(sys.argv)}\n{traceback.format_exc()}"
+    name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    try:
+        path = cache_dir("crashes") / name
+        path.write_text(text)
+    except OSError:
+        path = Path("/tmp") / f"gmemtest-{name}"
+        path.write_text(text)
+    return path
 
 
 def fail(command: str, e: BaseException | str) -> None:
     """Every failure of a command, in one line on stderr: what went wrong and what to do."""
     text = e if isinstance(e, str) else one_line(e)
-    print(f"gmemtest {command.replace('matrix-merge', 'matrix merge')}: error: {text}",
-          file=sys.stderr)
+    print(f"gmemtest {command}: error: {' '.join(text.split())}", file=sys.stderr)
 
 
 if __name__ == "__main__":

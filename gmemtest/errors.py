@@ -9,11 +9,36 @@ from __future__ import annotations
 import errno as _errno
 import os
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any
 
 
 class GmemtestError(Exception):
     """A problem the tool reports in one line (bad input, missing tool, failed step)."""
+
+
+class BuildStage(StrEnum):
+    """Where a kernel build stopped. The first three are the host's or the harness's fault, the
+    rest the tree's own (what `git bisect run` may skip)."""
+
+    HOST = "host"  # a tool is missing, the cache cannot be written
+    FETCH = "fetch"  # Debian's source could not be fetched
+    INPUT = "input"  # what the user named cannot be built (not a tree, a bad patch set)
+    APPLY = "apply"  # a patch or a posted series does not apply
+    CONFIG = "config"  # the kconfig fragments do not fit the tree
+    COMPILE = "compile"  # the compiler or linker failed
+
+    @property
+    def tree_fault(self) -> bool:
+        return self in (BuildStage.APPLY, BuildStage.CONFIG, BuildStage.COMPILE)
+
+
+class BuildFailed(GmemtestError):
+    """A kernel build that produced no kernel, and the stage where it stopped."""
+
+    def __init__(self, stage: BuildStage, message: str) -> None:
+        super().__init__(message)
+        self.stage = stage
 
 
 class KvmError(OSError):

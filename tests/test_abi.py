@@ -9,7 +9,9 @@ import pytest
 
 from gmemtest import abi
 from gmemtest.cli import main
-from gmemtest.kvm import seriesconf
+from gmemtest.errors import GmemtestError
+from gmemtest.kvm import revision as rev
+from gmemtest.testing import ENV_HEADERS
 from gmemtest.vmtier import debian
 
 
@@ -17,7 +19,7 @@ from gmemtest.vmtier import debian
 def headers_72() -> Path:
     """The uapi headers of the kernel under test when the run names them (in the guest: the
     build's), else Debian's linux-libc-dev 7.2.x."""
-    named = os.environ.get(seriesconf.ENV_HEADERS)
+    named = os.environ.get(ENV_HEADERS)
     if named and (Path(named) / "linux/kvm.h").is_file():
         return Path(named)
     return debian.linux_libc_dev("7.2")
@@ -79,20 +81,39 @@ def test_missing_member_is_reported(headers_72, tmp_path):
     assert "no member" in bad[0].problem
 
 
-@pytest.mark.needs("kernel_headers")
-def test_series_cap_read_from_headers(headers_72, tmp_path, monkeypatch):
-    """A tree that defines KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES supplies the number."""
-    monkeypatch.delenv(seriesconf.ENV_CAP, raising=False)
+@pytest.mark.host_only  # how headers are read: the same on any kernel
+def test_revision_read_from_headers(tmp_path):
+    """The revision comes from the kernel's own headers: 250 is v8, 252 the applied series;
+    headers without the define are a kernel without the series; any other number, headers
+    that are not there and a kernel that offers conversion with nothing named are each one
+    line saying what to pass, never a default."""
     inc = tmp_path / "include/linux"
     inc.mkdir(parents=True)
+    for number, name in ((250, "v8"), (252, "applied")):
+        (inc / "kvm.h").write_text(f"#define KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES {number}\n")
+        t = rev.determine(headers=tmp_path)
+        assert (t.revision.name, t.cap, t.expect) == (name, number, t.revision)
+        assert str(inc / "kvm.h") in t.source
+    forced = rev.determine(headers=tmp_path, revision="v8")
+    assert forced.revision is rev.APPLIED and forced.expect is rev.V8 and forced.forced
+    (inc / "kvm.h").write_text("#define KVM_CAP_S390_HPAGE_2G 249\n")
+    assert rev.determine(headers=tmp_path).revision is None
     (inc / "kvm.h").write_text("#define KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES 261\n")
-    assert seriesconf.conversion_cap(headers=tmp_path) == seriesconf.Resolved(
-        261, str(inc / "kvm.h"))
-    in_72 = seriesconf.define_in(headers_72 / "linux/kvm.h", seriesconf.CAP_NAME)
-    assert seriesconf.conversion_cap(headers=headers_72).value == (in_72 or seriesconf.V8_DEFAULT)
-    monkeypatch.setenv(seriesconf.ENV_CAP, "0xf9")
-    assert seriesconf.conversion_cap(headers=tmp_path).value == 249
-    assert seriesconf.conversion_cap(7, headers=tmp_path) == seriesconf.Resolved(7, "option")
+    with pytest.raises(GmemtestError, match="261 .* is no revision gmemtest knows"):
+        rev.determine(headers=tmp_path)
+    with pytest.raises(GmemtestError, match="no linux/kvm.h"):
+        rev.determine(headers=tmp_path / "nothing")
+
+    class Converts:
+        def vm_types(self):
+            return [0, 1]
+
+        def check_extension(self, cap):
+            return 0
+
+    with pytest.raises(GmemtestError, match="pass --kernel-headers DIR .* or --gmem-attr-cap"):
+        rev.determine(kvm=Converts())
+    assert rev.determine(cap=250, kvm=Converts()).revision is rev.V8
 
 
 def test_bad_headers_dir_is_one_line(tmp_path, capsys):

@@ -1,9 +1,9 @@
 """`git bisect run gmemtest bisect-step` finds the commit that broke a conversion rule.
 
-A git repo of linux-source-7.2 with the kpatches series as commits, and in the middle of the
-series, right after the patch that makes conversions to private unmap host mappings, a commit
-that stops them doing so. Bisecting between that patch (good) and the tip (bad) must name the
-breaking commit. Host only: it builds and boots kernels (the Debian source must be in the cache:
+A git repo of linux-source-7.2 with the kpatches series (the applied form) as commits, and in
+the middle of the series, right after the patch that makes conversions to private unmap the
+host mappings of the pages that change state, a commit that stops them doing so. Bisecting
+between that patch (good) and the tip (bad) must name the breaking commit. Host only: it builds and boots kernels (the Debian source must be in the cache:
 the main job fetches it).
 """
 
@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 
 from gmemtest.cache import cache_dir
-from gmemtest.vmtier import kernel
+from gmemtest.vmtier import patchset
 
 pytestmark = pytest.mark.host_only
 TESTS = "test_conversion_unmaps_every_process"
-UNMAP = "\t\tunmap_mapping_pages(mapping, start, end - start, false);\n"
+UNMAP = ("\t\t\tunmap_mapping_pages(mapping, run_start, run_end - run_start,\n"
+         "\t\t\t\t\t    false);\n")
 BUILD = ".gmemtest-build"  # in the tree: Kbuild's relative paths let ccache reuse the main job's
 GIT = ["git", "-c", "user.name=gmemtest", "-c", "user.email=gmemtest@localhost"]
 
@@ -37,7 +38,7 @@ def repo() -> Path:
                       if "+" not in p.parent.name)  # not a patched copy
     dest = cache_dir("bisect-test") / "linux"
     ready = dest / ".git/gmemtest-ready"  # holds the series it was made from
-    series = "".join(p.read_text() for p in kernel.series())
+    series = "".join(p.read_text() for p in patchset.kpatches("7.2").patches)
     if not ready.exists() or ready.read_text() != series:
         subprocess.run(["rm", "-rf", str(dest)], check=True)
         dest.mkdir()
@@ -46,10 +47,10 @@ def repo() -> Path:
         git(dest, "add", "-f", "-A")
         git(dest, "commit", "-q", "-m", "linux-source-7.2")
         gmem = dest / "virt/kvm/guest_memfd.c"
-        patches = kernel.series()
+        patches = list(patchset.kpatches("7.2").patches)
         while UNMAP not in gmem.read_text():  # apply the series up to the unmapping patch
             git(dest, "am", "-q", str(patches.pop(0)))
-        gmem.write_text(gmem.read_text().replace(UNMAP, ""))
+        gmem.write_text(gmem.read_text().replace(UNMAP, "\t\t\tcontinue;\n"))
         git(dest, "commit", "-q", "-a", "-m", "KVM: guest_memfd: Skip unmapping (the bug)")
         assert patches, "the unmapping patch is the last of the series: nothing follows it"
         for patch in patches:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -20,11 +21,15 @@ from gmemtest.results import baseline, cells, kcidb, ktap, report
 from gmemtest.results.cells import CellResult, cell_id, slug
 from gmemtest.results.outcome import Outcome, TestResult
 from gmemtest.results.run import Run
+from gmemtest.vmtier import kconfig, kernel
+from gmemtest.vmtier.progress import Progress
 from gmemtest.workflows import matrix
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.host_only
-ON, OFF = "debian-kpatches/default/on", "debian-kpatches/default/off"
+ON, OFF = "applied/default/on", "applied/default/off"
+NIGHTLY = ["applied/default/on", "applied/default/off", "applied/debug/on", "applied/debug/off",
+           "applied/novmattr/default", "v8/default/on", "v8/default/off"]
 UNMAPS = "tests.test_conversion::test_conversion_unmaps_every_process"
 ENOTTY = "tests.test_conversion::test_gmem_ioctl_is_enotty_when_switched_off"
 SEPARATE = "tests.test_conversion::test_private_and_shared_backings_are_separate"
@@ -32,47 +37,79 @@ SEPARATE = "tests.test_conversion::test_private_and_shared_backings_are_separate
 
 
 
+TAIL = "[configs]\nd = ['base']\n[cmdlines]\non = []\n"
+
+
 @pytest.mark.parametrize("text, message", [
     ("[kernels", "not valid TOML"),
     ("nightly = 1\n", "unknown key(s) nightly"),
     ("[kernels.k]\nsource = 'debian'\n[configs]\nd = ['base']\n", "[cmdlines] is missing"),
-    ("[kernels.k]\nsource = '/nonexistent'\n[configs]\nd = ['base']\n[cmdlines]\non = ''\n",
-     "source /nonexistent is not a kernel tree"),
-    ("[kernels.k]\npatches = 'nopatches'\n[configs]\nd = ['base']\n[cmdlines]\non = ''\n",
-     "has no series file"),
+    ("[kernels.k]\nsource = '/nonexistent'\n" + TAIL, "no such directory"),
+    ("[kernels.k]\npatches = 'nopatches'\n" + TAIL, "--patch-dir"),
+    ("[kernels.k]\nkpatches = 'v9'\n" + TAIL, "--kpatches v9: expected one of applied, v8"),
     ("[kernels.k]\n[configs]\nd = ['base', 'nosuch']\n[cmdlines]\non = ''\n",
      "configs.d: "),
-    ("[kernels.k]\n[configs]\nd = ['base']\n[cmdlines]\non = []\n[env]\nPATH = '/x'\n",
-     "[env]: unknown variable(s) PATH"),
+    ("[kernels.k]\n" + TAIL + "[env]\nPATH = '/x'\n", "[env]: unknown variable PATH"),
+    ("[kernels.k]\n" + TAIL + "[env]\nGMEMTEST_FUZZ = 'longer'\n",
+     "GMEMTEST_FUZZ='longer': expected short or long"),
+    ("[kernels.k]\n" + TAIL + "[env]\nGMEMTEST_SEED = true\n", "GMEMTEST_SEED must be a string"),
+    ("[kernels.k]\n" + TAIL + "[env]\nGMEMTEST_STRESS_SECONDS = '-3'\n",
+     "expected a number of seconds above 0"),
+    ("env = 3\n[kernels.k]\n" + TAIL, "[env] must be a table"),
+    ("[kernels.k]\nsource = 7\n" + TAIL, "[kernels.k]: source must be a string"),
+    ("[kernels.k]\nseries_version = 'two'\n" + TAIL, "series_version must be a whole number"),
+    ("[kernels.k]\nconfigs = ['nosuch']\n" + TAIL, "[kernels.k].configs: unknown config(s) "),
     ("[kernels.k]\n[configs]\nd = {fragments = ['base'], cmdlines = ['x']}\n[cmdlines]\n"
      "on = []\n", "configs.d.cmdlines: unknown command line(s) x"),
     ("[kernels.k]\n[configs]\nd = {cmdlines = ['on']}\n[cmdlines]\non = []\n",
      "configs.d: expected a list of fragments or a table"),
-    ("[kernels.v8]\nseries = 'nosuch.mbox'\n[configs]\nd = ['base']\n[cmdlines]\non = []\n",
-     "[kernels.v8]: series "),
-    ("[kernels.v8]\nseries = 'm.toml'\npatches = 'kpatches'\n[configs]\nd = ['base']\n"
-     "[cmdlines]\non = []\n", "a series is the patches: drop patches"),
+    ("[kernels.v8]\nseries = 'nosuch.mbox'\n" + TAIL, "[kernels.v8]: --series "),
+    ("[kernels.v8]\nseries = 'm.toml'\npatches = 'kpatches'\n" + TAIL,
+     "--series is the patches"),
 ])
 def test_bad_matrix_file_is_one_line(tmp_path, text, message, gmemtest_cli):
     """A mistake in the matrix file names the key, in one line, exit 2, before any build."""
     config = tmp_path / "m.toml"
     config.write_text(text)
-    proc = gmemtest_cli("matrix", "--config", str(config))
+    proc = gmemtest_cli("matrix", "--config", str(config), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
 
 
 def test_shipped_matrices_load():
-    """matrices/*.toml are valid: the nightly one has 3 builds and 5 cells, the config
-    without per-VM attributes booted only with the switch at its default."""
+    """matrices/*.toml are valid: the nightly one has the applied series in three configs
+    (the one without per-VM attributes booted only with the switch at its default) and v8 in
+    the default one."""
     nightly = matrix.load(CHECKOUT / "matrices/nightly.toml")
     assert len(nightly.configs) == 3
-    assert [c.id for c in nightly.cells()] == [
-        "debian-kpatches/default/on", "debian-kpatches/default/off", "debian-kpatches/debug/on",
-        "debian-kpatches/debug/off", "debian-kpatches/novmattr/default"]
+    assert [c.id for c in nightly.cells()] == NIGHTLY
+    assert {c.kernel_name: c.spec.patches.form for c in nightly.cells()} == \
+        {"applied": "applied", "v8": "v8"}
     assert nightly.env["GMEMTEST_FUZZ"] == "long"
     assert [c.id for c in matrix.load(CHECKOUT / "matrices/onoff.toml").cells()] == [ON, OFF]
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.needs("linux_source")
+def test_every_fragment_set_of_the_matrices_configures(tmp_path):
+    """Each (kernel, fragment set) a shipped matrix names goes through the config step on its
+    tree: a fragment that no longer fits (an option the lean base cannot set) fails here, in
+    `make test`, rather than at night. The config step only, no build."""
+    seen = set()
+    for path in sorted((CHECKOUT / "matrices").glob("*.toml")):
+        for cell in matrix.load(path).cells():
+            key = (cell.spec.label(), cell.spec.fragments)
+            if key in seen:
+                continue
+            seen.add(key)
+            src = kernel.prepare(cell.spec, Progress(quiet=True))
+            frags = kconfig.fragment_paths(list(cell.spec.fragments))
+            build = tmp_path / f"b{len(seen)}"
+            kconfig.generate(src, build, frags, dict(os.environ))  # raises on a dropped option
+            assert (build / ".config").is_file()
+    assert len(seen) >= 4
 
 
 def test_failure_is_reported_with_its_message(tmp_path):
@@ -130,9 +167,16 @@ def test_matrix_ktap_nests_a_document_per_cell():
         "# build failed", "not ok 2 k/default/off # ERROR build failed"]
 
 
-def test_bad_baseline_is_an_error(tmp_path):
-    (tmp_path / "b.json").write_text("{}")
-    with pytest.raises(GmemtestError, match="no cells"):
+@pytest.mark.parametrize("doc, message", [
+    ("{}", "matrix.json.cells: expected an object, got null"),
+    ('{"cells": {"a/b/c": 3}}', "matrix.json.cells.a/b/c: expected an object"),
+    ('{"cells": {"a/b/c": {"ok": true, "verdict": "PASS", "findings": [], "tests": '
+     '{"t": "great"}}}}', "'great' is no outcome"),
+    ("[" * 100000, "not a matrix.json"),
+])
+def test_bad_baseline_is_an_error(tmp_path, doc, message):
+    (tmp_path / "b.json").write_text(doc)
+    with pytest.raises(GmemtestError, match=re.escape(message)):
         baseline.load_baseline(tmp_path / "b.json")
 
 
@@ -143,14 +187,15 @@ def onoff(tmp_path_factory, gmemtest_cli) -> tuple[subprocess.CompletedProcess[s
     tmp = tmp_path_factory.mktemp("matrix")
     baseline = tmp / "baseline.json"
     baseline.write_text(json.dumps({"cells": {
-        ON: {"ok": True, "findings": [], "tests": {UNMAPS: "passed", ENOTTY: "passed"}},
-        OFF: {"ok": True, "findings": [], "tests": {ENOTTY: "passed"}}}}))
+        ON: {"ok": True, "verdict": "PASS", "findings": [],
+             "tests": {UNMAPS: "passed", ENOTTY: "passed"}},
+        OFF: {"ok": True, "verdict": "PASS", "findings": [], "tests": {ENOTTY: "passed"}}}}))
     out = tmp / "out"
     proc = gmemtest_cli("matrix", "--config", str(CHECKOUT / "matrices/onoff.toml"), "--out",
-                    str(out), "--baseline", str(baseline), "--",
-                    "-p", "no:xdist", "-q", "-k", " or ".join(t.split("::")[1] for t in
-                                                            (UNMAPS, ENOTTY, SEPARATE)),
-                    timeout=1500)
+                        str(out), "--baseline", str(baseline), "--",
+                        "-p", "no:xdist", "-q", "-k", " or ".join(t.split("::")[1] for t in
+                                                                (UNMAPS, ENOTTY, SEPARATE)),
+                        timeout=1500)
     print(proc.stdout, proc.stderr[-3000:])
     return proc, out
 
@@ -197,8 +242,8 @@ def test_reports(onoff):
         ktap = (out / f"{slug}.ktap").read_text()
         assert ktap.startswith("KTAP version 1") and "ok " in ktap
     page = (out / "report.html").read_text()
-    for link in ("cells/debian-kpatches--default--on/console.log",
-                 "cells/debian-kpatches--default--off/console.log"):
+    for link in ("cells/applied--default--on/console.log",
+                 "cells/applied--default--off/console.log"):
         assert f"href='{link}'" in page and (out / link).is_file()
     assert "Regressions against the baseline" in page
     md = (out / "summary.md").read_text()
@@ -220,6 +265,7 @@ def cell_result(tmp_path: Path, kernel: str, config: str, cmdline: str, *,
     r = CellResult(kernel, config, cmdline, report.evaluate(cell_id(kernel, config, cmdline),
                                                            run) if built else None,
                    None if built else "build failed: make: *** [Makefile] Error 2",
+                   build_stage=None if built else "compile",
                    cmdline=[f"kvm.gmem_in_place_conversion={int(cmdline == 'on')}"],
                    source="linux-source-7.2 7.2.13-1", patches=["0001-a.patch"],
                    fragments=["base", "kvm"], started="2026-11-29T16:00:00Z")
@@ -233,7 +279,7 @@ def test_list_prints_every_cell_with_its_id(gmemtest_cli):
     assert proc.returncode == 0, proc.stderr
     listed = json.loads(proc.stdout)
     assert [c["id"] for c in listed] == [ON, OFF]
-    assert listed[0]["slug"] == "debian-kpatches--default--on"
+    assert listed[0]["slug"] == "applied--default--on"
 
 
 def listed(gmemtest_cli, config: str) -> list[str]:
@@ -257,10 +303,10 @@ def test_ci_engines_run_exactly_the_listed_cells(gmemtest_cli):
 
 def test_unknown_cell_is_one_line(gmemtest_cli, tmp_path):
     proc = gmemtest_cli("matrix", "--config", str(CHECKOUT / "matrices/onoff.toml"), "--cell",
-                        "debian-kpatches/default/sideways", "--out", str(tmp_path))
+                        "applied/default/sideways", "--out", str(tmp_path))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        "gmemtest matrix: error: --cell debian-kpatches/default/sideways: no such cell in the "
+        "gmemtest matrix: error: --cell applied/default/sideways: no such cell in the "
         f"matrix (its cells: {ON}, {OFF})"]
 
 
@@ -272,12 +318,12 @@ def test_unknown_cell_is_one_line(gmemtest_cli, tmp_path):
 def test_merge_mistakes_are_one_line(gmemtest_cli, tmp_path, case, message):
     """A directory that is not a cell's, a cell given twice and a missing cell: one line each,
     exit 2, and no report written."""
-    cell_result(tmp_path / "a", "debian-kpatches", "default", "on")
+    cell_result(tmp_path / "a", "applied", "default", "on")
     dirs = [tmp_path / "a" / "cells" / slug(ON)]
     if case == "not a cell":
         dirs.append(tmp_path)
     elif case == "twice":
-        cell_result(tmp_path / "b", "debian-kpatches", "default", "on")
+        cell_result(tmp_path / "b", "applied", "default", "on")
         dirs.append(tmp_path / "b")
     proc = gmemtest_cli("matrix", "merge", *map(str, dirs), "--config",
                         str(CHECKOUT / "matrices/onoff.toml"), "--out", str(tmp_path / "out"))
@@ -291,8 +337,8 @@ def test_kcidb_document_is_valid(tmp_path):
     """The KCIDB document of a matrix (a cell that ran, a cell whose kernel did not build)
     validates against the kcidb-io package's schema: checkouts, builds, tests with paths and
     statuses, and each cell's kernel health as a test."""
-    results = [cell_result(tmp_path, "debian-kpatches", "default", "on"),
-               cell_result(tmp_path, "debian-kpatches", "debug", "on", built=False)]
+    results = [cell_result(tmp_path, "applied", "default", "on"),
+               cell_result(tmp_path, "applied", "debug", "on", built=False)]
     doc = kcidb.document(results)
     kcidb_io.schema.LATEST.validate(doc)
     assert len(doc["checkouts"]) == 1 and len(doc["builds"]) == 2
@@ -356,8 +402,8 @@ def test_gitlab_pipeline_runs_here(onoff, tmp_path):
         cwd=repo, capture_output=True, text=True, timeout=2300)
     print(proc.stdout[-4000:], proc.stderr[-2000:])
     assert proc.returncode == 0, proc.stdout[-3000:]
-    for job in ("onoff-cell: [debian-kpatches/default/on]",
-                "onoff-cell: [debian-kpatches/default/off]", "merge"):
+    for job in ("onoff-cell: [applied/default/on]",
+                "onoff-cell: [applied/default/off]", "merge"):
         assert re.search(rf"PASS\s+{re.escape(job)}", proc.stdout), job
     merged = json.loads((repo / "matrix-report/matrix.json").read_text())["cells"]
     alone = json.loads((out / "matrix.json").read_text())["cells"]

@@ -1,8 +1,11 @@
-"""Posted series as a kernel developer meets them: an mbox of `git format-patch --cover-letter`
-output with a review reply, shuffled; two versions in one mbox; a series with a build error in
-the middle and one with a behavioural break in the middle (its conversions stop unmapping host
-pages), walked as the 0-day bot would; `gmemtest diff` of kpatches/ against the break; and the
-inputs that must end in one line."""
+"""Posted series as a kernel developer meets them, in every shape they hold one: `git
+format-patch --stdout` output with and without a cover letter and without Message-Ids (a
+series before it is posted), a list archive's mbox with a review reply interleaved and the
+messages shuffled, `b4 am -o -` output, and an mbox holding two versions. Then walks as the
+0-day bot does them: a series with a build error in the middle, one with a behavioural break in
+the middle (its conversions stop unmapping host pages), and one whose tip fails a test that the
+base fails too (a bug older than the series, which no patch may be blamed for); `gmemtest diff`
+of kpatches/ against the break; and the inputs that must end in one line."""
 
 from __future__ import annotations
 
@@ -13,13 +16,14 @@ import random
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from gmemtest.cache import cache_dir
-from gmemtest.vmtier import kernel, series
-from gmemtest.vmtier.checkout import KPATCHES
+from gmemtest.errors import GmemtestError
+from gmemtest.vmtier import debian, kernel, kernelspec, patchset, series
 from gmemtest.vmtier.progress import Progress
 
 pytestmark = pytest.mark.host_only
@@ -28,10 +32,13 @@ GIT = ["git", "-c", "user.name=gmemtest", "-c", "user.email=gmemtest@localhost"]
 COVER = "KVM: guest_memfd: In-place conversion for 7.2"
 REVIEWER = "Rev Iewer <rev@example.org>"
 UNMAPS = "test_conversion_unmaps_every_process"
+# The stale MMIO SPTE bug of 7.2 that kpatches/0004 fixes: it fails on the base too.
+STALE = "test_private_page_reachable_after_memslot_comes_back"
 # The quick suite for walks and diffs: the test the break breaks, and two it leaves alone.
 QUICK = [UNMAPS, "test_noop_conversion_succeeds", "test_api_version_is_12"]
 # The unmapping line of kpatches/0003, which the break removes.
 UNMAP = "\t\tunmap_mapping_pages(mapping, run->start, run->end - run->start,\n\t\t\t\t    false);\n"
+KPATCHES = patchset.kpatches("7.2")
 
 
 def git(repo: Path, *args: str) -> str:
@@ -41,22 +48,30 @@ def git(repo: Path, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
+def base() -> debian.Source:
+    return debian.fetch_source("7.2", Progress(quiet=True))
+
+
+@pytest.fixture(scope="module")
+def repo(base, tmp_path_factory) -> Path:
     """A git tree of the base with kpatches/ as commits (git am), as a developer has it."""
-    base, _ = series.base_repo(None, Progress(quiet=True))
+    base_repo, _ = series.base_repo(base.path, base.name, Progress(quiet=True))
     tree = tmp_path_factory.mktemp("dev") / "linux"
-    subprocess.run(["cp", "-al", f"{base}/.", str(tree)], check=True)
+    subprocess.run(["cp", "-al", f"{base_repo}/.", str(tree)], check=True)
     git(tree, "config", "core.trustctime", "false")  # hard links: other copies touch ctime
-    git(tree, "am", "-q", *map(str, kernel.series(KPATCHES)))
+    git(tree, "am", "-q", *map(str, KPATCHES.patches))
     git(tree, "tag", "kpatches")
     return tree
 
 
 def format_patch(tree: Path, upto: str, count: int, prefix: str, out: Path, *,
-                 review: int | None = None, shuffle: int | None = None) -> Path:
-    """`git format-patch --cover-letter --subject-prefix PREFIX` of the ``count`` commits up to
-    ``upto``, as one mbox; a review reply to patch ``review``; the messages shuffled."""
-    text = git(tree, "format-patch", "--cover-letter", "--thread", "--subject-prefix", prefix,
+                 cover: bool = True, thread: bool = True, review: int | None = None,
+                 shuffle: int | None = None) -> Path:
+    """`git format-patch [--cover-letter] [--thread] --subject-prefix PREFIX` of the ``count``
+    commits up to ``upto``, as one mbox; a review reply to patch ``review``; the messages
+    shuffled. Without --thread git writes no Message-Id at all."""
+    text = git(tree, "format-patch", *(["--cover-letter"] if cover else []),
+               *(["--thread"] if thread else []), "--subject-prefix", prefix,
                "--stdout", f"{upto}~{count}..{upto}")
     text = text.replace("*** SUBJECT HERE ***", COVER)
     # Message-Ids as a separate posting has them (git derives them from the commit and the
@@ -80,39 +95,91 @@ def format_patch(tree: Path, upto: str, count: int, prefix: str, out: Path, *,
 
 @pytest.fixture(scope="module")
 def v3(repo, tmp_path_factory) -> Path:
-    """kpatches/ posted as v3: cover letter, a review reply to patch 2, messages shuffled."""
-    count = len(kernel.series(KPATCHES))
-    return format_patch(repo, "kpatches", count, "PATCH v3",
+    """kpatches/ posted as v3 to a list: cover letter, a review reply to patch 2, the
+    messages shuffled, as a list archive serves them."""
+    return format_patch(repo, "kpatches", len(KPATCHES.patches), "PATCH v3",
                         tmp_path_factory.mktemp("mbox") / "v3.mbox", review=2, shuffle=7)
 
 
-def test_v3_with_a_review_applies_as_kpatches(v3):
-    """b4 finds the series (cover letter, order, the review's trailer) and git am applies it:
-    every file kpatches/ touch is as in the Debian tree the main job patches."""
-    s = series.read(v3)
-    count = len(kernel.series(KPATCHES))
-    assert (s.version, s.count, s.subject) == (3, count, COVER)
-    assert s.msgid.startswith("cover.")
-    tree = series.apply(s, None, Progress(quiet=True))
-    assert f"Reviewed-by: {REVIEWER}" in git(tree, "log", "-1", "--format=%B",
-                                             f"HEAD~{count - 2}")
-    patched = kernel.patched(kernel.debian_source(Progress(quiet=True)),
-                             kernel.series(KPATCHES), Progress(quiet=True)).path
-    touched = {line.split(" b/")[-1] for p in kernel.series(KPATCHES)
+def applies_as_kpatches(s: series.Series, base: debian.Source) -> Path:
+    """The tree of the series holds every file kpatches/ touch as the Debian tree the main
+    job patches has it."""
+    tree = series.apply(s, base.path, base.name, Progress(quiet=True))
+    patched = kernel.prepare(kernelspec.KernelSpec(kernelspec.Debian("7.2"), KPATCHES),
+                             Progress(quiet=True))
+    touched = {line.split(" b/")[-1] for p in KPATCHES.patches
                for line in p.read_text().splitlines() if line.startswith("diff --git ")}
     assert touched and all((tree / f).read_bytes() == (patched / f).read_bytes()
                            for f in touched)
+    return tree
+
+
+def test_list_archive_v3_with_a_review_applies_as_kpatches(v3, base):
+    """b4 finds the series (cover letter, order, the review's trailer) and git am applies it."""
+    s = series.read(v3)
+    count = len(KPATCHES.patches)
+    assert (s.version, s.count, s.subject) == (3, count, COVER)
+    assert s.msgid.startswith("cover.")
+    tree = applies_as_kpatches(s, base)
+    assert f"Reviewed-by: {REVIEWER}" in git(tree, "log", "-1", "--format=%B",
+                                             f"HEAD~{count - 2}")
+
+
+@pytest.mark.parametrize("cover", [True, False], ids=["cover-letter", "no-cover-letter"])
+def test_format_patch_without_message_ids_applies(repo, base, tmp_path, cover):
+    """A series before it is posted: `git format-patch --stdout`, with or without a cover
+    letter, and no Message-Id headers (git writes none without --thread). Each message gets
+    an id made from its content; the series is named by its cover letter or first patch."""
+    count = len(KPATCHES.patches)
+    mbox = format_patch(repo, "kpatches", count, "PATCH", tmp_path / "fp.mbox", cover=cover,
+                        thread=False)
+    assert "Message-Id" not in mbox.read_text() and "Message-ID" not in mbox.read_text()
+    s = series.read(mbox)
+    first = git(repo, "log", "-1", "--format=%s", f"kpatches~{count - 1}").strip()
+    assert (s.version, s.count) == (1, count)
+    assert s.subject == (COVER if cover else first) and s.msgid.startswith("gmemtest-")
+    assert series.read(mbox) == s, "the ids made are not the same twice"
+    applies_as_kpatches(s, base)
+
+
+def test_b4_am_output_applies(v3, base, tmp_path):
+    """What `b4 am -o -` writes (the am-ready mbox, no cover letter, trailers folded in) is a
+    series of its own shape."""
+    proc = subprocess.run([sys.executable, "-m", "b4.command", "--offline-mode", "-n", "-q",
+                           "am", "-C", "-m", str(v3), "-o", "-"], capture_output=True,
+                          cwd=tmp_path, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin",
+                                             "GIT_CONFIG_NOSYSTEM": "1"})
+    assert proc.returncode == 0, proc.stderr
+    mbox = tmp_path / "am.mbox"
+    mbox.write_bytes(proc.stdout)
+    s = series.read(mbox)
+    assert (s.version, s.count) == (3, len(KPATCHES.patches))
+    tree = applies_as_kpatches(s, base)
+    assert f"Reviewed-by: {REVIEWER}" in git(tree, "log", "--format=%B", "-20")
 
 
 def test_two_versions_in_one_mbox(repo, tmp_path):
-    """An mbox holding v2 (3 patches) and v3 (all): the newest unless a version is asked for."""
-    count = len(kernel.series(KPATCHES))
+    """An mbox holding v2 (3 patches) and v3 (all): the newest unless a version is asked for;
+    a version it does not hold is one line naming those it does."""
+    count = len(KPATCHES.patches)
     v2 = format_patch(repo, f"kpatches~{count - 3}", 3, "PATCH v2", tmp_path / "v2.mbox")
     v3 = format_patch(repo, "kpatches", count, "PATCH v3", tmp_path / "v3.mbox")
     both = tmp_path / "both.mbox"
     both.write_text(v3.read_text() + v2.read_text())
     assert (series.read(both).version, series.read(both).count) == (3, count)
     assert (series.read(both, 2).version, series.read(both, 2).count) == (2, 3)
+    with pytest.raises(GmemtestError, match="holds version.s. 2, 3"):
+        series.read(both, 4)
+
+
+def test_incomplete_series_is_one_line(repo, tmp_path):
+    """A version with a patch missing names the missing patch."""
+    mbox = format_patch(repo, "kpatches~16", 3, "PATCH v2", tmp_path / "v2.mbox", cover=False)
+    text = mbox.read_text()
+    parts = re.split(r"(?m)^(?=From [0-9a-f]{40} )", text)
+    mbox.write_text("".join(p for p in parts if "[PATCH v2 2/3]" not in p))
+    with pytest.raises(GmemtestError, match=r"v2 is incomplete \(patch\(es\) 2 of 3"):
+        series.read(mbox)
 
 
 def trees() -> list[Path]:
@@ -137,12 +204,13 @@ def test_bad_series_is_one_line_and_leaves_nothing(repo, tmp_path, gmemtest_cli,
         mbox.write_text("This is not a patch series.\nJust text.\n")
     else:
         # kpatches/0003 alone: it needs 0001 and 0002 under it.
-        count = len(kernel.series(KPATCHES))
+        count = len(KPATCHES.patches)
         format_patch(repo, f"kpatches~{count - 3}", 1, "PATCH RFC", mbox)
     proc = gmemtest_cli("series", "apply", str(mbox), timeout=600)
     assert proc.returncode == 2, proc.stdout
     lines = [ln for ln in proc.stderr.splitlines() if not ln.startswith("[")]  # no progress
-    assert len(lines) == 1 and lines[0].startswith("gmemtest series: error: "), proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("gmemtest series apply: error: "), \
+        proc.stderr
     assert message in lines[0] and "Traceback" not in proc.stderr
     assert not [t for t in trees()
                 if t.exists() and "patchrfc@localhost" in t.read_text(errors="replace")]
@@ -153,7 +221,7 @@ def broken(repo, tmp_path_factory) -> Path:
     """kpatches 1-3, then a commit that stops conversions to private from unmapping host
     pages, then kpatches 4: the break in the middle of a 5-patch series."""
     tree = tmp_path_factory.mktemp("broken") / "linux"
-    count = len(kernel.series(KPATCHES))
+    count = len(KPATCHES.patches)
     subprocess.run(["cp", "-al", f"{repo}/.", str(tree)], check=True)
     git(tree, "checkout", "-q", "-b", "broken", f"kpatches~{count - 3}")
     gmem = tree / "virt/kvm/guest_memfd.c"
@@ -166,9 +234,11 @@ def broken(repo, tmp_path_factory) -> Path:
     return format_patch(tree, "HEAD", 5, "PATCH v1", tmp_path_factory.mktemp("mb") / "b.mbox")
 
 
-def walk(gmemtest_cli, mbox: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
-    proc = gmemtest_cli("series", "walk", str(mbox), "--", "-q", "-p", "no:xdist", "-k",
-                        " or ".join(QUICK), timeout=1700)
+def walk(gmemtest_cli, mbox: Path,
+         tests: list[str] | None = None) -> tuple[subprocess.CompletedProcess[str], Path]:
+    select = tests or ["-k", " or ".join(QUICK)]
+    proc = gmemtest_cli("series", "walk", str(mbox), "--", "-q", "-p", "no:xdist", *select,
+                        timeout=1700)
     print(proc.stdout[-5000:], proc.stderr[-3000:])
     out = Path(re.search(r"reports: (\S+)/walk.md", proc.stdout).group(1))
     return proc, out
@@ -196,7 +266,7 @@ def test_walk_names_the_patch_that_breaks_the_build(repo, tmp_path, gmemtest_cli
     """A 3-patch series whose middle patch adds an #error: its build fails with the
     compiler's error named, and the walk names it as the first bad patch."""
     tree = tmp_path / "linux"
-    count = len(kernel.series(KPATCHES))
+    count = len(KPATCHES.patches)
     subprocess.run(["cp", "-al", f"{repo}/.", str(tree)], check=True)
     git(tree, "checkout", "-q", "-b", "nobuild", f"kpatches~{count - 1}")
     stats = tree / "virt/kvm/binary_stats.c"
@@ -215,15 +285,34 @@ def test_walk_names_the_patch_that_breaks_the_build(repo, tmp_path, gmemtest_cli
 
 @pytest.mark.timeout(1800)
 @pytest.mark.needs("qemu", "linux_source")
+def test_walk_blames_no_patch_for_a_failure_older_than_the_series(repo, tmp_path,
+                                                                    gmemtest_cli):
+    """kpatches/ 1 to 3 without 0004, the fix of 7.2's stale MMIO SPTE bug: at the tip the
+    per-VM attributes variant of its test fails with in-place conversion off, and it fails on
+    the base (Debian's 7.2) too. The walk runs that exact test, parameter included, on the
+    base first and says the failure predates the series: no patch is blamed, no bisection."""
+    count = len(KPATCHES.patches)
+    mbox = format_patch(repo, f"kpatches~{count - 3}", 3, "PATCH v2", tmp_path / "old.mbox")
+    stale = f"tests/test_routing.py::{STALE}[vm-attributes]"
+    proc, out = walk(gmemtest_cli, mbox, [stale, "tests/test_system.py::test_api_version_is_12"])
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert re.search(rf"fails before the series \(on the base too\): "
+                     rf"{re.escape(stale)} \(in-place conversion off", proc.stdout), proc.stdout
+    assert "no patch is blamed: every failure at the tip predates the series" in proc.stdout
+    assert "first bad patch" not in proc.stdout and not (out / "bisect.log").exists()
+
+
+@pytest.mark.timeout(1800)
+@pytest.mark.needs("qemu", "linux_source")
 def test_diff_lists_exactly_the_tests_that_break(broken, gmemtest_cli, tmp_path):
     """`gmemtest diff kpatches/ BREAK`: the unmapping test, in the mode that converts in
     place, is the one difference; the others agree."""
     out = tmp_path / "diff"
-    proc = gmemtest_cli("diff", "--out", str(out), str(KPATCHES), str(broken), "--", "-q",
+    proc = gmemtest_cli("diff", "kpatches", str(broken), "--out", str(out), "--", "-q",
                         "-p", "no:xdist", "-k", " or ".join(QUICK), timeout=1700)
     print(proc.stdout[-4000:], proc.stderr[-2000:])
     assert proc.returncode == 1, proc.stderr[-2000:]
-    diffs = json.loads((out / "diff.json").read_text())
+    diffs = json.loads((out / "diff.json").read_text())["differences"]
     assert [(d["mode"], d["test"].split("::")[-1]) for d in diffs] == \
         [("in-place conversion on", UNMAPS)], diffs
     assert diffs[0]["a"] == "passed" and diffs[0]["b"].startswith("failed")
@@ -244,7 +333,7 @@ def test_main_job_on_a_posted_series(v3, gmemtest_cli):
                         " or ".join(QUICK), timeout=1700)
     print(proc.stdout[-3000:], proc.stderr[-2000:])
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert f'series:   v3 "{COVER}"' in proc.stdout
+    assert f'kernel:   series v3 "{COVER}"' in proc.stdout
     assert proc.stdout.count("PASS") >= 2
 
 
@@ -258,7 +347,8 @@ def test_diff_pairs_boots_by_mode_and_names_each_side():
     from gmemtest.workflows import diff
 
     def side(name: str, *boots: BootReport) -> diff.Side:
-        return diff.Side(name, name, Path(name), None, None, list(boots))
+        spec = kernelspec.KernelSpec(kernelspec.Prebuilt(Path(name), None))
+        return diff.Side(name, kernel.Build(spec, Path(name), None), list(boots))
 
     on = BootReport("in-place conversion on", None, [TestResult("t::a", Outcome.PASSED),
                                                      TestResult("t::b", Outcome.SKIPPED, "x")])

@@ -3,8 +3,9 @@
 import pytest
 
 from gmemtest import KvmError
+from gmemtest.kvm import revision as rev
 from gmemtest.kvm import uapi
-from gmemtest.kvm.seriesconf import in_place_conversion_param
+from gmemtest.testing.plugin import switch
 
 
 def test_api_version_is_12(kvm):
@@ -39,7 +40,7 @@ def test_init_shared_per_vm_type(kvm, vm_type):
     against the real v8'). Per VM type the kernel offers: KVM_CAP_GUEST_MEMFD_FLAGS on the VM
     lists INIT_SHARED exactly when creation with it succeeds, and then the file's pages start
     shared (the host writes and reads them back); otherwise creation is EINVAL."""
-    allowed = vm_type not in uapi.PRIVATE_MEM_VM_TYPES or bool(in_place_conversion_param())
+    allowed = vm_type not in uapi.PRIVATE_MEM_VM_TYPES or switch().on
     flags = uapi.GUEST_MEMFD_FLAG_MMAP | uapi.GUEST_MEMFD_FLAG_INIT_SHARED
     with kvm.create_vm(vm_type) as vm:
         offered = vm.check_extension(uapi.KVM_CAP_GUEST_MEMFD_FLAGS)
@@ -72,11 +73,22 @@ def test_vm_ioctl_exists_exactly_with_vm_memory_attributes(kvm, vm_attributes_co
 
 
 @pytest.mark.needs("switch:default")
-def test_switch_default_follows_vm_memory_attributes(vm_attributes_config):
+def test_switch_default_follows_vm_memory_attributes(kvm, vm_attributes_config,
+                                                    kernel_revision):
     """Contract: kvm.gmem_in_place_conversion 'default on only when
-    CONFIG_KVM_VM_MEMORY_ATTRIBUTES=n' (v8: the option is user-selectable). Observable when
-    the kernel command line leaves the switch at its default."""
-    assert in_place_conversion_param() == (not vm_attributes_config)
+    CONFIG_KVM_VM_MEMORY_ATTRIBUTES=n' (v8: the option is user-selectable); as applied, the
+    parameter exists only with that option, and without it in-place conversion is always on
+    (the conversion cap answers PRIVATE). Observable where the kernel command line leaves the
+    switch alone."""
+    param = rev.switch_param()
+    if vm_attributes_config:
+        assert param is False, "with per-VM attributes in-place conversion defaults to off"
+    elif kernel_revision.switch_without_vm_attributes:
+        assert param is True, "without per-VM attributes the switch defaults to on (v8)"
+    else:
+        assert param is None, f"{rev.PARAM} exists without per-VM memory attributes"
+    on = bool(kvm.check_extension(kernel_revision.cap) & uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE)
+    assert on == (not vm_attributes_config), "the conversion cap disagrees with the default"
 
 
 def test_unknown_capability_reads_zero(kvm):

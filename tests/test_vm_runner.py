@@ -6,7 +6,7 @@ are not collected inside the guest (tests/conftest.py).
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import signal
 import subprocess
@@ -18,26 +18,33 @@ import pytest
 from gmemtest.cache import cache_dir
 from gmemtest.errors import GmemtestError
 from gmemtest.results import report
-from gmemtest.vmtier import kconfig, qemu
+from gmemtest.vmtier import kconfig, kernel, kernelspec, manifest, qemu
 from gmemtest.workflows import vmtest
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.host_only
 
 
-def newest_build() -> dict | None:
+def newest_build() -> kernel.Build | None:
     """The newest build of the Debian source (the main job's), else the newest of any tree
     (the bisect test builds trees of its own while these tests run)."""
-    manifests = [json.loads(p.read_text()) for p in
-                 sorted(cache_dir("build").glob("*/gmemtest-manifest.json"),
-                        key=lambda p: p.stat().st_mtime)]
-    debian = [m for m in manifests if m["source"]["kind"] == "debian"]
-    return (debian or manifests or [None])[-1]
+    found = []
+    for p in sorted(cache_dir("build").glob(f"*/{manifest.NAME}"),
+                    key=lambda p: p.stat().st_mtime):
+        try:
+            found.append(manifest.read(p))
+        except GmemtestError:  # a build of an older gmemtest, not rebuilt since
+            continue
+    debian = [m for m in found if m.kind == "debian"]
+    m = (debian or found or [None])[-1]
+    if m is None:
+        return None
+    return kernel.resolve(kernelspec.KernelSpec(kernelspec.prebuilt(Path(m.bzimage))))
 
 
 @pytest.fixture(scope="module")
-def build() -> dict:
-    """The manifest of the kernel the tests boot (``needs("built_kernel")``)."""
+def build() -> kernel.Build:
+    """The kernel the tests boot (``needs("built_kernel")``)."""
     b = newest_build()
     assert b is not None, "a built kernel, which needs('built_kernel') promised"
     return b
@@ -54,7 +61,7 @@ def qemu_processes(results: Path) -> list[str]:
 def test_real_warn_fails_a_passing_run(build, tmp_path):
     """lkdtm makes the guest kernel log a real WARN from a test that passes: the run fails on
     kernel health, naming the report and the test that was running."""
-    run = qemu.boot(Path(build["bzImage"]),
+    run = qemu.boot(build,
                     [str(CHECKOUT / "vmimages/provoke/test_provoke_warn.py")],
                     results=tmp_path / "results", echo=False)
     outcome = report.evaluate("provoke", run)
@@ -71,7 +78,7 @@ def test_hanging_boot_is_one_line_and_leaves_no_qemu(build, tmp_path):
     """An init that never prints the banner hits the boot limit: one error line naming the
     limit, exit 2, and no QEMU process left behind."""
     proc = subprocess.run(
-        [sys.executable, "-m", "gmemtest.cli", "vm", "run", "--kernel", build["bzImage"],
+        [sys.executable, "-m", "gmemtest.cli", "vm", "run", "--kernel", str(build.bzimage),
          "--boot-timeout", "8", "--results", str(tmp_path / "r"), "--cmdline",
          "init=/usr/bin/sleep", "--cmdline", "3600", "--", "-q"],
         capture_output=True, text=True, timeout=120)
@@ -86,23 +93,36 @@ def test_hanging_boot_is_one_line_and_leaves_no_qemu(build, tmp_path):
 def test_qemu_absent_is_one_line(build, tmp_path):
     env = dict(os.environ, PATH="/nonexistent")
     proc = subprocess.run([sys.executable, "-m", "gmemtest.cli", "vm", "run", "--kernel",
-                           build["bzImage"], "--results", str(tmp_path), "--", "-q"],
+                           str(build.bzimage), "--results", str(tmp_path), "--", "-q"],
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == ("gmemtest vm: error: qemu-system-x86_64 not found: apt-get "
-                                   "install qemu-system-x86 (or run scripts/bootstrap --vm)")
+    assert proc.stderr.strip() == ("gmemtest vm run: error: qemu-system-x86_64 not found: "
+                                   "apt-get install qemu-system-x86 (or run scripts/bootstrap "
+                                   "--vm)")
 
 
-def test_missing_kernel_image_is_one_line(tmp_path):
-    with pytest.raises(GmemtestError, match="does not exist: build one with"):
-        qemu.boot(tmp_path / "bzImage", [], results=tmp_path)
+@pytest.mark.parametrize("make, message", [
+    (lambda p: None, "no such kernel image"),
+    (lambda p: p.write_bytes(b"MZ" + bytes(0x300)), "not an x86 bzImage"),
+    (lambda p: p.mkdir(), "a directory without gmemtest-manifest.json"),
+])
+def test_vm_run_of_what_is_not_a_kernel_is_one_line(tmp_path, make, message, gmemtest_cli):
+    """`vm run --kernel` of a missing file, a file without the bzImage setup header, or a
+    directory that is no build: one line before QEMU is started, exit 2, no results left."""
+    kimage = tmp_path / "bzImage"
+    make(kimage)
+    proc = gmemtest_cli("vm", "run", "--kernel", str(kimage), "--results", str(tmp_path / "r"))
+    assert proc.returncode == 2
+    assert message in one_error_line(proc)
+    assert not (tmp_path / "r").exists() and qemu_processes(tmp_path / "r") == []
 
 
 @pytest.mark.needs("built_kernel")
 def test_dropped_kconfig_option_is_named(build, tmp_path):
     """A fragment asking for an option whose dependency is off fails the configuration step,
     naming the option and the dependency with its value."""
-    src = Path(build["source"]["path"])
+    assert build.source_path is not None
+    src = build.source_path
     frag = tmp_path / "bad.config"
     frag.write_text("CONFIG_DEBUG_FS=y\nCONFIG_LKDTM=y\n")
     with pytest.raises(GmemtestError) as e:
@@ -126,11 +146,11 @@ def test_guest_out_of_memory_fails_clearly(build, tmp_path, gmemtest_cli):
     """A test that exhausts a 512 MiB guest: the OOM killer takes pytest, the run fails with a
     line saying pytest died and the OOM report as a kernel health finding; QEMU is gone."""
     results = tmp_path / "r"
-    proc = gmemtest_cli("vm", "run", "--kernel", build["bzImage"], "--memory", "512M", "--results",
-                    str(results), "--", "-q", "-p", "no:xdist",
+    proc = gmemtest_cli("vm", "run", "--kernel", str(build.bzimage), "--memory", "512M",
+                        "--results", str(results), "--", "-q", "-p", "no:xdist",
                     str(CHECKOUT / "vmimages/provoke/test_provoke_oom.py"))
     assert proc.returncode == 2, proc.stdout[-2000:]
-    assert "pytest exited 137 in the guest" in one_error_line(proc)
+    assert "pytest was killed by signal 9 in the guest" in one_error_line(proc)
     assert "kernel: OOM" in proc.stdout
     assert qemu_processes(results) == []
 
@@ -140,7 +160,7 @@ def test_crashing_guest_fails_clearly(build, tmp_path, gmemtest_cli):
     """A test that crashes the guest kernel: QEMU exits (panic=-1, -no-reboot), the run fails
     with one line saying the guest ended without a status, and the panic is shown."""
     results = tmp_path / "r"
-    proc = gmemtest_cli("vm", "run", "--kernel", build["bzImage"], "--results", str(results),
+    proc = gmemtest_cli("vm", "run", "--kernel", str(build.bzimage), "--results", str(results),
                     "--", "-q", "-p", "no:xdist",
                     str(CHECKOUT / "vmimages/provoke/test_provoke_crash.py"))
     assert proc.returncode == 2
@@ -154,7 +174,7 @@ def test_silent_guest_is_dumped_and_named(build, tmp_path, gmemtest_cli):
     """A guest that prints nothing, not even the init's heartbeat, counts as hung: an NMI makes
     its kernel print every task's stack into the console log, QEMU ends, and one line says so."""
     results = tmp_path / "r"
-    proc = gmemtest_cli("vm", "run", "--kernel", build["bzImage"], "--silence", "20", "--results",
+    proc = gmemtest_cli("vm", "run", "--kernel", str(build.bzimage), "--silence", "20", "--results",
                     str(results), "--", "-q", "-p", "no:xdist",
                     str(CHECKOUT / "vmimages/provoke/test_provoke_hang.py"))
     assert proc.returncode == 2, proc.stdout[-2000:]
@@ -167,13 +187,13 @@ def test_silent_guest_is_dumped_and_named(build, tmp_path, gmemtest_cli):
     assert qemu_processes(results) == []
 
 
-def start_sleeping_guest(build: dict, results: Path) -> subprocess.Popen[str]:
+def start_sleeping_guest(build: kernel.Build, results: Path) -> subprocess.Popen[str]:
     """`gmemtest vm run` of a guest whose init sleeps, returned once its QEMU exists."""
     # A shell without job control starts background commands with SIGINT ignored (so does CI,
     # possibly), and Python then has no KeyboardInterrupt: give the runner the default back.
     proc = subprocess.Popen(
         ["env", "--default-signal=INT",
-         sys.executable, "-m", "gmemtest.cli", "vm", "run", "--kernel", build["bzImage"],
+         sys.executable, "-m", "gmemtest.cli", "vm", "run", "--kernel", str(build.bzimage),
          "--results", str(results), "--cmdline", "init=/usr/bin/sleep", "--cmdline", "3600",
          "--boot-timeout", "300", "--", "-q"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=CHECKOUT,
@@ -207,7 +227,7 @@ def test_ctrl_c_reaps_qemu(build, tmp_path, delay):
             os.kill(int(pid), signal.SIGKILL)
         pytest.fail(f"the runner did not exit 60 s after SIGINT\n{states}\n{err}")
     assert proc.returncode == 130
-    assert err.strip() == "gmemtest vm: interrupted", err
+    assert err.strip() == "gmemtest vm run: interrupted", err
     assert qemu_processes(results) == []
 
 
@@ -229,15 +249,23 @@ def test_killed_runner_takes_qemu_with_it(build, tmp_path):
     assert left == [], "QEMU outlived its runner"
 
 
-def test_main_job_boots_once_without_the_switch(tmp_path):
-    """A tree whose KVM has no kvm.gmem_in_place_conversion (vanilla 7.2, --no-patches) is
-    booted once, not twice as 'on' and 'off' runs of the same kernel."""
-    kvm = tmp_path / "virt" / "kvm"
-    kvm.mkdir(parents=True)
-    (kvm / "kvm_main.c").write_text("module_param(halt_poll_ns, uint, 0644);\n")
-    assert vmtest.switch_modes(tmp_path) == vmtest.NO_SWITCH
-    (kvm / "guest_memfd.c").write_text("module_param(gmem_in_place_conversion, bool, 0444);\n")
-    assert vmtest.switch_modes(tmp_path) == vmtest.MODES
+def test_main_job_boots_by_the_kernels_switch(build, tmp_path):
+    """The boots follow what the built kernel has: a kernel without
+    kvm.gmem_in_place_conversion (vanilla 7.2, or the applied series without per-VM memory
+    attributes) boots once; one with it boots on and off, off being the switch's default
+    where that is off (per-VM attributes built in), and =0 where the default is on."""
+    assert build.manifest is not None
+    config = tmp_path / ".config"
+
+    def boots(switch: bool, vm_attributes: bool) -> tuple[vmtest.Mode, ...]:
+        config.write_text(f"CONFIG_KVM_VM_MEMORY_ATTRIBUTES={'y' if vm_attributes else 'n'}\n")
+        m = dataclasses.replace(build.manifest, switch=switch, config=str(config))
+        return vmtest.modes(dataclasses.replace(build, manifest=m))
+
+    assert boots(False, True) == boots(False, False) == (vmtest.NO_SWITCH,)
+    assert boots(True, True) == (vmtest.ON, vmtest.OFF_BY_DEFAULT)
+    assert boots(True, False) == (vmtest.ON, vmtest.OFF)
+    assert vmtest.OFF_BY_DEFAULT.cmdline == () and vmtest.OFF.cmdline == (f"{vmtest.PARAM}=0",)
 
 
 def test_guest_pytest_is_parallel_only_where_vcpus_are(monkeypatch):
@@ -275,6 +303,8 @@ def test_patch_that_does_not_apply_is_one_line(build, tmp_path, gmemtest_cli):
     proc = gmemtest_cli("kernel", "build", "--patch-dir", str(patches))
     assert proc.returncode == 2
     assert "0001-bad.patch does not apply to linux-source-7.2" in one_error_line(proc)
+    proc = gmemtest_cli("kernel", "build", "--patch-dir", str(tmp_path / "nothing"))
+    assert proc.returncode == 2 and "no such directory" in one_error_line(proc)
     leftovers = [p for p in cache_dir("src").glob("*+*")
                  if not (p / "linux-source-7.2/.gmemtest-patched").exists()]
     assert leftovers == []

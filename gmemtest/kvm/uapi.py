@@ -6,7 +6,7 @@ with ioctl-opt. ``gmemtest abi-check`` compiles these against a kernel tree's he
 any drift. Names follow the kernel's so that grep finds both sides.
 
 Numbers owned by the unmerged in-place conversion series (KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES)
-are not constants: see :mod:`gmemtest.kvm.seriesconf`.
+are not constants: see :mod:`gmemtest.kvm.revision`.
 """
 
 from __future__ import annotations

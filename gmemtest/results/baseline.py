@@ -9,6 +9,7 @@ from typing import Any
 from gmemtest.errors import GmemtestError
 
 from .outcome import Outcome
+from .shape import ListOf, MapOf, check
 
 
 def regressions(current: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
@@ -32,14 +33,30 @@ def regressions(current: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
     return found
 
 
+# What of a matrix.json a comparison reads (its other keys are free).
+CELL = {"ok": bool, "verdict": str, "findings": ListOf(str), "tests": MapOf(str)}
+
+
 def load_baseline(path: Path) -> dict[str, Any]:
+    """An earlier run's matrix.json; one line when it is not one."""
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_bytes())
     except FileNotFoundError:
         raise GmemtestError(f"--baseline {path}: no such file (an earlier run's "
                             "matrix.json)") from None
-    except json.JSONDecodeError as e:
-        raise GmemtestError(f"--baseline {path}: not a matrix.json: {e}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("cells"), dict):
-        raise GmemtestError(f"--baseline {path}: not a matrix.json (no cells)")
+    except (OSError, ValueError, RecursionError) as e:
+        raise GmemtestError(f"--baseline {path}: not a matrix.json ({type(e).__name__}: "
+                            f"{e})") from None
+    try:
+        check(doc, dict, "matrix.json")
+        assert isinstance(doc, dict)
+        check(doc.get("cells"), MapOf(dict), "matrix.json.cells")
+        for cid, cell in doc["cells"].items():
+            check({k: cell.get(k) for k in CELL}, CELL, f"matrix.json.cells.{cid}")
+            for test, state in cell["tests"].items():
+                if state not in set(Outcome) and state != "missing":
+                    raise GmemtestError(f"matrix.json.cells.{cid}.tests.{test}: {state!r} is "
+                                        "no outcome")
+    except GmemtestError as e:
+        raise GmemtestError(f"--baseline {path}: not a matrix.json ({e})") from None
     return doc

@@ -13,7 +13,8 @@ from gmemtest.errors import GmemtestError
 from .health import Finding
 from .outcome import Outcome, TestResult
 from .report import BootReport
-from .run import Run
+from .run import Ended, Run
+from .shape import ListOf, MapOf, Maybe, check
 
 CELL_FILE = "cell.json"  # in a cell's results directory: what merging needs of the cell
 
@@ -31,13 +32,15 @@ def slug(cid: str) -> str:
 @dataclass
 class CellResult:
     """One cell of a matrix: the names of its kernel, kconfig set and command line, and the
-    report on its boot (None: the kernel did not build, ``problem`` says why)."""
+    report on its boot (None: the kernel did not build, ``problem`` says why and
+    ``build_stage`` where the build stopped, a :class:`gmemtest.errors.BuildStage`)."""
 
     kernel_name: str
     config: str
     cmdline_name: str
     outcome: BootReport | None
     problem: str | None = None
+    build_stage: str | None = None
     build_seconds: float | None = None
     bzimage: str | None = None
     kernel: str | None = None  # what was built: source version and patches
@@ -59,6 +62,11 @@ class CellResult:
     @property
     def ok(self) -> bool:
         return self.outcome is not None and self.outcome.ok
+
+    @property
+    def ran(self) -> bool:
+        """Whether the cell ran its tests: its kernel built and its boot ran them."""
+        return self.outcome is not None and self.outcome.ran
 
     def verdict(self) -> str:
         return f"ERROR: {self.problem}" if self.outcome is None else self.outcome.verdict()
@@ -86,35 +94,66 @@ def to_json(r: CellResult) -> dict[str, Any]:
     """Everything of a cell's result that its reports are made from, as JSON."""
     o = r.outcome
     report = None if o is None else {
-        "label": o.label, "problem": o.problem, "tallies": o.tallies,
+        "label": o.label, "problem": o.problem, "ended": str(o.ended), "tallies": o.tallies,
         "results": [[t.name, str(t.outcome), t.message] for t in o.results],
         "findings": [[f.kind, f.line, list(f.tests)] for f in o.findings],
         "run": None if o.run is None else {
             "status": o.run.status, "accel": o.run.accel, "boot_seconds": o.run.boot_seconds,
             "seconds": o.run.seconds, "limit_hit": o.run.limit_hit}}
     return {"id": r.id, "kernel_name": r.kernel_name, "config": r.config,
-            "cmdline_name": r.cmdline_name, "problem": r.problem,
+            "cmdline_name": r.cmdline_name, "problem": r.problem, "build_stage": r.build_stage,
             "build_seconds": r.build_seconds, "bzimage": r.bzimage, "kernel": r.kernel,
             "cmdline": r.cmdline, "source": r.source, "patches": r.patches,
             "fragments": r.fragments, "started": r.started, "series": r.series,
             "report": report}
 
 
-def from_json(doc: dict[str, Any], directory: Path) -> CellResult:
-    """A cell's result as :func:`to_json` wrote it into ``directory``."""
+NUMBER = (int, float)
+SERIES = {"subject": str, "version": int, "msgid": str, "count": int, "base": str}
+SHAPE = {
+    "id": str, "kernel_name": str, "config": str, "cmdline_name": str, "problem": Maybe(str),
+    "build_stage": Maybe(str), "build_seconds": Maybe(NUMBER), "bzimage": Maybe(str),
+    "kernel": Maybe(str), "cmdline": ListOf(str), "source": Maybe(str),
+    "patches": ListOf(str), "fragments": ListOf(str), "started": Maybe(str),
+    "series": Maybe(SERIES),
+    "report": Maybe({
+        "label": str, "problem": Maybe(str), "ended": str, "tallies": ListOf(MapOf(object)),
+        "results": ListOf(ListOf(str)), "findings": ListOf(ListOf((str, list))),
+        "run": Maybe({"status": Maybe(int), "accel": str, "boot_seconds": Maybe(NUMBER),
+                      "seconds": NUMBER, "limit_hit": Maybe(str)})})}
+
+
+def from_json(doc: Any, directory: Path) -> CellResult:
+    """A cell's result as :func:`to_json` wrote it into ``directory``; one line (a
+    GmemtestError) for a document of another shape."""
+    check(doc, SHAPE, "cell")
     rep = doc["report"]
     outcome = None
     if rep is not None:
+        for i, r in enumerate(rep["results"]):
+            if len(r) != 3 or r[1] not in set(Outcome):
+                raise GmemtestError(f"cell.report.results[{i}]: expected [test, outcome, "
+                                    "message]")
+        for i, f in enumerate(rep["findings"]):
+            if len(f) != 3 or not isinstance(f[0], str) or not isinstance(f[1], str) \
+                    or not isinstance(f[2], list) or not all(isinstance(t, str) for t in f[2]):
+                raise GmemtestError(f"cell.report.findings[{i}]: expected [kind, line, tests]")
+        if rep["ended"] not in set(Ended):
+            raise GmemtestError(f"cell.report.ended: {rep['ended']!r} is no way a boot ends")
         run = None if rep["run"] is None else Run(directory, directory / "console.log",
                                                    **rep["run"])
         outcome = BootReport(
             rep["label"], run, [TestResult(n, Outcome(o), m) for n, o, m in rep["results"]],
             [Finding(k, line, tuple(tests)) for k, line, tests in rep["findings"]],
-            rep["problem"], rep["tallies"])
+            rep["problem"], rep["tallies"], Ended(rep["ended"]))
     fields = {k: doc[k] for k in ("kernel_name", "config", "cmdline_name", "problem",
-                                  "build_seconds", "bzimage", "kernel", "cmdline", "source",
-                                  "patches", "fragments", "started", "series")}
-    return CellResult(outcome=outcome, **fields)
+                                  "build_stage", "build_seconds", "bzimage", "kernel",
+                                  "cmdline", "source", "patches", "fragments", "started",
+                                  "series")}
+    result = CellResult(outcome=outcome, **fields)
+    if result.id != doc["id"]:
+        raise GmemtestError(f"cell.id: {doc['id']!r} is not its kernel/config/cmdline")
+    return result
 
 
 def save(r: CellResult, directory: Path) -> None:
@@ -126,10 +165,13 @@ def load(directory: Path) -> CellResult:
     """The cell whose results ``directory`` holds; one line when it holds none."""
     path = directory / CELL_FILE
     try:
-        doc = json.loads(path.read_text())
-        return from_json(doc, directory)
+        doc = json.loads(path.read_bytes())
     except FileNotFoundError:
         raise GmemtestError(f"{directory} is not a cell's results directory (no {CELL_FILE}): "
                             "pass the directories `gmemtest matrix --cell` wrote") from None
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
+        raise GmemtestError(f"{path}: not a cell's record ({type(e).__name__}: {e})") from None
+    try:
+        return from_json(doc, directory)
+    except GmemtestError as e:
         raise GmemtestError(f"{path}: not a cell's record ({e})") from None

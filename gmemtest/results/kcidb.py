@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from gmemtest.errors import BuildStage
+
 from .cells import CellResult
 from .outcome import Outcome, TestResult
 
@@ -69,7 +71,7 @@ def document(results: list[CellResult]) -> dict[str, Any]:
             "id": cid, "origin": ORIGIN, "tree_name": _ident(r.kernel_name),
             "comment": f"{r.source or 'unknown source'}"
                        + (f" + {len(r.patches)} patches" if r.patches else ""),
-            "valid": not (r.outcome is None and "apply" in (r.problem or "")),
+            "valid": r.build_stage != BuildStage.APPLY,
             "misc": {"patches": r.patches}}
         if r.series:
             checkout["message_id"] = r.series["msgid"]

@@ -38,13 +38,16 @@ def test_line(n: int, result: TestResult, indent: str = "") -> list[str]:
 
 
 def document(results: Iterable[TestResult], findings: Iterable[str] = (), *,
-             indent: str = "", subtest: str | None = None) -> str:
-    """A KTAP document: the plan, each test's line (failures preceded by their message as
-    diagnostics), then each kernel health finding as a diagnostic line."""
+             indent: str = "", subtest: str | None = None,
+             header: dict[str, str] | None = None) -> str:
+    """A KTAP document: ``header`` as diagnostic lines (what was tested), the plan, each
+    test's line (failures preceded by their message as diagnostics), then each kernel health
+    finding as a diagnostic line."""
     results = list(results)
     lines = [f"{indent}KTAP version 1"]
     if subtest is not None:
         lines.append(f"{indent}# Subtest: {_name(subtest)}")
+    lines += [f"{indent}# {k}: {v}" for k, v in (header or {}).items()]
     lines.append(f"{indent}1..{len(results)}")
     for n, r in enumerate(results, 1):
         lines += test_line(n, r, indent)

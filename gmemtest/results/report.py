@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import health
 from .outcome import Outcome, TestResult, short
-from .run import Run
+from .run import Ended, Run
 
 
 @dataclass
@@ -24,6 +24,12 @@ class BootReport:
     findings: list[health.Finding] = field(default_factory=list)
     problem: str | None = None
     tallies: list[dict[str, object]] = field(default_factory=list)  # reliability tests' counts
+    ended: Ended = Ended.TESTS_RAN
+
+    @property
+    def ran(self) -> bool:
+        """Whether the boot ran its tests to the end: a verdict rests on this."""
+        return self.ended is Ended.TESTS_RAN and self.problem is None
 
     def count(self, *outcomes: Outcome) -> int:
         return sum(r.outcome in outcomes for r in self.results)
@@ -140,12 +146,37 @@ def evaluate(label: str, run: Run) -> BootReport:
     console = run.console.read_text(errors="replace") if run.console.exists() else ""
     out.findings += [f for f in health.scan(console, console=True) if f.line not in seen]
     if run.limit_hit:
+        out.ended = run.limit or Ended.TIMEOUT
         out.problem = f"{run.limit_hit} (console log: {run.console})"
     elif run.status is None:
+        out.ended = Ended.NO_STATUS
         out.problem = f"the guest ended without a test status (console log: {run.console})"
-    elif run.status not in (0, 1) and not out.problem:
-        out.problem = f"pytest exited {run.status} in the guest (console log: {run.console})"
+    elif run.status > 128:
+        out.ended = Ended.CRASHED
+        out.problem = (f"pytest was killed by signal {run.status - 128} in the guest "
+                       f"(console log: {run.console})")
+    elif run.status not in (0, 1):
+        out.ended = Ended.PYTEST
+        why = pytest_error(console)
+        out.problem = (f"pytest exited {run.status} in the guest"
+                       + (f": {why}" if why else "") + f" (console log: {run.console})")
+    elif not junit.exists():
+        out.ended = Ended.PYTEST
+        out.problem = f"pytest exited {run.status} but wrote no JUnit file {junit}"
     return out
+
+
+def pytest_error(console: str) -> str | None:
+    """What pytest said of why it did not run the tests (a usage, collection or internal
+    error), from the guest's console."""
+    lines = [ln.strip().strip("!= ").strip() for ln in console.splitlines()]
+    collecting = next((ln for ln in lines if ln.startswith("ERROR collecting")), None)
+    for line in reversed(lines):
+        if line.startswith(("E   ", "ERROR: ", "INTERNALERROR>")) or line.startswith(
+                "no tests ran"):
+            text = " ".join(line.removeprefix("E").split())
+            return (f"{collecting}: {text}" if collecting else text)[:300]
+    return collecting
 
 
 def summary(outcomes: list[BootReport], timings: dict[str, float] | None = None) -> str:

@@ -3,7 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
+
+
+class Ended(StrEnum):
+    """How a boot ended: with its tests run, or not, and whose fault that was."""
+
+    TESTS_RAN = "tests ran"  # pytest ran the tests and exited 0 (passed) or 1 (failures)
+    PYTEST = "pytest did not run the tests"  # a usage, collection or internal error: the harness
+    CRASHED = "pytest was killed"  # by a signal: what a kernel bug does to a test process
+    BOOT_TIMEOUT = "boot timeout"
+    TIMEOUT = "overall timeout"
+    HANG = "hang"
+    NO_STATUS = "the guest ended without a test status"  # a panic, a crash of the init
+    NOT_STARTED = "QEMU did not start"
+
+    @property
+    def harness_fault(self) -> bool:
+        """Whether the harness, not the kernel under test, kept the tests from running."""
+        return self in (Ended.PYTEST, Ended.NOT_STARTED)
 
 
 @dataclass
@@ -18,5 +37,6 @@ class Run:
     accel: str = ""
     boot_seconds: float | None = None
     seconds: float = 0.0
-    limit_hit: str | None = None
+    limit_hit: str | None = None  # what the runner's limit that ended the boot says
+    limit: Ended | None = None  # which limit that was
     timings: dict[str, float] = field(default_factory=dict)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,3 +36,30 @@ def attached(path: Path) -> Iterator[Path]:
     finally:
         LOGGER.removeHandler(handler)
         handler.close()
+
+
+@contextlib.contextmanager
+def results_dir(path: Path, log: str = "gmemtest.log") -> Iterator[Path]:
+    """A run's results directory with its log attached. When the run fails while the directory
+    holds nothing but that log (no boot got to write anything), the directory goes: the
+    failure is its one line on stderr, not a directory holding a traceback."""
+    existed = path.exists()
+    try:
+        with attached(path / log):
+            yield path
+    except BaseException:
+        if not existed and path.is_dir() and {p.name for p in path.iterdir()} <= {log}:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def run_log(path: Path) -> Iterator[Path]:
+    """A log file of a job whose boots keep their own directories: gone again when the job
+    fails before it wrote anything but the log."""
+    try:
+        with attached(path):
+            yield path
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise

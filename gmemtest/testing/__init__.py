@@ -8,6 +8,12 @@ GiB = 1 << 30
 GPA = 4 * GiB  # where guest memory under test starts (as in the upstream selftests)
 PRIVATE = uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE
 
+# What tells the suite about the kernel under test (the plugin's options say the same): the
+# conversion capability's number, its uapi headers, and a revision whose rules to expect.
+ENV_CAP = "GMEMTEST_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES"
+ENV_HEADERS = "GMEMTEST_KERNEL_HEADERS"
+ENV_REVISION = "GMEMTEST_REVISION"
+
 # How the guest's pytest loads plugins. Autoload is off there (PYTEST_DISABLE_PLUGIN_AUTOLOAD):
 # finding the installed ones through entry points, and importing those it does not use, costs
 # a second under TCG. It loads these, and leaves out pytest's own plugins the suite has no use

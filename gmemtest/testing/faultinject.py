@@ -18,18 +18,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-DEBUGFS = Path("/sys/kernel/debug")
+from . import debugfs
+
 KINDS = {"failslab": "CONFIG_FAILSLAB", "fail_page_alloc": "CONFIG_FAIL_PAGE_ALLOC"}
 
 
 def missing(kind: str) -> str | None:
-    """Why ``kind`` cannot be injected here (None when it can)."""
-    if not (DEBUGFS / kind / "task-filter").exists():
-        return (f"{KINDS[kind]} and CONFIG_FAULT_INJECTION_DEBUG_FS: {DEBUGFS / kind} absent "
-                "(kconfigs/faults.config; debugfs mounted)")
-    if not Path("/proc/thread-self/make-it-fail").exists():
-        return "CONFIG_FAULT_INJECTION: /proc/thread-self/make-it-fail absent"
-    return None
+    """Why ``kind`` cannot be injected here (None when it can); an unmounted debugfs raises."""
+    path, why = debugfs.entry(kind, f"{KINDS[kind]} and CONFIG_FAULT_INJECTION_DEBUG_FS")
+    if why is None and not (path / "task-filter").exists():
+        why = f"CONFIG_FAULT_INJECTION_DEBUG_FS: {path / 'task-filter'} absent"
+    if why is None and not Path("/proc/thread-self/make-it-fail").exists():
+        why = "CONFIG_FAULT_INJECTION: /proc/thread-self/make-it-fail absent"
+    return why
 
 
 class Injector:
@@ -38,7 +39,7 @@ class Injector:
     def __init__(self, kind: str, *, times: int = 1, space: int = 0) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown fault injection {kind!r}; one of {', '.join(KINDS)}")
-        self.dir = DEBUGFS / kind
+        self.dir = debugfs.DEBUGFS / kind
         self.times = times
         self.space = space
         self.injected = 0

@@ -21,6 +21,8 @@ import pytest
 from gmemtest.results import health, ktap
 from gmemtest.results.outcome import Outcome, TestResult
 
+from .plugin import properties
+
 RESULTS = Path(os.environ.get("GMEMTEST_RESULTS", "/tmp/results"))
 
 
@@ -94,7 +96,7 @@ class GuestPlugin:
         if os.environ.get("PYTEST_XDIST_WORKER"):
             return
         (RESULTS / "results.ktap").write_text(
-            ktap.document(self.results.values(), self.findings))
+            ktap.document(self.results.values(), self.findings, header=properties()))
         (RESULTS / "phases.json").write_text(json.dumps(self.phases) + "\n")
 
 

@@ -13,7 +13,9 @@ from ioctl_opt import IO, IOW
 
 from gmemtest.errors import GmemtestError, KvmError
 
-GUP_TEST = Path("/sys/kernel/debug/gup_test")
+from . import debugfs
+
+GUP_TEST = debugfs.DEBUGFS / "gup_test"
 # struct pin_longterm_test { __u64 addr; __u64 size; __u32 flags; } (24 bytes with padding)
 PIN_LONGTERM_TEST = struct.Struct("<QQI4x")
 PIN_LONGTERM_TEST_START = IOW(ord("g"), 7, bytearray(PIN_LONGTERM_TEST.size))
@@ -23,10 +25,8 @@ LOCK = Path("/tmp/gmemtest-gup_test.lock")  # gup_test holds one pinned range sy
 
 
 def missing() -> str | None:
-    """Why pages cannot be pinned here (None when they can)."""
-    if not GUP_TEST.exists():
-        return f"CONFIG_GUP_TEST: {GUP_TEST} absent (kconfigs/mm.config; debugfs mounted)"
-    return None
+    """Why pages cannot be pinned here (None when they can); an unmounted debugfs raises."""
+    return debugfs.entry(GUP_TEST.name, "CONFIG_GUP_TEST")[1]
 
 
 class LongTermPin:

@@ -8,8 +8,10 @@ checks it in ``pytest_runtest_setup`` and skips naming what is absent. The vocab
 ``vm_type:<NAME>``                 the VM type is in KVM_CAP_VM_TYPES
 ``route:gmem``                     KVM_SET_MEMORY_ATTRIBUTES2 converts (the series, switch on)
 ``route:vm-attributes``            KVM_SET_MEMORY_ATTRIBUTES converts (per-VM attributes)
-``switch:on`` / ``switch:off``     kvm.gmem_in_place_conversion has that value
-``switch:default``                 the switch exists and the command line leaves it alone
+``switch:on`` / ``switch:off``     in-place conversion is in force / is not, while the
+                                   kernel has the series
+``switch:default``                 the command line leaves kvm.gmem_in_place_conversion alone
+``series``                         the kernel implements a revision of the conversion series
 ``failslab``, ``fail_page_alloc``  fault injection aimed at one thread
 ``gup_test``                       long-term pins (CONFIG_GUP_TEST)
 ``gmem_flags:<A>+<B>[@<VM type>]`` KVM_CAP_GUEST_MEMFD_FLAGS on a VM of that type (default VM)
@@ -19,9 +21,22 @@ checks it in ``pytest_runtest_setup`` and skips naming what is absent. The vocab
                                    Debian's linux-libc-dev (the guest has no network)
 ``qemu``                           qemu-system-x86_64 (host-only tests of the VM tier)
 ``built_kernel``                   a kernel built by ``gmemtest kernel build``
-``linux_source``                   Debian's linux-source-7.2 in the cache
+``linux_source``                   Debian's linux-source in the cache
 ``gitlab_ci_local``                gitlab-ci-local, to run .gitlab-ci.yml on this machine
 =================================  =========================================================
+
+A word or value outside this vocabulary stops the run at collection. A probe that fails for
+any reason other than "the kernel does not have it" (debugfs not mounted, a parameter that
+cannot be read, a switch that contradicts the capability) is an error of the test, never a
+skip.
+
+Which revision of the series the kernel implements (gmemtest.kvm.revision) is determined once,
+when pytest starts, from ``--gmem-attr-cap`` / $GMEMTEST_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES or the
+kernel's own headers (``--kernel-headers`` / $GMEMTEST_KERNEL_HEADERS); a kernel whose revision
+cannot be told stops the run with one line saying what to pass. ``--revision NAME`` (or
+$GMEMTEST_REVISION) makes the tests expect another revision's rules, so that each test whose
+expectation depends on the revision can be seen to fail on the other revision's kernel. The
+``revision`` fixture is the revision whose rules the tests expect.
 
 Tests taking the ``route`` fixture run once per conversion route and need that route; the
 ``gmem_route``, ``vm_attributes_route`` and ``sw_vm`` fixtures imply their needs too. Every probe
@@ -29,12 +44,14 @@ runs once per session, when a test first needs it, never at import or collection
 
 A module of tests of the tool itself (kernel builds, QEMU runs, workflows) says
 ``pytestmark = pytest.mark.host_only``: inside the guest it is not even imported. A single test
-can be marked ``host_only`` too. ``@pytest.mark.xfail_on(MODULE, reason=...)`` marks a known
-deviation of a host's KVM module (e.g. ``kvm_pvm``) as a strict xfail where that module is loaded.
+can be marked ``host_only`` too. ``@pytest.mark.xfail_on(MODULE, errno, reason=...)`` marks a
+known deviation of a host's KVM module (e.g. ``kvm_pvm``) as a strict xfail where that module
+is loaded: the test must fail with a KvmError of that errno, and any other failure fails it.
 """
 
 from __future__ import annotations
 
+import errno as errnos
 import json
 import os
 import re
@@ -49,11 +66,13 @@ from typing import Any
 import pytest
 
 from gmemtest.cache import cache_dir
-from gmemtest.kvm import seriesconf, uapi
+from gmemtest.errors import GmemtestError, KvmError
+from gmemtest.kvm import revision as rev
+from gmemtest.kvm import uapi
 from gmemtest.kvm.kvm import Kvm
 from gmemtest.kvm.vm import Vm
 
-from . import faultinject, gup
+from . import ENV_CAP, ENV_HEADERS, ENV_REVISION, faultinject, gup
 from .routes import ROUTES, ConversionRoute, GmemRoute, VmAttributesRoute
 
 IN_GUEST = bool(os.environ.get("GMEMTEST_IN_GUEST"))
@@ -63,7 +82,36 @@ GMEM_FLAGS = {"MMAP": uapi.GUEST_MEMFD_FLAG_MMAP, "INIT_SHARED": uapi.GUEST_MEMF
 # Fixtures that imply a need: a test taking one needs what it provides.
 FIXTURE_NEEDS = {"sw_vm": "vm_type:KVM_X86_SW_PROTECTED_VM", "gmem_route": "route:gmem",
                  "vm_attributes_route": "route:vm-attributes",
-                 "vm_attributes_config": "kernel_config"}
+                 "vm_attributes_config": "kernel_config", "kernel_revision": "series"}
+# Needs without a value, and the values of those that take one.
+PLAIN_NEEDS = frozenset({"failslab", "fail_page_alloc", "gup_test", "guest_hypercalls",
+                         "kernel_config", "kernel_headers", "qemu", "built_kernel",
+                         "linux_source", "gitlab_ci_local", "series"})
+SWITCH_VALUES = ("on", "off", "default")
+
+
+# --- the kernel under test, determined once --------------------------------------------------
+
+_target: rev.Target | None = None
+
+
+def target() -> rev.Target:
+    """The kernel under test's revision, as pytest_configure determined it."""
+    if _target is None:
+        raise GmemtestError("the gmemtest plugin was not configured")
+    return _target
+
+
+def determine_target(cap: str | None, headers: str | None, revision: str | None) -> rev.Target:
+    """The boundary: options or environment values, parsed once into the target."""
+    number = None
+    if cap:
+        try:
+            number = int(cap, 0)
+        except ValueError:
+            raise GmemtestError(f"--gmem-attr-cap / ${ENV_CAP} {cap!r}: not a number") from None
+    return rev.determine(cap=number, headers=Path(headers) if headers else None,
+                         revision=revision or None, kvm=_kvm())
 
 
 # --- probes: each answers why a need is unmet (None when it is met), once per session ---------
@@ -80,8 +128,36 @@ def _vm_types() -> frozenset[int]:
 
 
 @cache
+def switch() -> rev.Switch:
+    """The running kernel's switch, checked against its conversion capability."""
+    kvm = _kvm()
+    if kvm is None:
+        return rev.Switch(rev.switch_param(), False, rev.param_on_cmdline())
+    return rev.switch(kvm, target())
+
+
+def check_need(need: str) -> None:
+    """Raise ValueError when ``need`` is outside the vocabulary (module docstring)."""
+    kind, sep, arg = need.partition(":")
+    if (kind in PLAIN_NEEDS and not sep) \
+            or (kind.startswith("KVM_CAP_") and not sep and kind in uapi.CAPS) \
+            or (kind == "vm_type" and arg in uapi.VM_TYPE_NAMES.values()) \
+            or (kind == "route" and arg in ROUTES) \
+            or (kind == "switch" and arg in SWITCH_VALUES):
+        return
+    if kind == "gmem_flags":
+        names, _, vm_type = arg.partition("@")
+        if names and all(n in GMEM_FLAGS for n in names.split("+")) \
+                and (not vm_type or vm_type in uapi.VM_TYPE_NAMES.values()):
+            return
+    raise ValueError(f"unknown need {need!r} (the vocabulary is in gmemtest.testing.plugin)")
+
+
+@cache
 def missing(need: str) -> str | None:
-    """Why ``need`` is unavailable on the running kernel, or None when it is there."""
+    """Why ``need`` is unavailable on the running kernel, or None when it is there. A probe
+    that cannot tell raises."""
+    check_need(need)
     kind, _, arg = need.partition(":")
     if kind in ("qemu", "built_kernel", "linux_source"):
         return _missing_tool(kind)
@@ -95,15 +171,18 @@ def missing(need: str) -> str | None:
     if kind == "gup_test":
         return gup.missing()
     if kind == "kernel_config":
-        if seriesconf.running_config() is None:
-            return f"{seriesconf.PROC_CONFIG} absent (CONFIG_IKCONFIG_PROC)"
+        if rev.running_config() is None:
+            return f"{rev.PROC_CONFIG} absent (CONFIG_IKCONFIG_PROC)"
         return None
     if kind == "kernel_headers":
-        named = os.environ.get(seriesconf.ENV_HEADERS)
+        named = os.environ.get(ENV_HEADERS)
         if IN_GUEST and not (named and (Path(named) / "linux/kvm.h").is_file()):
-            return (f"${seriesconf.ENV_HEADERS} naming the kernel's uapi headers (the guest has "
+            return (f"${ENV_HEADERS} naming the kernel's uapi headers (the guest has "
                     "no network to fetch Debian's linux-libc-dev): vm run --headers DIR")
         return None
+    if kind == "series":
+        t = target()
+        return None if t.expect is not None else f"a conversion series: {t.source}"
     if kind == "switch":
         return _missing_switch(arg)
     if kind == "guest_hypercalls":
@@ -120,27 +199,26 @@ def missing(need: str) -> str | None:
     if kind == "route":
         if (reason := missing("vm_type:KVM_X86_SW_PROTECTED_VM")) is not None:
             return reason
-        return ROUTES[arg].missing(kvm)
+        return ROUTES[arg].missing(kvm, target(), switch())
     if kind == "gmem_flags":
         return _missing_gmem_flags(kvm, arg)
-    if kind.startswith("KVM_CAP_"):
-        if kvm.check_extension(getattr(uapi, kind)) <= 0:
-            return f"{kind} absent"
-        return None
-    raise ValueError(f"unknown need {need!r} (see gmemtest.testing.plugin)")
+    if kvm.check_extension(getattr(uapi, kind)) <= 0:
+        return f"{kind} absent"
+    return None
 
 
 def _missing_switch(want: str) -> str | None:
-    param = seriesconf.in_place_conversion_param()
-    if param is None:
-        return f"{seriesconf.PARAM} absent (a kernel without the in-place conversion series)"
+    t = target()
+    if t.revision is None:
+        return f"{rev.PARAM_NAME}: a kernel without the conversion series ({t.source})"
+    s = switch()
     if want == "default":
-        if seriesconf.param_on_cmdline():
-            return (f"{seriesconf.PARAM_NAME} is set on the kernel command line "
-                    "(/proc/cmdline): its default is not in force")
+        if s.on_cmdline:
+            return (f"{rev.PARAM_NAME} is set on the kernel command line (/proc/cmdline): its "
+                    "default is not in force")
         return None
-    if param != (want == "on"):
-        return f"{seriesconf.PARAM_NAME}={int(param)}"
+    if s.on != (want == "on"):
+        return f"in-place conversion {'on' if s.on else 'off'} ({rev.PARAM_NAME}: {s.describe()})"
     return None
 
 
@@ -163,9 +241,9 @@ def _missing_tool(kind: str) -> str | None:
     if kind == "built_kernel" and not any(cache_dir("build").glob("*/gmemtest-manifest.json")):
         return "a kernel built by `gmemtest kernel build` (make vm-test builds it)"
     if kind in ("built_kernel", "linux_source") and not [
-            p for p in cache_dir("src").glob("linux-source-7.2_*/linux-source-7.2")
+            p for p in cache_dir("src").glob("linux-source-*_*/linux-source-*")
             if "+" not in p.parent.name]:
-        return "linux-source-7.2 in the cache (make vm-test fetches it)"
+        return "Debian's linux-source in the cache (make vm-test fetches it)"
     return None
 
 
@@ -184,31 +262,60 @@ def needs_of(item: pytest.Item) -> list[str]:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--gmem-attr-cap", default=None,
-                     help=f"number of {seriesconf.CAP_NAME} on the kernel under test")
+                     help=f"number of {rev.CAP_NAME} on the kernel under test "
+                     f"(${ENV_CAP})")
     parser.addoption("--kernel-headers", default=None,
-                     help="kernel tree or installed headers of the kernel under test")
+                     help=f"kernel tree or installed headers of the kernel under test "
+                     f"(${ENV_HEADERS})")
+    parser.addoption("--revision", default=None, choices=sorted(rev.REVISIONS),
+                     help="judge the kernel by this revision's rules instead of its own "
+                     f"(${ENV_REVISION})")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    global _target
     config.addinivalue_line("markers", "needs(*what): what the kernel under test must offer "
                             "(the vocabulary is in gmemtest.testing.plugin)")
     config.addinivalue_line("markers", "host_only: a test of the tool itself, not of the kernel "
                             "it runs on; not run inside the guest")
-    config.addinivalue_line("markers", "xfail_on(module, reason): a strict xfail where that "
-                            "kernel module is loaded (a known deviation of that KVM)")
-    if config.getoption("--gmem-attr-cap"):
-        os.environ[seriesconf.ENV_CAP] = config.getoption("--gmem-attr-cap")
-    if config.getoption("--kernel-headers"):
-        os.environ[seriesconf.ENV_HEADERS] = config.getoption("--kernel-headers")
+    config.addinivalue_line("markers", "xfail_on(module, errno, reason): a strict xfail where "
+                            "that kernel module is loaded (a known deviation of that KVM)")
+    headers = config.getoption("--kernel-headers") or os.environ.get(ENV_HEADERS)
+    if headers:
+        os.environ[ENV_HEADERS] = headers  # what kernel_headers tests read
+    try:
+        _target = determine_target(config.getoption("--gmem-attr-cap") or os.environ.get(ENV_CAP),
+                                   headers,
+                                   config.getoption("--revision") or os.environ.get(ENV_REVISION))
+    except (GmemtestError, OSError) as e:
+        raise pytest.UsageError(f"gmemtest: {e}") from None
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    cap = seriesconf.conversion_cap()
-    param = seriesconf.in_place_conversion_param()
-    switch = "absent" if param is None else int(param)
+    t = target()
+    try:
+        s = switch().describe()
+    except (GmemtestError, KvmError) as e:
+        s = f"ERROR: {e}"
     accel = os.environ.get("GMEMTEST_ACCEL") or _host_kvm()
-    return [f"gmemtest: {seriesconf.CAP_NAME} = {cap.value} ({cap.source}); "
-            f"{seriesconf.PARAM_NAME} = {switch}; accelerator: {accel}"]
+    return [f"gmemtest: revision {t.describe()}", f"gmemtest: {rev.PARAM_NAME}: {s}; "
+            f"accelerator: {accel}"]
+
+
+def properties() -> dict[str, str]:
+    """What a run's JUnit and KTAP record of the kernel under test."""
+    t = target()
+    return {"gmemtest_revision": t.revision.name if t.revision else "none",
+            "gmemtest_expected_revision": t.expect.name if t.expect else "none",
+            "gmemtest_conversion_cap": "none" if t.cap is None else str(t.cap),
+            "gmemtest_revision_source": t.source}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _record_revision(record_testsuite_property: Callable[[str, object], None]) -> None:
+    """The revision, in the JUnit file's properties."""
+    for name, value in properties().items():
+        record_testsuite_property(name, value)
 
 
 def _host_kvm() -> str:
@@ -229,10 +336,18 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
+        for need in needs_of(item):
+            try:
+                check_need(need)
+            except ValueError as e:
+                raise pytest.UsageError(f"{item.nodeid}: {e}") from None
         for mark in item.iter_markers("xfail_on"):
-            if os.path.exists(f"/sys/module/{mark.args[0]}"):
-                item.add_marker(pytest.mark.xfail(strict=True, reason=f"{mark.args[0]}: "
-                                                  f"{mark.kwargs.get('reason', '')}"))
+            module, err = mark.args
+            if os.path.exists(f"/sys/module/{module}"):
+                item.add_marker(pytest.mark.xfail(
+                    strict=True, raises=KvmError,
+                    reason=f"{module}: {errnos.errorcode[err]}: {mark.kwargs.get('reason', '')}"))
+                item.stash[XFAIL_ERRNO] = err
     if not IN_GUEST:
         return
     host_only = [i for i in items if i.get_closest_marker("host_only")]
@@ -241,13 +356,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [i for i in items if not i.get_closest_marker("host_only")]
 
 
+XFAIL_ERRNO = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """A strict xfail_on passes only with the errno it names: any other failure is a failure."""
+    try:
+        return (yield)
+    except KvmError as exc:
+        err = item.stash.get(XFAIL_ERRNO, None)
+        if err is not None and exc.errno != err:
+            raise AssertionError(f"expected the known deviation's {errnos.errorcode[err]}, "
+                                 f"got: {exc}") from exc
+        raise
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip naming the first capability the kernel lacks; a probe that cannot tell (an
+    error, not an absence) fails the test instead, unless a capability is missing anyway."""
+    errors: list[Exception] = []
     for need in needs_of(item):
-        reason = missing(need)
+        try:
+            reason = missing(need)
+        except (GmemtestError, OSError) as e:
+            errors.append(e)
+            continue
         if reason:
             # Reported at the test, not here: a reader looks for the test that skipped.
             raise pytest.skip.Exception(f"needs {need}: {reason}", _use_item_location=True)
+    if errors:
+        raise errors[0]
 
 
 # --- fixtures --------------------------------------------------------------------------------
@@ -295,11 +435,22 @@ def vm_attributes_route(sw_vm: Vm) -> ConversionRoute:
 
 
 @pytest.fixture
+def kernel_revision() -> rev.Revision:
+    """The revision of the conversion series whose rules the test expects: the one the
+    kernel implements, or the one ``--revision`` forces."""
+    expect = target().expect
+    assert expect is not None, "needs series promised a revision"
+    return expect
+
+
+@pytest.fixture
 def vm_attributes_config() -> bool:
     """Whether the kernel under test was built with per-VM memory attributes
     (CONFIG_KVM_VM_MEMORY_ATTRIBUTES, upstream CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES), read from
     its own config."""
-    return bool(seriesconf.vm_memory_attributes())
+    config = rev.running_config()
+    assert config is not None, "needs kernel_config promised /proc/config.gz"
+    return rev.vm_memory_attributes(config)
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gmemtest.kvm import memory, seriesconf, uapi
+from gmemtest.kvm import memory, uapi
+from gmemtest.kvm import revision as rev
 from gmemtest.kvm.gmem import GuestMemfd
 from gmemtest.kvm.kvm import Kvm
 from gmemtest.kvm.vm import Memslot, Vm
@@ -38,7 +39,7 @@ class ConversionRoute:
         self.vm = vm
 
     @staticmethod
-    def missing(kvm: Kvm) -> str | None:
+    def missing(kvm: Kvm, target: rev.Target, switch: rev.Switch) -> str | None:
         """Why this kernel cannot convert through this path (None when it can)."""
         raise NotImplementedError
 
@@ -61,14 +62,16 @@ class VmAttributesRoute(ConversionRoute):
     name = "vm-attributes"
 
     @staticmethod
-    def missing(kvm: Kvm) -> str | None:
+    def missing(kvm: Kvm, target: rev.Target, switch: rev.Switch) -> str | None:
         if kvm.check_extension(uapi.KVM_CAP_MEMORY_ATTRIBUTES) & PRIVATE:
             return None
-        if seriesconf.vm_memory_attributes() is False:
-            return (f"no per-VM memory attributes: {seriesconf.VM_ATTRIBUTES_OPTIONS[0]}=n "
+        config = rev.running_config()
+        if config is not None and not rev.vm_memory_attributes(config):
+            return (f"no per-VM memory attributes: {rev.VM_ATTRIBUTES_OPTIONS[0]}=n "
                     "(KVM_SET_MEMORY_ATTRIBUTES is ENOTTY)")
-        if seriesconf.in_place_conversion_param():
-            return "KVM_CAP_MEMORY_ATTRIBUTES reports no PRIVATE: kvm.gmem_in_place_conversion=1"
+        if switch.on:
+            return f"KVM_CAP_MEMORY_ATTRIBUTES reports no PRIVATE: in-place conversion on " \
+                   f"({rev.PARAM_NAME}: {switch.describe()})"
         return "KVM_CAP_MEMORY_ATTRIBUTES reports no PRIVATE"
 
     def memory(self, slot: int, gpa: int, size: int, *, private: bool,
@@ -88,13 +91,13 @@ class GmemRoute(ConversionRoute):
     name = "gmem"
 
     @staticmethod
-    def missing(kvm: Kvm) -> str | None:
-        cap = seriesconf.conversion_cap()
-        if kvm.check_extension(cap.value) & PRIVATE:
+    def missing(kvm: Kvm, target: rev.Target, switch: rev.Switch) -> str | None:
+        if target.cap is None:
+            return f"{rev.CAP_NAME}: a kernel without the conversion series ({target.source})"
+        if switch.on:
             return None
-        if seriesconf.in_place_conversion_param() is False:
-            return f"{seriesconf.CAP_NAME} reports no PRIVATE: kvm.gmem_in_place_conversion=0"
-        return f"{seriesconf.CAP_NAME} ({cap.value}, {cap.source}) reports no PRIVATE"
+        return (f"{rev.CAP_NAME} ({target.cap}) reports no PRIVATE: in-place conversion off "
+                f"({rev.PARAM_NAME}: {switch.describe()})")
 
     def memory(self, slot: int, gpa: int, size: int, *, private: bool,
                gmem_offset: int = 0, gmem: GuestMemfd | None = None) -> GuestMemory:

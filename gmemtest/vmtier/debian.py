@@ -9,10 +9,13 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from gmemtest.cache import cache_dir, locked
-from gmemtest.errors import GmemtestError
+from gmemtest.errors import BuildFailed, BuildStage, GmemtestError
+
+from .progress import Progress
 
 KERNEL_SUITES = ("unstable", "forky", "trixie-backports")
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
@@ -122,3 +125,57 @@ def linux_libc_dev(version_prefix: str = "7.2", suites: tuple[str, ...] = ("unst
         out = extract(deb, root / f"linux-libc-dev_{version}")
         deb.unlink()
         return out / "usr/include"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Debian's linux-source of a base, extracted in the cache: the tree and its version."""
+
+    path: Path
+    package: str
+    version: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.package} {self.version}"
+
+
+def fetch_source(base: str, progress: Progress) -> Source:
+    """The newest linux-source-<base> of the Debian suites, extracted once into the cache."""
+    package = f"linux-source-{base}"
+    root = cache_dir("src")
+    with locked(root / ".lock"):
+        progress.phase("fetch", f"newest {package} in {' '.join(KERNEL_SUITES)}")
+        try:
+            apt = PrivateApt()
+            version = apt.newest(package, base)
+        except GmemtestError as e:
+            raise BuildFailed(BuildStage.FETCH, str(e)) from None
+        tree = root / f"{package}_{version}" / package
+        if not (tree / "Makefile").is_file():
+            progress.phase("fetch", f"apt-get download {package}={version}")
+            try:
+                deb = apt.download(package, root / "downloads", version)
+            except GmemtestError as e:
+                raise BuildFailed(BuildStage.FETCH, str(e)) from None
+            progress.phase("extract", deb.name)
+            _extract_source(deb, tree.parent)
+            deb.unlink()
+        return Source(tree, package, version)
+
+
+def _extract_source(deb: Path, dest: Path) -> None:
+    """Unpack the tarball inside linux-source-*.deb into ``dest`` (atomically)."""
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    pipeline = (f"dpkg-deb --fsys-tarfile '{deb}' | tar -xO --wildcards './usr/src/*.tar.xz' "
+                f"| tar -xJ -C '{tmp}'")
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", pipeline], capture_output=True,
+                          text=True)
+    if proc.returncode:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise BuildFailed(BuildStage.FETCH, f"unpacking {deb.name} failed: "
+                          f"{proc.stderr.strip()[-300:]}")
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)

@@ -72,9 +72,10 @@ def _dependencies(src: Path, option: str, config: dict[str, str]) -> str:
         ifs: list[str] = []
         for i, line in enumerate(lines):
             s = line.strip()
-            if s.startswith("if "):
+            # Kconfig's if blocks start at the margin; an indented "if" is help text.
+            if line.startswith("if "):
                 ifs.append(s[3:])
-            elif s == "endif" and ifs:
+            elif line.rstrip() == "endif" and ifs:
                 ifs.pop()
             elif re.match(rf"^(menu)?config\s+{name}$", s):
                 deps = [f"if {c}" for c in ifs]

@@ -1,19 +1,20 @@
-"""Getting and building the kernel under test.
+"""Building the kernel under test: :func:`resolve` turns a :class:`KernelSpec` into one typed
+:class:`Build`, and is the only place that does.
 
-Source: the user's tree (``--src``) or Debian's linux-source-7.2 (newest 7.2.x in unstable, forky
-or trixie-backports), extracted once into the cache. The project's kpatches/ series is applied to
-the Debian source by default (a hard-linked copy per series, so the pristine tree stays pristine).
-Builds are out of tree, in ``<cache>/build/<key>`` (key: source path, hence its patches, and
+Sources: Debian's linux-source of a base (fetched and extracted once into the cache), a kernel
+tree, or a posted series applied onto either (gmemtest.vmtier.series). A patch set is applied to
+a hard-linked copy, cached per patch set, so the pristine tree stays pristine. Builds are out of
+tree, in ``<cache>/build/<key>`` (key: the source's path, hence its patches, and the
 configuration), and reused. For a patched copy of the Debian source, which the cache owns, that
 entry is a link to a build directory inside the tree: Kbuild then names every source file
 relative to it ("../"), so ccache shares objects across patch sets and with bisect trees built
-the same way (``build_dir``).
+the same way (a tree's ``build_dir``). Every build writes its manifest (gmemtest.vmtier.manifest)
+and every failure says, typed, where it stopped (:class:`gmemtest.errors.BuildFailed`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -21,63 +22,57 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from gmemtest.cache import cache_dir, locked, write_atomically
-from gmemtest.errors import GmemtestError
+from gmemtest.errors import BuildFailed, BuildStage, GmemtestError
 
-from . import debian, kconfig
-from .checkout import KPATCHES
+from . import debian, kconfig, series
+from .kernelspec import Debian, KernelSpec, Posted, Prebuilt, Tree
+from .manifest import BZIMAGE, NAME, Manifest, PostedInfo
+from .patchset import PatchSet
 from .progress import Progress
 
 log = logging.getLogger(__name__)
-
-# In a tree that holds a posted series (gmemtest.vmtier.series): the series and its base.
-SERIES_INFO = ".gmemtest-series.json"
-DEBIAN_PACKAGE = "linux-source-7.2"
-DEBIAN_VERSION_PREFIX = "7.2"
+# The symbol a kernel with kvm.gmem_in_place_conversion has in its System.map.
+SWITCH_SYMBOL = "__param_gmem_in_place_conversion"
+TOOLS = ("make", "gcc", "flex", "bison", "bc", "lz4")
 
 
-@dataclass
-class Source:
-    """A kernel tree and how it was identified."""
-
-    path: Path
-    kind: str  # "debian" or "tree"
-    version: str
-    patches: list[str] = field(default_factory=list)
-    commit: str | None = None
-    series: dict[str, Any] | None = None  # a posted series applied as commits: what it is
-
-
-@dataclass
+@dataclass(frozen=True)
 class Build:
-    """What `gmemtest kernel build` produces."""
+    """A kernel ready to boot: the spec it was made from, its bzImage and its build's manifest
+    (None only for a bzImage built elsewhere), with this build's time and compiled objects."""
 
-    dir: Path
+    spec: KernelSpec
     bzimage: Path
-    headers: Path
-    config: Path
-    manifest: Path
-    source: Source
-    seconds: float
-    objects: int = 0       # objects (C and assembly) this build compiled
-    objects_cold: int = 0  # objects a build of this configuration from nothing compiles
+    manifest: Manifest | None
+    seconds: float = 0.0
+    objects: int = 0
 
+    @property
+    def dir(self) -> Path | None:
+        return self.bzimage.parents[3] if self.manifest is not None else None
 
-def series(patch_dir: Path = KPATCHES) -> list[Path]:
-    """The patches kpatches/series lists, in order (none when the series file is absent)."""
-    listing = patch_dir / "series"
-    if not listing.is_file():
-        return []
-    names = [ln.split("#")[0].strip() for ln in listing.read_text().splitlines()]
-    patches = [patch_dir / n for n in names if n]
-    for p in patches:
-        if not p.is_file():
-            raise GmemtestError(f"{listing} names {p.name}, which does not exist")
-    return patches
+    @property
+    def headers(self) -> Path | None:
+        """Its installed uapi headers, where the build made them."""
+        if self.manifest is None or not (Path(self.manifest.headers) / "linux/kvm.h").exists():
+            return None
+        return Path(self.manifest.headers)
+
+    @property
+    def config(self) -> Path | None:
+        return Path(self.manifest.config) if self.manifest is not None else None
+
+    @property
+    def label(self) -> str:
+        return self.manifest.label if self.manifest is not None else self.spec.label()
+
+    @property
+    def source_path(self) -> Path | None:
+        return Path(self.manifest.source_path) if self.manifest is not None else None
 
 
 def _digest(*parts: bytes | str) -> str:
@@ -88,70 +83,74 @@ def _digest(*parts: bytes | str) -> str:
     return h.hexdigest()[:16]
 
 
-def debian_source(progress: Progress) -> Source:
-    """Newest linux-source-7.2 from the Debian suites, extracted once into the cache."""
-    root = cache_dir("src")
-    with locked(root / ".lock"):
-        progress.phase("fetch", f"newest {DEBIAN_PACKAGE} in {' '.join(debian.KERNEL_SUITES)}")
-        apt = debian.PrivateApt()
-        version = apt.newest(DEBIAN_PACKAGE, DEBIAN_VERSION_PREFIX)
-        tree = root / f"{DEBIAN_PACKAGE}_{version}" / DEBIAN_PACKAGE
-        if not (tree / "Makefile").is_file():
-            progress.phase("fetch", f"apt-get download {DEBIAN_PACKAGE}={version}")
-            deb = apt.download(DEBIAN_PACKAGE, root / "downloads", version)
-            progress.phase("extract", f"{deb.name}")
-            _extract_source(deb, tree.parent)
-            deb.unlink()
-        return Source(tree, "debian", f"{DEBIAN_PACKAGE} {version}")
+@dataclass(frozen=True)
+class _Tree:
+    """A source tree about to be built, and what the manifest says of it."""
+
+    path: Path
+    kind: str  # "debian" or "tree"
+    version: str
+    commit: str | None = None
+    posted: PostedInfo | None = None
+    build_dir: Path | None = None
+    patch_set: PatchSet | None = None
 
 
-def _extract_source(deb: Path, dest: Path) -> None:
-    """Unpack the tarball inside linux-source-*.deb into ``dest`` (atomically)."""
-    tmp = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    pipeline = (f"dpkg-deb --fsys-tarfile '{deb}' | tar -xO --wildcards './usr/src/*.tar.xz' "
-                f"| tar -xJ -C '{tmp}'")
-    proc = subprocess.run(["bash", "-o", "pipefail", "-c", pipeline], capture_output=True,
-                          text=True)
-    if proc.returncode:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise GmemtestError(f"unpacking {deb.name} failed: {proc.stderr.strip()[-300:]}")
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
+def resolve(spec: KernelSpec, progress: Progress | None = None, *, jobs: int | None = None,
+            fresh: bool = False) -> Build:
+    """The kernel ``spec`` names, built (incrementally) or, for a built kernel, as it is.
+    ``fresh``: in a new build directory, without ccache (a cold build, for measuring one)."""
+    progress = progress or Progress()
+    if isinstance(spec.source, Prebuilt):
+        return Build(spec, spec.source.bzimage, spec.source.manifest)
+    for tool in TOOLS:
+        if shutil.which(tool) is None:
+            raise BuildFailed(BuildStage.HOST, f"'{tool}' not found: run scripts/bootstrap --vm "
+                              "(or apt-get install build-essential flex bison bc lz4 libelf-dev "
+                              "libssl-dev)")
+    t0 = time.monotonic()
+    return _build(spec, _prepare(spec, progress), progress, jobs, fresh, t0)
 
 
-def patched(source: Source, patches: list[Path], progress: Progress) -> Source:
-    """A hard-linked copy of ``source`` with ``patches`` applied, cached per series."""
-    if not patches:
-        return source
-    key = _digest(str(source.path), *(p.read_bytes() for p in patches))
-    dest = source.path.parent.parent / f"{source.path.parent.name}+{key}" / source.path.name
-    with locked(cache_dir("src") / ".lock"):
-        if not (dest / ".gmemtest-patched").exists():
-            progress.phase("patch", f"{len(patches)} patches from {patches[0].parent}")
-            tmp = dest.with_name(dest.name + ".partial")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.parent.mkdir(parents=True, exist_ok=True)
-            subprocess.run(["cp", "-al", str(source.path), str(tmp)], check=True)
-            for p in patches:
-                proc = subprocess.run(["patch", "-p1", "-s", "--no-backup-if-mismatch", "-i",
-                                       str(p)], cwd=tmp, capture_output=True, text=True)
-                if proc.returncode:
-                    shutil.rmtree(tmp.parent if not dest.exists() else tmp, ignore_errors=True)
-                    first = (proc.stdout + proc.stderr).strip().splitlines()[:1]
-                    raise GmemtestError(f"{p.parent.name}/{p.name} does not apply to "
-                                        f"{source.version}: {' '.join(first)}")
-            (tmp / ".gmemtest-patched").write_text("\n".join(p.name for p in patches) + "\n")
-            shutil.rmtree(dest, ignore_errors=True)
-            tmp.rename(dest)
-    return Source(dest, source.kind, source.version, [p.name for p in patches])
+def prepare(spec: KernelSpec, progress: Progress | None = None) -> Path:
+    """The source tree ``spec`` builds from, fetched, patched or with its series applied, but
+    not built."""
+    if isinstance(spec.source, Prebuilt):
+        raise GmemtestError(f"{spec.label()}: a built kernel has no tree to prepare")
+    return _prepare(spec, progress or Progress()).path
 
 
-def user_source(path: Path) -> Source:
-    """The user's tree as it is (no patches applied to it)."""
-    if not (path / "Makefile").is_file() or not (path / "virt/kvm").is_dir():
-        raise GmemtestError(f"--src {path}: not a Linux source tree (no Makefile or virt/kvm/)")
+def _prepare(spec: KernelSpec, progress: Progress) -> _Tree:
+    tree = _source(spec, progress)
+    if spec.patches is not None:
+        tree = patched(tree, spec.patches, progress)
+    return tree
+
+
+def _source(spec: KernelSpec, progress: Progress) -> _Tree:
+    src = spec.source
+    if isinstance(src, Debian):
+        ds = debian.fetch_source(src.base, progress)
+        return _Tree(ds.path, "debian", ds.name)
+    if isinstance(src, Tree):
+        return _user_tree(src.path, src.build_dir)
+    assert isinstance(src, Posted)
+    path = series.apply(src.series, *base_of(src, progress), progress)
+    return _user_tree(path, None)
+
+
+def base_of(posted: Posted, progress: Progress) -> tuple[Path, str]:
+    """The tree a posted series goes onto, and its name."""
+    if isinstance(posted.onto, Debian):
+        ds = debian.fetch_source(posted.onto.base, progress)
+        return ds.path, ds.name
+    return posted.onto.path, str(posted.onto.path)
+
+
+def _user_tree(path: Path, build_dir: Path | None) -> _Tree:
+    """A tree as it is; a series tree (what `series apply` made) names its series."""
+    if not (path / "Makefile").is_file():
+        raise BuildFailed(BuildStage.INPUT, f"{path}: no longer a kernel tree (no Makefile)")
     commit = None
     if (path / ".git").exists():
         proc = subprocess.run(["git", "-C", str(path), "describe", "--always", "--dirty",
@@ -159,7 +158,41 @@ def user_source(path: Path) -> Source:
         commit = proc.stdout.strip() or None
     version = subprocess.run(["make", "-s", "-C", str(path), "kernelversion"],
                              capture_output=True, text=True).stdout.strip()
-    return Source(path.resolve(), "tree", version or "unknown", commit=commit)
+    applied = series.info(path)
+    if applied is not None and build_dir is None:
+        build_dir = path / ".gmemtest-build"  # in the tree: ccache serves other trees
+    return _Tree(path.resolve(), "tree", version or "unknown", commit,
+                 applied.posted if applied else None, build_dir)
+
+
+def patched(tree: _Tree, patches: PatchSet, progress: Progress) -> _Tree:
+    """A hard-linked copy of ``tree`` with ``patches`` applied, cached per patch set; a patch
+    that does not apply is one line, and no copy is left."""
+    key = _digest(str(tree.path), patches.digest)
+    if tree.kind == "debian":
+        dest = tree.path.parent.parent / f"{tree.path.parent.name}+{key}" / tree.path.name
+    else:
+        dest = cache_dir("src") / f"tree-{key}" / "linux"
+    with locked(cache_dir("src") / ".lock"):
+        if not (dest / ".gmemtest-patched").exists():
+            progress.phase("patch", f"{len(patches.patches)} patches: {patches.name}")
+            tmp = dest.with_name(dest.name + ".partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["cp", "-al", str(tree.path), str(tmp)], check=True)
+            for p in patches.patches:
+                proc = subprocess.run(["patch", "-p1", "-s", "--no-backup-if-mismatch", "-i",
+                                       str(p)], cwd=tmp, capture_output=True, text=True)
+                if proc.returncode:
+                    shutil.rmtree(tmp.parent if not dest.exists() else tmp, ignore_errors=True)
+                    first = (proc.stdout + proc.stderr).strip().splitlines()[:1]
+                    raise BuildFailed(BuildStage.APPLY, f"{patches.name}: {p.name} does not "
+                                      f"apply to {tree.version}: {' '.join(first)}")
+            (tmp / ".gmemtest-patched").write_text("\n".join(patches.names) + "\n")
+            shutil.rmtree(dest, ignore_errors=True)
+            tmp.rename(dest)
+    return _Tree(dest, tree.kind, tree.version, tree.commit, tree.posted, tree.build_dir,
+                 patches)
 
 
 def _make_env(src: Path) -> dict[str, str]:
@@ -173,42 +206,17 @@ def _make_env(src: Path) -> dict[str, str]:
     return env
 
 
-def build(src: Path | None = None, *, patches: bool | None = None,
-          fragments: list[str] | None = None, jobs: int | None = None,
-          progress: Progress | None = None, patch_dir: Path = KPATCHES,
-          fresh: bool = False, build_dir: Path | None = None,
-          describe: dict[str, Any] | None = None) -> Build:
-    """Fetch (or take) the source, patch (the series in ``patch_dir``), configure and build
-    bzImage and the uapi headers. ``build_dir``: build there (a subdirectory of the tree shares
-    ccache objects with other trees). ``fresh``: in a new build directory, without ccache (a
-    cold build, for measuring one). ``describe``: what the tree holds beyond its commit (a
-    posted series), for the manifest and the reports."""
-    progress = progress or Progress()
-    t0 = time.monotonic()
-    for tool in ("make", "gcc", "flex", "bison", "bc", "lz4"):
-        if shutil.which(tool) is None:
-            raise GmemtestError(f"'{tool}' not found: run scripts/bootstrap --vm (or apt-get "
-                                "install build-essential flex bison bc lz4 libelf-dev libssl-dev)")
-    frags = kconfig.fragment_paths(fragments or list(kconfig.DEFAULT_FRAGMENTS))
-    if src is None:
-        source = debian_source(progress)
-        if patches is not False:
-            source = patched(source, series(patch_dir), progress)
-    else:
-        source = user_source(src)
-        info = src / SERIES_INFO
-        source.series = describe or (json.loads(info.read_text()) if info.exists() else None)
-        if source.series is not None and build_dir is None:
-            build_dir = src / ".gmemtest-build"  # in the tree: ccache serves other trees
-        if patches:
-            source = patched(source, series(patch_dir), progress)
+def _build(spec: KernelSpec, tree: _Tree, progress: Progress, jobs: int | None, fresh: bool,
+           t0: float) -> Build:
+    frags = kconfig.fragment_paths(list(spec.fragments))
     config_hash = _digest(*(f.read_bytes() for f in frags))
     # The source's path says what it is: a patched copy's name carries its patches' digest.
-    bdir = cache_dir("build") / _digest(str(source.path), config_hash)
-    if build_dir is None and source.kind == "debian" and source.patches:
+    bdir = cache_dir("build") / _digest(str(tree.path), config_hash)
+    build_dir = tree.build_dir
+    if build_dir is None and tree.kind == "debian" and tree.patch_set is not None:
         # A patched copy: the cache's own, and never copied again (the pristine tree is).
-        build_dir = source.path / f".gmemtest-build-{config_hash}"
-    env = _make_env(source.path)
+        build_dir = tree.path / f".gmemtest-build-{config_hash}"
+    env = _make_env(tree.path)
     if fresh:
         bdir = Path(tempfile.mkdtemp(prefix="cold-", dir=cache_dir("build")))
         env["CCACHE_DISABLE"] = "1"
@@ -216,29 +224,35 @@ def build(src: Path | None = None, *, patches: bool | None = None,
         _place(bdir, build_dir)
     with locked(bdir / ".lock"):
         progress.phase("config", f"tinyconfig + {' '.join(f.stem for f in frags)}")
-        stamp, stamp_file = config_stamp(source.path, frags), bdir / ".gmemtest-config-stamp"
+        stamp, stamp_file = config_stamp(tree.path, frags), bdir / ".gmemtest-config-stamp"
         if fresh or not (bdir / ".config").exists() or not stamp_file.exists() \
                 or stamp_file.read_text() != stamp:
             stamp_file.unlink(missing_ok=True)
-            kconfig.generate(source.path, bdir, frags, env)
+            try:
+                kconfig.generate(tree.path, bdir, frags, env)
+            except GmemtestError as e:
+                raise BuildFailed(BuildStage.CONFIG, str(e)) from None
             stamp_file.write_text(stamp)
         cc = ["CC=ccache gcc"] if shutil.which("ccache") else []
-        jobs = jobs or os.cpu_count() or 1
-        objects = _run_make(source.path, bdir, ["bzImage", "headers"], [*cc, f"-j{jobs}"], env,
-                            progress)
+        objects = _run_make(tree.path, bdir, ["bzImage", "headers"],
+                            [*cc, f"-j{jobs or os.cpu_count() or 1}"], env, progress)
     cold_file = bdir / COLD_OBJECTS
-    out = Build(bdir, bdir / "arch/x86/boot/bzImage", bdir / "usr/include", bdir / ".config",
-                bdir / "gmemtest-manifest.json", source, time.monotonic() - t0, objects,
-                int(cold_file.read_text()) if cold_file.exists() else 0)
-    manifest = {"source": asdict(source) | {"path": str(source.path)},
-                "config_hash": config_hash, "fragments": [f.stem for f in frags],
-                "bzImage": str(out.bzimage), "headers": str(out.headers),
-                "config": str(out.config), "build_seconds": round(out.seconds, 1),
-                "objects_compiled": out.objects, "objects_cold": out.objects_cold,
-                "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    out.manifest.write_text(json.dumps(manifest, indent=2) + "\n")
-    progress.done("build", f"{out.bzimage} in {out.seconds:.0f} s")
-    return out
+    system_map = bdir / "System.map"
+    seconds = time.monotonic() - t0
+    m = Manifest(kind=tree.kind, source_path=str(tree.path), version=tree.version,
+                 commit=tree.commit,
+                 patch_set=tree.patch_set.name if tree.patch_set else None,
+                 patches=tree.patch_set.names if tree.patch_set else (), posted=tree.posted,
+                 fragments=tuple(f.stem for f in frags), config_hash=config_hash,
+                 bzimage=str(bdir / BZIMAGE), headers=str(bdir / "usr/include"),
+                 config=str(bdir / ".config"),
+                 switch=system_map.exists() and SWITCH_SYMBOL in system_map.read_text(),
+                 build_seconds=round(seconds, 1), objects_compiled=objects,
+                 objects_cold=int(cold_file.read_text()) if cold_file.exists() else 0,
+                 built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    m.write(bdir / NAME)
+    progress.done("build", f"{bdir / BZIMAGE} in {seconds:.0f} s")
+    return Build(spec, bdir / BZIMAGE, m, seconds, objects)
 
 
 def config_stamp(src: Path, fragments: list[Path]) -> str:
@@ -284,20 +298,23 @@ def selftests(b: Build, progress: Progress | None = None) -> Path:
     """Build the upstream KVM selftests gmemtest compares with, from the same tree, against
     the build's uapi headers; returns their output directory."""
     progress = progress or Progress()
+    if b.source_path is None or b.dir is None or b.headers is None:
+        raise GmemtestError(f"{b.label}: the KVM selftests need a kernel built by gmemtest "
+                            "(its tree and uapi headers)")
     out = b.dir / "kselftest/kvm"
     out.mkdir(parents=True, exist_ok=True)
-    kvm_dir = b.source.path / "tools/testing/selftests/kvm"
+    kvm_dir = b.source_path / "tools/testing/selftests/kvm"
     targets = [str(out / name) for name in SELFTESTS]
     args = [f"OUTPUT={out}", f"KHDR_INCLUDES=-isystem {b.headers}",
             f"-j{os.cpu_count() or 1}", *targets]
     progress.phase("selftests", " ".join(SELFTESTS))
     proc = subprocess.run(["make", "-s", "-C", str(kvm_dir), *args], capture_output=True,
-                          text=True, env=_make_env(b.source.path))
+                          text=True, env=_make_env(b.source_path))
     (out / "build.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode:
-        raise GmemtestError(f"KVM selftests did not build: "
-                            f"{first_error(proc.stderr, proc.returncode)} "
-                            f"(log: {out / 'build.log'})")
+        raise BuildFailed(BuildStage.COMPILE, "KVM selftests did not build: "
+                          f"{first_error(proc.stderr, proc.returncode)} "
+                          f"(log: {out / 'build.log'})")
     progress.done("selftests", str(out))
     return out
 
@@ -362,19 +379,19 @@ def _run_make(src: Path, bdir: Path, targets: list[str], args: list[str], env: d
         write_atomically(bdir / COLD_OBJECTS, f"{objects}\n".encode())
     if rc:
         first = first_error(build_log.read_text(errors="replace"), rc)
-        raise GmemtestError(f"kernel build failed: {first} (full log: {build_log})")
+        raise BuildFailed(BuildStage.COMPILE, f"kernel build failed: {first} (full log: "
+                          f"{build_log})")
     return objects
 
 
 def summary(b: Build) -> str:
     """What the build produced, one item a line."""
-    patches = f" + {len(b.source.patches)} kpatches" if b.source.patches else ""
-    series = ""
-    if b.source.series:
-        s = b.source.series["series"]
-        series = (f"series:   v{s['version']} \"{s['subject']}\", {s['count']} patches, "
-                  f"<{s['msgid']}>, on {b.source.series['base']}\n")
-    return (f"kernel:   {b.source.version}{patches}\n{series}bzImage:  {b.bzimage}\n"
-            f"headers:  {b.headers}\nconfig:   {b.config}\nmanifest: {b.manifest}\n"
+    m = b.manifest
+    if m is None:
+        return f"kernel:   {b.label}\nbzImage:  {b.bzimage}"
+    return (f"kernel:   {m.label}\nbzImage:  {b.bzimage}\nheaders:  {m.headers}\n"
+            f"config:   {m.config} ({' '.join(m.fragments)})\n"
+            f"switch:   {'kvm.gmem_in_place_conversion' if m.switch else 'none'}\n"
+            f"manifest: {b.dir / NAME if b.dir else '-'}\n"
             f"build:    {b.seconds:.0f} s, {b.objects} objects compiled"
-            + (f" (from nothing: {b.objects_cold})" if b.objects_cold else ""))
+            + (f" (from nothing: {m.objects_cold})" if m.objects_cold else ""))

@@ -25,22 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gmemtest.errors import GmemtestError
-from gmemtest.kvm import seriesconf
 from gmemtest.results import runlog
-from gmemtest.results.run import Run
-from gmemtest.testing import GUEST_PYTEST_PLUGINS
+from gmemtest.results.run import Ended, Run
+from gmemtest.testing import ENV_HEADERS, GUEST_PYTEST_PLUGINS, tunables
 
 from . import host, pycache
 from .checkout import CHECKOUT, INIT
+from .kernel import Build
 
 BANNER = "gmemtest-init: start"
 HEARTBEAT = re.compile(r"gmemtest-init: alive [\d.]+\r?\n")  # kept in the log, not echoed
 HIDDEN = (Path("/tmp"), Path("/run"))  # the guest init mounts tmpfs over these
 TCG_CPU = "EPYC,+svm,+npt"
 log = logging.getLogger(__name__)
-# The suite's knobs: set on the host, they reach the guest's pytest with the same values.
-TUNABLES = ("GMEMTEST_FUZZ", "GMEMTEST_FUZZ_SECONDS", "GMEMTEST_SEED",
-            "GMEMTEST_STRESS_SECONDS", seriesconf.ENV_CAP)
 
 
 @dataclass
@@ -133,15 +130,6 @@ def hidden_paths(paths: list[Path]) -> list[Path]:
     return out
 
 
-def build_headers(kernel: Path) -> Path | None:
-    """The uapi headers `gmemtest kernel build` installed next to ``kernel``, if any."""
-    for parent in kernel.resolve().parents:
-        if (parent / "gmemtest-manifest.json").exists():
-            headers = parent / "usr/include"
-            return headers if (headers / "linux/kvm.h").exists() else None
-    return None
-
-
 @dataclass(frozen=True)
 class Machine:
     """The QEMU machine a kernel boots on, and how its 9p shares attach."""
@@ -165,28 +153,25 @@ MICROVM = Machine(("-machine", "microvm,acpi=off,pcie=off,x-option-roms=off"),
 Q35 = Machine(("-machine", "q35"), "virtio-9p-pci", "q35")
 
 
-def machine_for(kernel: Path) -> Machine:
-    """microvm when the kernel's build configuration (the .config `gmemtest kernel build` left
-    above it) has built-in virtio-mmio with command-line devices; q35 otherwise."""
-    for parent in kernel.resolve().parents:
-        config = parent / ".config"
-        if config.is_file():
-            text = config.read_text(errors="replace")
-            mmio = all(f"\n{o}=y\n" in text for o in ("CONFIG_VIRTIO_MMIO",
-                                                       "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES"))
-            return MICROVM if mmio else Q35
+def machine_for(config: Path | None) -> Machine:
+    """microvm when the kernel's build configuration has built-in virtio-mmio with
+    command-line devices; q35 otherwise (and for a kernel built elsewhere)."""
+    if config is not None and config.is_file():
+        text = config.read_text(errors="replace")
+        if all(f"\n{o}=y\n" in text for o in ("CONFIG_VIRTIO_MMIO",
+                                                "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES")):
+            return MICROVM
     return Q35
 
 
 def qemu_command(kernel: Path, results: Path, accel: Accel, cmdline: list[str], *,
                  root: Path = Path("/"), init: Path = INIT, memory: str = "3G",
                  smp: int = 2, monitor: Path | None = None,
-                 machine: Machine | None = None) -> list[str]:
+                 machine: Machine = Q35) -> list[str]:
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
         raise GmemtestError("qemu-system-x86_64 not found: apt-get install qemu-system-x86 "
                             "(or run scripts/bootstrap --vm)")
-    machine = machine or machine_for(kernel)
     append = ["console=ttyS0", "loglevel=5", "panic=-1", "root=hostroot", "rootfstype=9p",
               "rootflags=trans=virtio,version=9p2000.L,msize=524288,cache=loose", "ro",
               f"init={init}", *HANG_DUMP_CMDLINE, *machine.cmdline, *accel.cmdline, *cmdline]
@@ -203,38 +188,35 @@ def qemu_command(kernel: Path, results: Path, accel: Accel, cmdline: list[str], 
             "-kernel", str(kernel), "-append", " ".join(append), *devices]
 
 
-def boot(kernel: Path, pytest_args: list[str], *, results: Path, cmdline: list[str] | None = None,
-         limits: Limits | None = None, env: dict[str, str] | None = None,
-         image: Path | None = None, echo: bool = True, memory: str = "3G") -> Run:
-    """Boot ``kernel``, run pytest with ``pytest_args`` in it, and return when QEMU is gone.
-    The guest's root is the host's, or ``image`` (a vmimages root directory). The boot's log is
+def boot(build: Build, pytest_args: list[str], *, results: Path,
+         cmdline: list[str] | None = None, limits: Limits | None = None,
+         env: dict[str, str] | None = None, image: Path | None = None, echo: bool = True,
+         memory: str = "3G") -> Run:
+    """Boot the kernel of ``build``, run pytest with ``pytest_args`` in it, and return when
+    QEMU is gone. The guest's pytest learns the kernel's uapi headers from the build. The
+    guest's root is the host's, or ``image`` (a vmimages root directory). The boot's log is
     ``gmemtest.log`` in ``results``."""
-    if not kernel.is_file():
-        raise GmemtestError(f"kernel image {kernel} does not exist: build one with "
-                            "`gmemtest kernel build` or pass --kernel PATH")
     results.mkdir(parents=True, exist_ok=True)
+    env = {**({ENV_HEADERS: str(build.headers)} if build.headers else {}), **(env or {})}
     with runlog.attached(results / "gmemtest.log"):
-        run = _boot(kernel, pytest_args, results, cmdline, limits or Limits(), env, image, echo,
-                    memory)
-        log.info("boot of %s ended: status %s, %s, boot %.1f s, run %.1f s", kernel, run.status,
-                 run.limit_hit or "no limit hit", run.boot_seconds or -1, run.seconds)
+        run = _boot(build.bzimage, machine_for(build.config), pytest_args, results, cmdline,
+                    limits or Limits(), env, image, echo, memory)
+        log.info("boot of %s ended: status %s, %s, boot %.1f s, run %.1f s", build.bzimage,
+                 run.status, run.limit_hit or "no limit hit", run.boot_seconds or -1,
+                 run.seconds)
         return run
 
 
-def _boot(kernel: Path, pytest_args: list[str], results: Path, cmdline: list[str] | None,
-          limits: Limits, env: dict[str, str] | None, image: Path | None, echo: bool,
-          memory: str) -> Run:
-    if not kernel.is_file():
-        raise GmemtestError(f"kernel image {kernel} does not exist: build one with "
-                            "`gmemtest kernel build` or pass --kernel PATH")
-    results.mkdir(parents=True, exist_ok=True)
+def _boot(kernel: Path, machine: Machine, pytest_args: list[str], results: Path,
+          cmdline: list[str] | None, limits: Limits, env: dict[str, str], image: Path | None,
+          echo: bool, memory: str) -> Run:
     for name in ("status", "junit.xml", "results.ktap"):
         (results / name).unlink(missing_ok=True)
     for stale in [*results.glob("kmsg-*.jsonl"), *results.glob("reliability-*.jsonl")]:
         stale.unlink()
     color = "yes" if echo and sys.stdout.isatty() else "no"
     args = [f"--color={color}", *pytest_args, f"--timeout={int(limits.test)}"]
-    env = {**{k: os.environ[k] for k in TUNABLES if k in os.environ}, **(env or {})}
+    env = {**tunables.from_environ(os.environ), **env}
     # Paths as the guest can follow them: through a link under /tmp (a cache there) it could
     # not, the init's tmpfs hides the link; the path it resolves to is bound (hidden_paths).
     env = {k: str(Path(v).resolve()) if v.startswith("/") and Path(v).exists() else v
@@ -247,11 +229,11 @@ def _boot(kernel: Path, pytest_args: list[str], results: Path, cmdline: list[str
 
         vmimage.sync_checkout(image)
         root, checkout, python = image, vmimage.SRC, str(vmimage.VENV / "bin/python")
-        if "GMEMTEST_KERNEL_HEADERS" in env:
+        if ENV_HEADERS in env:
             # The image cannot see the host's cache: ship the headers in the results share.
-            shutil.copytree(env["GMEMTEST_KERNEL_HEADERS"], results / "headers", symlinks=True,
+            shutil.copytree(env[ENV_HEADERS], results / "headers", symlinks=True,
                             dirs_exist_ok=True)
-            env["GMEMTEST_KERNEL_HEADERS"] = "/tmp/results/headers"
+            env[ENV_HEADERS] = "/tmp/results/headers"
     accel = choose_accel()
     (results / "job.sh").write_text(job_script(args, "/tmp/results", env, python, checkout))
     binds = hidden_paths([checkout, Path(sys.prefix),
@@ -261,7 +243,8 @@ def _boot(kernel: Path, pytest_args: list[str], results: Path, cmdline: list[str
     sockdir = Path(tempfile.mkdtemp(prefix="gmemtest-qemu-"))  # short: a socket path is <108 B
     monitor = sockdir / "monitor.sock"
     cmd = qemu_command(kernel, results, accel, cmdline or [], root=root,
-                       init=checkout / "vmimages/init", memory=memory, monitor=monitor)
+                       init=checkout / "vmimages/init", memory=memory, monitor=monitor,
+                       machine=machine)
     (results / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
     log.info("qemu (%s): %s", accel.label, shlex.join(cmd))
     log.info("limits: boot %.0f s, test %.0f s, total %.0f s, silence %.0f s", limits.boot,
@@ -300,13 +283,16 @@ def _boot(kernel: Path, pytest_args: list[str], results: Path, cmdline: list[str
         while proc.poll() is None:
             elapsed = time.monotonic() - start
             if not banner.is_set() and elapsed > limits.boot:
-                run.limit_hit = f"boot timeout: no init banner within {limits.boot:.0f} s"
+                run.limit, run.limit_hit = Ended.BOOT_TIMEOUT, \
+                    f"boot timeout: no init banner within {limits.boot:.0f} s"
                 break
             if elapsed > limits.total:
-                run.limit_hit = f"overall timeout: the run exceeded {limits.total:.0f} s"
+                run.limit, run.limit_hit = Ended.TIMEOUT, \
+                    f"overall timeout: the run exceeded {limits.total:.0f} s"
                 break
             if banner.is_set() and time.monotonic() - last_line[0] > limits.silence:
                 dumped = _dump_hung_guest(proc, monitor)
+                run.limit = Ended.HANG
                 run.limit_hit = (f"hang: the guest printed nothing for {limits.silence:.0f} s, "
                                  "not even the init's heartbeat; " + (
                                      "an NMI made its kernel print every task's stack"

@@ -1,10 +1,14 @@
-"""A posted patch series as the kernel under test: an mbox of ``[PATCH vN k/n]`` messages, as
-``b4 am`` writes it or a list archive serves it (a cover letter or not, replies and review
-trailers mixed in, messages in any order, several versions of the series).
+"""A posted patch series as the kernel under test: an mbox of ``[PATCH vN k/n]`` messages in any
+shape developers hold one (``git format-patch --stdout`` output with or without a cover letter
+and Message-Id headers, ``b4 am -o -`` output, a list archive with review replies interleaved,
+several versions of the series in one file).
 
-b4 (its library, offline) finds the series in the mbox, picks the version, orders the patches
-and folds the review trailers in; ``git am`` applies them onto the base, one commit per patch,
-in a tree of the cache: Debian's linux-source-7.2 (made a git repository once) or ``--src``."""
+The mbox is read once, here: which versions it holds, the one to take, whether every patch of it
+is there. Messages without a Message-Id (``git format-patch`` writes none) get one made from
+their content. b4's command line (offline, with a configuration of its own: no user or system
+git config, no network, no attestation) then orders the patches and folds the review trailers
+in; ``git am`` applies them onto the base, one commit per patch, in a tree of the cache:
+Debian's linux-source (made a git repository once) or ``--src``."""
 
 from __future__ import annotations
 
@@ -15,23 +19,35 @@ import hashlib
 import json
 import logging
 import mailbox
+import os
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from gmemtest.cache import cache_dir, locked
-from gmemtest.errors import GmemtestError
+from gmemtest.errors import BuildFailed, BuildStage, GmemtestError
 
-from . import kernel
+from .manifest import PostedInfo
 from .progress import Progress
 
 log = logging.getLogger(__name__)
 GIT = ["git", "-c", "user.name=gmemtest", "-c", "user.email=gmemtest@localhost",
        "-c", "advice.detachedHead=false"]
-READY = kernel.SERIES_INFO  # in a series tree once every patch applied: what it holds
+READY = ".gmemtest-series.json"  # in a series tree once every patch applied: what it holds
+# "[RFC PATCH net-next v3 02/19] subject": the tags, then the subject.
+SUBJECT = re.compile(r"^\s*\[(?P<tags>[^\]]*\bPATCH\b[^\]]*)\]\s*(?P<title>.*)$", re.I | re.S)
+# b4's configuration: its own, given through git's global config file.
+B4_CONFIG = """[b4]
+\tattestation-policy = off
+\tattestation-checkmarks = plain
+[user]
+\tname = gmemtest
+\temail = gmemtest@localhost
+"""
 
 
 @dataclass(frozen=True)
@@ -46,49 +62,134 @@ class Series:
     mbox: str
     patches: tuple[bytes, ...]
 
-    def describe(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("patches")
-        return d
-
     def title(self) -> str:
         return f'v{self.version} "{self.subject}" ({self.count} patches, <{self.msgid}>)'
 
 
+@dataclass(frozen=True)
+class _Posted:
+    """A [PATCH] message of the mbox: its version, its place k of n, subject and Message-Id."""
+
+    version: int
+    index: int
+    count: int
+    title: str
+    msgid: str
+
+
+def _tags(subject: str) -> tuple[int, int, int, str] | None:
+    """(version, k, n, title) of a patch subject; None for anything else (replies too)."""
+    subject = " ".join(subject.split())
+    if re.match(r"^(Re|Fwd?):", subject, re.I):
+        return None
+    m = SUBJECT.match(subject)
+    if m is None:
+        return None
+    tags = m.group("tags")
+    version = re.search(r"\bv(\d+)\b", tags, re.I)
+    place = re.search(r"\b(\d+)/(\d+)\b", tags)
+    k, n = (int(place.group(1)), int(place.group(2))) if place else (1, 1)
+    return int(version.group(1)) if version else 1, k, n, m.group("title").strip()
+
+
+def _messages(path: Path) -> list[email.message.EmailMessage]:
+    """Every message of the mbox at ``path``, each with a Message-Id (one made from its bytes
+    where it has none)."""
+    try:
+        raw = [m.as_bytes() for m in mailbox.mbox(path, create=False)]
+    except (OSError, UnicodeError, ValueError) as e:
+        raise GmemtestError(f"--series {path}: not an mbox ({e})") from None
+    out = []
+    for data in raw:
+        try:
+            msg = email.message_from_bytes(data, _class=email.message.EmailMessage,
+                                           policy=email.policy.default)
+            if msg.get("Message-Id") is None:
+                msg["Message-Id"] = f"<gmemtest-{hashlib.sha256(data).hexdigest()[:20]}@localhost>"
+            str(msg["Subject"] or "")
+            str(msg["Message-Id"])
+        except (ValueError, TypeError, IndexError, LookupError, UnicodeError) as e:
+            raise GmemtestError(f"--series {path}: a message that cannot be read ({e}): "
+                                "expected an mbox of [PATCH] messages") from None
+        out.append(msg)
+    return out
+
+
 def read(path: Path, version: int | None = None) -> Series:
     """The series in the mbox at ``path``: the newest version, or ``version``."""
-    import b4  # imported here: it sets up logging and config on import, and only this needs it
-
     if not path.is_file():
         raise GmemtestError(f"--series {path}: no such file")
-    messages = [email.message_from_bytes(m.as_bytes(), _class=email.message.EmailMessage,
-                                         policy=email.policy.default)
-                for m in mailbox.mbox(path, create=False)]
-    b4.can_network = False  # everything is in the mbox: no lore, no patchwork
-    b4._setup_main_config()  # what `b4 am` does first: its defaults, and the user's git config
-    lmbx = b4.LoreMailbox()
+    messages = _messages(path)
+    posted: list[_Posted] = []
     for msg in messages:
-        lmbx.add_message(msg)
-    if not lmbx.series:
+        tags = _tags(str(msg["Subject"] or ""))
+        if tags is not None and (tags[1] == 0 or "\n--- " in _body(msg) or "diff --git" in
+                                 _body(msg)):
+            posted.append(_Posted(*tags, msgid=str(msg["Message-Id"]).strip().strip("<>")))
+    if not any(p.index for p in posted):
         raise GmemtestError(f"--series {path}: no patch series in it (expected an mbox of "
-                            "[PATCH] messages, as `b4 am -o -` or a list archive writes)")
-    versions = sorted(lmbx.series)
+                            "[PATCH] messages, as `git format-patch --stdout`, `b4 am -o -` "
+                            "or a list archive writes)")
+    versions = sorted({p.version for p in posted if p.index})
     want = versions[-1] if version is None else version
-    if want not in lmbx.series:
+    if want not in versions:
         raise GmemtestError(f"--series-version {version}: {path} holds version(s) "
                             f"{', '.join(map(str, versions))}")
-    lser = lmbx.get_series(revision=want, codereview_trailers=False)
-    if lser is None or not lser.complete:
-        have = [i for i, p in enumerate(lser.patches) if p is not None and i] if lser else []
-        missing = sorted(set(range(1, (lser.expected if lser else 0) + 1)) - set(have))
+    mine = [p for p in posted if p.version == want]
+    count = max(p.count for p in mine)
+    have = {p.index for p in mine}
+    missing = sorted(set(range(1, count + 1)) - have)
+    if missing:
         raise GmemtestError(f"--series {path}: v{want} is incomplete (patch(es) "
-                            f"{', '.join(map(str, missing))} missing)")
-    am = lser.get_am_ready(noaddtrailers=False, addmysob=False, addlink=False)
-    first = lser.patches[0] or lser.patches[1]
-    assert first is not None
-    return Series(subject=lser.subject or "(no subject)", version=want, msgid=first.msgid,
-                  count=lser.expected, mbox=str(path.resolve()),
-                  patches=tuple(m.as_bytes(policy=email.policy.SMTP) for m in am))
+                            f"{', '.join(map(str, missing))} of {count} missing)")
+    first = min(mine, key=lambda p: p.index)
+    patches = _b4_am(path, messages, want)
+    if len(patches) != count:
+        raise GmemtestError(f"--series {path}: b4 found {len(patches)} patch(es) of v{want}, "
+                            f"the subjects say {count}")
+    return Series(subject=first.title or "(no subject)", version=want, msgid=first.msgid,
+                  count=count, mbox=str(path.resolve()), patches=patches)
+
+
+def _body(msg: email.message.EmailMessage) -> str:
+    part = msg.get_body(("plain",)) if msg.is_multipart() else msg
+    try:
+        content = part.get_content() if part is not None else ""
+    except (LookupError, KeyError, ValueError, UnicodeError):
+        payload = part.get_payload(decode=True) if part is not None else b""
+        content = payload.decode(errors="replace") if isinstance(payload, bytes) else ""
+    return content if isinstance(content, str) else ""
+
+
+def _b4_am(path: Path, messages: list[email.message.EmailMessage],
+           version: int) -> tuple[bytes, ...]:
+    """b4 am on the messages (offline, its own configuration): version ``version``'s patches
+    in order, trailers folded in, as ``git am`` takes them."""
+    with tempfile.TemporaryDirectory(prefix="gmemtest-b4-") as tmp:
+        work = Path(tmp)
+        normal = work / "in.mbox"
+        box = mailbox.mbox(normal)
+        for msg in messages:
+            box.add(msg.as_bytes(policy=email.policy.SMTP))
+        box.flush()
+        box.close()
+        (work / "gitconfig").write_text(B4_CONFIG)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "XDG_"))}
+        env.update(HOME=str(work), XDG_CONFIG_HOME=str(work / "config"),
+                   GIT_CONFIG_GLOBAL=str(work / "gitconfig"), GIT_CONFIG_NOSYSTEM="1")
+        cmd = [sys.executable, "-m", "b4.command", "--offline-mode", "--no-interactive",
+               "--no-stdin", "--quiet", "am", "--no-cache", "--use-local-mbox", str(normal),
+               "--outdir", str(work / "out"), "--use-version", str(version), "--no-cover",
+               "--mbox-name", "series"]
+        proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
+        out = sorted((work / "out").glob("*.mbx")) if (work / "out").is_dir() else []
+        if proc.returncode or not out:
+            last = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+            raise GmemtestError(f"--series {path}: b4 am could not prepare v{version}: "
+                                f"{last[-1].strip() if last else f'exit {proc.returncode}'}")
+        return tuple(m.as_bytes(policy=email.policy.SMTP)
+                     for m in mailbox.mbox(out[0], create=False))
 
 
 def _git(tree: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -99,22 +200,20 @@ def _git(tree: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
     return proc
 
 
-def base_repo(src: Path | None, progress: Progress) -> tuple[Path, str]:
-    """A git repository of the base to apply a series onto, and its name: ``src`` when it is
-    one (its HEAD), else a repository of ``src`` or of Debian's linux-source-7.2 made once in
-    the cache (its files hard-linked, git replaces rather than rewrites them)."""
-    if src is not None and (src / ".git").exists():
-        kernel.user_source(src)  # one line when it is not a kernel tree
-        head = _git(src, "rev-parse", "HEAD").stdout.strip()
-        return src.resolve(), f"{src} at {head[:12]}"
-    source = kernel.debian_source(progress) if src is None else kernel.user_source(src)
-    repo = cache_dir("series") / f"base-{_digest(str(source.path))}" / "linux"
+def base_repo(base: Path, name: str, progress: Progress) -> tuple[Path, str]:
+    """A git repository of the kernel tree ``base`` (called ``name``) to apply a series onto,
+    and its name: ``base`` itself when it is one (its HEAD), else a repository of it made once
+    in the cache (its files hard-linked, git replaces rather than rewrites them)."""
+    if (base / ".git").exists():
+        head = _git(base, "rev-parse", "HEAD").stdout.strip()
+        return base, f"{base} at {head[:12]}"
+    repo = cache_dir("series") / f"base-{_digest(str(base))}" / "linux"
     with locked(repo.parent.with_suffix(".lock")):
         if not (repo / ".git" / "gmemtest-base").exists():
-            progress.phase("series", f"making a git repository of {source.version} (once)")
+            progress.phase("series", f"making a git repository of {name} (once)")
             shutil.rmtree(repo, ignore_errors=True)
             repo.parent.mkdir(parents=True, exist_ok=True)
-            subprocess.run(["cp", "-al", f"{source.path}/.", str(repo)], check=True)
+            subprocess.run(["cp", "-al", f"{base}/.", str(repo)], check=True)
             for stale in repo.glob(".gmemtest-*"):  # builds of a patched copy, not the base
                 shutil.rmtree(stale, ignore_errors=True)
             _git(repo, "init", "-q")
@@ -124,16 +223,16 @@ def base_repo(src: Path | None, progress: Progress) -> tuple[Path, str]:
             # Its files are hard links to the extracted source, of which other copies are made.
             _git(repo, "config", "core.trustctime", "false")
             _git(repo, "add", "-f", "-A")
-            _git(repo, "commit", "-q", "-m", f"{source.version}")
-            (repo / ".git" / "gmemtest-base").write_text(source.version + "\n")
-    return repo, source.version
+            _git(repo, "commit", "-q", "-m", name)
+            (repo / ".git" / "gmemtest-base").write_text(name + "\n")
+    return repo, name
 
 
-def apply(series: Series, src: Path | None, progress: Progress) -> Path:
-    """A tree of the cache holding ``series`` on its base as one commit per patch (the base
-    is HEAD~count). A series that does not apply: one line naming the first patch that fails
-    and the file, and no tree left behind."""
-    base, base_name = base_repo(src, progress)
+def apply(series: Series, base_tree: Path, base_label: str, progress: Progress) -> Path:
+    """A tree of the cache holding ``series`` on the kernel tree ``base_tree`` as one commit
+    per patch (the base is HEAD~count). A series that does not apply: one line naming the
+    first patch that fails and the file, and no tree left behind."""
+    base, base_name = base_repo(base_tree, base_label, progress)
     base_head = _git(base, "rev-parse", "HEAD").stdout.strip()
     key = _digest(base_head, *series.patches)
     tree = cache_dir("series") / f"tree-{key}" / "linux"
@@ -152,12 +251,12 @@ def apply(series: Series, src: Path | None, progress: Progress) -> Path:
             mbox.write_bytes(b"".join(_mbox_entry(p) for p in series.patches))
             proc = _git(tree, "am", "-q", str(mbox), check=False)
             if proc.returncode:
-                raise GmemtestError(_am_failure(series, base_name, tree, proc))
+                raise BuildFailed(BuildStage.APPLY, _am_failure(series, base_name, tree, proc))
         except BaseException:
             shutil.rmtree(tree.parent, ignore_errors=True)
             raise
-        info = {"series": series.describe(), "base": base_name, "base_commit": base_head}
-        (tree / READY).write_text(json.dumps(info, indent=1) + "\n")
+        held = {**asdict(posted_info(series, base_name)), "base_commit": base_head}
+        (tree / READY).write_text(json.dumps(held, indent=1) + "\n")
         _exclude(tree, READY)
     log.info("series %s applied onto %s in %s", series.title(), base_name, tree)
     return tree
@@ -194,10 +293,31 @@ def _exclude(tree: Path, name: str) -> None:
     exclude.write_text("\n".join(lines) + "\n")
 
 
-def info(tree: Path) -> dict[str, Any]:
-    """What a series tree holds (the series, its base), as :func:`apply` recorded it."""
-    data: dict[str, Any] = json.loads((tree / READY).read_text())
-    return data
+def posted_info(series: Series, base: str) -> PostedInfo:
+    """The series as a build's manifest and the reports name it."""
+    return PostedInfo(series.subject, series.version, series.msgid, series.count, base)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a series tree holds, as :func:`apply` recorded it: the series and its base."""
+
+    posted: PostedInfo
+    base_commit: str
+
+
+def info(tree: Path) -> Applied | None:
+    """What the tree holds when it is a series tree (None for any other tree)."""
+    path = tree / READY
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        base_commit = data.pop("base_commit")
+        return Applied(PostedInfo(**data), str(base_commit))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        raise GmemtestError(f"{path}: damaged ({e}); remove {tree.parent} and apply the series "
+                            "again") from None
 
 
 def commits(tree: Path, count: int) -> list[tuple[str, str]]:
@@ -208,13 +328,6 @@ def commits(tree: Path, count: int) -> list[tuple[str, str]]:
 
 def checkout(tree: Path, commit: str) -> None:
     _git(tree, "checkout", "-q", "--detach", commit)
-
-
-def tree(mbox: Path, *, version: int | None = None, src: Path | None = None,
-         progress: Progress | None = None) -> Path:
-    """The tree of a posted series (read, then applied once): what ``--series`` builds."""
-    progress = progress or Progress()
-    return apply(read(mbox, version), src, progress)
 
 
 def _digest(*parts: str | bytes) -> str:

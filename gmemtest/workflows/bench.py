@@ -24,6 +24,7 @@ from gmemtest.errors import GmemtestError
 from gmemtest.results import phases, report
 from gmemtest.vmtier import kernel, pycache, qemu
 from gmemtest.vmtier.checkout import CHECKOUT
+from gmemtest.vmtier.kernelspec import KernelSpec
 from gmemtest.vmtier.progress import Progress
 
 from . import vmtest
@@ -61,35 +62,39 @@ def build_loop(b: kernel.Build, out: Path) -> Path:
     return binary
 
 
-def cold_build(src: Path | None, patches: bool | None, progress: Progress) -> float:
+def cold_build(spec: KernelSpec, progress: Progress) -> float:
     """A build in a fresh directory with ccache off; the directory is removed after."""
-    b = kernel.build(src, patches=patches, progress=progress, fresh=True)
-    shutil.rmtree(b.dir, ignore_errors=True)
+    b = kernel.resolve(spec, progress, fresh=True)
+    if b.dir is not None:
+        shutil.rmtree(b.dir, ignore_errors=True)
     return b.seconds
 
 
-def run(*, src: Path | None, patches: bool | None, cmdline: list[str], seconds: float,
-        cold: bool, out: Path, limits: qemu.Limits) -> dict[str, Any]:
+def run(spec: KernelSpec, *, cmdline: list[str], seconds: float, cold: bool, out: Path,
+        limits: qemu.Limits) -> dict[str, Any]:
     progress = Progress()
     out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"machine": machine(), "cmdline": cmdline}
-    b = kernel.build(src, patches=patches, progress=progress)
+    b = kernel.resolve(spec, progress)
+    if b.source_path is None or b.manifest is None:
+        raise GmemtestError(f"{b.label}: bench builds its kernel (name a source, not a "
+                            "built kernel)")
     if cold:
-        result["cold_build_seconds"] = round(cold_build(src, patches, progress), 1)
-    (b.source.path / "virt/kvm/guest_memfd.c").touch()
-    warm = kernel.build(src, patches=patches, progress=progress)
+        result["cold_build_seconds"] = round(cold_build(spec, progress), 1)
+    (b.source_path / "virt/kvm/guest_memfd.c").touch()
+    warm = kernel.resolve(spec, progress)
+    assert warm.manifest is not None
     result["warm_rebuild_seconds"] = round(warm.seconds, 1)
-    result["kernel"] = b.source.commit or b.source.version
-    result["patches"] = b.source.patches
-    result["objects_cold"] = warm.objects_cold
+    result["kernel"] = warm.label
+    result["patches"] = list(warm.manifest.patches)
+    result["objects_cold"] = warm.manifest.objects_cold
     result.update(main_job_suites(warm, out, limits, progress))
     selftests = kernel.selftests(warm, progress)
     loop = build_loop(warm, out)
     progress.phase("bench", f"booting {warm.bzimage.name} with {' '.join(cmdline)}")
-    r = qemu.boot(warm.bzimage, ["-q", "-p", "no:xdist", "vmimages/bench/test_bench.py"],
+    r = qemu.boot(warm, ["-q", "-p", "no:xdist", "vmimages/bench/test_bench.py"],
                   results=out / "guest", cmdline=cmdline, limits=limits,
-                  env={**vmtest.guest_env(warm), "GMEMTEST_SELFTESTS": str(selftests),
-                       "GMEMTEST_BENCH_LOOP": str(loop),
+                  env={"GMEMTEST_SELFTESTS": str(selftests), "GMEMTEST_BENCH_LOOP": str(loop),
                        "GMEMTEST_BENCH_SECONDS": str(seconds)})
     outcome = report.evaluate("bench", r)
     if not outcome.ok:
@@ -120,15 +125,15 @@ def main_job_suites(b: kernel.Build, out: Path, limits: qemu.Limits,
     t0 = time.monotonic()
     pycache.fill_once()
     fill = time.monotonic() - t0
-    modes = vmtest.switch_modes(b.source.path)
+    boots = vmtest.modes(b)
     walls: dict[str, float] = {}
     warm_on: report.BootReport | None = None
     for tag, at_once in (("first", None), ("warm", None), ("serial", 1)):
-        progress.phase("bench", f"main job suites: {tag} ({len(modes)} boots)")
+        progress.phase("bench", f"main job suites: {tag} ({len(boots)} boots)")
         start = time.monotonic()
-        outcomes = vmtest.run_modes(b.bzimage, qemu.parallelism(), vmtest.guest_env(b),
-                                    limits=limits, progress=progress, stamp=tag, modes=modes,
-                                    at_once=at_once, root=out / "suites")
+        outcomes = vmtest.run_modes(b, qemu.parallelism(), limits=limits, progress=progress,
+                                    stamp=tag, boots=boots, at_once=at_once,
+                                    root=out / "suites")
         walls[tag] = round(time.monotonic() - start, 1)
         bad = [o for o in outcomes if not o.ok]
         if bad:
@@ -138,7 +143,7 @@ def main_job_suites(b: kernel.Build, out: Path, limits: qemu.Limits,
             warm_on = outcomes[0]
     assert warm_on is not None and warm_on.run is not None
     return {"pycache_fill_seconds": round(fill, 1), "suites_wall_seconds": walls,
-            "suite_boots_side_by_side": qemu.boots_at_once(len(modes)),
+            "suite_boots_side_by_side": qemu.boots_at_once(len(boots)),
             "warm_boot_pieces": phases.pieces(warm_on.run.results,
                                               warm_on.run.boot_seconds or 0.0)}
 
@@ -290,11 +295,10 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def main(*, src: Path | None, patches: bool | None, cmdline: list[str], seconds: float,
-         cold: bool, out: Path | None, limits: qemu.Limits) -> int:
+def main(spec: KernelSpec, *, cmdline: list[str], seconds: float, cold: bool,
+         out: Path | None, limits: qemu.Limits) -> int:
     out = out or vmtest.results_root() / time.strftime("bench-%Y%m%d-%H%M%S")
-    r = run(src=src, patches=patches, cmdline=cmdline, seconds=seconds, cold=cold, out=out,
-            limits=limits)
+    r = run(spec, cmdline=cmdline, seconds=seconds, cold=cold, out=out, limits=limits)
     print(text(r))
     print(f"report: {out}/bench.md, {out}/bench.json")
     return 0

@@ -2,19 +2,20 @@
 
 Build the current checkout incrementally (the build directory and ccache persist across steps),
 boot it, run the selected tests, and answer in git bisect's terms: 0 good, 1 bad, 125 skip this
-commit (it does not build, or does not boot, for a reason unrelated to the tests), 128 abort (the
-harness itself failed: QEMU missing, bad arguments).
+commit (through its own fault it does not build or boot, or the selected tests all skip on it),
+128 abort (the host or the harness failed: a tool missing, a tree that is not one, QEMU absent,
+pytest refusing its arguments), so that `git bisect run` stops instead of skipping every commit.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
-from gmemtest.errors import GmemtestError
+from gmemtest.errors import BuildFailed, GmemtestError
 from gmemtest.results import report
 from gmemtest.vmtier import kernel, qemu
+from gmemtest.vmtier.kernelspec import KernelSpec
 from gmemtest.vmtier.progress import Progress
 
 from . import vmtest
@@ -23,27 +24,43 @@ GOOD, BAD, SKIP, ABORT = 0, 1, 125, 128
 ANSWERS = {"skip": SKIP, "bad": BAD, "abort": ABORT}
 
 
-def step(src: Path, pytest_args: list[str], *, cmdline: list[str], limits: qemu.Limits,
-         on_build_failure: str = "skip", on_boot_failure: str = "skip",
-         build_dir: Path | None = None) -> int:
-    """Run one bisect step on ``src``; returns the exit status for git bisect run."""
+def step(spec: KernelSpec, pytest_args: list[str], *, cmdline: list[str], limits: qemu.Limits,
+         on_build_failure: str = "skip", on_boot_failure: str = "skip") -> int:
+    """Run one bisect step on the tree ``spec`` names; returns the exit status for git bisect
+    run, after one line on stderr saying why when it is not good or bad."""
     progress = Progress()
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     try:
-        build = kernel.build(src, patches=False, progress=progress, build_dir=build_dir)
-    except GmemtestError as e:
-        print(f"bisect-step: build failed: {e}", file=sys.stderr)
+        build = kernel.resolve(spec, progress)
+    except BuildFailed as e:
+        if not e.stage.tree_fault:
+            print(f"bisect-step: abort: {e}", file=sys.stderr)
+            return ABORT
+        print(f"bisect-step: this commit does not build ({e.stage}): {e}", file=sys.stderr)
         return ANSWERS[on_build_failure]
     timings["build"] = time.monotonic() - t0
     results = vmtest.results_root() / time.strftime("bisect-%Y%m%d-%H%M%S")
-    run = qemu.boot(build.bzimage, pytest_args, results=results, cmdline=cmdline, limits=limits,
-                    env=vmtest.guest_env(build))
-    outcome = report.evaluate(build.source.commit or build.source.version, run)
+    try:
+        run = qemu.boot(build, pytest_args, results=results, cmdline=cmdline, limits=limits)
+    except GmemtestError as e:
+        print(f"bisect-step: abort: {e}", file=sys.stderr)
+        return ABORT
+    outcome = report.evaluate(build.label, run)
     timings["boot"] = run.boot_seconds or 0.0
     timings["suite"] = run.seconds - timings["boot"]
     print(report.summary([outcome], timings))
-    if outcome.problem:
-        # No test verdict: the kernel did not boot or the guest died before pytest finished.
+    if not outcome.ran:
+        if outcome.ended.harness_fault:
+            print(f"bisect-step: abort: {outcome.problem}", file=sys.stderr)
+            return ABORT
+        print(f"bisect-step: this commit's kernel did not run the tests: {outcome.problem}",
+              file=sys.stderr)
         return ANSWERS[on_boot_failure]
-    return GOOD if outcome.ok else BAD
+    if not outcome.ok:
+        return BAD
+    if outcome.passed == 0:
+        print("bisect-step: every selected test skipped on this commit: it cannot be judged",
+              file=sys.stderr)
+        return SKIP
+    return GOOD

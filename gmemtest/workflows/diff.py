@@ -1,22 +1,22 @@
 """`gmemtest diff A B`: the same suite on two kernels, in both modes, and every test whose
 outcome differs, with each side's message: how a reviewer sees what v9 changed against v8, or
-where a posting departs from kpatches/. A and B are each a built kernel (its build directory or
-bzImage), a patch directory (with a ``series`` file, on Debian's source), a series mbox or a
-kernel tree."""
+where a posting departs from kpatches/. A and B are kernel specs (gmemtest.vmtier.kernelspec),
+both parsed and checked before anything is built. No verdict rests on a side that did not run
+its tests: that is an error, said first."""
 
 from __future__ import annotations
 
 import html
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from gmemtest.errors import GmemtestError
 from gmemtest.results import report, runlog
 from gmemtest.results.outcome import Outcome, TestResult, short
 from gmemtest.results.render import STYLE
-from gmemtest.vmtier import kernel, qemu, series
+from gmemtest.vmtier import kernel, qemu
+from gmemtest.vmtier.kernelspec import KernelSpec
 from gmemtest.vmtier.progress import Progress
 
 from . import vmtest
@@ -27,11 +27,12 @@ class Side:
     """One kernel of the comparison: what the user named, its build, its boots."""
 
     spec: str
-    label: str
-    bzimage: Path
-    headers: Path | None
-    source: Path | None
+    build: kernel.Build
     reports: list[report.BootReport]
+
+    @property
+    def label(self) -> str:
+        return self.build.label
 
 
 @dataclass(frozen=True)
@@ -42,50 +43,12 @@ class Difference:
     b: str
 
 
-def resolve(spec: str, progress: Progress) -> tuple[str, Path, Path | None, Path | None]:
-    """A kernel named on the command line: (label, bzImage, headers, source tree)."""
-    p = Path(spec)
-    manifest = None
-    if p.is_file() and p.name == "bzImage":
-        manifest = p.parents[3] / "gmemtest-manifest.json"
-    elif p.is_dir() and (p / "gmemtest-manifest.json").is_file():
-        manifest = p / "gmemtest-manifest.json"
-    if manifest is not None:
-        if not manifest.is_file():
-            return spec, p, None, None
-        m = json.loads(manifest.read_text())
-        src = Path(m["source"]["path"])
-        return _label(m["source"]), Path(m["bzImage"]), Path(m["headers"]), src
-    if p.is_dir() and (p / "series").is_file():
-        b = kernel.build(None, patches=True, patch_dir=p.resolve(), progress=progress)
-    elif p.is_file():
-        b = kernel.build(series.tree(p, progress=progress), patches=False, progress=progress)
-    elif p.is_dir() and (p / "Makefile").is_file():
-        b = kernel.build(p, patches=False, progress=progress)
-    else:
-        raise GmemtestError(f"{spec}: not a built kernel, a patch directory (series file), a "
-                            "series mbox or a kernel tree")
-    return _label(asdict(b.source)), b.bzimage, b.headers, b.source.path
-
-
-def _label(source: dict[str, object]) -> str:
-    s = source.get("series")
-    if isinstance(s, dict):
-        info = s["series"]
-        return f"series v{info['version']} \"{info['subject']}\""
-    patches = source.get("patches") or []
-    extra = f" + {len(patches)} patches" if isinstance(patches, list) and patches else ""
-    return f"{source.get('commit') or source.get('version')}{extra}"
-
-
-def run(spec: str, name: str, pytest_args: list[str], limits: qemu.Limits,
-        progress: Progress, stamp: str) -> Side:
-    label, bzimage, headers, src = resolve(spec, progress)
-    modes = vmtest.switch_modes(src) if src is not None else vmtest.MODES
-    env = {"GMEMTEST_KERNEL_HEADERS": str(headers)} if headers else {}
-    reports = vmtest.run_modes(bzimage, pytest_args, env, limits=limits, progress=progress,
-                               stamp=f"{stamp}-diff-{name}", modes=modes)
-    return Side(spec, label, bzimage, headers, src, reports)
+def run(word: str, spec: KernelSpec, name: str, pytest_args: list[str], limits: qemu.Limits,
+        progress: Progress, stamp: str, root: Path) -> Side:
+    build = kernel.resolve(spec, progress)
+    reports = vmtest.run_modes(build, pytest_args, limits=limits, progress=progress,
+                               stamp=f"{stamp}-diff-{name}", root=root)
+    return Side(word, build, reports)
 
 
 def differences(a: Side, b: Side) -> list[Difference]:
@@ -122,21 +85,23 @@ def _say(r: TestResult | None) -> str:
                              r.outcome is not Outcome.PASSED else "")
 
 
-def table(a: Side, b: Side, diffs: list[Difference]) -> str:
-    lines = [f"A: {a.spec} ({a.label})", f"B: {b.spec} ({b.label})"]
+def table(a: Side, b: Side, diffs: list[Difference], why: str | None = None) -> str:
+    lines = [f"NO VERDICT: {why}"] if why else []
+    lines += [f"A: {a.spec} ({a.label})", f"B: {b.spec} ({b.label})"]
     for side, name in ((a, "A"), (b, "B")):
         for r in side.reports:
             lines.append(f"{name} {r.label}: {r.passed} passed, {r.failed} failed, "
                          f"{r.skipped} skipped: {r.verdict()}")
-    if not diffs:
+    if not diffs and not why:
         lines.append("no test's outcome differs")
     for d in diffs:
         lines += [f"{d.mode}: {d.test}", f"    A: {d.a}", f"    B: {d.b}"]
     return "\n".join(lines)
 
 
-def markdown(a: Side, b: Side, diffs: list[Difference]) -> str:
-    lines = ["# gmemtest diff", "", f"- A: `{a.spec}` ({a.label})", f"- B: `{b.spec}` ({b.label})",
+def markdown(a: Side, b: Side, diffs: list[Difference], why: str | None = None) -> str:
+    lines = ["# gmemtest diff", "", *([f"**No verdict**: {why}", ""] if why else []),
+             f"- A: `{a.spec}` ({a.label})", f"- B: `{b.spec}` ({b.label})",
              "", f"{len(diffs)} difference(s)", ""]
     if diffs:
         lines += ["| mode | test | A | B |", "|---|---|---|---|"]
@@ -151,7 +116,7 @@ td.good { background: #dfd; } td.bad { background: #fdd; }
 """
 
 
-def html_page(a: Side, b: Side, diffs: list[Difference]) -> str:
+def html_page(a: Side, b: Side, diffs: list[Difference], why: str | None = None) -> str:
     """One self-contained page in the matrix report's style."""
     e = html.escape
     def cell(outcome: str) -> str:
@@ -167,31 +132,50 @@ def html_page(a: Side, b: Side, diffs: list[Difference]) -> str:
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>gmemtest diff</title>"
             f"<style>{STYLE}{DIFF_STYLE}</style></head><body><h1>gmemtest diff</h1>"
             f"<p>{e(time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()))}</p>"
-            f"<p><b>A</b>: {e(a.spec)} ({e(a.label)})<br><b>B</b>: {e(b.spec)} ({e(b.label)})</p>"
+            + (f"<p class='fail'><b>No verdict</b>: {e(why)}</p>" if why else "")
+            + f"<p><b>A</b>: {e(a.spec)} ({e(a.label)})<br><b>B</b>: {e(b.spec)} ({e(b.label)})</p>"
             f"<table><tr><th>side</th><th>mode</th><th>passed</th><th>failed</th><th>skipped"
             f"</th><th>verdict</th></tr>{boots}</table>"
             f"<h2>{len(diffs)} difference(s)</h2>"
             + (f"<table class='diff'><tr><th>mode</th><th>test</th><th>A</th><th>B</th></tr>"
                f"{rows}</table>"
-               if diffs else "<p>No test's outcome differs.</p>")
+               if diffs else "" if why else "<p>No test's outcome differs.</p>")
             + "</body></html>\n")
 
 
-def main(a_spec: str, b_spec: str, pytest_args: list[str] | None, limits: qemu.Limits,
-         out: Path | None = None) -> int:
-    """Exit 0 when no outcome differs, 1 when some do."""
+def not_run(a: Side, b: Side) -> str | None:
+    """Why there is no verdict: a boot of either side that did not run its tests, or two
+    sides that ran no test at all. None when both ran."""
+    for side, name in ((a, "A"), (b, "B")):
+        why = vmtest.not_run(side.reports)
+        if why:
+            return f"side {name} ({side.spec}): {why}"
+        if not any(r.results for r in side.reports):
+            return f"side {name} ({side.spec}): no test ran (check the pytest arguments)"
+    return None
+
+
+def main(a_word: str, a: KernelSpec, b_word: str, b: KernelSpec,
+         pytest_args: list[str] | None, limits: qemu.Limits, out: Path) -> tuple[int, str | None]:
+    """Exit 0 when no outcome differs, 1 when some do; (2, why) when a side did not run."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = out or vmtest.results_root() / f"diff-{stamp}"
     progress = Progress()
     args = pytest_args or qemu.parallelism()
-    with runlog.attached(out / "gmemtest.log"):
-        a = run(a_spec, "a", args, limits, progress, stamp)
-        b = run(b_spec, "b", args, limits, progress, stamp)
-    diffs = differences(a, b)
-    (out / "diff.txt").write_text(table(a, b, diffs) + "\n")
-    (out / "diff.md").write_text(markdown(a, b, diffs))
-    (out / "diff.html").write_text(html_page(a, b, diffs))
-    (out / "diff.json").write_text(json.dumps([d.__dict__ for d in diffs], indent=1) + "\n")
-    print(table(a, b, diffs))
+    with runlog.results_dir(out):
+        side_a = run(a_word, a, "a", args, limits, progress, stamp, out)
+        side_b = run(b_word, b, "b", args, limits, progress, stamp, out)
+    why = not_run(side_a, side_b)
+    diffs = differences(side_a, side_b)
+    text = table(side_a, side_b, diffs, why)
+    (out / "diff.txt").write_text(text + "\n")
+    (out / "diff.md").write_text(markdown(side_a, side_b, diffs, why))
+    (out / "diff.html").write_text(html_page(side_a, side_b, diffs, why))
+    (out / "diff.json").write_text(json.dumps({"verdict": None if why else bool(diffs),
+                                               "error": why,
+                                               "differences": [d.__dict__ for d in diffs]},
+                                              indent=1) + "\n")
+    print(text)
     print(f"reports: {out}/diff.html, diff.md, diff.txt, diff.json")
-    return 1 if diffs else 0
+    if why:
+        return 2, why
+    return (1 if diffs else 0), None

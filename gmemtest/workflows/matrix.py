@@ -10,12 +10,19 @@ The configuration is TOML::
     pytest_args = ["-n", "auto"]            # optional; what the guest's pytest is given
                                             # (default: qemu.parallelism())
 
-    [env]                                   # optional; the suite's knobs (qemu.TUNABLES)
-    GMEMTEST_FUZZ = "long"
+    [env]                                   # optional; the suite's knobs, each value
+    GMEMTEST_FUZZ = "long"                  # checked (gmemtest.testing.tunables)
 
-    [kernels.debian-kpatches]
+    [kernels.applied]
     source = "debian"                       # Debian's linux-source-7.2 ...
-    patches = "kpatches"                    # ... plus a patch set (a dir with a series file)
+    kpatches = "applied"                    # ... plus kpatches/ in a form: applied or v8
+
+    [kernels.v8]
+    kpatches = "v8"
+    configs = ["default"]                   # optional: the configs it is built with (all)
+
+    [kernels.own]
+    patches = "my-patches"                  # ... or a patch set of one's own (a series file)
 
     [kernels.mine]
     source = "/src/linux"                   # a kernel tree, built as it is
@@ -39,59 +46,55 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gmemtest.errors import GmemtestError
+from gmemtest.errors import BuildFailed, GmemtestError
 from gmemtest.results import baseline as baseline_of
 from gmemtest.results import cells as cells_of
 from gmemtest.results import kcidb, render, report, runlog
 from gmemtest.results.cells import CellResult, cell_id, slug
-from gmemtest.vmtier import checkout, kconfig, kernel, qemu, series
+from gmemtest.testing import tunables
+from gmemtest.vmtier import kconfig, kernel, kernelspec, qemu
+from gmemtest.vmtier.kernelspec import KernelSpec
 from gmemtest.vmtier.progress import Progress
 
 from . import vmtest
 
 
-@dataclass(frozen=True)
-class KernelSpec:
-    """A kernel to build: Debian's source plus a patch set, a tree as it is, or a posted series
-    (an mbox) applied onto either."""
-
-    name: str
-    src: Path | None  # None: Debian's linux-source-7.2
-    patch_dir: Path | None  # None: no patches
-    series: Path | None = None  # a posted series' mbox, applied with git am onto src
-    series_version: int | None = None
-
-
 @dataclass
 class Matrix:
-    kernels: list[KernelSpec]
-    configs: dict[str, list[str]]
+    kernels: dict[str, KernelSpec]
+    configs: dict[str, tuple[str, ...]]
     cmdlines: dict[str, list[str]]
     pytest_args: list[str] | None = None  # None: qemu.parallelism()
     env: dict[str, str] = field(default_factory=dict)
     # config -> the command lines it is booted with, where not every one
     config_cmdlines: dict[str, list[str]] = field(default_factory=dict)
+    # kernel -> the configs it is built with, where not every one
+    kernel_configs: dict[str, list[str]] = field(default_factory=dict)
 
     def cells(self) -> list[Cell]:
-        return [Cell(k, c, m) for k in self.kernels for c in self.configs
+        return [Cell(k, spec.with_fragments(frags), c, m)
+                for k, spec in self.kernels.items() for c, frags in self.configs.items()
+                if c in self.kernel_configs.get(k, list(self.configs))
                 for m in self.config_cmdlines.get(c, list(self.cmdlines))]
 
 
 @dataclass(frozen=True)
 class Cell:
-    kernel: KernelSpec
+    kernel_name: str
+    spec: KernelSpec  # with the config's fragments
     config: str
     cmdline: str
 
     @property
     def id(self) -> str:
-        return cell_id(self.kernel.name, self.config, self.cmdline)
+        return cell_id(self.kernel_name, self.config, self.cmdline)
 
     @property
     def slug(self) -> str:
@@ -106,13 +109,24 @@ def _strings(value: Any, where: str) -> list[str]:
     return list(value)
 
 
+def _name(name: str, where: str) -> str:
+    if not name or "/" in name or not name.isprintable():
+        raise GmemtestError(f"{where}: a name must be printable, without '/': {name!r}")
+    return name
+
+
 def load(path: Path) -> Matrix:
-    """Read and check a matrix file; every mistake is named with its key."""
+    """Read and check a matrix file, every value's type and range; every mistake is one line
+    naming its key, before any work."""
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode())
     except FileNotFoundError:
         raise GmemtestError(f"--config {path}: no such file") from None
-    except tomllib.TOMLDecodeError as e:
+    except IsADirectoryError:
+        raise GmemtestError(f"--config {path}: a directory, not a matrix file") from None
+    except UnicodeDecodeError:
+        raise GmemtestError(f"--config {path}: not a text file (a matrix is TOML)") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as e:
         raise GmemtestError(f"{path}: not valid TOML: {e}") from None
     unknown = set(data) - {"kernels", "configs", "cmdlines", "pytest_args", "env"}
     if unknown:
@@ -121,37 +135,25 @@ def load(path: Path) -> Matrix:
     for key in ("kernels", "configs", "cmdlines"):
         if not isinstance(data.get(key), dict) or not data[key]:
             raise GmemtestError(f"{path}: [{key}] is missing or empty")
-    kernels = []
-    for name, spec in data["kernels"].items():
-        where = f"{path}: [kernels.{name}]"
-        keys = {"source", "patches", "series", "series_version"}
-        if not isinstance(spec, dict) or set(spec) - keys:
-            raise GmemtestError(f"{where}: expected the keys {', '.join(sorted(keys))}")
-        source = spec.get("source", "debian")
-        src = None if source == "debian" else (path.parent / source).resolve()
-        if src is not None and not (src / "Makefile").is_file():
-            raise GmemtestError(f"{where}: source {src} is not a kernel tree")
-        mbox = (path.parent / str(spec["series"])).resolve() if "series" in spec else None
-        if mbox is not None:
-            if "patches" in spec:
-                raise GmemtestError(f"{where}: a series is the patches: drop patches")
-            if not mbox.is_file():
-                raise GmemtestError(f"{where}: series {mbox}: no such file")
-            kernels.append(KernelSpec(name, src, None, mbox, spec.get("series_version")))
-            continue
-        patches = spec.get("patches", "kpatches" if src is None else False)
-        patch_dir = None
-        if patches is not False:
-            patch_dir = checkout.KPATCHES if patches == "kpatches" else \
-                (path.parent / str(patches)).resolve()
-            if not (patch_dir / "series").is_file():
-                raise GmemtestError(f"{where}: patches {patch_dir} has no series file")
-        kernels.append(KernelSpec(name, src, patch_dir))
-    cmdlines = {n: _strings(v, f"{path}: cmdlines.{n}") for n, v in data["cmdlines"].items()}
-    configs: dict[str, list[str]] = {}
+    kernels: dict[str, KernelSpec] = {}
+    kernel_configs: dict[str, list[str]] = {}
+    for name, table in data["kernels"].items():
+        where = f"{path}: [kernels.{_name(name, f'{path}: [kernels]')}]"
+        if isinstance(table, dict) and "configs" in table:
+            table = dict(table)
+            kernel_configs[name] = _strings(table.pop("configs"), f"{where}.configs")
+            unknown_configs = set(kernel_configs[name]) - set(data["configs"])
+            if unknown_configs or not kernel_configs[name]:
+                raise GmemtestError(f"{where}.configs: unknown config(s) "
+                                    f"{', '.join(sorted(unknown_configs)) or '(none given)'} "
+                                    f"(known: {', '.join(data['configs'])})")
+        kernels[name] = kernelspec.from_table(name, table, where, path.parent)
+    cmdlines = {_name(n, f"{path}: [cmdlines]"): _strings(v, f"{path}: cmdlines.{n}")
+                for n, v in data["cmdlines"].items()}
+    configs: dict[str, tuple[str, ...]] = {}
     config_cmdlines: dict[str, list[str]] = {}
     for name, value in data["configs"].items():
-        where = f"{path}: configs.{name}"
+        where = f"{path}: configs.{_name(name, f'{path}: [configs]')}"
         if isinstance(value, dict):
             if set(value) - {"fragments", "cmdlines"} or "fragments" not in value:
                 raise GmemtestError(f"{where}: expected a list of fragments or a table with "
@@ -164,28 +166,26 @@ def load(path: Path) -> Matrix:
                                         f"{', '.join(sorted(unknown_lines))} (known: "
                                         f"{', '.join(cmdlines)})")
             value = value["fragments"]
-        configs[name] = _strings(value, where)
+        configs[name] = tuple(_strings(value, where))
         try:
-            kconfig.fragment_paths(configs[name])
+            kconfig.fragment_paths(list(configs[name]))
         except GmemtestError as e:
             raise GmemtestError(f"{where}: {e}") from None
     pytest_args = (_strings(data["pytest_args"], f"{path}: pytest_args")
                    if "pytest_args" in data else None)
     env = data.get("env", {})
-    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
-        raise GmemtestError(f"{path}: [env] must map variable names to strings")
-    if set(env) - set(qemu.TUNABLES):
-        raise GmemtestError(f"{path}: [env]: unknown variable(s) "
-                            f"{', '.join(sorted(set(env) - set(qemu.TUNABLES)))} (expected "
-                            f"{', '.join(qemu.TUNABLES)})")
-    return Matrix(kernels, configs, cmdlines, pytest_args, env, config_cmdlines)
+    if not isinstance(env, dict):
+        raise GmemtestError(f"{path}: [env] must be a table of variables")
+    env = {k: tunables.check(k, v, f"{path}: [env]") for k, v in env.items()}
+    return Matrix(kernels, configs, cmdlines, pytest_args, env, config_cmdlines,
+                  kernel_configs)
 
 
 def cell_list(matrix: Matrix) -> list[dict[str, Any]]:
     """Every cell, in order, with its stable id (``KERNEL/CONFIG/CMDLINE``): what
     ``--list`` prints for a CI engine to make a job of each."""
-    return [{"id": c.id, "slug": c.slug, "kernel": c.kernel.name, "config": c.config,
-             "cmdline": c.cmdline, "fragments": matrix.configs[c.config],
+    return [{"id": c.id, "slug": c.slug, "kernel": c.kernel_name, "config": c.config,
+             "cmdline": c.cmdline, "fragments": list(matrix.configs[c.config]),
              "cmdline_args": matrix.cmdlines[c.cmdline]} for c in matrix.cells()]
 
 
@@ -204,49 +204,38 @@ def run(matrix: Matrix, out: Path, *, limits: qemu.Limits, progress: Progress | 
     the ones given; each cell's results go to out/cells/SLUG, with its record (cell.json)."""
     progress = progress or Progress()
     results: list[CellResult] = []
-    builds: dict[tuple[KernelSpec, str], kernel.Build | str] = {}
+    builds: dict[tuple[str, str], kernel.Build | BuildFailed] = {}
     for cell in matrix.cells() if cells is None else cells:
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        key = (cell.kernel, cell.config)
-        fragments = matrix.configs[cell.config]
+        key = (cell.kernel_name, cell.config)
+        fragments = list(matrix.configs[cell.config])
         if key not in builds:
-            progress.phase(f"build {cell.kernel.name}/{cell.config}")
+            progress.phase(f"build {cell.kernel_name}/{cell.config}")
             try:
-                spec = cell.kernel
-                src = series.tree(spec.series, version=spec.series_version, src=spec.src,
-                                  progress=progress) if spec.series else spec.src
-                builds[key] = kernel.build(
-                    src, patches=spec.patch_dir is not None,
-                    patch_dir=spec.patch_dir or checkout.KPATCHES,
-                    fragments=fragments, progress=progress)
-            except GmemtestError as e:
-                builds[key] = f"build failed: {e}"
+                builds[key] = kernel.resolve(cell.spec, progress)
+            except BuildFailed as e:
+                builds[key] = e
         b = builds[key]
-        if isinstance(b, str):
-            result = CellResult(cell.kernel.name, cell.config, cell.cmdline, None, b,
+        if isinstance(b, BuildFailed):
+            result = CellResult(cell.kernel_name, cell.config, cell.cmdline, None,
+                                f"build failed: {b}", build_stage=str(b.stage),
                                 fragments=fragments, started=started,
                                 cmdline=matrix.cmdlines[cell.cmdline])
         else:
             progress.phase(f"cell {cell.id}", "booting")
             pytest_args = qemu.parallelism() if matrix.pytest_args is None \
                 else matrix.pytest_args
-            r = qemu.boot(b.bzimage, pytest_args, results=out / "cells" / cell.slug,
-                          cmdline=matrix.cmdlines[cell.cmdline], limits=limits,
-                          env={**matrix.env, **vmtest.guest_env(b)})
-            patches = f" + {len(b.source.patches)} patches" if b.source.patches else ""
-            if b.source.series:
-                posted = b.source.series["series"]
-                patches = (f" + series v{posted['version']} \"{posted['subject']}\" "
-                           f"({posted['count']} patches, <{posted['msgid']}>)")
-            result = CellResult(cell.kernel.name, cell.config, cell.cmdline,
+            r = qemu.boot(b, pytest_args, results=out / "cells" / cell.slug,
+                          cmdline=matrix.cmdlines[cell.cmdline], limits=limits, env=matrix.env)
+            m = b.manifest
+            result = CellResult(cell.kernel_name, cell.config, cell.cmdline,
                                 report.evaluate(cell.id, r), build_seconds=b.seconds,
-                                bzimage=str(b.bzimage),
-                                kernel=f"{b.source.commit or b.source.version}{patches}",
+                                bzimage=str(b.bzimage), kernel=b.label,
                                 cmdline=matrix.cmdlines[cell.cmdline],
-                                source=b.source.commit or b.source.version,
-                                patches=list(b.source.patches), fragments=fragments,
+                                source=(m.commit or m.version) if m else None,
+                                patches=list(m.patches) if m else [], fragments=fragments,
                                 started=started,
-                                series=b.source.series["series"] if b.source.series else None)
+                                series=m.posted.__dict__ if m and m.posted else None)
         cells_of.save(result, out / "cells" / cell.slug)
         results.append(result)
     progress.done("matrix", f"{len(results)} cells, {len(builds)} builds")
@@ -284,10 +273,21 @@ def _cell_dirs(d: Path) -> list[Path]:
     return sorted(p for p in (d / "cells").iterdir() if (p / cells_of.CELL_FILE).exists())
 
 
+def not_run(results: list[CellResult]) -> str | None:
+    """One line naming the cells that did not run their tests (None when all did)."""
+    bad = [r for r in results if not r.ran]
+    if not bad:
+        return None
+    return (f"{len(bad)} of {len(results)} cell(s) did not run their tests: "
+            + "; ".join(f"{r.id}: {r.problem or (r.outcome.problem if r.outcome else '')}"
+                        for r in bad))
+
+
 def report_on(results: list[CellResult], out: Path, *, baseline: Path | None,
               kcidb_file: Path | None) -> int:
     """Write every report of ``results`` into ``out``, print the table; the exit status is 1
-    when a cell failed (or, with a baseline, when something regressed against it)."""
+    when a cell failed (or, with a baseline, when something regressed against it), and 2,
+    said first, when a cell did not run its tests: no verdict rests on it."""
     old = baseline_of.load_baseline(baseline) if baseline else None
     render.write(results, out)
     regr = baseline_of.regressions(json.loads((out / "matrix.json").read_text()), old) \
@@ -296,9 +296,14 @@ def report_on(results: list[CellResult], out: Path, *, baseline: Path | None,
         render.write(results, out, regr)
     if kcidb_file is not None:
         kcidb.write(results, kcidb_file)
+    why = not_run(results)
+    if why:
+        print(f"gmemtest matrix: error: {why}", file=sys.stderr)
     print(render.table(results, regr))
     print(f"reports: {out}/report.html, summary.md, junit.xml, matrix.ktap, *.ktap, "
           "matrix.json" + (f"; KCIDB: {kcidb_file}" if kcidb_file else ""))
+    if why:
+        return 2
     if old is not None:
         return 1 if regr else 0
     return 0 if all(r.ok for r in results) else 1
@@ -324,11 +329,14 @@ def main(config: Path, out: Path | None, baseline: Path | None, limits: qemu.Lim
         shutil.rmtree(out / "cells", ignore_errors=True)
     if chosen is not None:
         shutil.rmtree(out / "cells" / chosen[0].slug, ignore_errors=True)
-    with runlog.attached(out / ("gmemtest.log" if chosen is None else
-                                f"cells/{chosen[0].slug}/matrix.log")):
+    with (runlog.results_dir(out) if chosen is None else
+          runlog.results_dir(out / "cells" / chosen[0].slug, log="matrix.log")):
         results = run(matrix, out, limits=limits, cells=chosen)
     if chosen is not None:
         print(f"cell {chosen[0].id}: {results[0].verdict()} ({out / 'cells' / chosen[0].slug})")
+        if not results[0].ran:
+            print(f"gmemtest matrix: error: {not_run(results)}", file=sys.stderr)
+            return 2
         return 0 if results[0].ok else 1
     return report_on(results, out, baseline=baseline, kcidb_file=kcidb_file)
 

@@ -1,101 +1,120 @@
-"""The main job: build the patched kernel, boot it with in-place conversion on and off, run the
-whole suite in each, and print one combined report."""
+"""The main job: build the kernel under test, boot it with in-place conversion on and off (once,
+for a kernel without the switch), run the whole suite in each, and print one combined report."""
 
 from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
+from gmemtest.kvm.revision import VM_ATTRIBUTES_OPTIONS as VM_ATTRIBUTES
 from gmemtest.results import report, runlog
-from gmemtest.vmtier import checkout, kernel, qemu
+from gmemtest.vmtier import checkout, kconfig, kernel, qemu
+from gmemtest.vmtier.kernelspec import KernelSpec
 from gmemtest.vmtier.progress import Progress
 
-SWITCH = "gmem_in_place_conversion"  # kvm's module parameter, from the series
-PARAM = f"kvm.{SWITCH}"
-MODES = (("in-place conversion on", f"{PARAM}=1"), ("in-place conversion off", f"{PARAM}=0"))
-# A kernel without the series (vanilla 7.2, --no-patches) has no switch: one boot.
-NO_SWITCH = (("no in-place conversion switch", ""),)
+PARAM = "kvm.gmem_in_place_conversion"
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One boot of the main job: what reports call it, and its kernel command line."""
+
+    label: str
+    cmdline: tuple[str, ...]
+    slug: str  # in the results directory's name
+
+
+ON = Mode("in-place conversion on", (f"{PARAM}=1",), "kvm_gmem_in_place_conversion-1")
+OFF = Mode("in-place conversion off", (f"{PARAM}=0",), "kvm_gmem_in_place_conversion-0")
+# Where the switch defaults to off (a kernel with per-VM memory attributes), the off boot
+# leaves it at its default: the suite then checks that default too.
+OFF_BY_DEFAULT = Mode("in-place conversion off (its default)", (),
+                      "kvm_gmem_in_place_conversion-default")
+# A kernel without the parameter boots once: vanilla 7.2, or the applied series without per-VM
+# memory attributes, where in-place conversion is always on.
+NO_SWITCH = Mode(f"no {PARAM}", (), "no-switch")
 
 
 def results_root() -> Path:
     return checkout.RESULTS
 
 
-def guest_env(build: kernel.Build) -> dict[str, str]:
-    """What the in-guest suite needs to know about the kernel it runs on."""
-    return {"GMEMTEST_KERNEL_HEADERS": str(build.headers)}
+def modes(build: kernel.Build) -> tuple[Mode, ...]:
+    """The boots a kernel gets: on and off when it has the switch (or when it was built
+    elsewhere and nobody can tell), else one. Off is the switch's default where that is off
+    (per-VM memory attributes built in)."""
+    if build.manifest is None:
+        return (ON, OFF)
+    if not build.manifest.switch:
+        return (NO_SWITCH,)
+    config = kconfig.read_config(Path(build.manifest.config))
+    if any(config.get(o) == "y" for o in VM_ATTRIBUTES):
+        return (ON, OFF_BY_DEFAULT)
+    return (ON, OFF)
 
 
-def switch_modes(src: Path) -> tuple[tuple[str, str], ...]:
-    """The boots the main job makes of the tree at ``src``: on and off when KVM defines the
-    in-place conversion switch, else one."""
-    kvm_sources = (src / "virt" / "kvm").glob("*.c")
-    if any(SWITCH in f.read_text(errors="replace") for f in kvm_sources):
-        return MODES
-    return NO_SWITCH
-
-
-def run_modes(kimage: Path, pytest_args: list[str], env: dict[str, str], *,
-              limits: qemu.Limits, progress: Progress, stamp: str,
+def run_modes(build: kernel.Build, pytest_args: list[str], *, limits: qemu.Limits,
+              progress: Progress, stamp: str, env: dict[str, str] | None = None,
               extra_cmdline: list[str] | None = None, image: Path | None = None,
-              modes: tuple[tuple[str, str], ...] = MODES, at_once: int | None = None,
+              boots: tuple[Mode, ...] | None = None, at_once: int | None = None,
               root: Path | None = None) -> list[report.BootReport]:
-    """Boot ``kimage`` once per mode and run the suite in each. Under single-threaded TCG on a
-    machine with a core per boot the boots run side by side (each its own results directory;
-    their output goes to their console logs, not the terminal). ``at_once``: how many boots
-    side by side instead; ``root``: where the results directories go (results/)."""
-    at_once = at_once or qemu.boots_at_once(len(modes))
+    """Boot ``build`` once per mode (``boots``, default :func:`modes`) and run the suite in
+    each. Under single-threaded TCG on a machine with a core per boot the boots run side by
+    side (each its own results directory; their output goes to their console logs, not the
+    terminal). ``at_once``: how many boots side by side instead; ``root``: where the results
+    directories go (results/)."""
+    boots = boots or modes(build)
+    at_once = at_once or qemu.boots_at_once(len(boots))
 
-    def boot(label: str, param: str) -> report.BootReport:
-        name = param.replace('.', '_').replace('=', '-') or "no-switch"
-        run = qemu.boot(kimage, pytest_args, results=(root or results_root()) / f"{stamp}-{name}",
-                        cmdline=[p for p in (param, *(extra_cmdline or [])) if p],
-                        limits=limits, env=env, image=image, echo=at_once == 1)
-        return report.evaluate(label, run)
+    def boot(mode: Mode) -> report.BootReport:
+        run = qemu.boot(build, pytest_args,
+                        results=(root or results_root()) / f"{stamp}-{mode.slug}",
+                        cmdline=[*mode.cmdline, *(extra_cmdline or [])], limits=limits,
+                        env=env, image=image, echo=at_once == 1)
+        return report.evaluate(mode.label, run)
 
     if at_once == 1:
         outcomes = []
-        for label, param in modes:
-            progress.phase(f"suite ({label})",
-                           f"booting {kimage.name} with {param or 'no switch'}")
-            outcomes.append(boot(label, param))
+        for mode in boots:
+            progress.phase(f"suite ({mode.label})",
+                           f"booting {build.bzimage.name} with {' '.join(mode.cmdline) or '-'}")
+            outcomes.append(boot(mode))
         return outcomes
-    progress.phase("suites", f"booting {kimage.name} {len(modes)} times side by side: "
-                   + ", ".join(param or "no switch" for _, param in modes))
+    progress.phase("suites", f"booting {build.bzimage.name} {len(boots)} times side by side: "
+                   + ", ".join(" ".join(m.cmdline) or m.label for m in boots))
     with ThreadPoolExecutor(at_once) as pool:
-        return list(pool.map(lambda mode: boot(*mode), modes))
+        return list(pool.map(boot, boots))
 
 
-def main_job(*, src: Path | None = None, patches: bool | None = None,
-             patch_dir: Path = checkout.KPATCHES,
-             fragments: list[str] | None = None, pytest_args: list[str] | None = None,
+def not_run(outcomes: list[report.BootReport]) -> str | None:
+    """One line naming the boots that did not run their tests (None when every boot did):
+    no verdict rests on them."""
+    bad = [o for o in outcomes if not o.ran]
+    if not bad:
+        return None
+    return (f"{len(bad)} of {len(outcomes)} boot(s) did not run their tests: "
+            + "; ".join(f"{o.label}: {o.problem or o.ended}" for o in bad))
+
+
+def main_job(spec: KernelSpec, *, pytest_args: list[str] | None = None,
              limits: qemu.Limits | None = None,
              image: Path | None = None) -> tuple[list[report.BootReport], str]:
-    """Fetch and build the kernel, then the two boots; returns the outcomes and the report.
-    The job's log goes to results/<stamp>-main-job.log (each boot logs into its own results
-    directory too)."""
+    """Build the kernel, then its boots; returns the outcomes and the report. The job's log
+    goes to results/<stamp>-main-job.log (each boot logs into its own results directory)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    with runlog.attached(results_root() / f"{stamp}-main-job.log"):
-        return _main_job(src, patches, patch_dir, fragments, pytest_args, limits, image, stamp)
-
-
-def _main_job(src: Path | None, patches: bool | None, patch_dir: Path,
-              fragments: list[str] | None, pytest_args: list[str] | None,
-              limits: qemu.Limits | None, image: Path | None,
-              stamp: str) -> tuple[list[report.BootReport], str]:
-    progress = Progress()
-    build = kernel.build(src, patches=patches, fragments=fragments, progress=progress,
-                         patch_dir=patch_dir)
-    timings = dict(progress.timings)  # fetch, extract, patch, config, build
-    t0 = time.monotonic()
-    outcomes = run_modes(build.bzimage, pytest_args or qemu.parallelism(), guest_env(build),
-                         limits=limits or qemu.Limits(), progress=progress, stamp=stamp,
-                         image=image, modes=switch_modes(build.source.path))
-    timings["boots and suites, wall clock"] = time.monotonic() - t0
-    for o in outcomes:
-        if o.run is not None:
-            timings[f"boot ({o.label})"] = o.run.boot_seconds or 0.0
-            timings[f"suite ({o.label})"] = o.run.seconds
-    text = f"{kernel.summary(build)}\n{report.summary(outcomes, timings)}"
-    return outcomes, text
+    with runlog.run_log(results_root() / f"{stamp}-main-job.log"):
+        progress = Progress()
+        build = kernel.resolve(spec, progress)
+        timings = dict(progress.timings)  # fetch, extract, patch, config, build
+        t0 = time.monotonic()
+        outcomes = run_modes(build, pytest_args or qemu.parallelism(),
+                             limits=limits or qemu.Limits(), progress=progress, stamp=stamp,
+                             image=image)
+        timings["boots and suites, wall clock"] = time.monotonic() - t0
+        for o in outcomes:
+            if o.run is not None:
+                timings[f"boot ({o.label})"] = o.run.boot_seconds or 0.0
+                timings[f"suite ({o.label})"] = o.run.seconds
+        return outcomes, f"{kernel.summary(build)}\n{report.summary(outcomes, timings)}"

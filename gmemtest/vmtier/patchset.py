@@ -1,0 +1,92 @@
+"""A patch set: a quilt-style ``series`` file and the patches it names, in order.
+
+The project's own live in kpatches/<base>/ (the Debian base they apply to), one series file per
+form of the conversion series: ``series`` is the series as applied upstream, ``series.v8`` the
+v8 posting (a prefix of it). A user's patch directory has a ``series`` file of its own.
+Everything is read and checked here, once: a patch set that names a missing or unreadable
+patch is one line, before any work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from gmemtest.errors import GmemtestError
+
+from .checkout import KPATCHES
+
+# The forms of the conversion series kpatches/ carries, and their series files.
+FORMS = {"applied": "series", "v8": "series.v8"}
+DEFAULT_FORM = "applied"
+
+
+@dataclass(frozen=True)
+class PatchSet:
+    """The patches of one series file, in order, and what reports call them."""
+
+    series_file: Path
+    patches: tuple[Path, ...]
+    name: str
+    form: str | None = None  # the conversion series' form, for kpatches/
+
+    @property
+    def digest(self) -> str:
+        """What a tree patched with these is keyed by."""
+        h = hashlib.sha256()
+        for p in self.patches:
+            h.update(p.read_bytes())
+            h.update(b"\0")
+        return h.hexdigest()[:16]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.patches)
+
+
+def read(series_file: Path, name: str, form: str | None = None) -> PatchSet:
+    """The patch set ``series_file`` lists (``#`` starts a comment); one line when the file or
+    a patch it names is missing, unreadable or not a patch."""
+    try:
+        text = series_file.read_text()
+    except FileNotFoundError:
+        raise GmemtestError(f"{name}: no series file {series_file}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise GmemtestError(f"{name}: cannot read {series_file}: {e}") from None
+    names = [ln.split("#", 1)[0].strip() for ln in text.splitlines()]
+    patches = []
+    for n in filter(None, names):
+        p = series_file.parent / n
+        try:
+            body = p.read_bytes()
+        except FileNotFoundError:
+            raise GmemtestError(f"{series_file} names {n}, which does not exist") from None
+        except OSError as e:
+            raise GmemtestError(f"{series_file} names {n}, which cannot be read: "
+                                f"{e.strerror}") from None
+        if b"\n--- " not in body and not body.startswith(b"--- "):
+            raise GmemtestError(f"{series_file} names {n}, which is not a patch (no diff)")
+        patches.append(p)
+    if not patches:
+        raise GmemtestError(f"{series_file}: names no patch")
+    return PatchSet(series_file, tuple(patches), name, form)
+
+
+def kpatches(base: str, form: str = DEFAULT_FORM) -> PatchSet:
+    """The project's patch set for a Debian base, in one form of the conversion series."""
+    if form not in FORMS:
+        raise GmemtestError(f"--kpatches {form}: expected one of {', '.join(FORMS)}")
+    directory = KPATCHES / base
+    if not directory.is_dir():
+        have = sorted(p.name for p in KPATCHES.iterdir() if p.is_dir())
+        raise GmemtestError(f"kpatches/ has no patches for the base {base} (it has "
+                            f"{', '.join(have) or 'none'})")
+    return read(directory / FORMS[form], f"kpatches/{base} ({form})", form)
+
+
+def directory(path: Path) -> PatchSet:
+    """A user's patch directory (``--patch-dir``): its ``series`` file."""
+    if not path.is_dir():
+        raise GmemtestError(f"--patch-dir {path}: no such directory")
+    return read(path / "series", str(path))
