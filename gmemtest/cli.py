@@ -526,6 +526,8 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("vm-test", help="the main job: build, boot twice (in-place conversion "
                        "on and off), run the whole suite, one report")
     _add_source(t)
+    t.add_argument("--fragment", action="append", default=[], metavar="NAME",
+                   help="kconfigs/NAME.config to merge (repeatable; default base kvm mm faults)")
     t.add_argument("--debug", action="store_true", help="add the debug kconfig fragment")
     _add_vm_limits(t)
     t.set_defaults(func=_cmd_vm_test)

@@ -121,3 +121,39 @@ def test_bad_headers_dir_is_one_line(tmp_path, capsys):
     assert main(["abi-check", "--headers", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no linux/kvm.h" in err
+
+
+@pytest.mark.host_only  # how the switch is read: the same on any kernel
+def test_switch_is_read_strictly(tmp_path, monkeypatch):
+    """The switch against the conversion capability: no parameter and the cap answering
+    PRIVATE is 'always on'; a parameter that disagrees with the cap is a contradiction, an
+    error and never a skip; a parameter that cannot be read is an error naming its errno."""
+    param = tmp_path / "gmem_in_place_conversion"
+    monkeypatch.setattr(rev, "PARAM", param)
+    monkeypatch.setattr(rev, "param_on_cmdline", lambda: False)
+    applied = rev.Target(rev.APPLIED, 252, "test", rev.APPLIED)
+
+    class Kvm:
+        def __init__(self, answer):
+            self.answer = answer
+
+        def check_extension(self, cap):
+            return self.answer if cap == 252 else 0
+
+    assert rev.switch(Kvm(8), applied) == rev.Switch(None, True, False)
+    assert rev.switch(Kvm(0), applied) == rev.Switch(None, False, False)
+    param.write_text("Y\n")
+    assert rev.switch(Kvm(8), applied).on
+    with pytest.raises(GmemtestError, match="contradiction: kvm.gmem_in_place_conversion=1 "
+                       "but KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES .252. answers 0"):
+        rev.switch(Kvm(0), applied)
+    param.write_text("N\n")
+    with pytest.raises(GmemtestError, match="contradiction"):
+        rev.switch(Kvm(8), applied)
+    param.write_text("maybe\n")
+    with pytest.raises(GmemtestError, match="reads 'maybe', not Y or N"):
+        rev.switch_param()
+    param.unlink()
+    param.mkdir()
+    with pytest.raises(GmemtestError, match="EISDIR"):
+        rev.switch_param()

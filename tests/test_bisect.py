@@ -3,12 +3,13 @@
 A git repo of linux-source-7.2 with the kpatches series (the applied form) as commits, and in
 the middle of the series, right after the patch that makes conversions to private unmap the
 host mappings of the pages that change state, a commit that stops them doing so. Bisecting
-between that patch (good) and the tip (bad) must name the breaking commit. Host only: it builds and boots kernels (the Debian source must be in the cache:
-the main job fetches it).
+between that patch (good) and the tip (bad) must name the breaking commit. Host only: it builds
+and boots kernels (the Debian source must be in the cache: the main job fetches it).
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -17,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from gmemtest.cache import cache_dir
-from gmemtest.vmtier import patchset
+from gmemtest.vmtier import debian, patchset
+from gmemtest.vmtier.progress import Progress
 
 pytestmark = pytest.mark.host_only
 TESTS = "test_conversion_unmaps_every_process"
@@ -86,3 +88,23 @@ def test_bisect_names_the_breaking_commit(repo):
         git(repo, "bisect", "reset")
     print(proc.stdout[-3000:], proc.stderr[-2000:], f"bisect took {elapsed:.0f} s", sep="\n")
     assert f"{breaking} is the first bad commit" in proc.stdout, log
+
+
+@pytest.mark.parametrize("case", ["not a tree", "gcc missing"])
+@pytest.mark.needs("linux_source")
+def test_a_broken_harness_aborts_the_bisection(case, tmp_path):
+    """A --src that is not a kernel tree, or a host without gcc, is no fault of the commit
+    under test: 128 (git bisect run stops) with one line, never 125 (skip this commit), which
+    would make git bisect skip every commit."""
+    src = tmp_path if case == "not a tree" else debian.fetch_source(
+        "7.2", Progress(quiet=True)).path
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent)} if case == "gcc missing" \
+        else None
+    proc = subprocess.run([sys.executable, "-m", "gmemtest.cli", "bisect-step", "--src",
+                           str(src), "--", "-q"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 128, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert ("not a Linux source tree" if case == "not a tree" else "'make' not found") \
+        in lines[0] or "'gcc' not found" in lines[0], lines

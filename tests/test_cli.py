@@ -3,9 +3,11 @@
 import errno
 import json
 import os
+from pathlib import Path
 
 import pytest
 
+from gmemtest.cli import main, parse
 from gmemtest.errors import KvmError, VmKilled, one_line
 from gmemtest.testing import ENV_CAP, ENV_HEADERS
 from gmemtest.testing.plugin import target
@@ -72,3 +74,71 @@ def test_a_killed_vm_is_named_as_such():
     e = VmKilled("KVM_RUN", errno.EIO, {}, "vcpu 0")
     assert isinstance(e, KvmError) and e.errno_name == "EIO"
     assert "the kernel killed the VM" in str(e) and "kernel health findings" in str(e)
+
+
+@pytest.mark.host_only
+def test_options_after_the_positionals_are_honoured(tmp_path):
+    """An option placed after the positionals is the option, not pytest's: `diff A B --out X`
+    writes to X; `series walk MBOX --series-version 2 --src T --debug` walks version 2 on T
+    with the debug config. pytest's arguments are what follows --."""
+    args = parse(["diff", "kpatches", "kpatches:v8", "--out", str(tmp_path), "--", "-k", "x"])
+    assert (args.a, args.b, args.out, args.pytest_args) == \
+        ("kpatches", "kpatches:v8", str(tmp_path), ["-k", "x"])
+    args = parse(["series", "walk", "m.mbox", "--series-version", "2", "--src", "/t", "--debug"])
+    assert (args.mbox, args.series_version, args.src, args.debug, args.pytest_args) == \
+        ("m.mbox", 2, "/t", True, [])
+    args = parse(["caps", "--kernel-headers", "/h", "--gmem-attr-cap", "0xfc"])
+    assert (args.kernel_headers, args.gmem_attr_cap) == (Path("/h"), 252)
+
+
+@pytest.mark.host_only  # the command line, not the kernel
+@pytest.mark.parametrize("argv, message", [
+    (["diff", "kpatches", "kpatches:v8", "-k", "x"], "unrecognized arguments: -k x"),
+    (["caps", "--", "-k", "x"], "gmemtest caps runs no tests: it takes no pytest arguments"),
+    (["kernel", "build", "--", "-q"], "gmemtest kernel build runs no tests"),
+    (["vm-test", "--timeout", "soon"], "'soon' is not a number of seconds"),
+    (["vm-test", "--revision", "v9"], "GMEMTEST_REVISION='v9': expected v8 or applied"),
+    (["vm-test", "--kpatches", "v9"], "--kpatches v9: expected one of applied, v8"),
+    (["vm-test", "--series", "x.mbox", "--kpatches", "v8"], "--series is the patches"),
+    (["vm-test", "--series-version", "2"], "--series-version needs --series MBOX"),
+    (["kernel", "show", "/nonexistent"], "/nonexistent: no such file or directory"),
+])
+def test_a_command_line_mistake_is_one_line(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert os.environ.get("GMEMTEST_REVISION") != "v9"
+
+
+@pytest.mark.host_only
+def test_diff_checks_both_sides_before_building_either(gmemtest_cli, tmp_path):
+    """B does not exist: one line naming it, before A is built or booted; no report."""
+    proc = gmemtest_cli("diff", "kpatches", str(tmp_path / "nosuch"), "--out",
+                        str(tmp_path / "out"))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == (f"gmemtest diff: error: {tmp_path / 'nosuch'}: no such file "
+                                   "or directory (expected a built kernel, a patch directory, a "
+                                   "series mbox, a kernel tree or kpatches[:FORM])")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.host_only
+def test_anything_unexpected_is_one_line_naming_the_traceback(monkeypatch, capsys,
+                                                              tmp_path):
+    """A bug of gmemtest itself (here an exception no command expects) is still one line:
+    it names the log file that holds the traceback."""
+    from gmemtest import caps
+
+    monkeypatch.setenv("GMEMTEST_CACHE", str(tmp_path))
+
+    def broken(*args: object) -> None:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(caps, "collect", broken)
+    assert main(["caps"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gmemtest caps: error: internal error: ZeroDivisionError: a bug "
+                          "(the traceback is in ")
+    log = Path(err.split("the traceback is in ")[1].split(";")[0])
+    assert log.is_file() and "Traceback" in log.read_text() and "ZeroDivisionError" in \
+        log.read_text()

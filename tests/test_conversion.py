@@ -2,7 +2,7 @@
 
 `gmem`: KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd (the in-place series); `vm-attributes`:
 KVM_SET_MEMORY_ATTRIBUTES on the VM (upstream). Each test names the point of
-../shared/gmem-uapi.md (the contract) or ../shared/seed/ it checks.
+docs/uapi.md (the contract) or docs/seed.md it checks.
 """
 
 from __future__ import annotations

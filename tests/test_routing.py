@@ -88,8 +88,8 @@ def test_non_mmap_guest_memfd_shared_backing(route, kernel_revision):
         assert agent.read(GPA + PAGE) == 0, "a shared gfn read userspace_addr's byte"
         assert slot.backing.read(2 * PAGE) == b"\x00", "a shared store landed in userspace"
     else:
-        assert agent.read(GPA + PAGE) == 0x22
-        assert slot.backing.read(2 * PAGE) == b"\x23"
+        assert agent.read(GPA + PAGE) == 0x22, "a shared gfn did not read userspace_addr's byte"
+        assert slot.backing.read(2 * PAGE) == b"\x23", "a shared store missed userspace_addr"
     route.to_private(mem, PAGE, 2 * PAGE)
     assert agent.read(GPA + 2 * PAGE) == (0x23 if from_gmem else 0), \
         "converting to private moved the gfn to another page" if from_gmem else \

@@ -369,3 +369,22 @@ def test_diff_pairs_boots_by_mode_and_names_each_side():
         ("in-place conversion off / no in-place conversion switch", "(kernel health)",
          "no finding", "WARNING: WARNING: at mm/x.c:1")]
     assert diff.differences(side("A", on, off), side("B", on, off)) == []
+
+
+@pytest.mark.timeout(1800)
+@pytest.mark.needs("qemu", "linux_source")
+def test_diff_whose_sides_did_not_run_gives_no_verdict(gmemtest_cli, tmp_path):
+    """pytest refuses its arguments in every boot of both sides: no test ran, so there is no
+    verdict: one line saying so, exit 2, the reports marked, never 'no test's outcome
+    differs'. --out after the positionals is honoured."""
+    out = tmp_path / "diff"
+    proc = gmemtest_cli("diff", "kpatches", "kpatches:v8", "--out", str(out), "--",
+                        "--no-such-pytest-option", timeout=1700)
+    assert proc.returncode == 2, proc.stdout[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gmemtest diff: error: side A (kpatches): "
+                                                   "2 of 2 boot(s) did not run their tests")
+    assert "pytest exited 4 in the guest" in lines[0]
+    assert proc.stdout.startswith("NO VERDICT: ") and "no test's outcome differs" not in \
+        proc.stdout
+    assert json.loads((out / "diff.json").read_text())["verdict"] is None

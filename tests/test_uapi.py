@@ -5,7 +5,7 @@ from gmemtest.kvm import uapi
 
 
 def test_contract_numbers():
-    """Sizes and ioctl numbers ../shared/gmem-uapi.md states."""
+    """Sizes and ioctl numbers docs/uapi.md states."""
     ffi = uapi.ffi
     assert ffi.sizeof("struct kvm_memory_attributes2") == 128
     assert ffi.sizeof("struct kvm_create_guest_memfd") == 64

@@ -83,6 +83,7 @@ class CellResult:
             "tests": {k: str(v) for k, v in sorted(o.tests.items())} if o else {},
             "console": f"cells/{self.slug}/console.log" if o else None,
             "ktap": f"{self.slug}.ktap", "bzimage": self.bzimage, "built": self.kernel,
+            "revision": o.revision() if o else None,
             "accel": o.run.accel if o and o.run else None,
             "build_seconds": self.build_seconds,
             "boot_seconds": o.run.boot_seconds if o and o.run else None,
@@ -95,6 +96,7 @@ def to_json(r: CellResult) -> dict[str, Any]:
     o = r.outcome
     report = None if o is None else {
         "label": o.label, "problem": o.problem, "ended": str(o.ended), "tallies": o.tallies,
+        "properties": o.properties,
         "results": [[t.name, str(t.outcome), t.message] for t in o.results],
         "findings": [[f.kind, f.line, list(f.tests)] for f in o.findings],
         "run": None if o.run is None else {
@@ -118,6 +120,7 @@ SHAPE = {
     "series": Maybe(SERIES),
     "report": Maybe({
         "label": str, "problem": Maybe(str), "ended": str, "tallies": ListOf(MapOf(object)),
+        "properties": MapOf(str),
         "results": ListOf(ListOf(str)), "findings": ListOf(ListOf((str, list))),
         "run": Maybe({"status": Maybe(int), "accel": str, "boot_seconds": Maybe(NUMBER),
                       "seconds": NUMBER, "limit_hit": Maybe(str)})})}
@@ -145,7 +148,7 @@ def from_json(doc: Any, directory: Path) -> CellResult:
         outcome = BootReport(
             rep["label"], run, [TestResult(n, Outcome(o), m) for n, o, m in rep["results"]],
             [Finding(k, line, tuple(tests)) for k, line, tests in rep["findings"]],
-            rep["problem"], rep["tallies"], Ended(rep["ended"]))
+            rep["problem"], rep["tallies"], Ended(rep["ended"]), rep["properties"])
     fields = {k: doc[k] for k in ("kernel_name", "config", "cmdline_name", "problem",
                                   "build_stage", "build_seconds", "bzimage", "kernel",
                                   "cmdline", "source", "patches", "fragments", "started",

@@ -25,6 +25,19 @@ class BootReport:
     problem: str | None = None
     tallies: list[dict[str, object]] = field(default_factory=list)  # reliability tests' counts
     ended: Ended = Ended.TESTS_RAN
+    # What the guest's pytest recorded of the kernel under test (its JUnit properties): the
+    # revision of the conversion series it implements, the one the tests expected.
+    properties: dict[str, str] = field(default_factory=dict)
+
+    def revision(self) -> str | None:
+        """The revision line of the report, when the run recorded one."""
+        p = self.properties
+        if "gmemtest_revision" not in p:
+            return None
+        text = f"{p['gmemtest_revision']} ({p.get('gmemtest_revision_source', '?')})"
+        if p.get("gmemtest_expected_revision", p["gmemtest_revision"]) != p["gmemtest_revision"]:
+            text += f", judged by the rules of {p['gmemtest_expected_revision']} (--revision)"
+        return text
 
     @property
     def ran(self) -> bool:
@@ -133,6 +146,8 @@ def evaluate(label: str, run: Run) -> BootReport:
     if junit.exists():
         try:
             out.results = read_junit(junit)
+            out.properties = {p.get("name", ""): p.get("value", "")
+                              for p in ET.parse(junit).getroot().iter("property")}
         except ET.ParseError as e:
             out.problem = f"unreadable {junit}: {e}"
     out.findings = kmsg_findings(run.results)
@@ -189,6 +204,8 @@ def summary(outcomes: list[BootReport], timings: dict[str, float] | None = None)
                      f", {o.xfailed} xfailed  [{run.accel}; boot {boot}, run "
                      f"{run.seconds:.0f} s]")
         lines.append(f"   {o.verdict()}")
+        if o.revision():
+            lines.append(f"   revision: {o.revision()}")
         for reason, n in o.skip_reasons.most_common():
             lines.append(f"   skip x{n}: {reason}")
         for name, why in list(o.failures.items())[:20]:

@@ -28,10 +28,12 @@ class Mode:
 
 ON = Mode("in-place conversion on", (f"{PARAM}=1",), "kvm_gmem_in_place_conversion-1")
 OFF = Mode("in-place conversion off", (f"{PARAM}=0",), "kvm_gmem_in_place_conversion-0")
-# Where the switch defaults to off (a kernel with per-VM memory attributes), the off boot
-# leaves it at its default: the suite then checks that default too.
+# The boot in the switch's default state leaves it alone, so that the suite checks the default
+# too: off where KVM keeps per-VM memory attributes, on (v8) where it does not.
 OFF_BY_DEFAULT = Mode("in-place conversion off (its default)", (),
                       "kvm_gmem_in_place_conversion-default")
+ON_BY_DEFAULT = Mode("in-place conversion on (its default)", (),
+                     "kvm_gmem_in_place_conversion-default")
 # A kernel without the parameter boots once: vanilla 7.2, or the applied series without per-VM
 # memory attributes, where in-place conversion is always on.
 NO_SWITCH = Mode(f"no {PARAM}", (), "no-switch")
@@ -43,8 +45,8 @@ def results_root() -> Path:
 
 def modes(build: kernel.Build) -> tuple[Mode, ...]:
     """The boots a kernel gets: on and off when it has the switch (or when it was built
-    elsewhere and nobody can tell), else one. Off is the switch's default where that is off
-    (per-VM memory attributes built in)."""
+    elsewhere and nobody can tell), else one. The boot in the switch's default state (off
+    with per-VM memory attributes built in, on without) leaves the command line alone."""
     if build.manifest is None:
         return (ON, OFF)
     if not build.manifest.switch:
@@ -52,7 +54,7 @@ def modes(build: kernel.Build) -> tuple[Mode, ...]:
     config = kconfig.read_config(Path(build.manifest.config))
     if any(config.get(o) == "y" for o in VM_ATTRIBUTES):
         return (ON, OFF_BY_DEFAULT)
-    return (ON, OFF)
+    return (ON_BY_DEFAULT, OFF)
 
 
 def run_modes(build: kernel.Build, pytest_args: list[str], *, limits: qemu.Limits,
