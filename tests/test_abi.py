@@ -150,6 +150,8 @@ def test_switch_is_read_strictly(tmp_path, monkeypatch):
     param.write_text("N\n")
     with pytest.raises(GmemtestError, match="contradiction"):
         rev.switch(Kvm(8), applied)
+    halfway = rev.Target(None, None, "headers without the define", None)
+    assert rev.switch(Kvm(0), halfway) == rev.Switch(False, False, False)
     param.write_text("maybe\n")
     with pytest.raises(GmemtestError, match="reads 'maybe', not Y or N"):
         rev.switch_param()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -143,16 +144,34 @@ def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.mark.needs("built_kernel")
 def test_guest_out_of_memory_fails_clearly(build, tmp_path, gmemtest_cli):
-    """A test that exhausts a 512 MiB guest: the OOM killer takes pytest, the run fails with a
-    line saying pytest died and the OOM report as a kernel health finding; QEMU is gone."""
+    """A test that exhausts a 512 MiB guest: the OOM killer takes the test's process, the test
+    fails naming the signal, the run has the OOM report as a kernel health finding, and QEMU
+    is gone."""
     results = tmp_path / "r"
     proc = gmemtest_cli("vm", "run", "--kernel", str(build.bzimage), "--memory", "512M",
                         "--results", str(results), "--", "-q", "-p", "no:xdist",
                     str(CHECKOUT / "vmimages/provoke/test_provoke_oom.py"))
-    assert proc.returncode == 2, proc.stdout[-2000:]
-    assert "pytest was killed by signal 9 in the guest" in one_error_line(proc)
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert "the test process was killed by SIGKILL" in proc.stdout
     assert "kernel: OOM" in proc.stdout
     assert qemu_processes(results) == []
+
+
+@pytest.mark.needs("built_kernel")
+def test_a_test_killed_by_a_signal_is_one_named_failure(build, tmp_path, gmemtest_cli):
+    """A test whose process dies of SIGBUS (what a kernel that refuses a host access it should
+    allow does to a test) fails alone, named with the signal and the line it died on; the
+    tests before and after it still run and report, and the run has a verdict."""
+    results = tmp_path / "r"
+    proc = gmemtest_cli("vm", "run", "--kernel", str(build.bzimage), "--results",
+                        str(results), "--", "-q", "-p", "no:xdist",
+                        str(CHECKOUT / "vmimages/provoke/test_provoke_sigbus.py"))
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "2 passed, 1 failed" in proc.stdout
+    assert re.search(r"failed: .*test_provoke_sigbus: the test process was killed by SIGBUS, "
+                     r"at \"[^\"]*test_provoke_sigbus\.py\", line 19", proc.stdout), proc.stdout
+    junit = (results / "junit.xml").read_text()
+    assert junit.count("<testcase") == 3
 
 
 @pytest.mark.needs("built_kernel")

@@ -195,9 +195,13 @@ class Switch:
 def switch(kvm: KvmFacts, target: Target) -> Switch:
     """The switch as the kernel has it, checked against the conversion capability: a
     parameter with no answer from the capability (or the reverse) is a contradiction and an
-    error; no parameter while the capability answers PRIVATE means always on."""
+    error; no parameter while the capability answers PRIVATE means always on. A kernel whose
+    headers define no capability (one without the series, or a tree in the middle of it, with
+    the switch but not yet the ioctl) has nothing to check the parameter against."""
     param = switch_param()
-    answer = kvm.check_extension(target.cap) if target.cap is not None else 0
+    if target.cap is None:
+        return Switch(param, bool(param), param_on_cmdline())
+    answer = kvm.check_extension(target.cap)
     converts = bool(answer & uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE)
     if param is not None and param != converts:
         raise GmemtestError(f"contradiction: {PARAM_NAME}={int(param)} but {CAP_NAME} "

@@ -51,6 +51,7 @@ is loaded: the test must fail with a KvmError of that errno, and any other failu
 
 from __future__ import annotations
 
+import argparse
 import errno as errnos
 import json
 import os
@@ -72,7 +73,7 @@ from gmemtest.kvm import uapi
 from gmemtest.kvm.kvm import Kvm
 from gmemtest.kvm.vm import Vm
 
-from . import ENV_CAP, ENV_HEADERS, ENV_REVISION, faultinject, gup
+from . import ENV_CAP, ENV_HEADERS, ENV_REVISION, faultinject, gup, isolation
 from .routes import ROUTES, ConversionRoute, GmemRoute, VmAttributesRoute
 
 IN_GUEST = bool(os.environ.get("GMEMTEST_IN_GUEST"))
@@ -267,6 +268,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--kernel-headers", default=None,
                      help=f"kernel tree or installed headers of the kernel under test "
                      f"(${ENV_HEADERS})")
+    parser.addoption("--isolate", action=argparse.BooleanOptionalAction, default=IN_GUEST,
+                     help="run each test in a process of its own, so that a crash or a hang "
+                     "is one failed test (default: on in the guest)")
     parser.addoption("--revision", default=None, choices=sorted(rev.REVISIONS),
                      help="judge the kernel by this revision's rules instead of its own "
                      f"(${ENV_REVISION})")
@@ -280,6 +284,8 @@ def pytest_configure(config: pytest.Config) -> None:
                             "it runs on; not run inside the guest")
     config.addinivalue_line("markers", "xfail_on(module, errno, reason): a strict xfail where "
                             "that kernel module is loaded (a known deviation of that KVM)")
+    if config.getoption("--isolate"):
+        config.pluginmanager.register(isolation.Isolated(), "gmemtest-isolation")
     headers = config.getoption("--kernel-headers") or os.environ.get(ENV_HEADERS)
     if headers:
         os.environ[ENV_HEADERS] = headers  # what kernel_headers tests read
@@ -311,11 +317,15 @@ def properties() -> dict[str, str]:
             "gmemtest_revision_source": t.source}
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _record_revision(record_testsuite_property: Callable[[str, object], None]) -> None:
-    """The revision, in the JUnit file's properties."""
-    for name, value in properties().items():
-        record_testsuite_property(name, value)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The revision, in the JUnit file's properties (recorded here, in the process that
+    writes the file: the tests may run in children of their own)."""
+    from _pytest.junitxml import xml_key
+
+    xml = session.config.stash.get(xml_key, None)
+    if xml is not None:
+        for name, value in properties().items():
+            xml.add_global_property(name, value)
 
 
 def _host_kvm() -> str:

@@ -1,0 +1,141 @@
+"""Each test in a process of its own, as the kselftest harness forks each test: a kernel bug that
+kills the test process (SIGBUS on a host access the kernel should allow, SIGSEGV, an abort) or
+hangs it is one failed test, named with the signal and the line it came from, and the rest of
+the suite runs and reports.
+
+pytest runs a test's whole protocol (setup, call, teardown) in a forked child; the child sends
+the reports back through a pipe and exits. A child that dies of a signal becomes a failed
+report; one that outlives its time (the per-test timeout and a grace period: stuck in the
+kernel, where pytest-timeout's signal cannot reach) is killed and reported the same way.
+Fixtures wider than a test are set up again in each child: the suite keeps those cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import tempfile
+import time
+
+import pytest
+from _pytest.runner import runtestprotocol
+
+GRACE = 60.0  # seconds past the per-test timeout before a child counts as hung
+
+
+def run_forked(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """pytest_runtest_protocol for ``item``, in a child process."""
+    hook = item.ihook
+    hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    for report in _reports(item, nextitem):
+        hook.pytest_runtest_logreport(report=report)
+    hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+
+
+def _reports(item: pytest.Item, nextitem: pytest.Item | None) -> list[pytest.TestReport]:
+    config = item.config
+    trace = tempfile.NamedTemporaryFile(prefix="gmemtest-trace-", suffix=".txt", delete=False)
+    trace.close()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: run the test, send its reports, leave without cleanup
+        status = 1
+        try:
+            os.close(read_end)
+            import faulthandler
+
+            with open(trace.name, "w") as f:
+                faulthandler.enable(file=f, all_threads=True)
+                reports = runtestprotocol(item, log=False, nextitem=nextitem)
+                # pickle, not JSON: a skip's location is a tuple, and must stay one
+                data = pickle.dumps([config.hook.pytest_report_to_serializable(
+                    config=config, report=r) for r in reports])
+                with os.fdopen(write_end, "wb") as out:
+                    out.write(data)
+                status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    data, status, hung = _wait(pid, read_end, _deadline(item))
+    try:
+        where = _where(open(trace.name, errors="replace").read(), item)
+    finally:
+        os.unlink(trace.name)
+    if data and not hung and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        return [config.hook.pytest_report_from_serializable(config=config, data=d)
+                for d in pickle.loads(data)]
+    if hung:
+        why = (f"the test process hung: still running {_deadline(item):.0f} s after it started "
+               f"(the per-test timeout could not stop it), killed{where}")
+    elif os.WIFSIGNALED(status):
+        name = signal.Signals(os.WTERMSIG(status)).name
+        why = f"the test process was killed by {name}{where}"
+    else:
+        why = f"the test process exited {os.WEXITSTATUS(status)} without its reports{where}"
+    return [_failure(item, why)]
+
+
+def _deadline(item: pytest.Item) -> float:
+    """How long the child may run: its timeout (the mark, else --timeout) and a grace."""
+    mark = item.get_closest_marker("timeout")
+    timeout = mark.args[0] if mark and mark.args else item.config.getoption("timeout", None)
+    return float(timeout or 300) + GRACE
+
+
+def _wait(pid: int, fd: int, seconds: float) -> tuple[bytes, int, bool]:
+    """Read the child's reports and reap it; kill it when it outlives ``seconds``."""
+    os.set_blocking(fd, False)
+    chunks: list[bytes] = []
+    start = time.monotonic()
+    hung = False
+    while True:
+        try:
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+        except BlockingIOError:
+            pass
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() - start > seconds and not hung:
+            hung = True
+            os.kill(pid, signal.SIGKILL)
+            start = time.monotonic() - seconds + 10  # ten seconds to die
+        elif hung and time.monotonic() - start > seconds:
+            status = 0  # unkillable (in the kernel): leave it, go on with the suite
+            break
+        time.sleep(0.01)
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except BlockingIOError:
+        pass
+    os.close(fd)
+    return b"".join(chunks), status, hung
+
+
+def _where(trace: str, item: pytest.Item) -> str:
+    """The line of the test's own file nearest the fault in faulthandler's dump."""
+    path = str(item.path)
+    for line in trace.splitlines():
+        line = line.strip()
+        if line.startswith("File ") and path in line:
+            return f", at {line.removeprefix('File ')}"
+    first = next((ln.strip() for ln in trace.splitlines() if ln.strip().startswith("File ")),
+                 None)
+    return f", at {first.removeprefix('File ')}" if first else ""
+
+
+def _failure(item: pytest.Item, why: str) -> pytest.TestReport:
+    return pytest.TestReport(item.nodeid, item.location, dict.fromkeys(item.keywords, 1),
+                             "failed", why, "call", [], 0.0)
+
+
+class Isolated:
+    """The plugin that runs every test of the session in a child of its own."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool:
+        run_forked(item, nextitem)
+        return True
