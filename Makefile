@@ -9,12 +9,14 @@ PYTEST_ARGS ?= -n auto
 .PHONY: setup setup-vm test test-serial lint caps kernel image vm-test bench matrix clean
 
 setup: $(HOST_STAMP)
-$(HOST_STAMP): pyproject.toml scripts/bootstrap
+# The uAPI declarations are compiled at install: a change to them installs again.
+INSTALL_INPUTS := pyproject.toml setup.py scripts/bootstrap gmemtest/kvm/cdefs.py gmemtest/kvm/_build_cffi.py
+$(HOST_STAMP): $(INSTALL_INPUTS)
 	scripts/bootstrap
 	touch $@
 
 setup-vm: $(VM_STAMP)
-$(VM_STAMP): pyproject.toml scripts/bootstrap
+$(VM_STAMP): $(INSTALL_INPUTS)
 	scripts/bootstrap --vm
 	touch $@ $(HOST_STAMP)
 

@@ -121,6 +121,27 @@ def test_noop_conversion_succeeds(sw_vm, gmem_route):
         assert view.read(0) == b"y"
 
 
+@pytest.mark.needs("gup_test")
+def test_error_offset_passed_in_is_the_kernels_to_write(sw_vm, gmem_route):
+    """error_offset is the kernel's out-field: a value passed in does not change what a
+    conversion does (it succeeds), a refusal before any conversion (EINVAL) leaves it as it
+    was, and a conversion that stops (EAGAIN at a pinned page) writes its own offset over
+    it."""
+    from gmemtest.testing import gup
+
+    gmem, view = gmem_slot(sw_vm)
+    with view:
+        gmem.set_attributes(0, PAGE, PRIVATE, error_offset=0xDEAD000)
+        assert view.probe(0) == "SIGBUS" and view.probe(PAGE) == "ok"
+        with pytest.raises(ConversionError) as e:
+            gmem.set_attributes(PAGE, PAGE, PRIVATE, flags=1, error_offset=0xDEAD000)
+        assert (e.value.errno_name, e.value.error_offset) == ("EINVAL", 0xDEAD000)
+        with gup.long_term_pin(view.addr + 2 * PAGE, PAGE):
+            with pytest.raises(ConversionError) as e:
+                gmem.set_attributes(PAGE, 3 * PAGE, PRIVATE, error_offset=0xDEAD000)
+        assert (e.value.errno_name, e.value.error_offset) == ("EAGAIN", 2 * PAGE)
+
+
 @pytest.mark.parametrize("word", range(11), ids=lambda w: f"reserved[{w}]")
 def test_each_reserved_word_is_einval(sw_vm, gmem_route, word):
     """Contract: EINVAL for 'any reserved != 0', each of the 11 words on its own; the pages

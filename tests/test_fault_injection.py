@@ -32,11 +32,12 @@ XA_LEAF = 64
 
 
 @pytest.mark.needs("failslab")
-def test_failed_conversions_change_nothing(route, tally):
+@pytest.mark.parametrize("private", [True, False], ids=["to-private", "to-shared"])
+def test_failed_conversions_change_nothing(route, tally, private):
     """Contract 'Errors': ENOMEM with error_offset = start, and on any failure the attributes
-    are unchanged, on a range of several runs in different states with the failure in a later
-    run. Of 128 pages, [56, 72) is converted to private while 58, 59 and 62 are private
-    already: runs shared, private, shared, private, shared, the last one crossing into the
+    are unchanged, in both directions, on a range of several runs in different states with
+    the failure in a later run. Of 128 pages in the other state, [56, 72) is converted while
+    58, 59 and 62 are in the requested state already: five runs, the last crossing into the
     second xarray leaf (where the VM ioctl must allocate) and, for guest_memfd, a maple tree
     store that allocates for the whole range. The slab allocations of the conversion are failed
     from each point in turn (failslab's space budget grows each round, see BUDGETS) until a
@@ -44,21 +45,23 @@ def test_failed_conversions_change_nothing(route, tally):
     it was: the guest reads each page's own byte, and the host's view gives it too, except that
     a private page of the gmem route is SIGBUS; a call that absorbed its injected failures
     (allocations with a fallback) must have converted the whole range (on the vm-attributes
-    route the guest then reads the newly private pages' guest_memfd, which nobody wrote:
-    zero)."""
+    route a page then reads the backing of its new state, zero where nobody wrote it)."""
     agent = Agent(route.vm)
     pages = 2 * XA_LEAF
-    mem = route.memory(1, GPA, pages * PAGE, private=False)
+    mem = route.memory(1, GPA, pages * PAGE, private=not private)
     first, count = XA_LEAF - 8, 16
-    mixed = {first + 2, first + 3, first + 6}  # private before every conversion
+    mixed = {first + 2, first + 3, first + 6}  # in the requested state before each conversion
     window = range(first - 2, first + count + 2)
-    for p in window:
-        mem.view.write(p * PAGE, bytes([p]))
+    if private or route.name != "gmem":  # the host can reach the pages' shared backing
+        for p in window:
+            mem.view.write(p * PAGE, bytes([p]))
+    # where the guest's writes went while the pages were private: guest_memfd's backing
+    guest_memfd_written = {p for p in window if (p in mixed) == private}
 
     def make_mixed() -> None:
         for p in mixed:
-            route.convert(mem, p * PAGE, PAGE, private=True)
-        for p in window:  # the private backing gets the byte too (vm-attributes)
+            route.convert(mem, p * PAGE, PAGE, private=private)
+        for p in window:
             assert agent.write(GPA + p * PAGE, p) is None
 
     make_mixed()
@@ -67,20 +70,22 @@ def test_failed_conversions_change_nothing(route, tally):
 
     def check(converted: bool, why: object) -> None:
         for p in window:
-            private = p in mixed or (converted and first <= p < first + count)
-            blocked = private and route.name == "gmem"
+            requested = p in mixed or (converted and first <= p < first + count)
+            is_private = private if requested else not private
+            blocked = is_private and route.name == "gmem"
             assert mem.view.probe(p * PAGE) == ("SIGBUS" if blocked else "ok"), \
-                f"page {p} ({'private' if private else 'shared'}): {why}"
+                f"page {p} ({'private' if is_private else 'shared'}): {why}"
             if not blocked:
                 assert mem.view.read(p * PAGE) == bytes([p]), f"page {p}: {why}"
-            unwritten = private and p not in mixed and route.name == "vm-attributes"
+            unwritten = route.name == "vm-attributes" and is_private and \
+                p not in guest_memfd_written
             assert agent.read(GPA + p * PAGE) == (0 if unwritten else p), f"page {p}: {why}"
 
     for space in BUDGETS:
         counts["rounds"] += 1
         with Injector("failslab", space=space, times=FAIL_TIMES) as inj:
             try:
-                route.convert(mem, first * PAGE, count * PAGE, private=True)
+                route.convert(mem, first * PAGE, count * PAGE, private=private)
                 error = None
             except KvmError as e:
                 error = e
@@ -98,13 +103,13 @@ def test_failed_conversions_change_nothing(route, tally):
         if inj.injected == 0:
             break
         counts["absorbed"] += 1
-        route.convert(mem, first * PAGE, count * PAGE, private=False)
+        route.convert(mem, first * PAGE, count * PAGE, private=not private)
         make_mixed()
     else:
         pytest.fail(f"still injecting with a {BUDGETS[-1]}-byte budget: {counts}")
     assert fds() == baseline
     tally(**counts, lost=0)
-    assert counts["injected_faults"] >= 1
+    assert counts["enomem"] >= 1, "no injected failure made the conversion fail"
 
 
 @pytest.mark.needs("fail_page_alloc")
@@ -127,14 +132,20 @@ def test_failed_guest_memfd_fault_is_retried(gmem_route, tally):
 
 @pytest.mark.needs("fail_page_alloc")
 def test_failed_fallocate_allocates_nothing(gmem_route, tally):
-    """fallocate of a shared range while page allocation fails: ENOMEM; afterwards the pages
-    read as zero and a conversion of the range still works (nothing half-made is left)."""
+    """fallocate of a shared range while page allocation fails: ENOMEM, and the file's page
+    cache holds none of the range's pages (mincore, which asks without faulting anything in;
+    a read would allocate). The control: the same fallocate afterwards allocates every page,
+    which read zero, and a conversion of the range works (nothing half-made is left)."""
     mem = gmem_route.memory(1, GPA, PAGES * PAGE, private=False)
+    assert mem.view.resident() == [False] * PAGES
     with Injector("fail_page_alloc", times=1) as inj:
         with pytest.raises(KvmError) as e:
             mem.gmem.allocate(0, PAGES * PAGE)
     assert e.value.errno_name == "ENOMEM" and inj.injected == 1, e.value
-    assert mem.view.read(0, 8) == bytes(8)
+    assert mem.view.resident() == [False] * PAGES, "a failed fallocate left pages allocated"
+    mem.gmem.allocate(0, PAGES * PAGE)
+    assert mem.view.resident() == [True] * PAGES, "fallocate did not allocate (no control)"
+    assert mem.view.read(PAGE, 8) == bytes(8)
     gmem_route.to_private(mem)
     gmem_route.to_shared(mem)
     assert mem.view.read(PAGE, 8) == bytes(8)

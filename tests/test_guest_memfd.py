@@ -1,6 +1,7 @@
 """guest_memfd creation, mmap and hole punching on a default VM (upstream semantics)."""
 
 import itertools
+import os
 
 import pytest
 
@@ -25,9 +26,10 @@ def test_every_supported_flag_combination_creates(vm):
     assert 0 in combos and len(combos) >= 2
     for flags in combos:
         gmem = vm.create_guest_memfd(2 * MiB, flags)
-        assert gmem.fd >= 0
-        import os
         assert os.fstat(gmem.fd).st_size == 2 * MiB
+        if flags & uapi.GUEST_MEMFD_FLAG_MMAP and flags & uapi.GUEST_MEMFD_FLAG_INIT_SHARED:
+            with gmem.mmap() as view:  # the flags took: a shared file maps and reads zero
+                assert view.read(MiB, 8) == bytes(8)
 
 
 @pytest.mark.needs("KVM_CAP_GUEST_MEMFD")
@@ -90,7 +92,7 @@ def test_mmap_without_mmap_flag_is_refused(vm):
     gmem = vm.create_guest_memfd(2 * MiB, 0)
     with pytest.raises(KvmError) as e:
         gmem.mmap()
-    assert e.value.call == "mmap"
+    assert (e.value.call, e.value.errno_name) == ("mmap", "ENODEV")
 
 
 @pytest.mark.needs("KVM_CAP_GUEST_MEMFD", "gmem_flags:MMAP+INIT_SHARED")
@@ -112,3 +114,35 @@ def test_punch_hole_unaligned_is_einval(vm, shared_gmem):
     with pytest.raises(KvmError) as e:
         shared_gmem.punch_hole(100, 4096)
     assert e.value.errno_name == "EINVAL"
+
+
+@pytest.mark.needs("KVM_CAP_GUEST_MEMFD", "gmem_flags:MMAP+INIT_SHARED")
+@pytest.mark.parametrize("word", range(5))
+def test_reserved_words_of_creation_are_ignored(vm, word):
+    """KVM_CREATE_GUEST_MEMFD does not check its reserved words (7.2 and the series): a file
+    created with one of them set is the file the same call makes without it: its size, its
+    flags (it maps, shared, and reads zero), no huge folios (fallocate of one 4K page)."""
+    reserved = [0] * 5
+    reserved[word] = 0xFFFF_FFFF_FFFF_FFFF
+    flags = uapi.GUEST_MEMFD_FLAG_MMAP | uapi.GUEST_MEMFD_FLAG_INIT_SHARED
+    gmem = vm.create_guest_memfd(2 * MiB, flags, reserved=reserved)
+    assert os.fstat(gmem.fd).st_size == 2 * MiB
+    gmem.allocate(4096, 4096)
+    with gmem.mmap() as view:
+        assert view.read(4096, 8) == bytes(8)
+
+
+@pytest.mark.needs("KVM_CAP_GUEST_MEMFD", "gmem_flags:MMAP+INIT_SHARED")
+def test_memslot_padding_is_ignored(vm, shared_gmem):
+    """KVM_SET_USER_MEMORY_REGION2 does not check pad1 and pad2 (7.2): a memslot set with
+    them nonzero binds as one without, and the guest_memfd range it took cannot be bound
+    twice."""
+    with shared_gmem.mmap() as view:
+        vm.set_user_memory_region2(1, uapi.KVM_MEM_GUEST_MEMFD, 1 << 30, 2 * MiB, view.addr,
+                                   0, shared_gmem.fd, pad1=0xFFFF_FFFF,
+                                   pad2=[0xFFFF_FFFF_FFFF_FFFF] * 14)
+        with pytest.raises(KvmError) as e:
+            vm.set_user_memory_region2(2, uapi.KVM_MEM_GUEST_MEMFD, 2 << 30, 2 * MiB,
+                                       view.addr, 0, shared_gmem.fd)
+        assert e.value.errno_name in ("EEXIST", "EINVAL")  # EINVAL: kvm_pvm's deviation
+        vm.set_user_memory_region2(1, 0, 1 << 30, 0)  # delete

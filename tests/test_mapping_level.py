@@ -61,7 +61,9 @@ def test_shared_thp_maps_2m_until_a_page_goes_private(vm_attributes_route):
 
 def test_misaligned_memslot_stays_4k(vm_attributes_route):
     """A memslot whose GPA and userspace address are not 2M-congruent cannot use huge
-    mappings, THP or not."""
+    mappings, THP or not: the same THP-backed memory maps at 2M through an aligned memslot
+    (the positive control), and through a misaligned one every page of the range is mapped,
+    each at 4K."""
     vm = vm_attributes_route.vm
     agent = Agent(vm)
     gmem = vm.create_guest_memfd(2 * M2, 0)
@@ -69,10 +71,16 @@ def test_misaligned_memslot_stays_4k(vm_attributes_route):
 
     backing = memory.anonymous(3 * M2, align=M2, hugepage=True)
     backing.write(0, b"\x01")
-    vm.add_memslot(1, GPA, 2 * M2, gmem=gmem, userspace_addr=backing.addr + PAGE)
-    _, m2, _ = levels(vm)
+    backing.write(M2, b"\x01")
+    vm.add_memslot(1, GPA, 2 * M2, gmem=gmem, userspace_addr=backing.addr)
+    k4, m2, _ = levels(vm)
     agent.vcpu.pre_fault(GPA, 2 * M2)
-    assert levels(vm)[1] == m2
+    assert levels(vm)[1] > m2, "aligned THP memory did not map at 2M: no control"
+    vm.memslots[1].delete()
+    vm.add_memslot(1, GPA, 2 * M2, gmem=gmem, userspace_addr=backing.addr + PAGE)
+    k4, m2, _ = levels(vm)
+    agent.vcpu.pre_fault(GPA, 2 * M2)
+    assert levels(vm)[:2] == (k4 + 1024, m2), "the misaligned range was not mapped 4K, page by page"
     vm.memslots[1].delete()
     backing.close()
 
@@ -104,6 +112,76 @@ def test_huge_guest_memfd(route):
     route.convert(mem, PAGE, PAGE, private=True)
     agent.vcpu.pre_fault(GPA, M2)
     assert levels(vm)[1] == m2 + 1, "the range, private again, did not map at 2M"
+
+
+@pytest.mark.needs("gmem_flags:HUGETLB@KVM_X86_SW_PROTECTED_VM")
+def test_only_the_folio_with_a_shared_page_maps_at_4k(route):
+    """A huge file of four 2M folios, private, with one page of the last folio shared: the
+    first three map at 2M, the last page by page at 4K, so the folio that decides is found
+    past the first."""
+    vm = route.vm
+    gmem = huge_gmem(vm, 4 * M2)
+    agent = Agent(vm)
+    slot = vm.add_memslot(1, GPA, 4 * M2, gmem=gmem, align=M2)
+    mem = GuestMemory(slot, gmem, slot.backing, GPA, 4 * M2)
+    route.to_private(mem)
+    route.convert(mem, 3 * M2 + 7 * PAGE, PAGE, private=False)
+    k4, m2, _ = levels(vm)
+    agent.vcpu.pre_fault(GPA, 4 * M2)
+    assert levels(vm)[:2] == (k4 + 512, m2 + 3), "the folios did not map by their own state"
+    route.convert(mem, 3 * M2 + 7 * PAGE, PAGE, private=True)
+    agent.vcpu.pre_fault(GPA, 4 * M2)
+    assert levels(vm)[1] == m2 + 4, "the last folio, private again, did not map at 2M"
+
+
+@pytest.mark.needs("series")
+def test_non_mmap_guest_memfd_never_maps_huge_over_a_private_page(route, kernel_revision):
+    """A 2M range of a guest_memfd without MMAP whose shared backing is a transparent huge
+    page: where shared gfns come from that backing (per-VM attributes; v8 with in-place
+    conversion on) the all-shared range maps at 2M (the control), and one private page in its
+    middle keeps it at 4K, every page mapped. As applied, guest_memfd serves every gfn of such
+    a memslot: 4K pages (max_order 0) whatever the backing."""
+    vm = route.vm
+    agent = Agent(vm)
+    slot = thp_slot(vm)
+    mem = GuestMemory(slot, slot.gmem, slot.backing, GPA, M2)
+    route.to_shared(mem)
+    from_thp = route.name != "gmem" or not kernel_revision.non_mmap_shared_from_guest_memfd
+    k4, m2, _ = levels(vm)
+    agent.vcpu.pre_fault(GPA, M2)
+    assert levels(vm)[:2] == ((k4, m2 + 1) if from_thp else (k4 + 512, m2)), \
+        "the all-shared range did not map as its backing allows"
+    route.convert(mem, 256 * PAGE, PAGE, private=True)
+    k4, m2, _ = levels(vm)
+    agent.vcpu.pre_fault(GPA, M2)
+    assert levels(vm)[1] == m2, "a huge mapping covers the private page"
+    assert levels(vm)[0] == k4 + 512, "the mixed range was not mapped page by page"
+
+
+@pytest.mark.needs("gmem_flags:HUGETLB@KVM_X86_SW_PROTECTED_VM")
+@pytest.mark.parametrize("order, flags, why", [
+    (0, 0, "page order 0"), (10, 0, "page order 10"), (18, 0, "page order 18 (1G)"),
+    (HUGE_ORDER, uapi.GUEST_MEMFD_FLAG_MMAP, "HUGETLB with MMAP"),
+    (HUGE_ORDER, uapi.GUEST_MEMFD_FLAG_INIT_SHARED, "HUGETLB with INIT_SHARED"),
+])
+def test_huge_guest_memfd_creation_rules(sw_vm, order, flags, why):
+    """Huge-page WIP (kpatches/0005): a HUGETLB file needs page order 9 (2M; 1G would need
+    hugetlb), and is neither MMAP nor INIT_SHARED (a host fault on a shared page would map its
+    whole folio): EINVAL. Order 9 alone is the control."""
+    sw_vm.create_guest_memfd(M2, uapi.GUEST_MEMFD_FLAG_HUGETLB, page_order=HUGE_ORDER)
+    with pytest.raises(KvmError) as e:
+        sw_vm.create_guest_memfd(M2, uapi.GUEST_MEMFD_FLAG_HUGETLB | flags, page_order=order)
+    assert (e.value.call, e.value.errno_name) == ("KVM_CREATE_GUEST_MEMFD", "EINVAL"), why
+
+
+@pytest.mark.needs("gmem_flags:HUGETLB@KVM_X86_SW_PROTECTED_VM")
+def test_huge_guest_memfd_memslot_starts_on_a_folio(sw_vm):
+    """A memslot binds a huge file from a 2M boundary: an offset of 4K is EINVAL, 2M binds."""
+    gmem = huge_gmem(sw_vm, 2 * M2)
+    with pytest.raises(KvmError) as e:
+        sw_vm.add_memslot(1, GPA, M2, gmem=gmem, gmem_offset=PAGE, align=M2)
+    assert (e.value.call, e.value.errno_name) == ("KVM_SET_USER_MEMORY_REGION2", "EINVAL")
+    sw_vm.add_memslot(1, GPA, M2, gmem=gmem, gmem_offset=M2, align=M2)
 
 
 @pytest.mark.needs("gmem_flags:HUGETLB@KVM_X86_SW_PROTECTED_VM")

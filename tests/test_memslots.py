@@ -85,18 +85,35 @@ def test_other_vms_guest_memfd_is_einval(kvm, vm):
         refused(lambda: vm.add_memslot(1, GPA, 2 * MiB, gmem=theirs), "EINVAL")
 
 
+def still_bound(vm, gmem) -> bool:
+    """Whether the kernel still holds file range [0, 2 MiB) of ``gmem`` bound: binding it to
+    another memslot is then refused (EEXIST; EINVAL on kvm_pvm, its known deviation)."""
+    try:
+        vm.add_memslot(9, GPA + 512 * MiB, 2 * MiB, gmem=gmem)
+    except KvmError as e:
+        assert e.errno_name in ("EEXIST", "EINVAL"), e
+        return True
+    vm.memslots[9].delete()
+    return False
+
+
 def test_clearing_guest_memfd_flag_is_rejected(vm, gmem):
     """The three-ioctl reproducer of the December 2025 use-after-free fix: create a
     guest_memfd, bind it, then a flags-only update that clears KVM_MEM_GUEST_MEMFD must fail
-    (the ABI change the contract records)."""
+    (the ABI change the contract records), and the memslot keeps its binding; deleting it
+    frees the range (the control)."""
     slot = vm.add_memslot(1, GPA, 2 * MiB, gmem=gmem)
     refused(lambda: slot.set_flags(0), "EINVAL")
-    assert slot.flags == uapi.KVM_MEM_GUEST_MEMFD
+    assert still_bound(vm, gmem), "the refused update unbound the file"
+    slot.delete()
+    assert not still_bound(vm, gmem), "a deleted memslot kept the file bound"
 
 
 def test_gmem_memslot_delete_and_rebind(vm, gmem):
-    """Deleting a memslot unbinds its file range, which can then be bound again."""
+    """Deleting a memslot unbinds its file range, which can then be bound again, at another
+    GPA, and is held by that memslot."""
     slot = vm.add_memslot(1, GPA, 2 * MiB, gmem=gmem)
+    assert still_bound(vm, gmem)
     slot.delete()
     vm.add_memslot(2, GPA + 64 * MiB, 2 * MiB, gmem=gmem)
-    assert set(vm.memslots) == {2}
+    assert still_bound(vm, gmem)

@@ -1,6 +1,8 @@
 """Reboot restoration (seed 'Advantage 2: Can convert independently of memslots') and where
 attributes live, on both paths side by side."""
 
+import pytest
+
 from gmemtest import Agent
 from gmemtest.kvm import uapi
 from gmemtest.testing import GPA, PAGE
@@ -81,3 +83,58 @@ def test_gmem_attributes_follow_the_file_to_another_gpa(gmem_route):
     agent, mem = written_then_moved(gmem_route, moved)
     assert agent.read(moved) == 0x21
     assert mem.view.probe(0) == "SIGBUS"
+
+
+def run_then_unbind(route, *, private: bool):
+    """A guest that wrote page p's byte into each page, its memslot deleted as at reboot."""
+    vm = route.vm
+    agent = Agent(vm)
+    mem = route.memory(1, GPA, PAGES * PAGE, private=private)
+    for page in range(PAGES):
+        assert agent.write(GPA + page * PAGE, 0x30 + page) is None
+    vm.memslots[1].delete()
+    return agent, mem
+
+
+def test_reboot_resets_the_file_to_shared(gmem_route):
+    """Contract 'Reboot': the reset call goes 'to private, or to shared for INIT_SHARED-style
+    boots'. A guest that ran private is reset to shared in one call with no memslot bound: the
+    host reads every page (the guest's bytes), and the guest does too once rebound."""
+    agent, mem = run_then_unbind(gmem_route, private=True)
+    assert all(mem.view.probe(p * PAGE) == "SIGBUS" for p in range(PAGES))
+    mem.gmem.to_shared()
+    assert [mem.view.read(p * PAGE) for p in range(PAGES)] == \
+        [bytes([0x30 + p]) for p in range(PAGES)]
+    gmem_route.vm.add_memslot(1, GPA, PAGES * PAGE, gmem=mem.gmem, userspace_addr=mem.view.addr)
+    assert [agent.read(GPA + p * PAGE) for p in range(PAGES)] == [0x30 + p for p in range(PAGES)]
+
+
+def test_reboot_reset_from_a_mixed_state(gmem_route):
+    """A guest that left its memory mixed (every other page private): one reset call over the
+    file makes every page private, whatever state it had."""
+    agent, mem = run_then_unbind(gmem_route, private=False)
+    for p in range(0, PAGES, 2):
+        mem.gmem.to_private(p * PAGE, PAGE)
+    assert [mem.view.probe(p * PAGE) for p in range(PAGES)] == ["SIGBUS", "ok"] * (PAGES // 2)
+    mem.gmem.to_private()
+    assert all(mem.view.probe(p * PAGE) == "SIGBUS" for p in range(PAGES))
+    gmem_route.vm.add_memslot(1, GPA, PAGES * PAGE, gmem=mem.gmem, userspace_addr=mem.view.addr)
+    assert [agent.read(GPA + p * PAGE) for p in range(PAGES)] == [0x30 + p for p in range(PAGES)]
+
+
+@pytest.mark.needs("gup_test")
+def test_reboot_reset_waits_for_the_vmms_pins(gmem_route):
+    """Contract 'Reboot': the VMM resets the file 'after dropping its own pins'. While one page
+    is still pinned the reset to private is EAGAIN at that page and changes nothing; once
+    unpinned the same call goes through."""
+    from gmemtest.errors import ConversionError
+    from gmemtest.testing import gup
+
+    _, mem = run_then_unbind(gmem_route, private=False)
+    with gup.long_term_pin(mem.view.addr + 5 * PAGE, PAGE):
+        with pytest.raises(ConversionError) as e:
+            mem.gmem.to_private()
+        assert (e.value.errno_name, e.value.error_offset) == ("EAGAIN", 5 * PAGE)
+        assert all(mem.view.probe(p * PAGE) == "ok" for p in range(PAGES))
+    mem.gmem.to_private()
+    assert all(mem.view.probe(p * PAGE) == "SIGBUS" for p in range(PAGES))

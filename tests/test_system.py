@@ -17,7 +17,6 @@ def test_default_vm_type_is_offered_and_creates(kvm):
     """KVM_CAP_VM_TYPES always includes KVM_X86_DEFAULT_VM, and KVM_CREATE_VM(0) works."""
     assert uapi.KVM_X86_DEFAULT_VM in kvm.vm_types()
     with kvm.create_vm(uapi.KVM_X86_DEFAULT_VM) as vm:
-        assert vm.fd >= 0
         assert vm.check_extension(uapi.KVM_CAP_USER_MEMORY2) == 1
 
 

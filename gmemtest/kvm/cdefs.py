@@ -203,6 +203,9 @@ void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset);
 int munmap(void *addr, size_t length);
 int madvise(void *addr, size_t length, int advice);
 int fallocate(int fd, int mode, long offset, long len);
+int mincore(void *addr, size_t length, unsigned char *vec);
+struct iovec { void *iov_base; size_t iov_len; };
+long vmsplice(int fd, const struct iovec *iov, unsigned long nr_segs, unsigned int flags);
 """
 
 # The host's time stamp counter (x86 RDTSC): a TCG guest's TSC is the host's, and the runner

@@ -56,11 +56,12 @@ class GuestMemfd(FdObject):
         self.fallocate(libc.FALLOC_FL_PUNCH_HOLE | libc.FALLOC_FL_KEEP_SIZE, offset, length)
 
     def set_attributes(self, offset: int, size: int, attributes: int, *, flags: int = 0,
-                       reserved: list[int] | None = None) -> int:
+                       reserved: list[int] | None = None, error_offset: int = 0) -> int:
         """KVM_SET_MEMORY_ATTRIBUTES2 on this file: convert [offset, offset+size) in place to
         ``attributes`` (0 = shared, KVM_MEMORY_ATTRIBUTE_PRIVATE). Raises ConversionError with
-        the kernel's error_offset; returns the ioctl's return value."""
-        if reserved is None:
+        the kernel's error_offset; returns the ioctl's return value. ``reserved`` and an
+        ``error_offset`` passed in are forwarded as given (tests of them)."""
+        if reserved is None and error_offset == 0:
             conv = self._convert
             ret: int = conv.call(self.fd, conv.number, offset, size, attributes, flags)
             if ret < 0:
@@ -68,7 +69,8 @@ class GuestMemfd(FdObject):
             return ret
         attrs = ffi.new("struct kvm_memory_attributes2 *")  # reserved words: tests of them only
         attrs.offset, attrs.size, attrs.attributes, attrs.flags = offset, size, attributes, flags
-        attrs.reserved = reserved
+        attrs.reserved = reserved or [0] * 11
+        attrs.error_offset = error_offset
         return kvm_ioctl(self.fd, "KVM_SET_MEMORY_ATTRIBUTES2", attrs, target=self,
                          error=ConversionError)
 

@@ -118,12 +118,13 @@ class Vm(FdObject):
 
     def set_user_memory_region2(self, slot: int, flags: int, gpa: int, size: int,
                                 userspace_addr: int = 0, gmem_offset: int = 0,
-                                gmem_fd: int = 0) -> None:
-        """KVM_SET_USER_MEMORY_REGION2, every field forwarded as given."""
+                                gmem_fd: int = 0, pad1: int = 0,
+                                pad2: list[int] | None = None) -> None:
+        """KVM_SET_USER_MEMORY_REGION2, every field forwarded as given (the padding too)."""
         region = ffi.new("struct kvm_userspace_memory_region2 *", {
             "slot": slot, "flags": flags, "guest_phys_addr": gpa, "memory_size": size,
             "userspace_addr": userspace_addr, "guest_memfd_offset": gmem_offset,
-            "guest_memfd": gmem_fd})
+            "guest_memfd": gmem_fd, "pad1": pad1, "pad2": pad2 or [0] * 14})
         kvm_ioctl(self.fd, "KVM_SET_USER_MEMORY_REGION2", region, target=self)
 
     def add_memslot(self, slot: int, gpa: int, size: int, *, userspace_addr: int | None = None,
