@@ -109,7 +109,12 @@ def test_failed_conversions_change_nothing(route, tally, private):
         pytest.fail(f"still injecting with a {BUDGETS[-1]}-byte budget: {counts}")
     assert fds() == baseline
     tally(**counts, lost=0)
-    assert counts["enomem"] >= 1, "no injected failure made the conversion fail"
+    if route.name == "vm-attributes" and not private:
+        # Upstream's VM ioctl converts to shared by erasing array entries: it allocates
+        # nothing, so there is nothing to fail (the first round injects nothing).
+        assert counts == {"rounds": 1, "injected_faults": 0, "enomem": 0, "absorbed": 0}
+    else:
+        assert counts["enomem"] >= 1, "no injected failure made the conversion fail"
 
 
 @pytest.mark.needs("fail_page_alloc")
@@ -130,21 +135,22 @@ def test_failed_guest_memfd_fault_is_retried(gmem_route, tally):
     tally(injected_faults=inj.injected, lost=0)
 
 
-@pytest.mark.needs("fail_page_alloc")
+@pytest.mark.needs("fail_page_alloc", "cachestat")
 def test_failed_fallocate_allocates_nothing(gmem_route, tally):
     """fallocate of a shared range while page allocation fails: ENOMEM, and the file's page
-    cache holds none of the range's pages (mincore, which asks without faulting anything in;
-    a read would allocate). The control: the same fallocate afterwards allocates every page,
-    which read zero, and a conversion of the range works (nothing half-made is left)."""
+    cache holds none of the range's pages (cachestat, which counts them without faulting any
+    in; a read would allocate). The control: the same fallocate afterwards puts every page in
+    the page cache, the pages read zero, and a conversion of the range works (nothing
+    half-made is left)."""
     mem = gmem_route.memory(1, GPA, PAGES * PAGE, private=False)
-    assert mem.view.resident() == [False] * PAGES
+    assert mem.gmem.cached() == 0
     with Injector("fail_page_alloc", times=1) as inj:
         with pytest.raises(KvmError) as e:
             mem.gmem.allocate(0, PAGES * PAGE)
     assert e.value.errno_name == "ENOMEM" and inj.injected == 1, e.value
-    assert mem.view.resident() == [False] * PAGES, "a failed fallocate left pages allocated"
+    assert mem.gmem.cached() == 0, "a failed fallocate left pages allocated"
     mem.gmem.allocate(0, PAGES * PAGE)
-    assert mem.view.resident() == [True] * PAGES, "fallocate did not allocate (no control)"
+    assert mem.gmem.cached() == PAGES, "fallocate did not allocate (no control)"
     assert mem.view.read(PAGE, 8) == bytes(8)
     gmem_route.to_private(mem)
     gmem_route.to_shared(mem)

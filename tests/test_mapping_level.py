@@ -147,12 +147,11 @@ def test_non_mmap_guest_memfd_never_maps_huge_over_a_private_page(route, kernel_
     mem = GuestMemory(slot, slot.gmem, slot.backing, GPA, M2)
     route.to_shared(mem)
     from_thp = route.name != "gmem" or not kernel_revision.non_mmap_shared_from_guest_memfd
-    k4, m2, _ = levels(vm)
+    k4, m2, _ = levels(vm)  # nothing of the range mapped yet
     agent.vcpu.pre_fault(GPA, M2)
     assert levels(vm)[:2] == ((k4, m2 + 1) if from_thp else (k4 + 512, m2)), \
         "the all-shared range did not map as its backing allows"
     route.convert(mem, 256 * PAGE, PAGE, private=True)
-    k4, m2, _ = levels(vm)
     agent.vcpu.pre_fault(GPA, M2)
     assert levels(vm)[1] == m2, "a huge mapping covers the private page"
     assert levels(vm)[0] == k4 + 512, "the mixed range was not mapped page by page"

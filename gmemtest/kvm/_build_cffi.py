@@ -17,7 +17,7 @@ ffibuilder.cdef(_names["CDEFS"] + _names["LIBC_CDEFS"] + _names["HOST_CDEFS"]
 ffibuilder.set_source(
     "gmemtest.kvm._uapi_cffi",
     "#define _GNU_SOURCE\n#include <fcntl.h>\n#include <stddef.h>\n#include <stdint.h>\n"
-    "#include <sys/ioctl.h>\n#include <sys/mman.h>\n" + _names["CDEFS"] + """
+    "#include <sys/ioctl.h>\n#include <sys/mman.h>\n#include <unistd.h>\n" + _names["CDEFS"] + """
 static uint64_t gmemtest_rdtsc(void)
 {
     uint32_t lo, hi;

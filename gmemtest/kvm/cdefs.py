@@ -193,6 +193,11 @@ struct kvm_run {
         char padding[2048];
     } s;
 };
+
+/* linux/mman.h (6.5): cachestat(2) */
+struct cachestat_range { uint64_t off; uint64_t len; };
+struct cachestat { uint64_t nr_cache; uint64_t nr_dirty; uint64_t nr_writeback;
+                   uint64_t nr_evicted; uint64_t nr_recently_evicted; };
 """
 
 # The libc calls Python's os module does not offer with raw arguments: ioctl with a struct
@@ -203,9 +208,9 @@ void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset);
 int munmap(void *addr, size_t length);
 int madvise(void *addr, size_t length, int advice);
 int fallocate(int fd, int mode, long offset, long len);
-int mincore(void *addr, size_t length, unsigned char *vec);
 struct iovec { void *iov_base; size_t iov_len; };
 long vmsplice(int fd, const struct iovec *iov, unsigned long nr_segs, unsigned int flags);
+long syscall(long number, ...);
 """
 
 # The host's time stamp counter (x86 RDTSC): a TCG guest's TSC is the host's, and the runner

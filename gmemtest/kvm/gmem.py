@@ -51,6 +51,18 @@ class GuestMemfd(FdObject):
         its size is fixed at creation)."""
         self.fallocate(libc.FALLOC_FL_KEEP_SIZE, offset, length)
 
+    def cached(self, offset: int = 0, length: int | None = None) -> int:
+        """cachestat(2): how many pages of [offset, offset + length) the file's page cache
+        holds (allocated, whether or not yet used), asked without touching any."""
+        rng = ffi.new("struct cachestat_range *",
+                      {"off": offset, "len": self.size - offset if length is None else length})
+        cs = ffi.new("struct cachestat *")
+        if libc.lib.syscall(ffi.cast("long", libc.SYS_cachestat), ffi.cast("int", self.fd), rng,
+                            cs, ffi.cast("unsigned int", 0)) != 0:
+            raise KvmError("cachestat", ffi.errno, {"offset": offset, "length": length},
+                           target=str(self))
+        return int(cs.nr_cache)
+
     def punch_hole(self, offset: int, length: int) -> None:
         """Free the range's pages (they read back as zero); shareability is unchanged."""
         self.fallocate(libc.FALLOC_FL_PUNCH_HOLE | libc.FALLOC_FL_KEEP_SIZE, offset, length)

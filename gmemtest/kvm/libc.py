@@ -1,5 +1,6 @@
 """The few libc calls the harness needs that Python's os module does not offer with raw
-arguments: ioctl with a struct pointer, mmap at an address we choose, madvise, fallocate."""
+arguments: ioctl with a struct pointer, mmap at an address we choose, madvise, fallocate,
+vmsplice, and cachestat (no libc wrapper yet: the raw system call)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ MADV_HUGEPAGE = 14
 MADV_NOHUGEPAGE = 15
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
+SYS_cachestat = 451  # x86_64
 
 
 def ioctl(fd: int, request: int, arg: object = 0) -> tuple[int, int]:
@@ -30,3 +32,21 @@ def ioctl(fd: int, request: int, arg: object = 0) -> tuple[int, int]:
     ptr = arg if isinstance(arg, ffi.CData) else ffi.cast("void *", arg)
     ret = lib.ioctl(fd, request, ptr)
     return ret, (ffi.errno if ret < 0 else 0)
+
+
+def has_cachestat() -> bool:
+    """Whether the kernel has cachestat(2) (CONFIG_CACHESTAT_SYSCALL): asked of a memfd."""
+    import errno
+    import os
+
+    fd = os.memfd_create("gmemtest-cachestat")
+    try:
+        rng = ffi.new("struct cachestat_range *", {"off": 0, "len": 0})
+        cs = ffi.new("struct cachestat *")
+        ret = lib.syscall(ffi.cast("long", SYS_cachestat), ffi.cast("int", fd), rng, cs,
+                          ffi.cast("unsigned int", 0))
+        if ret != 0 and ffi.errno != errno.ENOSYS:
+            raise OSError(ffi.errno, f"cachestat of a memfd: {os.strerror(ffi.errno)}")
+        return bool(ret == 0)
+    finally:
+        os.close(fd)

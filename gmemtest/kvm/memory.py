@@ -82,16 +82,6 @@ class Mapping:
     def write_u64(self, offset: int, value: int) -> None:
         self.write(offset, value.to_bytes(8, "little"))
 
-    def resident(self, offset: int = 0, length: int | None = None) -> list[bool]:
-        """mincore(2): which pages of [offset, offset + length) the file's page cache holds,
-        asked without touching them (a read would fault a page in, and allocate it)."""
-        length = self.size - offset if length is None else length
-        pages = (length + 4095) // 4096
-        vec = ffi.new("unsigned char[]", pages)
-        if libc.lib.mincore(ffi.cast("void *", self.addr + offset), length, vec) != 0:
-            raise KvmError("mincore", ffi.errno, {"offset": offset, "length": length})
-        return [bool(vec[i] & 1) for i in range(pages)]
-
     def splice_into(self, pipe: int, offset: int, length: int = 4096) -> int:
         """vmsplice(2) [offset, offset + length) into the pipe ``pipe``: the pipe holds a
         reference to each page until it is read or closed (an extra reference a conversion to

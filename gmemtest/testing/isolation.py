@@ -8,6 +8,10 @@ the reports back through a pipe and exits. A child that dies of a signal becomes
 report; one that outlives its time (the per-test timeout and a grace period: stuck in the
 kernel, where pytest-timeout's signal cannot reach) is killed and reported the same way.
 Fixtures wider than a test are set up again in each child: the suite keeps those cheap.
+
+Tests that fail page allocations on purpose (fail_page_alloc) run in pytest's own process: in
+a forked child every first write to the parent's memory is a copy-on-write fault that
+allocates a page, and would take the injected failure meant for the call under test.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import pickle
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 
 import pytest
 from _pytest.runner import runtestprotocol
@@ -133,9 +138,16 @@ def _failure(item: pytest.Item, why: str) -> pytest.TestReport:
 
 
 class Isolated:
-    """The plugin that runs every test of the session in a child of its own."""
+    """The plugin that runs each test of the session in a child of its own, but those for
+    which ``in_process(item)`` says otherwise."""
+
+    def __init__(self, in_process: Callable[[pytest.Item], bool]) -> None:
+        self.in_process = in_process
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool:
+    def pytest_runtest_protocol(self, item: pytest.Item,
+                                nextitem: pytest.Item | None) -> bool | None:
+        if self.in_process(item):
+            return None
         run_forked(item, nextitem)
         return True

@@ -14,6 +14,8 @@ checks it in ``pytest_runtest_setup`` and skips naming what is absent. The vocab
 ``series``                         the kernel implements a revision of the conversion series
 ``failslab``, ``fail_page_alloc``  fault injection aimed at one thread
 ``gup_test``                       long-term pins (CONFIG_GUP_TEST)
+``cachestat``                      cachestat(2), a file's page cache counted
+                                   (CONFIG_CACHESTAT_SYSCALL)
 ``gmem_flags:<A>+<B>[@<VM type>]`` KVM_CAP_GUEST_MEMFD_FLAGS on a VM of that type (default VM)
 ``guest_hypercalls``               guests can make VMCALL/VMMCALL exits (not kvm_pvm)
 ``kernel_config``                  the kernel's own config in /proc/config.gz
@@ -68,8 +70,8 @@ import pytest
 
 from gmemtest.cache import cache_dir
 from gmemtest.errors import GmemtestError, KvmError
+from gmemtest.kvm import libc, uapi
 from gmemtest.kvm import revision as rev
-from gmemtest.kvm import uapi
 from gmemtest.kvm.kvm import Kvm
 from gmemtest.kvm.vm import Vm
 
@@ -85,7 +87,8 @@ FIXTURE_NEEDS = {"sw_vm": "vm_type:KVM_X86_SW_PROTECTED_VM", "gmem_route": "rout
                  "vm_attributes_route": "route:vm-attributes",
                  "vm_attributes_config": "kernel_config", "kernel_revision": "series"}
 # Needs without a value, and the values of those that take one.
-PLAIN_NEEDS = frozenset({"failslab", "fail_page_alloc", "gup_test", "guest_hypercalls",
+PLAIN_NEEDS = frozenset({"failslab", "fail_page_alloc", "gup_test", "cachestat",
+                         "guest_hypercalls",
                          "kernel_config", "kernel_headers", "qemu", "built_kernel",
                          "linux_source", "gitlab_ci_local", "series"})
 SWITCH_VALUES = ("on", "off", "default")
@@ -171,6 +174,8 @@ def missing(need: str) -> str | None:
         return faultinject.missing(kind)
     if kind == "gup_test":
         return gup.missing()
+    if kind == "cachestat":
+        return None if libc.has_cachestat() else "CONFIG_CACHESTAT_SYSCALL: cachestat(2) is ENOSYS"
     if kind == "kernel_config":
         if rev.running_config() is None:
             return f"{rev.PROC_CONFIG} absent (CONFIG_IKCONFIG_PROC)"
@@ -285,7 +290,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "xfail_on(module, errno, reason): a strict xfail where "
                             "that kernel module is loaded (a known deviation of that KVM)")
     if config.getoption("--isolate"):
-        config.pluginmanager.register(isolation.Isolated(), "gmemtest-isolation")
+        config.pluginmanager.register(
+            isolation.Isolated(lambda item: "fail_page_alloc" in needs_of(item)),
+            "gmemtest-isolation")
     headers = config.getoption("--kernel-headers") or os.environ.get(ENV_HEADERS)
     if headers:
         os.environ[ENV_HEADERS] = headers  # what kernel_headers tests read

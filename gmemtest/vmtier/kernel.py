@@ -28,7 +28,7 @@ from pathlib import Path
 from gmemtest.cache import cache_dir, locked, write_atomically
 from gmemtest.errors import BuildFailed, BuildStage, GmemtestError
 
-from . import debian, kconfig, series
+from . import debian, kconfig, manifest, series
 from .kernelspec import Debian, KernelSpec, Posted, Prebuilt, Tree
 from .manifest import BZIMAGE, NAME, Manifest, PostedInfo
 from .patchset import PatchSet
@@ -64,7 +64,11 @@ class Build:
 
     @property
     def config(self) -> Path | None:
-        return Path(self.manifest.config) if self.manifest is not None else None
+        """Its .config: the manifest's, or that of the build directory the bzImage lies in."""
+        if self.manifest is not None:
+            return Path(self.manifest.config)
+        directory = manifest.build_dir(self.bzimage)
+        return directory / ".config" if directory is not None else None
 
     @property
     def label(self) -> str:

@@ -99,14 +99,21 @@ def read(path: Path) -> Manifest:
                        "fragments": tuple(data["fragments"]), "posted": posted})
 
 
+def build_dir(bzimage: Path) -> Path | None:
+    """The kernel build directory a bzImage lies in (at arch/x86/boot/bzImage, next to the
+    build's .config), whoever built it; None for a bzImage copied elsewhere."""
+    path = bzimage.resolve()
+    parents = path.parents
+    if len(parents) > 3 and path == parents[3] / BZIMAGE and (parents[3] / ".config").is_file():
+        return parents[3]
+    return None
+
+
 def of_bzimage(bzimage: Path) -> Manifest | None:
-    """The manifest of the build a bzImage came from: the build directory it lies in at
-    arch/x86/boot/bzImage. None for a bzImage from elsewhere."""
-    parents = bzimage.resolve().parents
-    if len(parents) > 3 and bzimage.resolve() == parents[3] / BZIMAGE:
-        path = parents[3] / NAME
-        if path.exists():
-            return read(path)
+    """The manifest of the build a bzImage came from, when gmemtest built it."""
+    directory = build_dir(bzimage)
+    if directory is not None and (directory / NAME).exists():
+        return read(directory / NAME)
     return None
 
 

@@ -1,0 +1,54 @@
+"""The plugin cannot turn an error into a pass: a `needs` word or value it does not know stops
+the run at collection, and a probe that cannot tell (debugfs not mounted) fails the test
+loudly instead of skipping it as if the kernel lacked the capability. Each case runs pytest on
+a small test file in a process of its own, as the suite itself runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gmemtest.testing.debugfs import DEBUGFS
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def pytest_on(tmp_path: Path, body: str, *, prefix: list[str] = ()) -> subprocess.CompletedProcess:
+    test = tmp_path / "test_case.py"
+    test.write_text("import pytest\n\n" + body)
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    return subprocess.run([*prefix, sys.executable, "-m", "pytest", "-p", "gmemtest.testing.plugin",
+                           "-p", "no:cacheprovider", "-q", "--rootdir", str(tmp_path),
+                           "-c", "/dev/null", str(test)],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+
+
+@pytest.mark.parametrize("need", ["switch:of", "route:gmemfd", "KVM_CAP_NOT_A_CAP", "failslab:1",
+                                  "gmem_flags:MMAP+HUGE", "vm_type:KVM_X86_PVM"])
+def test_a_misspelt_need_stops_the_run(tmp_path, need):
+    """A typo in a needs word or value is a usage error naming the test and the need (pytest
+    exits 4 and runs nothing), never a need that means 'absent' and skips."""
+    proc = pytest_on(tmp_path, f"@pytest.mark.needs({need!r})\ndef test_x():\n    pass\n")
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert f"test_case.py::test_x: unknown need {need!r}" in proc.stderr
+    assert "passed" not in proc.stdout and "skipped" not in proc.stdout
+
+
+def test_unmounted_debugfs_is_an_error_not_a_skip(tmp_path):
+    """With debugfs not mounted (a mount namespace without it), a test that needs failslab
+    errors, the line naming the mount command; it is not skipped as if the kernel had no
+    CONFIG_FAILSLAB. Where the kernel has no debugfs at all, it is skipped naming
+    CONFIG_DEBUG_FS."""
+    if "debugfs" not in Path("/proc/filesystems").read_text():
+        pytest.skip("needs CONFIG_DEBUG_FS: no debugfs in /proc/filesystems")
+    proc = pytest_on(tmp_path, "@pytest.mark.needs('failslab')\ndef test_x():\n    pass\n",
+                     prefix=["unshare", "--mount", "sh", "-c",
+                             f"umount {DEBUGFS} 2>/dev/null; exec \"$@\"", "sh"])
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "1 error" in proc.stdout, proc.stdout
+    assert f"debugfs is not mounted at {DEBUGFS} (needed for failslab): mount -t debugfs " \
+           f"none {DEBUGFS}" in proc.stdout
