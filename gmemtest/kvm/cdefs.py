@@ -211,6 +211,8 @@ int fallocate(int fd, int mode, long offset, long len);
 struct iovec { void *iov_base; size_t iov_len; };
 long vmsplice(int fd, const struct iovec *iov, unsigned long nr_segs, unsigned int flags);
 long syscall(long number, ...);
+int mlockall(int flags);
+int munlockall(void);
 """
 
 # The host's time stamp counter (x86 RDTSC): a TCG guest's TSC is the host's, and the runner

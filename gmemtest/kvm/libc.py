@@ -25,6 +25,7 @@ MADV_NOHUGEPAGE = 15
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 SYS_cachestat = 451  # x86_64
+MCL_CURRENT = 1
 
 
 def ioctl(fd: int, request: int, arg: object = 0) -> tuple[int, int]:

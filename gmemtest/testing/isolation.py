@@ -9,9 +9,11 @@ report; one that outlives its time (the per-test timeout and a grace period: stu
 kernel, where pytest-timeout's signal cannot reach) is killed and reported the same way.
 Fixtures wider than a test are set up again in each child: the suite keeps those cheap.
 
-Tests that fail page allocations on purpose (fail_page_alloc) run in pytest's own process: in
-a forked child every first write to the parent's memory is a copy-on-write fault that
-allocates a page, and would take the injected failure meant for the call under test.
+A test that fails page allocations on purpose (fail_page_alloc) would lose its injected
+failure to the child's own copy-on-write faults (every first write to memory shared with the
+parent allocates a page): for those the child first takes its own copy of every page
+(mlockall(MCL_CURRENT) populates the private writable mappings for writing, munlockall then
+lets them go), which costs a few tenths of a second.
 """
 
 from __future__ import annotations
@@ -29,16 +31,18 @@ from _pytest.runner import runtestprotocol
 GRACE = 60.0  # seconds past the per-test timeout before a child counts as hung
 
 
-def run_forked(item: pytest.Item, nextitem: pytest.Item | None) -> None:
-    """pytest_runtest_protocol for ``item``, in a child process."""
+def run_forked(item: pytest.Item, nextitem: pytest.Item | None, own_pages: bool) -> None:
+    """pytest_runtest_protocol for ``item``, in a child process (with its own copy of every
+    page first, when ``own_pages``)."""
     hook = item.ihook
     hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-    for report in _reports(item, nextitem):
+    for report in _reports(item, nextitem, own_pages):
         hook.pytest_runtest_logreport(report=report)
     hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
 
 
-def _reports(item: pytest.Item, nextitem: pytest.Item | None) -> list[pytest.TestReport]:
+def _reports(item: pytest.Item, nextitem: pytest.Item | None,
+             own_pages: bool) -> list[pytest.TestReport]:
     config = item.config
     trace = tempfile.NamedTemporaryFile(prefix="gmemtest-trace-", suffix=".txt", delete=False)
     trace.close()
@@ -48,6 +52,8 @@ def _reports(item: pytest.Item, nextitem: pytest.Item | None) -> list[pytest.Tes
         status = 1
         try:
             os.close(read_end)
+            if own_pages:
+                _copy_every_page()
             import faulthandler
 
             with open(trace.name, "w") as f:
@@ -79,6 +85,15 @@ def _reports(item: pytest.Item, nextitem: pytest.Item | None) -> list[pytest.Tes
     else:
         why = f"the test process exited {os.WEXITSTATUS(status)} without its reports{where}"
     return [_failure(item, why)]
+
+
+def _copy_every_page() -> None:
+    """Break copy-on-write sharing with the parent for every page mapped now."""
+    from gmemtest.kvm import libc
+
+    if libc.lib.mlockall(libc.MCL_CURRENT) != 0:
+        raise OSError(libc.ffi.errno, "mlockall(MCL_CURRENT)")
+    libc.lib.munlockall()
 
 
 def _deadline(item: pytest.Item) -> float:
@@ -138,16 +153,13 @@ def _failure(item: pytest.Item, why: str) -> pytest.TestReport:
 
 
 class Isolated:
-    """The plugin that runs each test of the session in a child of its own, but those for
-    which ``in_process(item)`` says otherwise."""
+    """The plugin that runs each test of the session in a child of its own; those for which
+    ``own_pages(item)`` holds get their own copy of every page first."""
 
-    def __init__(self, in_process: Callable[[pytest.Item], bool]) -> None:
-        self.in_process = in_process
+    def __init__(self, own_pages: Callable[[pytest.Item], bool]) -> None:
+        self.own_pages = own_pages
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_protocol(self, item: pytest.Item,
-                                nextitem: pytest.Item | None) -> bool | None:
-        if self.in_process(item):
-            return None
-        run_forked(item, nextitem)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool:
+        run_forked(item, nextitem, self.own_pages(item))
         return True
