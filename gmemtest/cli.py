@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 from .errors import GmemtestError, one_line
 
 # Commands that run the suite, and so take pytest's arguments after "--".
-RUN_SUITE = {"vm run", "vm-test", "bisect-step", "matrix", "series walk", "diff"}
+RUN_SUITE = {"vm run", "vm-test", "bisect-step", "matrix", "series walk", "diff", "coverage"}
 
 
 class UsageError(Exception):
@@ -191,13 +191,60 @@ def _cmd_vm_image(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_coverage(args: argparse.Namespace) -> int:
+    from gmemtest.vmtier import patchlines
+    from gmemtest.workflows import coverage
+
+    since = getattr(args, "since", None)
+    if since is not None:
+        if args.src is None:
+            raise UsageError("--since REV names the base of a --src tree's own commits; a "
+                             "series or kpatches carries its base")
+        since = patchlines.check_since(Path(args.src), since)
+    spec = _spec(args)
+    return coverage.main(spec, args.pytest_args or None, _limits(args),
+                         Path(args.out) if getattr(args, "out", None) else None, since)
+
+
+def _cmd_mutate(args: argparse.Namespace) -> int:
+    from gmemtest.workflows import mutate
+
+    spec = _spec(args)
+    equivalents = Path(args.equivalents) if args.equivalents else None
+    if equivalents is not None and not equivalents.is_file():
+        raise UsageError(f"--equivalents {equivalents}: no such file")
+    if equivalents is None and spec.patches is not None and spec.patches.form is not None:
+        equivalents = mutate.EQUIVALENTS  # kpatches/: the project's own
+    return mutate.main(spec, limits=mutate.LIMITS, out=Path(args.out) if args.out else None,
+                       budget=args.budget, resume=Path(args.resume) if args.resume else None,
+                       equivalents=equivalents, only=args.first)
+
+
 def _cmd_vm_test(args: argparse.Namespace) -> int:
     from gmemtest.workflows import vmtest
 
+    if args.coverage:
+        if args.affected is not None:
+            raise UsageError("--coverage runs the whole suite to measure it; --affected picks "
+                             "tests by an earlier measurement: give one of them")
+        return _cmd_coverage(args)
     spec = _spec(args)
     image = _image(args)
-    outcomes, text = vmtest.main_job(spec, pytest_args=args.pytest_args or None,
-                                     limits=_limits(args), image=image)
+    pytest_args = args.pytest_args or None
+    if args.affected is not None:
+        from gmemtest.vmtier import qemu
+        from gmemtest.vmtier.kernelspec import Tree
+        from gmemtest.workflows import affected
+
+        if not isinstance(spec.source, Tree) or spec.patches or args.pytest_args:
+            raise UsageError("--affected BASE needs --src TREE alone (the tree you edit) and "
+                             "picks the tests itself: no pytest arguments after --")
+        selection = affected.select(spec.source.path, args.affected)
+        print(f"affected: {selection.describe()}", flush=True)
+        if not selection.whole:
+            pytest_args = [*selection.tests, *qemu.parallelism()]
+    outcomes, text = vmtest.main_job(spec, pytest_args=pytest_args, limits=_limits(args),
+                                     image=image)
     why = vmtest.not_run(outcomes)
     if why:
         fail("vm-test", why)
@@ -264,7 +311,8 @@ def _cmd_series_apply(args: argparse.Namespace) -> int:
 def _cmd_series_walk(args: argparse.Namespace) -> int:
     from gmemtest.workflows import walk
 
-    rc, why = walk.main(_posted(args), args.pytest_args or None, _limits(args))
+    rc, why = walk.main(_posted(args), args.pytest_args or None, _limits(args),
+                        coverage=args.coverage)
     if why:
         fail("series walk", why)
     return rc
@@ -278,7 +326,8 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     b = kernelspec.from_word(args.b)
     out = Path(args.out) if args.out else \
         vmtest.results_root() / time.strftime("diff-%Y%m%d-%H%M%S")
-    rc, why = diff.main(args.a, a, args.b, b, args.pytest_args or None, _limits(args), out)
+    rc, why = diff.main(args.a, a, args.b, b, args.pytest_args or None, _limits(args), out,
+                        coverage=args.coverage)
     if why:
         fail("diff", why)
     return rc
@@ -317,6 +366,19 @@ def _seconds(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r}: a number of seconds above 0")
     return value
+
+
+def _minutes(text: str) -> float:
+    try:
+        return _seconds(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of minutes above 0") from None
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number above 0")
+    return int(text)
 
 
 def _add_vm_limits(p: argparse.ArgumentParser) -> None:
@@ -486,6 +548,8 @@ def parser() -> argparse.ArgumentParser:
                        "linux-source-7.2)")
     sa.set_defaults(func=_cmd_series_apply)
     sw.add_argument("--debug", action="store_true", help="add the debug kconfig fragment")
+    sw.add_argument("--coverage", action="store_true", help="also boot the tip's coverage "
+                    "build and draw the series' lines each test ran (coverage/ of the report)")
     _add_vm_limits(sw)
     sw.set_defaults(func=_cmd_series_walk)
 
@@ -495,6 +559,8 @@ def parser() -> argparse.ArgumentParser:
                    "directory, a series mbox, a kernel tree, or kpatches[:FORM]")
     d.add_argument("b", metavar="B", help="the same, to compare with A")
     d.add_argument("--out", metavar="DIR", help="report directory (default results/diff-*)")
+    d.add_argument("--coverage", action="store_true", help="boot each side's coverage build "
+                   "(the suite one test at a time) and compare what each side's tests ran")
     _add_vm_limits(d)
     d.set_defaults(func=_cmd_diff)
 
@@ -523,12 +589,45 @@ def parser() -> argparse.ArgumentParser:
     _add_vm_limits(be)
     be.set_defaults(func=_cmd_bench)
 
+    cv = sub.add_parser("coverage", help="which lines of the series the suite runs, by which "
+                        "test: the coverage build, both modes, reports drawn on the series")
+    _add_source(cv)
+    cv.add_argument("--fragment", action="append", default=[], metavar="NAME",
+                    help="kconfigs/NAME.config to merge (repeatable; default base kvm mm faults)")
+    cv.add_argument("--debug", action="store_true", help="add the debug kconfig fragment")
+    cv.add_argument("--since", metavar="REV", help="with --src: the tree's commits after REV "
+                    "are the series to draw (a series tree knows its own)")
+    cv.add_argument("--out", metavar="DIR", help="report directory (default results/coverage-*)")
+    _add_vm_limits(cv)
+    cv.set_defaults(func=_cmd_coverage)
+
+    mu = sub.add_parser("mutate", help="small mistakes written into the series' run lines, "
+                        "one at a time: which would the tests let through")
+    _add_source(mu)
+    mu.add_argument("--fragment", action="append", default=[], metavar="NAME",
+                    help="kconfigs/NAME.config to merge (repeatable; default base kvm mm faults)")
+    mu.add_argument("--budget", type=_minutes, metavar="MIN",
+                    help="stop starting mutants after MIN minutes; the rest are 'not run' "
+                    "(--resume goes on)")
+    mu.add_argument("--first", type=_count, metavar="N",
+                    help="only the first N mutants of the deterministic order")
+    mu.add_argument("--resume", metavar="DIR", help="go on with the run in DIR")
+    mu.add_argument("--equivalents", metavar="FILE", help="mutants marked equivalent, with "
+                    "reasons (default for kpatches/: kpatches/equivalent-mutants.toml)")
+    mu.add_argument("--out", metavar="DIR", help="report directory (default results/mutate-*)")
+    mu.set_defaults(func=_cmd_mutate)
+
     t = sub.add_parser("vm-test", help="the main job: build, boot twice (in-place conversion "
                        "on and off), run the whole suite, one report")
     _add_source(t)
     t.add_argument("--fragment", action="append", default=[], metavar="NAME",
                    help="kconfigs/NAME.config to merge (repeatable; default base kvm mm faults)")
     t.add_argument("--debug", action="store_true", help="add the debug kconfig fragment")
+    t.add_argument("--affected", metavar="BASE", default=None,
+                   help="run only the tests that cover the functions `git diff BASE` of the "
+                   "--src tree changes (its map: `gmemtest coverage --src TREE`)")
+    t.add_argument("--coverage", action="store_true",
+                   help="run it as `gmemtest coverage` does: the coverage build, its reports")
     _add_vm_limits(t)
     t.set_defaults(func=_cmd_vm_test)
     return p

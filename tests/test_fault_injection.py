@@ -10,6 +10,7 @@ import pytest
 
 from gmemtest import Agent, KvmError
 from gmemtest.errors import ConversionError
+from gmemtest.kvm import uapi
 from gmemtest.testing import GPA, PAGE
 from gmemtest.testing.faultinject import Injector
 
@@ -156,3 +157,61 @@ def test_failed_fallocate_allocates_nothing(gmem_route, tally):
     gmem_route.to_shared(mem)
     assert mem.view.read(PAGE, 8) == bytes(8)
     tally(injected_faults=inj.injected, lost=0)
+
+
+@pytest.mark.needs("fail_page_alloc", "cachestat")
+def test_failed_host_fault_of_shared_page(gmem_route, tally):
+    """A host access through get_user_pages (a /proc/self/mem read, as a debugger's) to a
+    never-allocated shared page of a guest_memfd mapping while page allocation fails: the
+    fault gives up (the read is refused), allocates nothing (cachestat) and leaves the
+    invalidate_lock free (a conversion of the page afterwards takes it for write and works).
+    Once allocation works the same read allocates the page, which reads zero. Page 0 is
+    touched first so that the page table exists and the one failure is the folio's."""
+    mem = gmem_route.memory(1, GPA, PAGES * PAGE, private=False)
+    assert mem.view.read(0) == b"\0" and mem.gmem.cached() == 1
+    with Injector("fail_page_alloc", times=1) as inj:
+        refused = mem.view.peek(3 * PAGE)
+    assert inj.injected == 1 and refused is None, (inj.injected, refused)
+    assert mem.gmem.cached() == 1, "the failed fault left its page allocated"
+    gmem_route.to_private(mem, 3 * PAGE, PAGE)  # would hang on a leaked invalidate_lock
+    gmem_route.to_shared(mem, 3 * PAGE, PAGE)
+    assert mem.view.peek(3 * PAGE) == b"\0" and mem.gmem.cached() == 2
+    tally(injected_faults=inj.injected, lost=0)
+
+
+@pytest.mark.needs("failslab", "gmem_flags:INIT_SHARED@KVM_X86_SW_PROTECTED_VM")
+def test_failed_guest_memfd_creation_leaks_nothing(sw_vm, tally):
+    """KVM_CREATE_GUEST_MEMFD with INIT_SHARED while slab allocations fail, from each point of
+    the call in turn (the file's state, its inode, the maple tree node that records the
+    whole file shared, the file itself): each failure is ENOMEM with no new fd, and the
+    first call that gets through gives a file shared in full (a write through its mapping
+    reads back) and nothing else."""
+    size = PAGES * PAGE
+    flags = uapi.GUEST_MEMFD_FLAG_MMAP | uapi.GUEST_MEMFD_FLAG_INIT_SHARED
+    baseline = fds()
+    counts = {"rounds": 0, "injected_faults": 0, "enomem": 0}
+    # 16-byte steps: the call's allocations are small and many, and a coarser budget would
+    # step over one (the maple tree node sits between the inode and the file).
+    for space in range(0, 1 << 14, 16):
+        counts["rounds"] += 1
+        with Injector("failslab", space=space, times=FAIL_TIMES) as inj:
+            try:
+                gmem = sw_vm.create_guest_memfd(size, flags)
+                error = None
+            except KvmError as e:
+                error = e
+        counts["injected_faults"] += inj.injected
+        if error is None:
+            break
+        assert inj.injected >= 1, f"{error} without an injected failure"
+        assert error.errno_name == "ENOMEM", error
+        assert fds() == baseline, f"{error} left a file descriptor behind"
+        counts["enomem"] += 1
+    else:
+        pytest.fail(f"still injecting with a 16K budget: {counts}")
+    with gmem, gmem.mmap(0, size) as view:
+        view.write(size - PAGE, b"\x7e")
+        assert view.read(size - PAGE) == b"\x7e" and view.read(0) == b"\0"
+    assert fds() == baseline
+    assert counts["enomem"] >= 3, f"fewer failure points than the call has: {counts}"
+    tally(**counts, lost=0)

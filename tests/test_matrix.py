@@ -28,8 +28,11 @@ from gmemtest.workflows import matrix
 CHECKOUT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.host_only
 ON, OFF = "applied/default/on", "applied/default/off"
+COV_ON, COV_OFF = "applied/coverage/on", "applied/coverage/off"
 NIGHTLY = ["applied/default/on", "applied/default/off", "applied/debug/on", "applied/debug/off",
-           "applied/novmattr/default", "v8/default/on", "v8/default/off"]
+           "applied/novmattr/default", COV_ON, COV_OFF, "v8/default/on", "v8/default/off"]
+# A line the baseline's coverage run ran and no run can: named as no longer run.
+GONE = "virt/kvm/guest_memfd.c: a line of an older series"
 UNMAPS = "tests.test_conversion::test_conversion_unmaps_every_process"
 ENOTTY = "tests.test_conversion::test_gmem_ioctl_is_enotty_when_switched_off"
 SEPARATE = "tests.test_conversion::test_private_and_shared_backings_are_separate"
@@ -83,12 +86,13 @@ def test_shipped_matrices_load():
     (the one without per-VM attributes booted only with the switch at its default) and v8 in
     the default one."""
     nightly = matrix.load(CHECKOUT / "matrices/nightly.toml")
-    assert len(nightly.configs) == 3
+    assert len(nightly.configs) == 4 and nightly.coverage == {"coverage"}
     assert [c.id for c in nightly.cells()] == NIGHTLY
     assert {c.kernel_name: c.spec.patches.form for c in nightly.cells()} == \
         {"applied": "applied", "v8": "v8"}
     assert nightly.env["GMEMTEST_FUZZ"] == "long"
-    assert [c.id for c in matrix.load(CHECKOUT / "matrices/onoff.toml").cells()] == [ON, OFF]
+    assert [c.id for c in matrix.load(CHECKOUT / "matrices/onoff.toml").cells()] == \
+        [ON, OFF, COV_ON, COV_OFF]
 
 
 @pytest.mark.timeout(600)
@@ -182,14 +186,19 @@ def test_bad_baseline_is_an_error(tmp_path, doc, message):
 
 @pytest.fixture(scope="module")
 def onoff(tmp_path_factory, gmemtest_cli) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """The 2-cell matrix (in-place conversion on and off) from one build, run once, compared
-    with a baseline in which the ENOTTY check also passed in the 'on' cell."""
+    """The 4-cell matrix (in-place conversion on and off, in the default build and in its
+    coverage build), run once, compared with a baseline in which the ENOTTY check also passed
+    in the 'on' cell and the coverage run ran a line no run has."""
     tmp = tmp_path_factory.mktemp("matrix")
     baseline = tmp / "baseline.json"
     baseline.write_text(json.dumps({"cells": {
         ON: {"ok": True, "verdict": "PASS", "findings": [],
              "tests": {UNMAPS: "passed", ENOTTY: "passed"}},
-        OFF: {"ok": True, "verdict": "PASS", "findings": [], "tests": {ENOTTY: "passed"}}}}))
+        OFF: {"ok": True, "verdict": "PASS", "findings": [], "tests": {ENOTTY: "passed"}}},
+        "coverage": {"applied/coverage": {
+            "headline": {"run": 1, "never": 0, "percent": "100.0%",
+                         "within": ["virt/kvm/"], "not_compiled": 0},
+            "run": [GONE]}}}))
     out = tmp / "out"
     proc = gmemtest_cli("matrix", "--config", str(CHECKOUT / "matrices/onoff.toml"), "--out",
                         str(out), "--baseline", str(baseline), "--",
@@ -217,13 +226,44 @@ def test_two_cells_from_one_build(onoff):
 
 @pytest.mark.timeout(1600)
 @pytest.mark.needs("linux_source")
+def test_coverage_cells(onoff):
+    """The coverage cells boot their own build (the same configuration, the series' files
+    instrumented), run the same tests and keep each one's counters: the combined report
+    draws the series with lines run by the test that unmaps (in 'on') and by the ENOTTY
+    check (in 'off'), and the baseline's headline stands beside this run's."""
+    proc, out = onoff
+    doc = json.loads((out / "matrix.json").read_text())
+    cells = doc["cells"]
+    assert cells[COV_ON]["bzimage"] == cells[COV_OFF]["bzimage"] != cells[ON]["bzimage"]
+    assert cells[COV_ON]["tests"] == cells[ON]["tests"]
+    assert cells[COV_OFF]["tests"] == cells[OFF]["tests"]
+    section = doc["coverage"]["applied/coverage"]
+    head = section["headline"]
+    assert 0 < head["run"] < head["run"] + head["never"], head  # 3 tests run some, not all
+    combined = json.loads((out / "coverage/applied--coverage/coverage.json").read_text())
+    tests = {t for p in combined["patches"] for h in p["hunks"] for ln in h["lines"]
+             if ln["kind"] == "+" for t in ln["tests"]}
+    assert f"{COV_ON}: tests/test_conversion.py::test_conversion_unmaps_every_process" in tests
+    assert f"{COV_OFF}: tests/test_conversion.py::" \
+        "test_gmem_ioctl_is_enotty_when_switched_off" in tests
+    assert (out / section["report"]).is_file() and section["run"]
+    for cell in (COV_ON, COV_OFF):
+        info = (out / "cells" / slug(cell) / "coverage.info").read_text()
+        assert "SF:" in info and re.search(r"^DA:\d+,[1-9]", info, re.M), cell
+    assert f"coverage applied/coverage: {head['run']} of" in proc.stdout
+    assert "the baseline: 1 of 1 run (100.0%)" in proc.stdout
+
+
+@pytest.mark.timeout(1600)
+@pytest.mark.needs("linux_source")
 def test_baseline_regression_sets_the_exit_status(onoff):
     """The baseline says the ENOTTY check passed in 'on'; now it skips: exit 1, named."""
     proc, out = onoff
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert f"regression: {ON}: {ENOTTY}: passed, now skipped" in proc.stdout
+    assert f"regression: applied/coverage: no longer run: {GONE}" in proc.stdout
     assert json.loads((out / "matrix.json").read_text())["regressions"] == \
-        [f"{ON}: {ENOTTY}: passed, now skipped"]
+        [f"{ON}: {ENOTTY}: passed, now skipped", f"applied/coverage: no longer run: {GONE}"]
 
 
 @pytest.mark.timeout(1600)
@@ -233,7 +273,7 @@ def test_reports(onoff):
     page whose links reach the console logs."""
     _, out = onoff
     suites = ET.parse(out / "junit.xml").getroot().findall("testsuite")
-    assert [s.get("name") for s in suites] == [ON, OFF]
+    assert [s.get("name") for s in suites] == [ON, OFF, COV_ON, COV_OFF]
     for s in suites:
         names = {c.get("name") for c in s.iter("testcase")}
         assert {"kernel-health", UNMAPS.split("::")[1]} <= names
@@ -299,6 +339,13 @@ def test_ci_engines_run_exactly_the_listed_cells(gmemtest_cli):
     include = github["jobs"]["cell"]["strategy"]["matrix"]["include"]
     assert [c["id"] for c in include] == listed(gmemtest_cli, "matrices/nightly.toml")
     assert all(c["slug"] == slug(c["id"]) for c in include)
+    # the mutation cell: nightly only, the same command with the same budget on both engines
+    budget = gitlab["variables"]["MUTATE_BUDGET"]
+    assert gitlab["mutate-cell"]["rules"] == [{"if": '$MATRIX == "matrices/nightly.toml"'}]
+    assert '$VENV/bin/gmemtest mutate --budget "$MUTATE_BUDGET" --out mutate-report' in \
+        gitlab["mutate-cell"]["script"]
+    assert f".venv/bin/gmemtest mutate --budget {budget} --out mutate-report" in \
+        [step.get("run") for step in github["jobs"]["mutate"]["steps"]]
 
 
 def test_unknown_cell_is_one_line(gmemtest_cli, tmp_path):
@@ -402,11 +449,13 @@ def test_gitlab_pipeline_runs_here(onoff, tmp_path):
         cwd=repo, capture_output=True, text=True, timeout=2300)
     print(proc.stdout[-4000:], proc.stderr[-2000:])
     assert proc.returncode == 0, proc.stdout[-3000:]
-    for job in ("onoff-cell: [applied/default/on]",
-                "onoff-cell: [applied/default/off]", "merge"):
+    for job in (*(f"onoff-cell: [{c}]" for c in (ON, OFF, COV_ON, COV_OFF)), "merge"):
         assert re.search(rf"PASS\s+{re.escape(job)}", proc.stdout), job
-    merged = json.loads((repo / "matrix-report/matrix.json").read_text())["cells"]
-    alone = json.loads((out / "matrix.json").read_text())["cells"]
+    merged_doc = json.loads((repo / "matrix-report/matrix.json").read_text())
+    alone_doc = json.loads((out / "matrix.json").read_text())
+    merged, alone = merged_doc["cells"], alone_doc["cells"]
     assert {c: (v["ok"], v["tests"]) for c, v in merged.items()} == \
         {c: (v["ok"], v["tests"]) for c, v in alone.items()}
+    assert merged_doc["coverage"]["applied/coverage"]["run"] == \
+        alone_doc["coverage"]["applied/coverage"]["run"]
     kcidb_io.schema.LATEST.validate(json.loads((repo / "matrix-report/kcidb.json").read_text()))

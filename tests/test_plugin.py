@@ -20,7 +20,9 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 def pytest_on(tmp_path: Path, body: str, *, prefix: list[str] = ()) -> subprocess.CompletedProcess:
     test = tmp_path / "test_case.py"
     test.write_text("import pytest\n\n" + body)
-    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    # The inner session is a session of its own: not recorded into this run's results or gcov.
+    env = {k: v for k, v in os.environ.items() if k not in ("GMEMTEST_RESULTS", "GMEMTEST_GCOV")}
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     return subprocess.run([*prefix, sys.executable, "-m", "pytest", "-p", "gmemtest.testing.plugin",
                            "-p", "no:cacheprovider", "-q", "--rootdir", str(tmp_path),
                            "-c", "/dev/null", str(test)],

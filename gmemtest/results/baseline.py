@@ -30,11 +30,19 @@ def regressions(current: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
             now = new.get("tests", {}).get(test, "missing")
             if state == Outcome.PASSED and now != Outcome.PASSED:
                 found.append(f"{cid}: {test}: passed, now {now}")
+    for name, old_cov in baseline.get("coverage", {}).items():
+        new_cov = current.get("coverage", {}).get(name)
+        if new_cov is None:
+            found.append(f"{name}: coverage not measured in this run")
+            continue
+        for line in sorted(set(old_cov["run"]) - set(new_cov["run"])):
+            found.append(f"{name}: no longer run: {line}")
     return found
 
 
 # What of a matrix.json a comparison reads (its other keys are free).
 CELL = {"ok": bool, "verdict": str, "findings": ListOf(str), "tests": MapOf(str)}
+COVERAGE = {"headline": MapOf(object), "run": ListOf(str)}
 
 
 def load_baseline(path: Path) -> dict[str, Any]:
@@ -57,6 +65,9 @@ def load_baseline(path: Path) -> dict[str, Any]:
                 if state not in set(Outcome) and state != "missing":
                     raise GmemtestError(f"matrix.json.cells.{cid}.tests.{test}: {state!r} is "
                                         "no outcome")
+        check(doc.get("coverage", {}), MapOf(dict), "matrix.json.coverage")
+        for name, entry in doc.get("coverage", {}).items():
+            check({k: entry.get(k) for k in COVERAGE}, COVERAGE, f"matrix.json.coverage.{name}")
     except GmemtestError as e:
         raise GmemtestError(f"--baseline {path}: not a matrix.json ({e})") from None
     return doc

@@ -50,6 +50,7 @@ class CellResult:
     fragments: list[str] = field(default_factory=list)
     started: str | None = None  # when the cell started, UTC, ISO 8601
     series: dict[str, Any] | None = None  # a posted series: subject, version, msgid, count
+    coverage: dict[str, Any] | None = None  # a coverage cell: the headline of its coverage.json
 
     @property
     def id(self) -> str:
@@ -88,6 +89,7 @@ class CellResult:
             "build_seconds": self.build_seconds,
             "boot_seconds": o.run.boot_seconds if o and o.run else None,
             "run_seconds": round(o.run.seconds, 1) if o and o.run else None,
+            "coverage": self.coverage,
         }
 
 
@@ -107,7 +109,7 @@ def to_json(r: CellResult) -> dict[str, Any]:
             "build_seconds": r.build_seconds, "bzimage": r.bzimage, "kernel": r.kernel,
             "cmdline": r.cmdline, "source": r.source, "patches": r.patches,
             "fragments": r.fragments, "started": r.started, "series": r.series,
-            "report": report}
+            "coverage": r.coverage, "report": report}
 
 
 NUMBER = (int, float)
@@ -117,7 +119,7 @@ SHAPE = {
     "build_stage": Maybe(str), "build_seconds": Maybe(NUMBER), "bzimage": Maybe(str),
     "kernel": Maybe(str), "cmdline": ListOf(str), "source": Maybe(str),
     "patches": ListOf(str), "fragments": ListOf(str), "started": Maybe(str),
-    "series": Maybe(SERIES),
+    "series": Maybe(SERIES), "coverage": Maybe(MapOf(object)),
     "report": Maybe({
         "label": str, "problem": Maybe(str), "ended": str, "tallies": ListOf(MapOf(object)),
         "properties": MapOf(str),
@@ -152,7 +154,7 @@ def from_json(doc: Any, directory: Path) -> CellResult:
     fields = {k: doc[k] for k in ("kernel_name", "config", "cmdline_name", "problem",
                                   "build_stage", "build_seconds", "bzimage", "kernel",
                                   "cmdline", "source", "patches", "fragments", "started",
-                                  "series")}
+                                  "series", "coverage")}
     result = CellResult(outcome=outcome, **fields)
     if result.id != doc["id"]:
         raise GmemtestError(f"cell.id: {doc['id']!r} is not its kernel/config/cmdline")

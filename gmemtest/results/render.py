@@ -9,14 +9,18 @@ import json
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 from . import ktap
 from .cells import CellResult
 from .outcome import Outcome, TestResult
 
 
-def write(results: list[CellResult], out: Path, regressions: list[str] | None = None) -> None:
-    """junit.xml, one KTAP per cell, summary.txt, summary.md, report.html and matrix.json."""
+def write(results: list[CellResult], out: Path, regressions: list[str] | None = None, *,
+          coverage: dict[str, Any] | None = None) -> None:
+    """junit.xml, one KTAP per cell, summary.txt, summary.md, report.html and matrix.json;
+    ``coverage``: the coverage cells' section (gmemtest.workflows.matrix.coverage_of)."""
+    notes = coverage_notes(coverage or {})
     out.mkdir(parents=True, exist_ok=True)
     _write_junit(results, out / "junit.xml")
     for r in results:
@@ -27,11 +31,28 @@ def write(results: list[CellResult], out: Path, regressions: list[str] | None = 
          _verdict(r)) for r in results))
     doc = {"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "cells": {r.id: r.summary() for r in results},
+           "coverage": coverage or {},
            "regressions": regressions or []}
     (out / "matrix.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (out / "summary.txt").write_text(table(results, regressions) + "\n")
-    (out / "summary.md").write_text(markdown(results, regressions))
-    (out / "report.html").write_text(html_page(results, regressions))
+    (out / "summary.txt").write_text(table(results, regressions, notes) + "\n")
+    (out / "summary.md").write_text(markdown(results, regressions, notes))
+    (out / "report.html").write_text(html_page(results, regressions, notes))
+
+
+def _share(h: dict[str, Any]) -> str:
+    return f"{h['run']} of {h['run'] + h['never']} run ({h['percent']})"
+
+
+def coverage_notes(coverage: dict[str, Any]) -> list[str]:
+    """A line per coverage group: the series' added lines run, and the baseline's figure."""
+    notes = []
+    for name, entry in coverage.items():
+        line = f"coverage {name}: {_share(entry['headline'])} of the series' added lines of code"
+        previous = entry.get("previous")
+        if previous:
+            line += f"; the baseline: {_share(previous)}"
+        notes.append(line + f" ({entry['report']})")
+    return notes
 
 
 def _tests(r: CellResult) -> list[TestResult]:
@@ -83,7 +104,8 @@ def _rows(results: list[CellResult]) -> list[tuple[str, ...]]:
     return rows
 
 
-def table(results: list[CellResult], regressions: list[str] | None = None) -> str:
+def table(results: list[CellResult], regressions: list[str] | None = None,
+          notes: list[str] | None = None) -> str:
     """The terminal table."""
     rows = [COLUMNS, *_rows(results)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
@@ -91,15 +113,19 @@ def table(results: list[CellResult], regressions: list[str] | None = None) -> st
                        enumerate(zip(row, widths, strict=False))) + "  " + row[-1]
              for row in rows]
     lines.insert(1, "-" * len(lines[0]))
+    lines += notes or []
     lines += [f"regression: {x}" for x in regressions or []]
     return "\n".join(lines)
 
 
-def markdown(results: list[CellResult], regressions: list[str] | None = None) -> str:
+def markdown(results: list[CellResult], regressions: list[str] | None = None,
+             notes: list[str] | None = None) -> str:
     lines = ["# gmemtest matrix", "", "| " + " | ".join(COLUMNS) + " |",
              "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |"
               for row in _rows(results)]
+    if notes:
+        lines += ["", *[f"- {n}" for n in notes]]
     for r in results:
         if r.outcome and r.outcome.findings:
             lines += ["", f"## {r.id}: kernel health", ""]
@@ -121,7 +147,8 @@ details { margin: .5em 0; } pre { background: #f6f6f6; padding: .5em; overflow-x
 """
 
 
-def html_page(results: list[CellResult], regressions: list[str] | None = None) -> str:
+def html_page(results: list[CellResult], regressions: list[str] | None = None,
+              notes: list[str] | None = None) -> str:
     """One self-contained page: the table, then per cell its findings, failures and skips."""
     e = html.escape
     head = "".join(f"<th>{e(c)}</th>" for c in (*COLUMNS, "logs"))
@@ -144,6 +171,7 @@ def html_page(results: list[CellResult], regressions: list[str] | None = None) -
         parts.append("<div class='regr'><b>Regressions against the baseline</b><ul>"
                      + "".join(f"<li>{e(x)}</li>" for x in regressions) + "</ul></div>")
     parts.append(f"<table><tr>{head}</tr>{''.join(body)}</table>")
+    parts += [f"<p>{e(n)}</p>" for n in notes or []]
     for r in results:
         s = r.summary()
         parts.append(f"<h2 id='{e(r.slug)}'>{e(r.id)}</h2><p>{e(r.verdict())}</p>")

@@ -18,6 +18,7 @@ class Ended(StrEnum):
     HANG = "hang"
     NO_STATUS = "the guest ended without a test status"  # a panic, a crash of the init
     NOT_STARTED = "QEMU did not start"
+    STOPPED = "stopped"  # by its caller: another boot had already decided (gmemtest mutate)
 
     @property
     def harness_fault(self) -> bool:

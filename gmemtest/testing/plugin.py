@@ -75,7 +75,7 @@ from gmemtest.kvm import revision as rev
 from gmemtest.kvm.kvm import Kvm
 from gmemtest.kvm.vm import Vm
 
-from . import ENV_CAP, ENV_HEADERS, ENV_REVISION, faultinject, gup, isolation
+from . import ENV_CAP, ENV_HEADERS, ENV_REVISION, faultinject, gcov, gup, isolation
 from .routes import ROUTES, ConversionRoute, GmemRoute, VmAttributesRoute
 
 IN_GUEST = bool(os.environ.get("GMEMTEST_IN_GUEST"))
@@ -289,6 +289,12 @@ def pytest_configure(config: pytest.Config) -> None:
                             "it runs on; not run inside the guest")
     config.addinivalue_line("markers", "xfail_on(module, errno, reason): a strict xfail where "
                             "that kernel module is loaded (a known deviation of that KVM)")
+    if os.environ.get(gcov.ENV) and not hasattr(config, "workerinput"):
+        results = Path(os.environ.get("GMEMTEST_RESULTS", "/tmp/results"))
+        try:
+            config.pluginmanager.register(gcov.Collector(results / "gcov"), "gmemtest-gcov")
+        except GmemtestError as e:
+            raise pytest.UsageError(f"gmemtest: {e}") from None
     if config.getoption("--isolate"):
         config.pluginmanager.register(
             isolation.Isolated(lambda item: "fail_page_alloc" in needs_of(item)),

@@ -199,6 +199,18 @@ def patched(tree: _Tree, patches: PatchSet, progress: Progress) -> _Tree:
                  patches)
 
 
+def gcov_stem(source: str) -> str:
+    """How Kbuild names the object of ``source`` (a .c file of the tree) in the Makefile that
+    builds it, for its per-object GCOV_PROFILE_<stem>.o: KVM's objects are x86's kvm-y, the
+    generic ones reached from arch/x86/kvm as ../../../virt/kvm/<name>."""
+    path = Path(source).with_suffix("")
+    if path.parts[:2] == ("virt", "kvm"):
+        return f"../../../{path}"
+    if path.parts[:3] == ("arch", "x86", "kvm"):
+        return str(Path(*path.parts[3:]))
+    return path.name
+
+
 def _make_env(src: Path) -> dict[str, str]:
     """make's environment: ccache shares objects across trees (pristine, patched, bisect
     checkouts) because paths under the tree are hashed relative to it."""
@@ -213,10 +225,12 @@ def _make_env(src: Path) -> dict[str, str]:
 def _build(spec: KernelSpec, tree: _Tree, progress: Progress, jobs: int | None, fresh: bool,
            t0: float) -> Build:
     frags = kconfig.fragment_paths(list(spec.fragments))
-    config_hash = _digest(*(f.read_bytes() for f in frags))
+    config_hash = _digest(*(f.read_bytes() for f in frags), *spec.gcov)
     # The source's path says what it is: a patched copy's name carries its patches' digest.
     bdir = cache_dir("build") / _digest(str(tree.path), config_hash)
     build_dir = tree.build_dir
+    if build_dir is not None and spec.gcov:  # the coverage build beside the lean one
+        build_dir = build_dir.with_name(build_dir.name + "-coverage")
     if build_dir is None and tree.kind == "debian" and tree.patch_set is not None:
         # A patched copy: the cache's own, and never copied again (the pristine tree is).
         build_dir = tree.path / f".gmemtest-build-{config_hash}"
@@ -239,7 +253,9 @@ def _build(spec: KernelSpec, tree: _Tree, progress: Progress, jobs: int | None, 
             stamp_file.write_text(stamp)
         cc = ["CC=ccache gcc"] if shutil.which("ccache") else []
         objects = _run_make(tree.path, bdir, ["bzImage", "headers"],
-                            [*cc, f"-j{jobs or os.cpu_count() or 1}"], env, progress)
+                            [*cc, f"-j{jobs or os.cpu_count() or 1}",
+                             *(f"GCOV_PROFILE_{gcov_stem(f)}.o=y" for f in spec.gcov)],
+                            env, progress)
     cold_file = bdir / COLD_OBJECTS
     system_map = bdir / "System.map"
     seconds = time.monotonic() - t0
@@ -251,6 +267,8 @@ def _build(spec: KernelSpec, tree: _Tree, progress: Progress, jobs: int | None, 
                  bzimage=str(bdir / BZIMAGE), headers=str(bdir / "usr/include"),
                  config=str(bdir / ".config"),
                  switch=system_map.exists() and SWITCH_SYMBOL in system_map.read_text(),
+                 gcov=tuple(f for f in spec.gcov
+                            if (bdir / f).with_suffix(".gcno").exists()),
                  build_seconds=round(seconds, 1), objects_compiled=objects,
                  objects_cold=int(cold_file.read_text()) if cold_file.exists() else 0,
                  built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

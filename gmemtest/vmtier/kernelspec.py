@@ -83,6 +83,8 @@ class KernelSpec:
     source: Source
     patches: patchset.PatchSet | None = None
     fragments: tuple[str, ...] = kconfig.DEFAULT_FRAGMENTS
+    # Source files (relative to the tree) built with gcov instrumentation: a coverage build.
+    gcov: tuple[str, ...] = ()
 
     def label(self) -> str:
         text = self.source.label()
@@ -93,6 +95,13 @@ class KernelSpec:
     def with_fragments(self, fragments: tuple[str, ...]) -> KernelSpec:
         kconfig.fragment_paths(list(fragments))
         return replace(self, fragments=fragments)
+
+    def with_gcov(self, files: tuple[str, ...]) -> KernelSpec:
+        """The coverage build of this kernel: ``files`` instrumented, the coverage fragment
+        added."""
+        frags = self.fragments if "coverage" in self.fragments else (*self.fragments,
+                                                                      "coverage")
+        return replace(self, fragments=frags, gcov=tuple(sorted(files)))
 
 
 def tree(path: Path, what: str = "--src", build_dir: Path | None = None) -> Tree:

@@ -50,6 +50,7 @@ class Manifest:
     headers: str
     config: str
     switch: bool  # the kernel defines kvm.gmem_in_place_conversion
+    gcov: tuple[str, ...]  # source files built with gcov instrumentation (a coverage build)
     build_seconds: float
     objects_compiled: int
     objects_cold: int
@@ -75,7 +76,8 @@ POSTED = {"subject": str, "version": int, "msgid": str, "count": int, "base": st
 SHAPE = {"kind": str, "source_path": str, "version": str, "commit": Maybe(str),
          "patch_set": Maybe(str), "patches": ListOf(str), "posted": Maybe(POSTED),
          "fragments": ListOf(str), "config_hash": str, "bzimage": str, "headers": str,
-         "config": str, "switch": bool, "build_seconds": NUMBER, "objects_compiled": int,
+         "config": str, "switch": bool, "gcov": ListOf(str), "build_seconds": NUMBER,
+         "objects_compiled": int,
          "objects_cold": int, "built_at": str}
 
 
@@ -96,7 +98,8 @@ def read(path: Path) -> Manifest:
                             "kernel again") from None
     posted = PostedInfo(**data["posted"]) if data["posted"] is not None else None
     return Manifest(**{**data, "patches": tuple(data["patches"]),
-                       "fragments": tuple(data["fragments"]), "posted": posted})
+                       "fragments": tuple(data["fragments"]), "gcov": tuple(data["gcov"]),
+                       "posted": posted})
 
 
 def build_dir(bzimage: Path) -> Path | None:

@@ -191,16 +191,17 @@ def qemu_command(kernel: Path, results: Path, accel: Accel, cmdline: list[str], 
 def boot(build: Build, pytest_args: list[str], *, results: Path,
          cmdline: list[str] | None = None, limits: Limits | None = None,
          env: dict[str, str] | None = None, image: Path | None = None, echo: bool = True,
-         memory: str = "3G") -> Run:
+         memory: str = "3G", stop: threading.Event | None = None) -> Run:
     """Boot the kernel of ``build``, run pytest with ``pytest_args`` in it, and return when
     QEMU is gone. The guest's pytest learns the kernel's uapi headers from the build. The
     guest's root is the host's, or ``image`` (a vmimages root directory). The boot's log is
-    ``gmemtest.log`` in ``results``."""
+    ``gmemtest.log`` in ``results``. ``stop``: when it is set, QEMU is stopped (the run ends
+    STOPPED)."""
     results.mkdir(parents=True, exist_ok=True)
     env = {**({ENV_HEADERS: str(build.headers)} if build.headers else {}), **(env or {})}
     with runlog.attached(results / "gmemtest.log"):
         run = _boot(build.bzimage, machine_for(build.config), pytest_args, results, cmdline,
-                    limits or Limits(), env, image, echo, memory)
+                    limits or Limits(), env, image, echo, memory, stop)
         log.info("boot of %s ended: status %s, %s, boot %.1f s, run %.1f s", build.bzimage,
                  run.status, run.limit_hit or "no limit hit", run.boot_seconds or -1,
                  run.seconds)
@@ -209,7 +210,7 @@ def boot(build: Build, pytest_args: list[str], *, results: Path,
 
 def _boot(kernel: Path, machine: Machine, pytest_args: list[str], results: Path,
           cmdline: list[str] | None, limits: Limits, env: dict[str, str], image: Path | None,
-          echo: bool, memory: str) -> Run:
+          echo: bool, memory: str, stop: threading.Event | None = None) -> Run:
     for name in ("status", "junit.xml", "results.ktap"):
         (results / name).unlink(missing_ok=True)
     for stale in [*results.glob("kmsg-*.jsonl"), *results.glob("reliability-*.jsonl")]:
@@ -285,6 +286,9 @@ def _boot(kernel: Path, machine: Machine, pytest_args: list[str], results: Path,
             if not banner.is_set() and elapsed > limits.boot:
                 run.limit, run.limit_hit = Ended.BOOT_TIMEOUT, \
                     f"boot timeout: no init banner within {limits.boot:.0f} s"
+                break
+            if stop is not None and stop.is_set():
+                run.limit, run.limit_hit = Ended.STOPPED, "stopped: another boot decided"
                 break
             if elapsed > limits.total:
                 run.limit, run.limit_hit = Ended.TIMEOUT, \

@@ -20,19 +20,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gmemtest.cache import cache_dir
 from gmemtest.errors import GmemtestError
 from gmemtest.results import phases, report
-from gmemtest.vmtier import kernel, pycache, qemu
+from gmemtest.vmtier import kernel, pycache, qemu, series
 from gmemtest.vmtier.checkout import CHECKOUT
-from gmemtest.vmtier.kernelspec import KernelSpec
+from gmemtest.vmtier.kernelspec import Debian, KernelSpec, Posted, Tree
 from gmemtest.vmtier.progress import Progress
 
-from . import vmtest
+from . import affected, vmtest
+from . import coverage as cov
 
 # Targets on this machine (TCG, 2 cores), from the issue that asked for the benchmark.
 TARGETS = {"equivalents_ratio": 1.5, "conversion_ratio_4k": 2.0, "boot_to_first_test": 3.0,
            "warm_rebuild": 60.0, "objects": 850, "parallel_ratio": 0.65,
-           "first_boot_ratio": 1.2, "collection_share": 0.10}
+           "first_boot_ratio": 1.2, "collection_share": 0.10, "edit_loop": 15.0,
+           "edit_loop_share": 0.25}
 
 
 def machine() -> dict[str, Any]:
@@ -89,6 +92,7 @@ def run(spec: KernelSpec, *, cmdline: list[str], seconds: float, cold: bool, out
     result["patches"] = list(warm.manifest.patches)
     result["objects_cold"] = warm.manifest.objects_cold
     result.update(main_job_suites(warm, out, limits, progress))
+    result["edit_loop"] = edit_loop(spec, out / "edit-loop", limits, progress)
     selftests = kernel.selftests(warm, progress)
     loop = build_loop(warm, out)
     progress.phase("bench", f"booting {warm.bzimage.name} with {' '.join(cmdline)}")
@@ -146,6 +150,93 @@ def main_job_suites(b: kernel.Build, out: Path, limits: qemu.Limits,
             "suite_boots_side_by_side": qemu.boots_at_once(len(boots)),
             "warm_boot_pieces": phases.pieces(warm_on.run.results,
                                               warm_on.run.boot_seconds or 0.0)}
+
+
+# The function the edit loop edits: which of KVM's mappings a hole punch or a memory failure
+# zaps (patches 10 and 17), run by the tests that punch holes.
+EDITED = ("virt/kvm/guest_memfd.c", "kvm_gmem_get_invalidate_filter")
+
+
+def developer_tree(spec: KernelSpec, progress: Progress) -> Path:
+    """The series of ``spec`` as a developer's git tree (a series tree of the cache: the base,
+    then a commit per patch)."""
+    if isinstance(spec.source, Posted):
+        return series.apply(spec.source.series, *kernel.base_of(spec.source, progress),
+                            progress)
+    if spec.patches is None or not isinstance(spec.source, Debian):
+        raise GmemtestError(f"{spec.label()}: the edit loop needs a series to edit (kpatches, "
+                            "a patch set or a posted series on Debian's source)")
+    mbox = cache_dir("series") / f"{spec.patches.digest[:16]}.mbox"
+    mbox.write_bytes(b"".join(p.read_bytes() for p in spec.patches.patches))
+    posted = series.read(mbox)
+    base = kernel.prepare(KernelSpec(spec.source), progress)
+    return series.apply(posted, base, spec.source.label(), progress)
+
+
+def _edit(path: Path, function: str, statement: str) -> str:
+    """Put ``statement`` first in ``function``'s body; returns the file as it was."""
+    text = path.read_text()
+    start, _ = affected.functions(text)[function]
+    lines = text.splitlines(keepends=True)
+    brace = next(i for i in range(start - 1, len(lines)) if lines[i].rstrip() == "{")
+    lines.insert(brace + 1, f"\t{statement}\n")
+    tmp = path.with_suffix(".gmemtest-edit")
+    tmp.write_text("".join(lines))
+    tmp.replace(path)  # a new file: the tree's files may be hard links
+    return text
+
+
+def _restore(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".gmemtest-edit")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def edit_loop(spec: KernelSpec, out: Path, limits: qemu.Limits,
+              progress: Progress) -> dict[str, Any]:
+    """Edit one function of guest_memfd.c in a developer's tree of the series, then the
+    verdict of the tests covering it in both modes (`vm-test --affected HEAD`: selection,
+    rebuild, boots), next to the same edit with the whole suite. The tree's coverage map is
+    made first if it has none (`gmemtest coverage`), and the tree built and booted once, so
+    that both loops start warm."""
+    tree = developer_tree(spec, progress)
+    at = KernelSpec(Tree(tree), None, spec.fragments)
+    if not cov.map_path(tree).is_file():
+        progress.phase("bench", f"the coverage map of {tree} (once)")
+        m = cov.measure(at, [], limits=limits, progress=progress, stamp="map",
+                        root=out / "map")
+        cov.save_map(m)
+    file, function = EDITED
+    path = tree / file
+    result: dict[str, Any] = {"edited": f"{file}: {function}()"}
+    vmtest.run_modes(kernel.resolve(at, progress), ["-q", "tests/test_abi.py"], limits=limits,
+                     progress=progress, stamp="warm", root=out / "loop")
+    for tag, statement in (("affected", "barrier();"), ("whole", "barrier(); barrier();")):
+        original = _edit(path, function, statement)
+        try:
+            t0 = time.monotonic()
+            pytest_args = qemu.parallelism()
+            if tag == "affected":
+                sel = affected.select(tree, "HEAD")
+                if sel.whole is not None:
+                    raise GmemtestError(f"the edit of {function}() picked the whole suite: "
+                                        f"{sel.whole}")
+                pytest_args = [*sel.tests, *qemu.parallelism()]
+                result["picked"] = len(sel.tests)
+                result["why"] = sel.describe()
+            b = kernel.resolve(at, progress)
+            outcomes = vmtest.run_modes(b, pytest_args, limits=limits, progress=progress,
+                                        stamp=tag, root=out / "loop")
+            result[f"{tag}_seconds"] = round(time.monotonic() - t0, 1)
+            result[f"{tag}_rebuild_seconds"] = round(b.seconds, 1)
+            result[f"{tag}_tests"] = sum(len(o.results) for o in outcomes)
+            bad = [o for o in outcomes if not o.ok]
+            if bad:
+                raise GmemtestError(f"the edit loop's {tag} run failed: {bad[0].verdict()}")
+        finally:
+            _restore(path, original)
+    kernel.resolve(at, progress)  # the tree as it was, built
+    return result
 
 
 def _rate(rows: list[dict[str, Any]]) -> dict[int, float]:
@@ -221,6 +312,15 @@ def tables(r: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
                      ["piece", "main job boot (whole suite)", "bench boot (one module)"],
                      [[n, str((warm_p or {}).get(n, "-")), str((bench_p or {}).get(n, "-"))]
                       for n in names]))
+    loop = r.get("edit_loop")
+    if loop:
+        out.append((f"Edit one function ({loop['edited']}) -> verdict, both modes, warm (s)",
+                    ["tests run", "wall s", "of which the rebuild", "tests (both modes)"],
+                    [[f"the {loop['picked']} covering it ({loop['why']})",
+                      str(loop["affected_seconds"]), str(loop["affected_rebuild_seconds"]),
+                      str(loop["affected_tests"])],
+                     ["the whole suite", str(loop["whole_seconds"]),
+                      str(loop["whole_rebuild_seconds"]), str(loop["whole_tests"])]]))
     out.append(("Targets", ["target", "limit", "measured", "met"], targets(r)))
     return out
 
@@ -266,6 +366,14 @@ def targets(r: dict[str, Any]) -> list[list[str]]:
     elif "boot_to_first_test_seconds" in r:
         v = r["boot_to_first_test_seconds"]
         row("boot to first test", "3 s", v, f"{v} s", "boot_to_first_test")
+    loop = r.get("edit_loop")
+    if loop:
+        v = loop["affected_seconds"]
+        row("edit -> verdict of the covering tests, both modes", "15 s", v, f"{v} s",
+            "edit_loop")
+        share = v / loop["whole_seconds"]
+        row("... / the same with the whole suite", "0.25x", share, f"{share:.2f}x",
+            "edit_loop_share")
     if "warm_rebuild_seconds" in r:
         v = r["warm_rebuild_seconds"]
         rows.append(["rebuild after touching guest_memfd.c", "60 s", f"{v} s",

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from gmemtest.results import coverage as coverage_of
 from gmemtest.results import report, runlog
 from gmemtest.results.outcome import Outcome, TestResult, short
 from gmemtest.results.render import STYLE
@@ -19,16 +20,19 @@ from gmemtest.vmtier import kernel, qemu
 from gmemtest.vmtier.kernelspec import KernelSpec
 from gmemtest.vmtier.progress import Progress
 
+from . import coverage as cov
 from . import vmtest
 
 
 @dataclass
 class Side:
-    """One kernel of the comparison: what the user named, its build, its boots."""
+    """One kernel of the comparison: what the user named, its build, its boots (and with
+    --coverage, what they ran)."""
 
     spec: str
     build: kernel.Build
     reports: list[report.BootReport]
+    measured: cov.Measured | None = None
 
     @property
     def label(self) -> str:
@@ -44,7 +48,14 @@ class Difference:
 
 
 def run(word: str, spec: KernelSpec, name: str, pytest_args: list[str], limits: qemu.Limits,
-        progress: Progress, stamp: str, root: Path) -> Side:
+        progress: Progress, stamp: str, root: Path, *, coverage: bool = False) -> Side:
+    """Build and boot one side; with ``coverage``, its coverage build's boots (the suite one
+    test at a time) are the side's, and its reports go to ROOT/coverage-NAME."""
+    if coverage:
+        m = cov.measure(spec, pytest_args, limits=limits, progress=progress,
+                        stamp=f"{stamp}-diff-{name}", root=root)
+        cov.write(m, root / f"coverage-{name}")
+        return Side(word, m.build, m.boots, m)
     build = kernel.resolve(spec, progress)
     reports = vmtest.run_modes(build, pytest_args, limits=limits, progress=progress,
                                stamp=f"{stamp}-diff-{name}", root=root)
@@ -155,18 +166,43 @@ def not_run(a: Side, b: Side) -> str | None:
     return None
 
 
+def coverage_lines(a: Side, b: Side) -> list[str]:
+    """With --coverage: each side's figure for its own series, and the instrumented functions
+    some test ran on one side only."""
+    if a.measured is None or b.measured is None:
+        return []
+    lines = []
+    for side, name in ((a, "A"), (b, "B")):
+        m = side.measured
+        assert m is not None
+        doc = coverage_of.to_json(m.coverage, m.patches, m.build.label)
+        lines.append(f"coverage {name}: " + (cov.headline(doc) if m.patches else
+                                             "no series to draw") + f" (coverage-{name.lower()}/)")
+    run_a, run_b = cov.functions_run(a.measured.coverage), cov.functions_run(b.measured.coverage)
+    lines += [f"run on A only: {f}" for f in sorted(run_a - run_b)]
+    lines += [f"run on B only: {f}" for f in sorted(run_b - run_a)]
+    return lines
+
+
 def main(a_word: str, a: KernelSpec, b_word: str, b: KernelSpec,
-         pytest_args: list[str] | None, limits: qemu.Limits, out: Path) -> tuple[int, str | None]:
-    """Exit 0 when no outcome differs, 1 when some do; (2, why) when a side did not run."""
+         pytest_args: list[str] | None, limits: qemu.Limits, out: Path, *,
+         coverage: bool = False) -> tuple[int, str | None]:
+    """Exit 0 when no outcome differs, 1 when some do; (2, why) when a side did not run.
+    ``coverage``: each side is its coverage build, and what each side's tests ran is compared
+    too."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     progress = Progress()
-    args = pytest_args or qemu.parallelism()
+    args = (pytest_args or []) if coverage else (pytest_args or qemu.parallelism())
     with runlog.results_dir(out):
-        side_a = run(a_word, a, "a", args, limits, progress, stamp, out)
-        side_b = run(b_word, b, "b", args, limits, progress, stamp, out)
+        side_a = run(a_word, a, "a", args, limits, progress, stamp, out, coverage=coverage)
+        side_b = run(b_word, b, "b", args, limits, progress, stamp, out, coverage=coverage)
     why = not_run(side_a, side_b)
     diffs = differences(side_a, side_b)
     text = table(side_a, side_b, diffs, why)
+    measured = coverage_lines(side_a, side_b)
+    if measured:
+        text += "\n" + "\n".join(measured)
+        (out / "coverage.txt").write_text("\n".join(measured) + "\n")
     (out / "diff.txt").write_text(text + "\n")
     (out / "diff.md").write_text(markdown(side_a, side_b, diffs, why))
     (out / "diff.html").write_text(html_page(side_a, side_b, diffs, why))

@@ -36,6 +36,10 @@ The configuration is TOML::
     debug = ["base", "kvm", "mm", "faults", "debug"]
     # a table names the command lines a config is booted with (default: all of them)
     novmattr = { fragments = ["base", "kvm", "mm", "faults", "novmattr"], cmdlines = ["default"] }
+    # coverage = true: the kernel's coverage build (`gmemtest coverage`), tests one at a time,
+    # each cell's coverage.json; the reports combine a kernel's cells (coverage/) and name the
+    # lines the baseline's run ran and this one does not
+    coverage = { fragments = ["base", "kvm", "mm", "faults"], coverage = true }
 
     [cmdlines]                              # kernel command lines
     on = ["kvm.gmem_in_place_conversion=1"]
@@ -56,13 +60,15 @@ from typing import Any
 from gmemtest.errors import BuildFailed, GmemtestError
 from gmemtest.results import baseline as baseline_of
 from gmemtest.results import cells as cells_of
-from gmemtest.results import kcidb, render, report, runlog
+from gmemtest.results import coverage, kcidb, render, report, runlog
 from gmemtest.results.cells import CellResult, cell_id, slug
 from gmemtest.testing import tunables
+from gmemtest.testing.gcov import ENV as GCOV_ENV
 from gmemtest.vmtier import kconfig, kernel, kernelspec, qemu
 from gmemtest.vmtier.kernelspec import KernelSpec
 from gmemtest.vmtier.progress import Progress
 
+from . import coverage as cov
 from . import vmtest
 
 
@@ -77,6 +83,7 @@ class Matrix:
     config_cmdlines: dict[str, list[str]] = field(default_factory=dict)
     # kernel -> the configs it is built with, where not every one
     kernel_configs: dict[str, list[str]] = field(default_factory=dict)
+    coverage: frozenset[str] = frozenset()  # the configs whose cells measure coverage
 
     def cells(self) -> list[Cell]:
         return [Cell(k, spec.with_fragments(frags), c, m)
@@ -152,12 +159,18 @@ def load(path: Path) -> Matrix:
                 for n, v in data["cmdlines"].items()}
     configs: dict[str, tuple[str, ...]] = {}
     config_cmdlines: dict[str, list[str]] = {}
+    coverage: list[str] = []
     for name, value in data["configs"].items():
         where = f"{path}: configs.{_name(name, f'{path}: [configs]')}"
         if isinstance(value, dict):
-            if set(value) - {"fragments", "cmdlines"} or "fragments" not in value:
+            if set(value) - {"fragments", "cmdlines", "coverage"} or "fragments" not in value:
                 raise GmemtestError(f"{where}: expected a list of fragments or a table with "
-                                    "the keys fragments and cmdlines")
+                                    "the keys fragments, cmdlines and coverage")
+            if "coverage" in value:
+                if not isinstance(value["coverage"], bool):
+                    raise GmemtestError(f"{where}.coverage: expected true or false")
+                if value["coverage"]:
+                    coverage.append(name)
             if "cmdlines" in value:
                 config_cmdlines[name] = _strings(value["cmdlines"], f"{where}.cmdlines")
                 unknown_lines = set(config_cmdlines[name]) - set(cmdlines)
@@ -178,7 +191,7 @@ def load(path: Path) -> Matrix:
         raise GmemtestError(f"{path}: [env] must be a table of variables")
     env = {k: tunables.check(k, v, f"{path}: [env]") for k, v in env.items()}
     return Matrix(kernels, configs, cmdlines, pytest_args, env, config_cmdlines,
-                  kernel_configs)
+                  kernel_configs, frozenset(coverage))
 
 
 def cell_list(matrix: Matrix) -> list[dict[str, Any]]:
@@ -212,7 +225,9 @@ def run(matrix: Matrix, out: Path, *, limits: qemu.Limits, progress: Progress | 
         if key not in builds:
             progress.phase(f"build {cell.kernel_name}/{cell.config}")
             try:
-                builds[key] = kernel.resolve(cell.spec, progress)
+                builds[key] = (cov.coverage_build(cell.spec, progress)
+                               if cell.config in matrix.coverage
+                               else kernel.resolve(cell.spec, progress))
             except BuildFailed as e:
                 builds[key] = e
         b = builds[key]
@@ -223,10 +238,16 @@ def run(matrix: Matrix, out: Path, *, limits: qemu.Limits, progress: Progress | 
                                 cmdline=matrix.cmdlines[cell.cmdline])
         else:
             progress.phase(f"cell {cell.id}", "booting")
+            measured = cell.config in matrix.coverage
             pytest_args = qemu.parallelism() if matrix.pytest_args is None \
                 else matrix.pytest_args
-            r = qemu.boot(b, pytest_args, results=out / "cells" / cell.slug,
-                          cmdline=matrix.cmdlines[cell.cmdline], limits=limits, env=matrix.env)
+            env = matrix.env
+            if measured:  # one test at a time, each one's counters kept
+                pytest_args = ["-p", "no:xdist", *(matrix.pytest_args or [])]
+                env = {**env, GCOV_ENV: "1"}
+            cell_dir = out / "cells" / cell.slug
+            r = qemu.boot(b, pytest_args, results=cell_dir,
+                          cmdline=matrix.cmdlines[cell.cmdline], limits=limits, env=env)
             m = b.manifest
             result = CellResult(cell.kernel_name, cell.config, cell.cmdline,
                                 report.evaluate(cell.id, r), build_seconds=b.seconds,
@@ -236,10 +257,51 @@ def run(matrix: Matrix, out: Path, *, limits: qemu.Limits, progress: Progress | 
                                 patches=list(m.patches) if m else [], fragments=fragments,
                                 started=started,
                                 series=m.posted.__dict__ if m and m.posted else None)
+            if measured and result.ran:
+                result.coverage = _measure_cell(cell, b, cell_dir, progress)
         cells_of.save(result, out / "cells" / cell.slug)
         results.append(result)
     progress.done("matrix", f"{len(results)} cells, {len(builds)} builds")
     return results
+
+
+def _measure_cell(cell: Cell, build: kernel.Build, cell_dir: Path,
+                  progress: Progress) -> dict[str, Any]:
+    """A coverage cell's coverage.json and coverage.info; its headline, for cell.json."""
+    progress.phase(f"cell {cell.id}", "reading its coverage")
+    measured = cov.read_boots(build, [(cell.id, cell_dir)])
+    assert build.source_path is not None
+    doc = coverage.to_json(measured, cov.series_lines(cell.spec, build, progress), build.label)
+    (cell_dir / "coverage.json").write_text(json.dumps(doc) + "\n")
+    (cell_dir / "coverage.info").write_text(coverage.lcov(measured, build.source_path,
+                                                          cell.slug))
+    headline: dict[str, Any] = doc["headline"]
+    return headline
+
+
+def coverage_of(results: list[tuple[CellResult, Path]], out: Path) -> dict[str, Any]:
+    """The coverage cells' documents combined per kernel and config (each cell is one mode),
+    written to out/coverage/KERNEL--CONFIG/: {KERNEL/CONFIG: headline, run lines, report}."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r, d in results:
+        if r.coverage is not None and (d / "coverage.json").is_file():
+            try:
+                doc = json.loads((d / "coverage.json").read_text())
+            except ValueError as e:
+                raise GmemtestError(f"{d / 'coverage.json'}: not a coverage document ({e})") \
+                    from None
+            groups.setdefault(f"{r.kernel_name}/{r.config}", []).append(doc)
+    section: dict[str, Any] = {}
+    for name, docs in groups.items():
+        doc = coverage.combine(docs)
+        where = out / "coverage" / slug(name)
+        where.mkdir(parents=True, exist_ok=True)
+        (where / "coverage.json").write_text(json.dumps(doc) + "\n")
+        (where / "coverage.md").write_text(coverage.markdown(doc))
+        (where / "coverage.html").write_text(coverage.html_page(doc))
+        section[name] = {"headline": doc["headline"], "run": sorted(coverage.line_keys(doc)),
+                         "report": f"coverage/{slug(name)}/coverage.html"}
+    return section
 
 
 def merge(dirs: list[Path], matrix: Matrix) -> list[tuple[CellResult, Path]]:
@@ -289,11 +351,15 @@ def report_on(results: list[CellResult], out: Path, *, baseline: Path | None,
     when a cell failed (or, with a baseline, when something regressed against it), and 2,
     said first, when a cell did not run its tests: no verdict rests on it."""
     old = baseline_of.load_baseline(baseline) if baseline else None
-    render.write(results, out)
+    measured = coverage_of([(r, out / "cells" / r.slug) for r in results], out)
+    if old is not None:
+        for name, entry in measured.items():
+            entry["previous"] = old.get("coverage", {}).get(name, {}).get("headline")
+    render.write(results, out, coverage=measured)
     regr = baseline_of.regressions(json.loads((out / "matrix.json").read_text()), old) \
         if old else []
     if regr:
-        render.write(results, out, regr)
+        render.write(results, out, regr, coverage=measured)
     if kcidb_file is not None:
         kcidb.write(results, kcidb_file)
     why = not_run(results)

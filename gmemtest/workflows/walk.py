@@ -22,6 +22,7 @@ from gmemtest.vmtier.checkout import CHECKOUT
 from gmemtest.vmtier.kernelspec import KernelSpec, Posted, Tree
 from gmemtest.vmtier.progress import Progress
 
+from . import coverage as cov
 from . import vmtest
 
 
@@ -49,6 +50,7 @@ class Walk:
     predates: dict[str, str] = field(default_factory=dict)
     bisect_log: str = ""
     error: str | None = None  # why there is no verdict (a boot that did not run its tests)
+    coverage: str | None = None  # with --coverage: the tip's figure and where its report is
 
     @property
     def ok(self) -> bool:
@@ -187,6 +189,8 @@ def table(w: Walk) -> str:
         lines += [f"   failed: {n}: {why}" for n, why in list(o.failures.items())[:20]]
     for test, why in w.predates.items():
         lines.append(f"fails before the series (on the base too): {test}: {why}")
+    if w.coverage:
+        lines.append(w.coverage)
     if w.error is not None:
         lines.insert(0, f"NO VERDICT: {w.error}")
     elif w.first_bad is not None:
@@ -234,11 +238,20 @@ def junit(w: Walk) -> ET.Element:
 
 
 def main(spec: KernelSpec, pytest_args: list[str] | None,
-         limits: qemu.Limits) -> tuple[int, str | None]:
-    """0 when every prefix builds and the tip passes, 1 otherwise; (2, why) without a verdict."""
-    out = vmtest.results_root() / time.strftime("series-walk-%Y%m%d-%H%M%S")
+         limits: qemu.Limits, *, coverage: bool = False) -> tuple[int, str | None]:
+    """0 when every prefix builds and the tip passes, 1 otherwise; (2, why) without a verdict.
+    ``coverage``: then the tip's coverage build runs the suite too, and the reports draw the
+    series' lines run (out/coverage/)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = vmtest.results_root() / f"series-walk-{stamp}"
     with runlog.results_dir(out):
         w = walk(spec, pytest_args or qemu.parallelism(), limits)
+        if coverage and w.error is None and w.suites:
+            m = cov.measure(spec, pytest_args or [], limits=limits, progress=Progress(),
+                            stamp=stamp, root=out)
+            doc = cov.write(m, out / "coverage")
+            w.coverage = f"coverage: {cov.headline(doc)} (coverage/coverage.html)"
+            w.error = vmtest.not_run(m.boots)
     (out / "walk.txt").write_text(table(w) + "\n")
     (out / "walk.md").write_text(markdown(w))
     ET.ElementTree(junit(w)).write(out / "junit.xml", encoding="utf-8", xml_declaration=True)

@@ -1,0 +1,214 @@
+"""The results of mutating a series: each mutant's outcome, scores per patch and per function,
+the survivors as small diffs with the tests that ran their line, and the equivalents file.
+
+Outcomes: **killed** (a test failed, or the kernel's health did: named), **timed out** (a limit
+ended a boot: the mutant hangs the kernel, which a test run notices too), **survived** (every
+test that runs the function passed in both modes), **did not build** (not counted),
+**equivalent** (marked so, with a reason, in the equivalents file: not counted), and **not run**
+(past the budget). The score is (killed + timed out) / (killed + timed out + survived).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import tomllib
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gmemtest.errors import GmemtestError
+
+from .shape import ListOf, Maybe, check
+
+KILLED, TIMED_OUT, SURVIVED = "killed", "timed out", "survived"
+NOT_BUILT, EQUIVALENT, NOT_RUN = "did not build", "equivalent", "not run"
+OUTCOMES = (KILLED, TIMED_OUT, SURVIVED, NOT_BUILT, EQUIVALENT, NOT_RUN)
+
+
+@dataclass
+class Result:
+    """One mutant and what became of it."""
+
+    id: str
+    file: str
+    line: int
+    function: str
+    patch: int  # the series patch that added the line (1-based)
+    subject: str
+    operator: str
+    original: str
+    mutated: str
+    outcome: str = NOT_RUN
+    by: str | None = None  # killed: the test (mode: id) or kernel finding; else why
+    tests: list[str] = field(default_factory=list)  # the tests that ran the line
+    ran: int = 0  # tests run against it, both modes
+    seconds: float = 0.0
+
+
+SHAPE = {"id": str, "file": str, "line": int, "function": str, "patch": int, "subject": str,
+         "operator": str, "original": str, "mutated": str, "outcome": str, "by": Maybe(str),
+         "tests": ListOf(str), "ran": int, "seconds": (int, float)}
+
+
+def load_results(path: Path) -> dict[str, Result]:
+    """The results a run appended to ``path`` (mutants.jsonl), by id: what --resume keeps."""
+    out: dict[str, Result] = {}
+    if not path.is_file():
+        return out
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+            check(doc, SHAPE, f"{path}:{n}")
+        except (ValueError, GmemtestError) as e:
+            raise GmemtestError(f"{path}:{n}: not a mutant's result ({e}); resume from "
+                                "another directory or remove the line") from None
+        if doc["outcome"] not in OUTCOMES:
+            raise GmemtestError(f"{path}:{n}: {doc['outcome']!r} is no mutant outcome")
+        out[doc["id"]] = Result(**doc)
+    return out
+
+
+def append(path: Path, r: Result) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(asdict(r)) + "\n")
+
+
+# --- the equivalents file ---------------------------------------------------------------------
+
+def load_equivalents(path: Path | None) -> dict[str, str]:
+    """id -> reason, from a TOML file of ``[[equivalent]]`` tables (id, mutant, reason)."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise GmemtestError(f"{path}: not valid TOML ({e})") from None
+    entries = data.get("equivalent", [])
+    if set(data) - {"equivalent"} or not isinstance(entries, list):
+        raise GmemtestError(f"{path}: expected only [[equivalent]] tables")
+    out = {}
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or set(entry) != {"id", "mutant", "reason"} or \
+                not all(isinstance(v, str) and v.strip() for v in entry.values()):
+            raise GmemtestError(f"{path}: equivalent[{i}]: expected id, mutant and reason, "
+                                "each a non-empty string")
+        out[entry["id"]] = entry["reason"]
+    return out
+
+
+# --- scores and reports ------------------------------------------------------------------------
+
+def score(results: list[Result]) -> tuple[int, int, str]:
+    """(detected, counted, percent): killed or timed out, of those that built and ran and are
+    not equivalent."""
+    c = Counter(r.outcome for r in results)
+    detected = c[KILLED] + c[TIMED_OUT]
+    counted = detected + c[SURVIVED]
+    return detected, counted, f"{100 * detected / counted:.1f}%" if counted else "-"
+
+
+def to_json(results: list[Result], label: str, *, budget_left: int = 0) -> dict[str, Any]:
+    detected, counted, pct = score(results)
+    by_patch: dict[int, list[Result]] = {}
+    by_function: dict[str, list[Result]] = {}
+    for r in results:
+        by_patch.setdefault(r.patch, []).append(r)
+        by_function.setdefault(f"{r.file}: {r.function}()", []).append(r)
+
+    def row(rs: list[Result]) -> dict[str, Any]:
+        d, n, p = score(rs)
+        return {"mutants": len(rs), "detected": d, "counted": n, "score": p,
+                **{o: sum(r.outcome == o for r in rs) for o in OUTCOMES}}
+
+    return {"kernel": label, "mutants": len(results), "detected": detected, "counted": counted,
+            "score": pct, "outcomes": dict(Counter(r.outcome for r in results)),
+            "not_run": budget_left,
+            "patches": {str(p): {"subject": rs[0].subject, **row(rs)}
+                        for p, rs in sorted(by_patch.items())},
+            "functions": {f: row(rs) for f, rs in sorted(by_function.items())},
+            "results": [asdict(r) for r in results]}
+
+
+def _diff(r: Result) -> list[str]:
+    return [f"--- {r.file}:{r.line} ({r.function}, patch {r.patch:02d}, {r.operator})",
+            f"-{r.original}", f"+{r.mutated}"]
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    results = [Result(**r) for r in doc["results"]]
+    lines = [f"# Mutants of the series: {doc['kernel']}", "",
+             f"**{doc['detected']} of {doc['counted']} detected ({doc['score']})**; "
+             + ", ".join(f"{n} {o}" for o, n in doc["outcomes"].items()), "",
+             "| patch | mutants | killed | timed out | survived | equivalent | did not build | "
+             "not run | score |", "|---|---|---|---|---|---|---|---|---|"]
+    for p, row in doc["patches"].items():
+        lines.append(f"| {p} {row['subject']} | {row['mutants']} | {row[KILLED]} | "
+                     f"{row[TIMED_OUT]} | {row[SURVIVED]} | {row[EQUIVALENT]} | "
+                     f"{row[NOT_BUILT]} | {row[NOT_RUN]} | {row['score']} |")
+    lines += ["", "| function | mutants | detected | survived | score |", "|---|---|---|---|---|"]
+    for f, row in doc["functions"].items():
+        lines.append(f"| `{f}` | {row['mutants']} | {row['detected']} | {row[SURVIVED]} | "
+                     f"{row['score']} |")
+    survivors = [r for r in results if r.outcome == SURVIVED]
+    lines += ["", f"## Survivors ({len(survivors)})", ""]
+    for r in survivors:
+        lines += [f"`{r.id}`: {r.ran} test(s) ran against it, none failed; "
+                  f"the line was run by {len(r.tests)}: "
+                  + ", ".join(f"`{t}`" for t in r.tests[:6])
+                  + (" ..." if len(r.tests) > 6 else ""), "", "```diff", *_diff(r), "```", ""]
+    equivalents = [r for r in results if r.outcome == EQUIVALENT]
+    if equivalents:
+        lines += [f"## Equivalent ({len(equivalents)})", ""]
+        lines += [f"- `{r.id}` {r.file}:{r.line} `{r.mutated.strip()}`: {r.by}"
+                  for r in equivalents]
+    return "\n".join(lines) + "\n"
+
+
+STYLE = """
+body { font-family: sans-serif; margin: 1.5em; } table { border-collapse: collapse; }
+td, th { border: 1px solid #ccc; padding: 2px 8px; text-align: left; }
+pre { background: #fafafa; padding: 4px 8px; margin: 0.3em 0 1em; font-size: 12px; }
+.del { color: #a33; } .add { color: #262; } .killed { background: #d4f5d4; }
+.survived { background: #ffd0d0; } .timedout { background: #fff4c0; }
+"""
+
+
+def html_page(doc: dict[str, Any]) -> str:
+    """The scores per patch and per function, then every survivor as a diff with the tests
+    that ran its line."""
+    e = html.escape
+    results = [Result(**r) for r in doc["results"]]
+    patches = "".join(
+        f"<tr><td>{p}</td><td>{e(row['subject'])}</td><td>{row['mutants']}</td>"
+        f"<td class='killed'>{row[KILLED]}</td><td class='timedout'>{row[TIMED_OUT]}</td>"
+        f"<td class='survived'>{row[SURVIVED]}</td><td>{row[EQUIVALENT]}</td>"
+        f"<td>{row[NOT_BUILT]}</td><td>{row[NOT_RUN]}</td><td>{row['score']}</td></tr>"
+        for p, row in doc["patches"].items())
+    functions = "".join(
+        f"<tr><td><code>{e(f)}</code></td><td>{row['mutants']}</td><td>{row['detected']}</td>"
+        f"<td>{row[SURVIVED]}</td><td>{row['score']}</td></tr>"
+        for f, row in doc["functions"].items())
+    survivors = []
+    for r in (r for r in results if r.outcome == SURVIVED):
+        tests = "".join(f"<li>{e(t)}</li>" for t in r.tests)
+        survivors.append(
+            f"<h3 id='{r.id}'>{e(r.file)}:{r.line} {e(r.function)}() <small>patch "
+            f"{r.patch:02d}, {e(r.operator)}, {r.id}</small></h3><pre>"
+            f"<span class='del'>-{e(r.original)}</span>\n<span class='add'>+{e(r.mutated)}"
+            f"</span></pre><details><summary>{r.ran} test(s) ran against it, none failed; "
+            f"{len(r.tests)} ran the line</summary><ul>{tests}</ul></details>")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>mutants: "
+            f"{e(doc['kernel'])}</title><style>{STYLE}</style></head><body>"
+            f"<h1>Mutants of the series</h1><p>{e(doc['kernel'])}</p>"
+            f"<p><b>{doc['detected']} of {doc['counted']}</b> detected ({doc['score']}); "
+            + e(", ".join(f"{n} {o}" for o, n in doc["outcomes"].items())) + "</p>"
+            "<table><tr><th>#</th><th>patch</th><th>mutants</th><th>killed</th><th>timed out"
+            "</th><th>survived</th><th>equivalent</th><th>did not build</th><th>not run</th>"
+            f"<th>score</th></tr>{patches}</table><h2>Per function</h2><table><tr>"
+            "<th>function</th><th>mutants</th><th>detected</th><th>survived</th><th>score</th>"
+            f"</tr>{functions}</table><h2>Survivors ({len(survivors)})</h2>"
+            + "".join(survivors) + "</body></html>\n")

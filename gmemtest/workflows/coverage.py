@@ -1,0 +1,223 @@
+"""`gmemtest coverage` (and `--coverage` on vm-test, series walk and diff): which lines of a
+series the suite runs, in which boot, by which test.
+
+The kernel under test is built again as its coverage build (gcov on the C files the series
+touches, kconfigs/coverage; its own cached build, the lean one stays uninstrumented), booted in
+each mode with the suite run one test at a time, the guest keeping each test's counters
+(gmemtest.testing.gcov). gcov reads them against the build's .gcno files; the series' added
+lines are placed on the tip (gmemtest.vmtier.patchlines) and the reports drawn
+(gmemtest.results.coverage): coverage.md, coverage.html, coverage.info (lcov), coverage.json.
+The per-function map of a tree's coverage is kept in the cache for `vm-test --affected`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gmemtest.cache import cache_dir
+from gmemtest.errors import GmemtestError, one_line
+from gmemtest.results import coverage, report, runlog
+from gmemtest.results.patches import Patch
+from gmemtest.results.shape import ListOf, MapOf, Maybe, check
+from gmemtest.testing.gcov import ENV as GCOV_ENV
+from gmemtest.vmtier import kernel, patchlines, qemu, series
+from gmemtest.vmtier.kernelspec import KernelSpec, Posted, Prebuilt, Tree
+from gmemtest.vmtier.progress import Progress
+
+from . import vmtest
+
+# What a tree with no series of its own is measured on: the KVM files the series changes.
+DEFAULT_FILES = ("virt/kvm/guest_memfd.c", "virt/kvm/kvm_main.c", "arch/x86/kvm/mmu/mmu.c",
+                 "arch/x86/kvm/x86.c")
+
+
+@dataclass
+class Measured:
+    """A coverage run: its build, its boots, the coverage and the series drawn on it."""
+
+    build: kernel.Build
+    boots: list[report.BootReport]
+    coverage: coverage.Coverage
+    patches: list[Patch]
+
+
+def series_files(spec: KernelSpec) -> tuple[str, ...]:
+    """The C files of the kernel the series changes: those instrumented."""
+    texts: list[str] = []
+    if spec.patches is not None:
+        texts = [p.read_text(errors="replace") for p in spec.patches.patches]
+    elif isinstance(spec.source, Posted):
+        texts = [p.decode(errors="replace") for p in spec.source.series.patches]
+    files = {m.group(1) for t in texts for m in re.finditer(r"^\+\+\+ b/(\S+\.c)$", t, re.M)
+             if not m.group(1).startswith(("tools/", "samples/", "scripts/"))}
+    return tuple(sorted(files)) or DEFAULT_FILES
+
+
+def series_lines(spec: KernelSpec, build: kernel.Build, progress: Progress,
+                 since: str | None = None) -> list[Patch]:
+    """The series' patches with their added lines placed on the tip: a posted series', a patch
+    set's, a series tree's (`series apply`), or a tree's commits after ``since``; none for a
+    tree without a series."""
+    src = spec.source
+    if isinstance(src, Posted):
+        assert build.source_path is not None
+        return patchlines.lines(build.source_path, src.series.count)
+    if spec.patches is not None:
+        base = kernel.prepare(KernelSpec(src), progress)
+        return patchlines.lines(patchlines.repo_of_patchset(base, spec.patches),
+                                len(spec.patches.patches))
+    if isinstance(src, Tree):
+        if since is not None:
+            return patchlines.lines(src.path, patchlines.count_since(src.path, since))
+        applied = series.info(src.path)
+        if applied is not None:
+            return patchlines.lines(src.path, applied.posted.count)
+    return []
+
+
+def instrumented(spec: KernelSpec, since: str | None = None) -> tuple[str, ...]:
+    """The C files to instrument: those the series changes (a tree's: its commits after
+    ``since``, or a series tree's series), else DEFAULT_FILES."""
+    files = series_files(spec)
+    if files == DEFAULT_FILES and isinstance(spec.source, Tree):
+        tree = spec.source.path
+        applied = series.info(tree)
+        base = since or (applied.base_commit if applied else None)
+        if base is not None:
+            changed = patchlines.files_since(tree, base)
+            files = tuple(sorted(f for f in changed if f.endswith(".c") and
+                                 not f.startswith(("tools/", "samples/", "scripts/")))) \
+                or DEFAULT_FILES
+    return files
+
+
+def read_boots(build: kernel.Build, boots: list[tuple[str, Path]]) -> coverage.Coverage:
+    """The coverage the boots of ``build`` kept ((label, results directory) each), with the
+    lines this configuration leaves out."""
+    assert build.manifest is not None and build.dir is not None and build.source_path
+    cov = coverage.read(build.dir, build.source_path, list(build.manifest.gcov), boots)
+    for obj in build.manifest.gcov:
+        cov.files[obj].excluded = coverage.excluded_lines(build.dir, build.source_path,
+                                                          obj) or set()
+    return cov
+
+
+def coverage_build(spec: KernelSpec, progress: Progress, since: str | None = None
+                   ) -> kernel.Build:
+    """``spec``'s coverage build: gcov on the files the series changes."""
+    if isinstance(spec.source, Prebuilt):
+        raise GmemtestError(f"{spec.label()}: a built kernel cannot be measured (coverage "
+                            "builds the kernel again, with gcov): name its source instead")
+    files = instrumented(spec, since)
+    build = kernel.resolve(spec.with_gcov(files), progress)
+    assert build.manifest is not None
+    if not build.manifest.gcov:
+        raise GmemtestError(f"{build.label}: none of {', '.join(files)} is built in this "
+                            "configuration: nothing to measure")
+    return build
+
+
+def measure(spec: KernelSpec, pytest_args: list[str], *, limits: qemu.Limits,
+            progress: Progress, stamp: str, root: Path | None = None,
+            since: str | None = None) -> Measured:
+    """Build ``spec``'s coverage build, boot each mode with per-test collection, read it."""
+    build = coverage_build(spec, progress, since)
+    boots = vmtest.run_modes(build, ["-p", "no:xdist", *pytest_args], limits=limits,
+                             progress=progress, stamp=f"{stamp}-coverage",
+                             env={GCOV_ENV: "1"}, root=root)
+    why = vmtest.not_run(boots)
+    if why:
+        raise GmemtestError(f"the coverage boots did not run their tests: {why}")
+    progress.phase("coverage", f"gcov over {sum(len(b.results) for b in boots)} tests")
+    cov = read_boots(build, [(b.label, b.run.results) for b in boots if b.run is not None])
+    return Measured(build, boots, cov, series_lines(spec, build, progress, since))
+
+
+def write(m: Measured, out: Path) -> dict[str, Any]:
+    """The reports of a coverage run, in ``out``; returns the JSON document."""
+    out.mkdir(parents=True, exist_ok=True)
+    assert m.build.source_path is not None
+    doc = coverage.to_json(m.coverage, m.patches, m.build.label)
+    (out / "coverage.json").write_text(json.dumps(doc, indent=1) + "\n")
+    (out / "coverage.md").write_text(coverage.markdown(doc))
+    (out / "coverage.html").write_text(coverage.html_page(doc))
+    (out / "coverage.info").write_text(coverage.lcov(m.coverage, m.build.source_path))
+    return doc
+
+
+# --- the map the affected-tests loop reads -------------------------------------------------
+
+def map_path(tree: Path) -> Path:
+    key = hashlib.sha256(str(tree.resolve()).encode()).hexdigest()[:16]
+    return cache_dir("coverage") / f"map-{key}.json"
+
+
+def save_map(m: Measured, doc: dict[str, Any] | None = None) -> Path:
+    """For the tree the kernel was built from: which tests ran each function, by file (an
+    edit of the tree is looked up in it, `vm-test --src TREE --affected BASE`), and the
+    series drawn (``doc``, :func:`write`'s: what `gmemtest mutate` mutates)."""
+    assert m.build.source_path is not None
+    functions = {file: {fn: sorted(m.coverage.tests_of_function(file, fn))
+                        for fn in fc.functions}
+                 for file, fc in m.coverage.files.items() if fc.functions}
+    path = map_path(m.build.source_path)
+    path.write_text(json.dumps({"tree": str(m.build.source_path), "label": m.build.label,
+                                "made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                "functions": functions, "series": doc}) + "\n")
+    return path
+
+
+def load_map(tree: Path) -> dict[str, Any] | None:
+    """The map :func:`save_map` kept for ``tree`` (None: none yet)."""
+    path = map_path(tree)
+    if not path.is_file():
+        return None
+    try:
+        doc: dict[str, Any] = json.loads(path.read_text())
+        if isinstance(doc, dict):
+            doc.setdefault("series", None)  # a map from before it kept the series
+        check(doc, {"tree": str, "label": str, "made": str,
+                    "functions": MapOf(MapOf(ListOf(str))), "series": Maybe(dict)}, str(path))
+    except (OSError, ValueError, GmemtestError) as e:
+        raise GmemtestError(f"{path}: a damaged coverage map ({one_line(e)}); remove it and "
+                            "run `gmemtest coverage` again") from None
+    return doc
+
+
+def functions_run(cov: coverage.Coverage) -> set[str]:
+    """Every instrumented function some test ran, as ``FILE: NAME()``."""
+    return {f"{file}: {fn}()" for file, fc in cov.files.items()
+            for fn, (start, end) in fc.functions.items()
+            if any(fc.counts.get(n, 0) for n in range(start, end + 1))}
+
+
+def headline(doc: dict[str, Any]) -> str:
+    h = doc["headline"]
+    return (f"{h['run']} of {h['run'] + h['never']} added lines of code under "
+            f"{', '.join(h['within'])} run ({h['percent']}); {h['not_compiled']} not compiled "
+            "in this configuration")
+
+
+def main(spec: KernelSpec, pytest_args: list[str] | None, limits: qemu.Limits,
+         out: Path | None, since: str | None = None) -> int:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = out or vmtest.results_root() / f"coverage-{stamp}"
+    progress = Progress()
+    with runlog.results_dir(out):
+        m = measure(spec, pytest_args or [], limits=limits, progress=progress, stamp=stamp,
+                    root=out, since=since)
+        doc = write(m, out)
+        kept = save_map(m, doc)
+    print(report.summary(m.boots))
+    print(f"coverage: {headline(doc)}" if m.patches else
+          f"coverage: {m.build.label} has no series to draw (a tree: --since REV names its "
+          "base); the lcov tracefile covers the instrumented files")
+    print(f"reports: {out}/coverage.html, coverage.md, coverage.info, coverage.json; "
+          f"the map for --affected: {kept}")
+    return 0 if all(b.ok for b in m.boots) else 1

@@ -1,0 +1,304 @@
+"""`gmemtest mutate`: which small mistakes in a series the suite would let through.
+
+The mutants come from the series' added lines of C that the coverage map says some test runs
+(gmemtest.vmtier.mutants; the map is `gmemtest coverage`'s, made first when the tree has none).
+Each is written into a scratch copy of the kernel tree (hard links, the mutated file replaced,
+never written through), built incrementally in the copy's own build directory (ccache gives
+the first build), booted in both modes side by side, each boot running only the tests that ran
+the mutant's function in that mode, those that ran its line first, stopping at the first
+failure. Results are appended to mutants.jsonl as they come: `--resume DIR` goes on from
+there. Mutants run in the order of their ids, a deterministic sample when ``--budget`` ends
+the run first; those left are "not run". The equivalents file marks mutants that cannot
+change behaviour, with the reason: they are not run and not counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from gmemtest.cache import cache_dir, locked
+from gmemtest.errors import BuildFailed, BuildStage, GmemtestError
+from gmemtest.results import mutation, report, runlog
+from gmemtest.results.coverage import RUN
+from gmemtest.results.mutation import Result
+from gmemtest.results.outcome import Outcome
+from gmemtest.results.run import Ended
+from gmemtest.vmtier import kernel, mutants, qemu
+from gmemtest.vmtier.kernelspec import KernelSpec, Prebuilt, Tree
+from gmemtest.vmtier.progress import Progress
+
+from . import affected, coverage, vmtest
+
+EQUIVALENTS = Path(__file__).resolve().parents[2] / "kpatches" / "equivalent-mutants.toml"
+# Where mutants are made: the series' C changes to KVM.
+WITHIN = ("virt/kvm/", "arch/x86/kvm/")
+# A mutant's boots: short, since a kernel the mutant hangs is found by the silence limit.
+LIMITS = qemu.Limits(boot=90, test=60, total=900, silence=60)
+FAILED = (Outcome.FAILED, Outcome.TIMEOUT, Outcome.ERROR)
+HUNG = (Ended.BOOT_TIMEOUT, Ended.TIMEOUT, Ended.HANG)
+
+
+@dataclass
+class Candidate:
+    """A mutant with where it sits in the series and the tests that can see it."""
+
+    mutant: mutants.Mutant
+    function: str
+    patch: int
+    subject: str
+    line_tests: list[str]  # "mode: node id" that ran the line
+    function_tests: list[str]  # ... that ran a line of the function
+
+    def result(self) -> Result:
+        m = self.mutant
+        return Result(m.id, m.file, m.line, self.function, self.patch, self.subject,
+                      m.operator, m.original, m.mutated, tests=self.line_tests)
+
+    def tests_for(self, mode: str) -> list[str]:
+        """The node ids to run in the boot ``mode``: the line's runners, then the rest of the
+        function's."""
+        out: list[str] = []
+        for t in (*self.line_tests, *self.function_tests):
+            label, _, node = t.partition(": ")
+            if label == mode and node not in out:
+                out.append(node)
+        return out
+
+
+def candidates(doc: dict[str, Any], functions: dict[str, dict[str, list[str]]],
+               tree: Path) -> list[Candidate]:
+    """Every mutant of the run lines the series adds to KVM's C files, in id order."""
+    out: list[Candidate] = []
+    seen: dict[str, dict[str, int]] = {}
+    texts: dict[str, list[str]] = {}
+    defined: dict[str, dict[str, tuple[int, int]]] = {}
+    for p in doc["patches"]:
+        for hunk in p["hunks"]:
+            file = hunk["file"]
+            if not file.endswith(".c") or not file.startswith(WITHIN):
+                continue
+            if file not in texts:
+                text = (tree / file).read_text(errors="replace")
+                texts[file], defined[file] = text.splitlines(), affected.functions(text)
+            for ln in hunk["lines"]:
+                if ln["kind"] != "+" or ln["status"] != RUN:
+                    continue
+                tip = ln["tip"]
+                if texts[file][tip - 1] != ln["text"]:
+                    raise GmemtestError(f"{file}:{tip} is not the line the coverage map "
+                                        "drew: the tree changed since; run `gmemtest "
+                                        "coverage` on it again")
+                fn = next((n for n, (s, e) in defined[file].items() if s <= tip <= e), "?")
+                for m in mutants.of_line(file, tip, ln["text"], seen.setdefault(file, {})):
+                    out.append(Candidate(m, fn, p["index"], p["subject"], list(ln["tests"]),
+                                         functions.get(file, {}).get(fn, [])))
+    return sorted(out, key=lambda c: c.mutant.id)
+
+
+# --- the scratch tree ----------------------------------------------------------------------------
+
+class Scratch:
+    """A hard-linked copy of the kernel tree in which one mutant at a time is written. A file is
+    replaced, never written through (its link to the original tree is broken first), and put
+    back the same way, newer than its mutant's object, so that the next build rebuilds it."""
+
+    def __init__(self, tree: Path) -> None:
+        self.tree = tree
+        key = hashlib.sha256(str(tree).encode()).hexdigest()[:16]
+        self.path = cache_dir("mutate") / key / "linux"
+        self.build_dir = self.path / ".gmemtest-build"
+
+    def make(self, progress: Progress) -> None:
+        if not (self.path / "Makefile").is_file():
+            progress.phase("mutate", f"a scratch copy of {self.tree}")
+            tmp = self.path.with_name("linux.partial")
+            subprocess.run(["rm", "-rf", str(tmp)], check=True)
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["cp", "-al", str(self.tree), str(tmp)], check=True)
+            for b in tmp.glob(".gmemtest-build*"):  # the tree's own builds stay its own
+                subprocess.run(["rm", "-rf", str(b)], check=True)
+            tmp.rename(self.path)
+        for file in self.path.glob("**/*.gmemtest-mutant"):
+            file.unlink()
+
+    def write(self, file: str, lines: list[str]) -> None:
+        dest = self.path / file
+        tmp = dest.with_name(dest.name + ".gmemtest-mutant")
+        tmp.write_text("\n".join(lines) + "\n")
+        os.replace(tmp, dest)
+
+    def restore(self, files: set[str] | None = None) -> None:
+        """Each mutated file (or ``files``) back to the tree's text."""
+        for file in sorted(files if files is not None else self.changed()):
+            self.write(file, (self.tree / file).read_text().splitlines())
+
+    def changed(self) -> set[str]:
+        """The files of the copy that differ from the tree (a run stopped mid-mutant)."""
+        out = set()
+        for prefix in WITHIN:
+            for f in (self.path / prefix).rglob("*.c"):
+                rel = f.relative_to(self.path)
+                orig = self.tree / rel
+                if not orig.exists() or os.stat(f).st_ino != os.stat(orig).st_ino and \
+                        f.read_bytes() != orig.read_bytes():
+                    out.add(str(rel))
+        return out
+
+
+# --- running one mutant --------------------------------------------------------------------
+
+def _killer(boots: list[report.BootReport]) -> tuple[str, str | None]:
+    """(outcome, by): the first boot's failed test or finding, or why none ran."""
+    boots = [b for b in boots if b.ended is not Ended.STOPPED]
+    for b in boots:
+        if b.ended.harness_fault:
+            raise GmemtestError(f"a mutant's boot did not run its tests ({b.label}: "
+                                f"{b.problem or b.ended}): the harness, not the mutant")
+    for b in boots:
+        failed = [r for r in b.results if r.outcome in FAILED]
+        if failed:
+            return mutation.KILLED, f"{b.label}: {failed[0].name}"
+        if b.findings:
+            return mutation.KILLED, f"{b.label}: {b.findings[0]}"[:300]
+    for b in boots:
+        if b.ended in HUNG:
+            return mutation.TIMED_OUT, f"{b.label}: {b.ended}"
+        if not b.ran:  # a crash, a panic
+            return mutation.KILLED, f"{b.label}: {b.problem or b.ended}"[:300]
+    return mutation.SURVIVED, None
+
+
+def run_one(c: Candidate, spec: KernelSpec, scratch: Scratch, progress: Progress,
+            results: Path, limits: qemu.Limits) -> Result:
+    r = c.result()
+    t0 = time.monotonic()
+    lines = (scratch.tree / c.mutant.file).read_text().splitlines()
+    lines[c.mutant.line - 1] = c.mutant.mutated
+    scratch.write(c.mutant.file, lines)
+    try:
+        build = kernel.resolve(spec, progress)
+    except BuildFailed as e:
+        if e.stage is not BuildStage.COMPILE:
+            raise
+        r.outcome, r.by = mutation.NOT_BUILT, str(e).splitlines()[0][:200]
+        return r
+    finally:
+        scratch.restore({c.mutant.file})
+    boots = [m for m in vmtest.modes(build) if c.tests_for(m.label)]
+    if not boots:
+        raise GmemtestError(f"{c.mutant.describe()}: no boot of {build.label} has a test that "
+                            "ran it (the map's boots are not this kernel's)")
+    at_once = qemu.boots_at_once(len(boots))
+
+    decided = threading.Event()  # a boot killed the mutant: the other one stops
+
+    def boot(mode: vmtest.Mode) -> report.BootReport:
+        tests = c.tests_for(mode.label)
+        run = qemu.boot(build, ["-p", "no:xdist", "-x", *tests],
+                        results=results / f"{c.mutant.id}-{mode.slug}",
+                        cmdline=list(mode.cmdline), limits=limits, echo=False, stop=decided)
+        rep = report.evaluate(mode.label, run)
+        if rep.ended is not Ended.STOPPED and _killer([rep])[0] != mutation.SURVIVED:
+            decided.set()
+        return rep
+
+    with ThreadPoolExecutor(at_once) as pool:
+        outcomes = list(pool.map(boot, boots))
+    r.outcome, r.by = _killer(outcomes)
+    r.ran = sum(len(b.results) for b in outcomes)
+    r.seconds = round(time.monotonic() - t0, 1)
+    return r
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+def the_map(spec: KernelSpec, progress: Progress, out: Path, stamp: str,
+            limits: qemu.Limits) -> tuple[kernel.Build, dict[str, Any]]:
+    """The lean build of ``spec`` and its tree's coverage map, measured now if there is none."""
+    build = kernel.resolve(spec, progress)
+    assert build.source_path is not None
+    kept = coverage.load_map(build.source_path)
+    if kept is None or kept["series"] is None:
+        progress.phase("mutate", "no coverage map of this tree yet: measuring it first "
+                       f"(reports in {out / 'coverage'})")
+        m = coverage.measure(spec, [], limits=limits, progress=progress, stamp=stamp,
+                             root=out / "coverage")
+        doc = coverage.write(m, out / "coverage")
+        coverage.save_map(m, doc)
+        kept = coverage.load_map(build.source_path)
+        assert kept is not None
+    if not kept["series"]["patches"]:
+        raise GmemtestError(f"{build.label}: no series to mutate (a tree: `gmemtest coverage "
+                            "--src TREE --since BASE` names its commits)")
+    return build, kept
+
+
+def main(spec: KernelSpec, *, limits: qemu.Limits, out: Path | None, budget: float | None,
+         resume: Path | None, equivalents: Path | None, only: int | None = None) -> int:
+    if isinstance(spec.source, Prebuilt):
+        raise GmemtestError(f"{spec.label()}: a built kernel cannot be mutated: name its "
+                            "source (kpatches, --src, --series)")
+    if resume is not None and not (resume / "mutants.jsonl").is_file():
+        raise GmemtestError(f"--resume {resume}: no mutants.jsonl there (a `gmemtest mutate` "
+                            "run's directory)")
+    marked = mutation.load_equivalents(equivalents)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = resume or out or vmtest.results_root() / f"mutate-{stamp}"
+    progress = Progress()
+    t0 = time.monotonic()
+    with runlog.results_dir(out), contextlib.ExitStack() as stack:
+        build, kept = the_map(spec, progress, out, stamp, limits)
+        assert build.source_path is not None
+        todo = candidates(kept["series"], kept["functions"], build.source_path)
+        if only is not None:
+            todo = todo[:only]
+        done = mutation.load_results(out / "mutants.jsonl")
+        scratch = Scratch(build.source_path)
+        stack.enter_context(locked(scratch.path.parent.with_suffix(".lock")))
+        scratch.make(progress)
+        scratch.restore()
+        mspec = replace(spec, source=Tree(scratch.path, scratch.build_dir), patches=None)
+        progress.phase("mutate", f"{len(todo)} mutants of {build.label}"
+                       + (f", {len(done)} done before" if done else ""))
+        results: list[Result] = []
+        for i, c in enumerate(todo, 1):
+            if c.mutant.id in marked:
+                r = c.result()
+                r.outcome, r.by = mutation.EQUIVALENT, marked[c.mutant.id]
+            elif c.mutant.id in done and done[c.mutant.id].outcome != mutation.NOT_RUN:
+                r = done[c.mutant.id]
+            elif budget is not None and time.monotonic() - t0 > budget * 60:
+                r = c.result()
+            else:
+                progress.phase(f"mutant {i}/{len(todo)}", c.mutant.describe())
+                r = run_one(c, mspec, scratch, progress, out / "boots", limits)
+                mutation.append(out / "mutants.jsonl", r)
+                progress.done(f"mutant {i}/{len(todo)}", f"{r.outcome}"
+                              + (f" by {r.by}" if r.by else "") + f" ({r.seconds:.0f} s)")
+            results.append(r)
+        doc = mutation.to_json(results, build.label,
+                               budget_left=sum(r.outcome == mutation.NOT_RUN for r in results))
+        (out / "mutation.json").write_text(json.dumps(doc, indent=1) + "\n")
+        (out / "mutation.md").write_text(mutation.markdown(doc))
+        (out / "mutation.html").write_text(mutation.html_page(doc))
+    detected, counted, pct = mutation.score(results)
+    left = doc["not_run"]
+    print(f"mutants: {len(results)} of {build.label}; {detected} of {counted} detected ({pct})"
+          + "".join(f", {n} {o}" for o, n in doc["outcomes"].items()))
+    if left:
+        print(f"mutate: {left} mutants not run within the budget: `gmemtest mutate --resume "
+              f"{out}` goes on")
+    print(f"reports: {out}/mutation.html, mutation.md, mutation.json; each result as it came: "
+          f"{out}/mutants.jsonl")
+    survived = [r for r in results if r.outcome == mutation.SURVIVED]
+    return 1 if survived else 0

@@ -1,0 +1,219 @@
+"""Mutation testing of a series (gmemtest.vmtier.mutants, gmemtest.workflows.mutate,
+gmemtest.results.mutation): the mutants a line gets, where they are written, how a mutant's boots
+are judged, and the reports. The real run on kpatches/ is `gmemtest mutate` (docs/coverage.md)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from gmemtest.errors import GmemtestError
+from gmemtest.results import mutation
+from gmemtest.results.health import Finding
+from gmemtest.results.outcome import Outcome, TestResult
+from gmemtest.results.report import BootReport
+from gmemtest.results.run import Ended
+from gmemtest.vmtier import mutants
+from gmemtest.vmtier.progress import Progress
+from gmemtest.workflows import mutate
+
+
+def changes(text: str) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for m in mutants.of_line("f.c", 1, text):
+        out.setdefault(m.operator, set()).add(m.mutated.strip())
+    return out
+
+
+def test_each_operator_makes_its_mistake():
+    assert changes("\tif (a < b)") == {
+        "negate": {"if (a >= b)"}, "boundary": {"if (a <= b)"}}
+    assert changes("\tif (a && !b)") == {
+        "logic": {"if (a || !b)", "if (a && b)"}, "negate": {"if (!(a && !b))"}}
+    assert changes("\tend = start + nr - 1;")["boundary"] == {"end = start + nr;"}
+    assert changes("\tend = start + nr - 1;")["arith"] == {"end = start - nr - 1;"}
+    assert changes("\tend = start + nr - 1;")["store"] == {";"}
+    assert changes("\tmask = x & ~y;")["bitwise"] == {"mask = x | ~y;", "mask = x & y;"}
+    assert changes("\treturn -EAGAIN;") == {
+        "errno": {"return -EINVAL;", "return 0;"}}
+    assert changes("\treturn true;") == {"return": {"return false;"}}
+    assert changes("\treturn r;") == {"return": {"return 0;"}}
+    assert changes("\tkvm_gmem_zap(gmem, start, end);") == {"call": {";"}}
+    assert changes("\tnr = 0;")["constant"] == {"nr = 1;"}
+    assert changes("\tflags |= 0x4;")["constant"] == {"flags |= 0x5;"}
+
+
+def test_literals_comments_and_directives_are_left_alone():
+    # (a call with a literal is a message: not removed either)
+    assert changes('\tpr_info("a < b && c");') == {}
+    assert "negate" not in changes("\tx = y; /* a < b */")
+    assert changes("#if LINUX_VERSION_CODE < 5") == {}
+    assert changes(" * if (a == b) in a comment") == {}
+    # a call whose value is kept is not a call statement: removing it is a store's mutant
+    assert "call" not in changes("\tr = kvm_gmem_zap(gmem);")
+
+
+def test_a_mutants_id_survives_its_line_moving():
+    a = mutants.of_line("virt/kvm/guest_memfd.c", 10, "\tif (a < b)")
+    b = mutants.of_line("virt/kvm/guest_memfd.c", 99, "\tif (a < b)")
+    assert [m.id for m in a] == [m.id for m in b]
+    assert len({m.id for m in a}) == len(a)
+    # the same text twice in a file: two mutants, two ids
+    seen: dict[str, int] = {}
+    twice = mutants.of_line("f.c", 1, "\tif (x)", seen) + mutants.of_line("f.c", 5, "\tif (x)",
+                                                                         seen)
+    assert len({m.id for m in twice}) == len(twice) == 2
+
+
+TIP = """\
+static int kvm_gmem_check(struct gmem *g, int nr)
+{
+\tif (nr < g->max)
+\t\treturn -EINVAL;
+\treturn 0;
+}
+"""
+
+
+def series_doc(tree: Path, tip: str = TIP) -> dict:
+    (tree / "virt/kvm").mkdir(parents=True)
+    (tree / "virt/kvm/gmem.c").write_text(tip)
+    on, off = "in-place conversion on", "in-place conversion off (its default)"
+    lines = [{"kind": "+", "text": t, "tip": n, "status": s, "tests": tests}
+             for n, (t, s, tests) in enumerate([
+                 ("static int kvm_gmem_check(struct gmem *g, int nr)", "no code", []),
+                 ("{", "no code", []),
+                 ("\tif (nr < g->max)", "run", [f"{on}: tests/a.py::t1"]),
+                 ("\t\treturn -EINVAL;", "never run", []),
+                 ("\treturn 0;", "run", [f"{on}: tests/a.py::t1", f"{off}: tests/b.py::t3"]),
+                 ("}", "no code", [])], 1)]
+    return {"patches": [{"index": 3, "subject": "KVM: gmem: check nr", "hunks": [
+        {"file": "virt/kvm/gmem.c", "header": "", "lines": lines},
+        {"file": "include/linux/kvm_host.h", "header": "", "lines": [
+            {"kind": "+", "text": "\tif (a < b)", "tip": 1, "status": "run", "tests": ["x"]}]},
+    ]}]}
+
+
+def test_candidates_are_the_run_lines_of_kvms_c_files(tmp_path):
+    doc = series_doc(tmp_path)
+    functions = {"virt/kvm/gmem.c": {"kvm_gmem_check": [
+        "in-place conversion on: tests/a.py::t2", "in-place conversion on: tests/a.py::t1"]}}
+    found = mutate.candidates(doc, functions, tmp_path)
+    # the never-run line 4 and the header get none
+    assert {(c.mutant.line, c.mutant.mutated.strip()) for c in found} == {
+        (3, "if (nr >= g->max)"), (3, "if (nr <= g->max)"), (5, "return 1;")}
+    assert all(c.function == "kvm_gmem_check" and c.patch == 3 for c in found)
+    assert [c.mutant.id for c in found] == sorted(c.mutant.id for c in found)
+    # the line's runners first, then the function's; each boot its own
+    c = next(c for c in found if c.mutant.line == 3)
+    assert c.tests_for("in-place conversion on") == ["tests/a.py::t1", "tests/a.py::t2"]
+    assert c.tests_for("in-place conversion off (its default)") == []
+    c = next(c for c in found if c.mutant.line == 5)
+    assert c.tests_for("in-place conversion off (its default)") == ["tests/b.py::t3"]
+    # a map drawn on another text of the tree is refused
+    (tmp_path / "virt/kvm/gmem.c").write_text(TIP.replace("nr < g->max", "nr <= g->max"))
+    with pytest.raises(GmemtestError, match="run `gmemtest coverage` on it again"):
+        mutate.candidates(doc, functions, tmp_path)
+
+
+def test_the_scratch_copy_never_writes_through_to_the_tree(tmp_path, monkeypatch):
+    monkeypatch.setenv("GMEMTEST_CACHE", str(tmp_path / "cache"))
+    tree = tmp_path / "linux"
+    series_doc(tree)
+    (tree / "Makefile").write_text("all:\n")
+    (tree / ".gmemtest-build-x").mkdir()
+    scratch = mutate.Scratch(tree)
+    scratch.make(Progress())
+    assert not (scratch.path / ".gmemtest-build-x").exists()
+    original = (tree / "virt/kvm/gmem.c").read_text()
+    lines = original.splitlines()
+    lines[2] = "\tif (nr >= g->max)"
+    scratch.write("virt/kvm/gmem.c", lines)
+    assert (tree / "virt/kvm/gmem.c").read_text() == original
+    assert scratch.changed() == {"virt/kvm/gmem.c"}
+    before = os.stat(scratch.path / "virt/kvm/gmem.c").st_mtime_ns
+    scratch.restore()
+    assert (scratch.path / "virt/kvm/gmem.c").read_text() == original
+    assert os.stat(scratch.path / "virt/kvm/gmem.c").st_mtime_ns >= before
+    assert scratch.changed() == set()
+
+
+def boot(label: str, ended: Ended = Ended.TESTS_RAN, outcomes: tuple[Outcome, ...] = (),
+         findings: tuple[Finding, ...] = ()) -> BootReport:
+    return BootReport(label, None, [TestResult(f"t{i}", o) for i, o in enumerate(outcomes)],
+                      list(findings), ended=ended)
+
+
+def test_a_mutants_boots_judged():
+    P, F = Outcome.PASSED, Outcome.FAILED
+    assert mutate._killer([boot("on", outcomes=(P, P)), boot("off", outcomes=(P,))]) == (
+        mutation.SURVIVED, None)
+    assert mutate._killer([boot("on", outcomes=(P, F)), boot("off", outcomes=(P,))]) == (
+        mutation.KILLED, "on: t1")
+    outcome, by = mutate._killer([boot("on", outcomes=(P,), findings=(
+        Finding("WARNING", "WARNING: at virt/kvm/guest_memfd.c:600"),))])
+    assert outcome == mutation.KILLED and "WARNING" in by
+    assert mutate._killer([boot("on", Ended.HANG), boot("off", outcomes=(P,))])[0] == \
+        mutation.TIMED_OUT
+    assert mutate._killer([boot("on", Ended.NO_STATUS)])[0] == mutation.KILLED
+    # the boot stopped because the other one had killed it has no say
+    assert mutate._killer([boot("on", Ended.STOPPED), boot("off", outcomes=(F,))]) == (
+        mutation.KILLED, "off: t0")
+    # the harness failing is no verdict on the mutant
+    with pytest.raises(GmemtestError, match="the harness, not the mutant"):
+        mutate._killer([boot("on", Ended.PYTEST)])
+
+
+def result(outcome: str, n: int = 0, patch: int = 1) -> mutation.Result:
+    return mutation.Result(f"id{outcome[:3]}{n}", "virt/kvm/gmem.c", 3, "kvm_gmem_check", patch,
+                           "KVM: gmem: check nr", "negate", "\tif (a < b)", "\tif (a >= b)",
+                           outcome, "on: t1" if outcome == mutation.KILLED else None,
+                           ["in-place conversion on: tests/a.py::t1"])
+
+
+def test_scores_and_reports(tmp_path):
+    results = [result(mutation.KILLED, 1), result(mutation.KILLED, 2),
+               result(mutation.TIMED_OUT), result(mutation.SURVIVED, patch=2),
+               result(mutation.NOT_BUILT), result(mutation.EQUIVALENT)]
+    assert mutation.score(results) == (3, 4, "75.0%")
+    doc = mutation.to_json(results, "kernel")
+    assert doc["patches"]["1"]["score"] == "100.0%" and doc["patches"]["2"]["score"] == "0.0%"
+    md = mutation.markdown(doc)
+    assert "**3 of 4 detected (75.0%)**" in md and "-\tif (a < b)" in md
+    page = mutation.html_page(doc)
+    assert "Survivors (1)" in page and "tests/a.py::t1" in page
+    path = tmp_path / "mutants.jsonl"
+    for r in results:
+        mutation.append(path, r)
+    assert mutation.load_results(path) == {r.id: r for r in results}
+    path.write_text(path.read_text() + '{"id": 1}\n')
+    with pytest.raises(GmemtestError, match="mutants.jsonl:7: not a mutant's result"):
+        mutation.load_results(path)
+
+
+def test_the_equivalents_file(tmp_path):
+    path = tmp_path / "eq.toml"
+    path.write_text('[[equivalent]]\nid = "abc"\nmutant = "x"\nreason = "same code"\n')
+    assert mutation.load_equivalents(path) == {"abc": "same code"}
+    for text in ('[[equivalent]]\nid = "abc"\nmutant = "x"\n', "x = 1\n", "[[equivalent\n",
+                 '[[equivalent]]\nid = "abc"\nmutant = "x"\nreason = ""\n'):
+        path.write_text(text)
+        with pytest.raises(GmemtestError, match=str(path)):
+            mutation.load_equivalents(path)
+    # the project's own file is well formed and each id is one of kpatches/' mutants' form
+    own = mutation.load_equivalents(mutate.EQUIVALENTS)
+    assert all(len(i) == 12 and int(i, 16) >= 0 for i in own)
+
+
+def test_command_line_mistakes_are_one_line(gmemtest_cli, tmp_path):
+    for args, said in [
+        (["mutate", "--budget", "soon"], "'soon': a number of minutes above 0"),
+        (["mutate", "--first", "0"], "a whole number above 0"),
+        (["mutate", "--resume", str(tmp_path)], "no mutants.jsonl there"),
+        (["mutate", "--equivalents", str(tmp_path / "none.toml")], "no such file"),
+    ]:
+        proc = gmemtest_cli(*args, env={**os.environ, "GMEMTEST_CACHE": str(tmp_path / "c")})
+        assert proc.returncode == 2 and said in proc.stderr, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
