@@ -22,7 +22,8 @@ from typing import Any, NoReturn
 from .errors import GmemtestError, one_line
 
 # Commands that run the suite, and so take pytest's arguments after "--".
-RUN_SUITE = {"vm run", "vm-test", "bisect-step", "matrix", "series walk", "diff", "coverage"}
+RUN_SUITE = {"vm run", "vm-test", "bisect-step", "matrix", "series walk", "diff", "coverage",
+             "mutate"}
 
 
 class UsageError(Exception):
@@ -215,9 +216,16 @@ def _cmd_mutate(args: argparse.Namespace) -> int:
         raise UsageError(f"--equivalents {equivalents}: no such file")
     if equivalents is None and spec.patches is not None and spec.patches.form is not None:
         equivalents = mutate.EQUIVALENTS  # kpatches/: the project's own
+    if args.retry and not args.resume:
+        raise UsageError("--retry OUTCOME runs again what a run recorded: it needs --resume DIR")
+    extra = tuple(args.pytest_args or ())
+    if any(a.startswith("-") for a in extra):
+        raise UsageError("after -- mutate takes test node ids to run against every mutant, "
+                         f"not pytest options ({next(a for a in extra if a.startswith('-'))})")
+    choice = mutate.Choice(args.first, tuple(args.mutant), tuple(args.retry), extra)
     return mutate.main(spec, limits=mutate.LIMITS, out=Path(args.out) if args.out else None,
                        budget=args.budget, resume=Path(args.resume) if args.resume else None,
-                       equivalents=equivalents, only=args.first)
+                       equivalents=equivalents, choice=choice)
 
 
 def _cmd_vm_test(args: argparse.Namespace) -> int:
@@ -399,6 +407,13 @@ def _add_vm_limits(p: argparse.ArgumentParser) -> None:
                    "its own: each revision-dependent test must then fail")
 
 
+def _add_fragments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fragment", action="append", default=[], metavar="NAME",
+                   help="kconfigs/NAME.config to merge (repeatable; default base kvm mm faults)")
+    p.add_argument("--debug", action="store_true",
+                   help="add the debug kconfig fragment (KASAN, lockdep, ...)")
+
+
 def _add_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--src", metavar="DIR",
                    help="kernel tree to build (default: Debian's linux-source-7.2); with "
@@ -466,9 +481,7 @@ def parser() -> argparse.ArgumentParser:
     ksub = k.add_subparsers(dest="kernel_command", required=True)
     kb = ksub.add_parser("build", help="fetch/patch/configure/build bzImage and uapi headers")
     _add_source(kb)
-    kb.add_argument("--fragment", action="append", default=[], metavar="NAME",
-                    help="kconfigs/NAME.config to merge (repeatable; default base kvm mm faults)")
-    kb.add_argument("--debug", action="store_true", help="add the debug fragment (KASAN, ...)")
+    _add_fragments(kb)
     kb.add_argument("-j", "--jobs", type=int, default=None, help="make -j (default: cores)")
     _add_build_dir(kb)
     kb.set_defaults(func=_cmd_kernel_build)
@@ -592,9 +605,7 @@ def parser() -> argparse.ArgumentParser:
     cv = sub.add_parser("coverage", help="which lines of the series the suite runs, by which "
                         "test: the coverage build, both modes, reports drawn on the series")
     _add_source(cv)
-    cv.add_argument("--fragment", action="append", default=[], metavar="NAME",
-                    help="kconfigs/NAME.config to merge (repeatable; default base kvm mm faults)")
-    cv.add_argument("--debug", action="store_true", help="add the debug kconfig fragment")
+    _add_fragments(cv)
     cv.add_argument("--since", metavar="REV", help="with --src: the tree's commits after REV "
                     "are the series to draw (a series tree knows its own)")
     cv.add_argument("--out", metavar="DIR", help="report directory (default results/coverage-*)")
@@ -604,14 +615,18 @@ def parser() -> argparse.ArgumentParser:
     mu = sub.add_parser("mutate", help="small mistakes written into the series' run lines, "
                         "one at a time: which would the tests let through")
     _add_source(mu)
-    mu.add_argument("--fragment", action="append", default=[], metavar="NAME",
-                    help="kconfigs/NAME.config to merge (repeatable; default base kvm mm faults)")
+    _add_fragments(mu)
     mu.add_argument("--budget", type=_minutes, metavar="MIN",
                     help="stop starting mutants after MIN minutes; the rest are 'not run' "
                     "(--resume goes on)")
     mu.add_argument("--first", type=_count, metavar="N",
                     help="only the first N mutants of the deterministic order")
+    mu.add_argument("--mutant", action="append", default=[], metavar="ID",
+                    help="only this mutant (repeatable; ids as the reports give them)")
     mu.add_argument("--resume", metavar="DIR", help="go on with the run in DIR")
+    mu.add_argument("--retry", action="append", default=[], metavar="OUTCOME",
+                    choices=["survived", "timed out", "killed", "did not build"],
+                    help="with --resume: run again the mutants that ended so (repeatable)")
     mu.add_argument("--equivalents", metavar="FILE", help="mutants marked equivalent, with "
                     "reasons (default for kpatches/: kpatches/equivalent-mutants.toml)")
     mu.add_argument("--out", metavar="DIR", help="report directory (default results/mutate-*)")
@@ -620,9 +635,7 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("vm-test", help="the main job: build, boot twice (in-place conversion "
                        "on and off), run the whole suite, one report")
     _add_source(t)
-    t.add_argument("--fragment", action="append", default=[], metavar="NAME",
-                   help="kconfigs/NAME.config to merge (repeatable; default base kvm mm faults)")
-    t.add_argument("--debug", action="store_true", help="add the debug kconfig fragment")
+    _add_fragments(t)
     t.add_argument("--affected", metavar="BASE", default=None,
                    help="run only the tests that cover the functions `git diff BASE` of the "
                    "--src tree changes (its map: `gmemtest coverage --src TREE`)")

@@ -309,3 +309,19 @@ def test_command_line_mistakes_are_one_line(gmemtest_cli, tmp_path):
         proc = gmemtest_cli(*args, env={**os.environ, "GMEMTEST_CACHE": str(tmp_path / "c")})
         assert proc.returncode == 2 and said in proc.stderr, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_a_map_serves_a_tree_with_the_same_files(edited, tmp_path):
+    """The same series applied as commits elsewhere shares the map; once a measured file
+    differs, it does not."""
+    same = tmp_path / "same"
+    shutil.copytree(edited, same)
+    assert workflow.adopt_map(edited, same)
+    assert workflow.load_map(same)["functions"] == workflow.load_map(edited)["functions"]
+    assert workflow.load_map(same)["tree"] == str(same)
+    assert not workflow.adopt_map(edited, same)  # it has one now
+    differs = tmp_path / "differs"
+    shutil.copytree(edited, differs)
+    (differs / "virt/kvm/x.c").write_text("int x;\n")
+    assert not workflow.adopt_map(edited, differs)
+    assert workflow.load_map(differs) is None

@@ -134,6 +134,26 @@ def test_only_the_folio_with_a_shared_page_maps_at_4k(route):
     assert levels(vm)[1] == m2 + 4, "the last folio, private again, did not map at 2M"
 
 
+@pytest.mark.needs("gmem_flags:HUGETLB@KVM_X86_SW_PROTECTED_VM")
+def test_shared_pages_on_folio_edges_decide_only_their_own_folio(route):
+    """A huge file of four 2M folios, private, with the last page of the first folio and the
+    first page of the third shared: those two folios map page by page, the second and the
+    fourth, private from edge to edge, at 2M. The search for a shared page of a folio takes
+    its last page and stops there (a search one page long would keep the second at 4K)."""
+    vm = route.vm
+    gmem = huge_gmem(vm, 4 * M2)
+    agent = Agent(vm)
+    slot = vm.add_memslot(1, GPA, 4 * M2, gmem=gmem, align=M2)
+    mem = GuestMemory(slot, gmem, slot.backing, GPA, 4 * M2)
+    route.to_private(mem)
+    route.convert(mem, M2 - PAGE, PAGE, private=False)
+    route.convert(mem, 2 * M2, PAGE, private=False)
+    k4, m2, _ = levels(vm)
+    agent.vcpu.pre_fault(GPA, 4 * M2)
+    assert levels(vm)[:2] == (k4 + 2 * 512, m2 + 2), \
+        "a shared page on a folio's edge changed the mapping of its neighbour"
+
+
 @pytest.mark.needs("series")
 def test_non_mmap_guest_memfd_never_maps_huge_over_a_private_page(route, kernel_revision):
     """A 2M range of a guest_memfd without MMAP whose shared backing is a transparent huge

@@ -98,24 +98,43 @@ def series_doc(tree: Path, tip: str = TIP) -> dict:
 
 def test_candidates_are_the_run_lines_of_kvms_c_files(tmp_path):
     doc = series_doc(tmp_path)
-    functions = {"virt/kvm/gmem.c": {"kvm_gmem_check": [
-        "in-place conversion on: tests/a.py::t2", "in-place conversion on: tests/a.py::t1"]}}
-    found = mutate.candidates(doc, functions, tmp_path)
+    found = mutate.candidates(doc, tmp_path)
     # the never-run line 4 and the header get none
     assert {(c.mutant.line, c.mutant.mutated.strip()) for c in found} == {
         (3, "if (nr >= g->max)"), (3, "if (nr <= g->max)"), (5, "return 1;")}
     assert all(c.function == "kvm_gmem_check" and c.patch == 3 for c in found)
     assert [c.mutant.id for c in found] == sorted(c.mutant.id for c in found)
-    # the line's runners first, then the function's; each boot its own
+    # the tests that ran the line, in each boot, the quickest first
     c = next(c for c in found if c.mutant.line == 3)
-    assert c.tests_for("in-place conversion on") == ["tests/a.py::t1", "tests/a.py::t2"]
+    assert c.tests_for("in-place conversion on") == ["tests/a.py::t1"]
     assert c.tests_for("in-place conversion off (its default)") == []
     c = next(c for c in found if c.mutant.line == 5)
     assert c.tests_for("in-place conversion off (its default)") == ["tests/b.py::t3"]
+    c.line_tests += ["in-place conversion on: tests/a.py::t0",
+                     "in-place conversion on: tests/z.py"]
+    assert c.tests_for("in-place conversion on", {"tests/a.py::t1": 9.0, "tests/a.py::t0": 1.5}
+                       ) == ["tests/a.py::t0", "tests/a.py::t1", "tests/z.py"]
     # a map drawn on another text of the tree is refused
     (tmp_path / "virt/kvm/gmem.c").write_text(TIP.replace("nr < g->max", "nr <= g->max"))
     with pytest.raises(GmemtestError, match="run `gmemtest coverage` on it again"):
-        mutate.candidates(doc, functions, tmp_path)
+        mutate.candidates(doc, tmp_path)
+
+
+def test_a_mutants_tests_get_three_times_their_coverage_run():
+    limits = mutate.LIMITS
+    assert mutate.test_limit(limits, ["a", "b"], {"a": 2.0, "b": 15.0}).test == 45.0
+    assert mutate.test_limit(limits, ["a"], {"a": 2.0}).test == 30.0
+    assert mutate.test_limit(limits, ["a"], {"a": 200.0}).test == limits.test
+    assert mutate.test_limit(limits, ["a", "new"], {"a": 2.0}) == limits  # one not measured
+
+
+def test_a_run_picks_its_mutants(tmp_path):
+    found = mutate.candidates(series_doc(tmp_path), tmp_path)
+    assert mutate.Choice(first=2).pick(found) == found[:2]
+    one = found[1].mutant.id
+    assert mutate.Choice(ids=(one,)).pick(found) == [found[1]]
+    with pytest.raises(GmemtestError, match="--mutant 0123: no mutant of this series"):
+        mutate.Choice(ids=("0123",)).pick(found)
 
 
 def test_the_scratch_copy_never_writes_through_to_the_tree(tmp_path, monkeypatch):
@@ -213,6 +232,8 @@ def test_command_line_mistakes_are_one_line(gmemtest_cli, tmp_path):
         (["mutate", "--first", "0"], "a whole number above 0"),
         (["mutate", "--resume", str(tmp_path)], "no mutants.jsonl there"),
         (["mutate", "--equivalents", str(tmp_path / "none.toml")], "no such file"),
+        (["mutate", "--retry", "survived"], "it needs --resume DIR"),
+        (["mutate", "--", "-k", "x"], "not pytest options (-k)"),
     ]:
         proc = gmemtest_cli(*args, env={**os.environ, "GMEMTEST_CACHE": str(tmp_path / "c")})
         assert proc.returncode == 2 and said in proc.stderr, (args, proc.stderr)

@@ -17,7 +17,8 @@ from gmemtest.testing.debugfs import DEBUGFS
 CHECKOUT = Path(__file__).resolve().parent.parent
 
 
-def pytest_on(tmp_path: Path, body: str, *, prefix: list[str] = ()) -> subprocess.CompletedProcess:
+def pytest_on(tmp_path: Path, body: str, *, prefix: list[str] = (),
+              args: list[str] = ()) -> subprocess.CompletedProcess:
     test = tmp_path / "test_case.py"
     test.write_text("import pytest\n\n" + body)
     # The inner session is a session of its own: not recorded into this run's results or gcov.
@@ -25,7 +26,7 @@ def pytest_on(tmp_path: Path, body: str, *, prefix: list[str] = ()) -> subproces
     env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     return subprocess.run([*prefix, sys.executable, "-m", "pytest", "-p", "gmemtest.testing.plugin",
                            "-p", "no:cacheprovider", "-q", "--rootdir", str(tmp_path),
-                           "-c", "/dev/null", str(test)],
+                           "-c", "/dev/null", *args, str(test)],
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
 
 
@@ -54,3 +55,17 @@ def test_unmounted_debugfs_is_an_error_not_a_skip(tmp_path):
     assert "1 error" in proc.stdout, proc.stdout
     assert f"debugfs is not mounted at {DEBUGFS} (needed for failslab): mount -t debugfs " \
            f"none {DEBUGFS}" in proc.stdout
+
+
+def test_a_test_past_its_timeout_is_one_named_failure(tmp_path):
+    """With each test in a process of its own (the guest's default), pytest-timeout's alarm
+    rings in the parent: the slow test fails alone, stopped and named with its line, and the
+    tests after it still run (before, the alarm ended the whole session in an INTERNALERROR)."""
+    proc = pytest_on(tmp_path, "import time\n\n\ndef test_before():\n    pass\n\n\n"
+                     "def test_slow():\n    time.sleep(600)\n\n\ndef test_after():\n    pass\n",
+                     args=["-p", "pytest_timeout", "--isolate", "--timeout=2"])
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "INTERNALERROR" not in proc.stdout + proc.stderr
+    assert "1 failed, 2 passed" in proc.stdout, proc.stdout
+    assert "the test outlived its timeout (2 s) and was stopped, at " \
+           f'"{tmp_path / "test_case.py"}", line 11 in test_slow' in proc.stdout, proc.stdout

@@ -325,14 +325,18 @@ pre.hunk span { display: block; white-space: pre; }
 .ctx { color: #777; } .del { color: #a33; background: #fee; }
 .run { background: #d4f5d4; } .never { background: #ffd0d0; } .nocode { background: #f3f3f3; }
 .notcompiled { background: #e8e0f8; } .later { background: #fff4c0; }
-.run { cursor: pointer; } .tests { display: none; background: #fff; margin: 0 0 0 3em;
-border-left: 3px solid #6a6; padding: 2px 8px; font-size: 11px; white-space: normal; }
-.open + .tests { display: block; }
+.run { cursor: pointer; } pre.hunk span.tests { display: none; background: #fff;
+margin: 0 0 0 3em; border-left: 3px solid #6a6; padding: 2px 8px; font-size: 11px;
+white-space: normal; }
+pre.hunk span.open + span.tests { display: block; }
 .key span { padding: 1px 6px; margin-right: 6px; }
 """
 # A link to FILE:LINE (coverage.html#virt/kvm/guest_memfd.c:117) opens that line's tests.
+# (after the browser's own jump to the anchor, which puts the line at the very top)
 OPEN_LINE = ("var l = document.getElementById(decodeURIComponent(location.hash.slice(1)));"
-             "if (l) { l.classList.add('open'); l.scrollIntoView(); }")
+             "if (l) { l.classList.add('open'); window.addEventListener('load', function () {"
+             " setTimeout(function () { l.scrollIntoView({block: 'center'});"
+             " window.scrollTo(0, window.scrollY); }, 0); }); }")
 CLASSES = {RUN: "run", NEVER: "never", NO_CODE: "nocode", NOT_COMPILED: "notcompiled",
            SUPERSEDED: "later"}
 

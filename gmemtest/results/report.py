@@ -100,7 +100,8 @@ def read_junit(path: Path) -> list[TestResult]:
         failure, error, skipped = (case.find(t) for t in ("failure", "error", "skipped"))
         if failure is not None:
             message = failure.get("message", "")
-            outcome = Outcome.TIMEOUT if "Timeout >" in message else Outcome.FAILED
+            outcome = Outcome.TIMEOUT if "Timeout >" in message \
+                or "outlived its timeout" in message else Outcome.FAILED
             results.append(TestResult(name, outcome, message))
         elif error is not None:
             results.append(TestResult(name, Outcome.ERROR, error.get("message", "")))
@@ -113,6 +114,15 @@ def read_junit(path: Path) -> list[TestResult]:
         else:
             results.append(TestResult(name, Outcome.PASSED))
     return results
+
+
+def durations(path: Path) -> dict[str, float]:
+    """Each test's seconds in a JUnit file, by pytest node id (tests/test_x.py::test_y[p])."""
+    out = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        module = case.get("classname", "").replace(".", "/")
+        out[f"{module}.py::{case.get('name', '')}"] = float(case.get("time") or 0)
+    return out
 
 
 def _reason(message: str) -> str:

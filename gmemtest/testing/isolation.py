@@ -5,8 +5,10 @@ the suite runs and reports.
 
 pytest runs a test's whole protocol (setup, call, teardown) in a forked child; the child sends
 the reports back through a pipe and exits. A child that dies of a signal becomes a failed
-report; one that outlives its time (the per-test timeout and a grace period: stuck in the
-kernel, where pytest-timeout's signal cannot reach) is killed and reported the same way.
+report. pytest-timeout's alarm rings in the parent (a child inherits no timers): the child
+is then stopped with SIGABRT, faulthandler writing where it was, and the test fails, named
+with that line; a child that outlives its time by a grace period more (stuck in the kernel)
+is killed and reported the same way.
 Fixtures wider than a test are set up again in each child: the suite keeps those cheap.
 
 A test that fails page allocations on purpose (fail_page_alloc) would lose its injected
@@ -68,7 +70,15 @@ def _reports(item: pytest.Item, nextitem: pytest.Item | None,
         finally:
             os._exit(status)
     os.close(write_end)
-    data, status, hung = _wait(pid, read_end, _deadline(item))
+    timed_out = False
+    try:
+        data, status, hung = _wait(pid, read_end, _deadline(item))
+    except pytest.fail.Exception:
+        # pytest-timeout's alarm, which fires in this process (a forked child has no timers):
+        # the test outlived its timeout. faulthandler in the child says where it was.
+        timed_out = True
+        os.kill(pid, signal.SIGABRT)
+        data, status, hung = _wait(pid, read_end, 10)
     try:
         where = _where(open(trace.name, errors="replace").read(), item)
     finally:
@@ -76,7 +86,10 @@ def _reports(item: pytest.Item, nextitem: pytest.Item | None,
     if data and not hung and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
         return [config.hook.pytest_report_from_serializable(config=config, data=d)
                 for d in pickle.loads(data)]
-    if hung:
+    if timed_out:
+        why = (f"the test outlived its timeout ({_deadline(item) - GRACE:.0f} s) and was "
+               f"stopped{where}")
+    elif hung:
         why = (f"the test process hung: still running {_deadline(item):.0f} s after it started "
                f"(the per-test timeout could not stop it), killed{where}")
     elif os.WIFSIGNALED(status):

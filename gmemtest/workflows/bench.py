@@ -201,6 +201,10 @@ def edit_loop(spec: KernelSpec, out: Path, limits: qemu.Limits,
     that both loops start warm."""
     tree = developer_tree(spec, progress)
     at = KernelSpec(Tree(tree), None, spec.fragments)
+    if not cov.map_path(tree).is_file() and spec.patches is not None \
+            and cov.adopt_map(kernel.prepare(spec, progress), tree):
+        progress.phase("bench", f"the coverage map of {spec.label()} serves {tree}: "
+                       "the files it measured are the same")
     if not cov.map_path(tree).is_file():
         progress.phase("bench", f"the coverage map of {tree} (once)")
         m = cov.measure(at, [], limits=limits, progress=progress, stamp="map",

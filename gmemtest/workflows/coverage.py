@@ -160,16 +160,20 @@ def map_path(tree: Path) -> Path:
 
 def save_map(m: Measured, doc: dict[str, Any] | None = None) -> Path:
     """For the tree the kernel was built from: which tests ran each function, by file (an
-    edit of the tree is looked up in it, `vm-test --src TREE --affected BASE`), and the
-    series drawn (``doc``, :func:`write`'s: what `gmemtest mutate` mutates)."""
+    edit of the tree is looked up in it, `vm-test --src TREE --affected BASE`), the series
+    drawn (``doc``, :func:`write`'s: what `gmemtest mutate` mutates) and each test's seconds
+    per boot (the order in which a mutant's tests run: the quick ones first)."""
     assert m.build.source_path is not None
     functions = {file: {fn: sorted(m.coverage.tests_of_function(file, fn))
                         for fn in fc.functions}
                  for file, fc in m.coverage.files.items() if fc.functions}
+    seconds = {b.label: report.durations(b.run.results / "junit.xml") for b in m.boots
+               if b.run is not None and (b.run.results / "junit.xml").is_file()}
     path = map_path(m.build.source_path)
     path.write_text(json.dumps({"tree": str(m.build.source_path), "label": m.build.label,
                                 "made": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                "functions": functions, "series": doc}) + "\n")
+                                "functions": functions, "series": doc,
+                                "seconds": seconds}) + "\n")
     return path
 
 
@@ -180,14 +184,30 @@ def load_map(tree: Path) -> dict[str, Any] | None:
         return None
     try:
         doc: dict[str, Any] = json.loads(path.read_text())
-        if isinstance(doc, dict):
-            doc.setdefault("series", None)  # a map from before it kept the series
+        if isinstance(doc, dict):  # a map from before it kept the series and the seconds
+            doc.setdefault("series", None)
+            doc.setdefault("seconds", {})
         check(doc, {"tree": str, "label": str, "made": str,
-                    "functions": MapOf(MapOf(ListOf(str))), "series": Maybe(dict)}, str(path))
+                    "functions": MapOf(MapOf(ListOf(str))), "series": Maybe(dict),
+                    "seconds": MapOf(MapOf((int, float)))}, str(path))
     except (OSError, ValueError, GmemtestError) as e:
         raise GmemtestError(f"{path}: a damaged coverage map ({one_line(e)}); remove it and "
                             "run `gmemtest coverage` again") from None
     return doc
+
+
+def adopt_map(source: Path, tree: Path) -> bool:
+    """Give ``tree`` the map of ``source`` when every file the map measured is the same in
+    both (a series applied as commits to the same base as a patch set): True if it did."""
+    kept = load_map(source)
+    if kept is None or map_path(tree).is_file():
+        return False
+    for file in kept["functions"]:
+        a, b = source / file, tree / file
+        if not b.is_file() or a.read_bytes() != b.read_bytes():
+            return False
+    map_path(tree).write_text(json.dumps({**kept, "tree": str(tree)}) + "\n")
+    return True
 
 
 def functions_run(cov: coverage.Coverage) -> set[str]:

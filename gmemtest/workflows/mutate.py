@@ -4,12 +4,13 @@ The mutants come from the series' added lines of C that the coverage map says so
 (gmemtest.vmtier.mutants; the map is `gmemtest coverage`'s, made first when the tree has none).
 Each is written into a scratch copy of the kernel tree (hard links, the mutated file replaced,
 never written through), built incrementally in the copy's own build directory (ccache gives
-the first build), booted in both modes side by side, each boot running only the tests that ran
-the mutant's function in that mode, those that ran its line first, stopping at the first
-failure. Results are appended to mutants.jsonl as they come: `--resume DIR` goes on from
-there. Mutants run in the order of their ids, a deterministic sample when ``--budget`` ends
-the run first; those left are "not run". The equivalents file marks mutants that cannot
-change behaviour, with the reason: they are not run and not counted.
+the first build), booted in both modes side by side, each boot running only the tests that
+ran the mutant's line in that mode (a test that never runs the line cannot tell the mutant
+from the original), the quickest first, stopping at the first failure; once one boot has
+killed it the other stops. Results are appended to mutants.jsonl as they come: `--resume
+DIR` goes on from there. Mutants run in the order of their ids, a deterministic sample when
+``--budget`` ends the run first; those left are "not run". The equivalents file marks
+mutants that cannot change behaviour, with the reason: they are not run and not counted.
 """
 
 from __future__ import annotations
@@ -42,41 +43,39 @@ from . import affected, coverage, vmtest
 EQUIVALENTS = Path(__file__).resolve().parents[2] / "kpatches" / "equivalent-mutants.toml"
 # Where mutants are made: the series' C changes to KVM.
 WITHIN = ("virt/kvm/", "arch/x86/kvm/")
-# A mutant's boots: short, since a kernel the mutant hangs is found by the silence limit.
-LIMITS = qemu.Limits(boot=90, test=60, total=900, silence=60)
+# A mutant's boots: shorter than the main job's, so that a mutant that hangs a test or the
+# kernel costs minutes, not half an hour (no test of the suite takes 120 s in the lean build).
+LIMITS = qemu.Limits(boot=90, test=120, total=900, silence=90)
 FAILED = (Outcome.FAILED, Outcome.TIMEOUT, Outcome.ERROR)
 HUNG = (Ended.BOOT_TIMEOUT, Ended.TIMEOUT, Ended.HANG)
 
 
 @dataclass
 class Candidate:
-    """A mutant with where it sits in the series and the tests that can see it."""
+    """A mutant with where it sits in the series and the tests that can see it: those that
+    ran its line (a test that never runs the line cannot tell the mutant from the original)."""
 
     mutant: mutants.Mutant
     function: str
     patch: int
     subject: str
     line_tests: list[str]  # "mode: node id" that ran the line
-    function_tests: list[str]  # ... that ran a line of the function
 
     def result(self) -> Result:
         m = self.mutant
         return Result(m.id, m.file, m.line, self.function, self.patch, self.subject,
                       m.operator, m.original, m.mutated, tests=self.line_tests)
 
-    def tests_for(self, mode: str) -> list[str]:
-        """The node ids to run in the boot ``mode``: the line's runners, then the rest of the
-        function's."""
-        out: list[str] = []
-        for t in (*self.line_tests, *self.function_tests):
-            label, _, node = t.partition(": ")
-            if label == mode and node not in out:
-                out.append(node)
-        return out
+    def tests_for(self, mode: str, seconds: dict[str, float] | None = None) -> list[str]:
+        """The node ids to run in the boot ``mode``, the quickest first (``seconds``: each
+        test's in the coverage run; the unknown last, in name order)."""
+        nodes = {node for label, _, node in (t.partition(": ") for t in self.line_tests)
+                 if label == mode}
+        took = seconds or {}
+        return sorted(nodes, key=lambda n: (took.get(n, float("inf")), n))
 
 
-def candidates(doc: dict[str, Any], functions: dict[str, dict[str, list[str]]],
-               tree: Path) -> list[Candidate]:
+def candidates(doc: dict[str, Any], tree: Path) -> list[Candidate]:
     """Every mutant of the run lines the series adds to KVM's C files, in id order."""
     out: list[Candidate] = []
     seen: dict[str, dict[str, int]] = {}
@@ -100,8 +99,7 @@ def candidates(doc: dict[str, Any], functions: dict[str, dict[str, list[str]]],
                                         "coverage` on it again")
                 fn = next((n for n, (s, e) in defined[file].items() if s <= tip <= e), "?")
                 for m in mutants.of_line(file, tip, ln["text"], seen.setdefault(file, {})):
-                    out.append(Candidate(m, fn, p["index"], p["subject"], list(ln["tests"]),
-                                         functions.get(file, {}).get(fn, [])))
+                    out.append(Candidate(m, fn, p["index"], p["subject"], list(ln["tests"])))
     return sorted(out, key=lambda c: c.mutant.id)
 
 
@@ -167,7 +165,8 @@ def _killer(boots: list[report.BootReport]) -> tuple[str, str | None]:
     for b in boots:
         failed = [r for r in b.results if r.outcome in FAILED]
         if failed:
-            return mutation.KILLED, f"{b.label}: {failed[0].name}"
+            slow = failed[0].outcome is Outcome.TIMEOUT
+            return (mutation.TIMED_OUT if slow else mutation.KILLED), f"{b.label}: {failed[0].name}"
         if b.findings:
             return mutation.KILLED, f"{b.label}: {b.findings[0]}"[:300]
     for b in boots:
@@ -178,8 +177,20 @@ def _killer(boots: list[report.BootReport]) -> tuple[str, str | None]:
     return mutation.SURVIVED, None
 
 
+def test_limit(limits: qemu.Limits, tests: list[str], took: dict[str, float]) -> qemu.Limits:
+    """``limits`` with a per-test timeout of three times the slowest of ``tests`` in the
+    coverage run (itself slower than the lean build), at least 30 s and at most ``limits``'s:
+    a mutant that makes a conversion loop forever costs half a minute, not five."""
+    known = [took[t] for t in tests if t in took]
+    if len(known) < len(tests):
+        return limits
+    return replace(limits, test=min(limits.test, max(30.0, 3 * max(known, default=0.0))))
+
+
 def run_one(c: Candidate, spec: KernelSpec, scratch: Scratch, progress: Progress,
-            results: Path, limits: qemu.Limits) -> Result:
+            results: Path, limits: qemu.Limits, seconds: dict[str, dict[str, float]],
+            extra: tuple[str, ...] = ()) -> Result:
+    """Build ``c``'s mutant and run its tests (and ``extra``, in every boot) against it."""
     r = c.result()
     t0 = time.monotonic()
     lines = (scratch.tree / c.mutant.file).read_text().splitlines()
@@ -194,7 +205,8 @@ def run_one(c: Candidate, spec: KernelSpec, scratch: Scratch, progress: Progress
         return r
     finally:
         scratch.restore({c.mutant.file})
-    boots = [m for m in vmtest.modes(build) if c.tests_for(m.label)]
+    boots = [m for m in vmtest.modes(build) if c.tests_for(m.label) or extra]  # a mode
+    # that never ran the line cannot see the mutant
     if not boots:
         raise GmemtestError(f"{c.mutant.describe()}: no boot of {build.label} has a test that "
                             "ran it (the map's boots are not this kernel's)")
@@ -203,10 +215,13 @@ def run_one(c: Candidate, spec: KernelSpec, scratch: Scratch, progress: Progress
     decided = threading.Event()  # a boot killed the mutant: the other one stops
 
     def boot(mode: vmtest.Mode) -> report.BootReport:
-        tests = c.tests_for(mode.label)
+        took = seconds.get(mode.label, {})
+        tests = c.tests_for(mode.label, took)
+        tests += [t for t in extra if t not in tests]
         run = qemu.boot(build, ["-p", "no:xdist", "-x", *tests],
                         results=results / f"{c.mutant.id}-{mode.slug}",
-                        cmdline=list(mode.cmdline), limits=limits, echo=False, stop=decided)
+                        cmdline=list(mode.cmdline), limits=test_limit(limits, tests, took),
+                        echo=False, stop=decided)
         rep = report.evaluate(mode.label, run)
         if rep.ended is not Ended.STOPPED and _killer([rep])[0] != mutation.SURVIVED:
             decided.set()
@@ -222,8 +237,8 @@ def run_one(c: Candidate, spec: KernelSpec, scratch: Scratch, progress: Progress
 
 # --- the run -----------------------------------------------------------------------------------
 
-def the_map(spec: KernelSpec, progress: Progress, out: Path, stamp: str,
-            limits: qemu.Limits) -> tuple[kernel.Build, dict[str, Any]]:
+def the_map(spec: KernelSpec, progress: Progress, out: Path,
+            stamp: str) -> tuple[kernel.Build, dict[str, Any]]:
     """The lean build of ``spec`` and its tree's coverage map, measured now if there is none."""
     build = kernel.resolve(spec, progress)
     assert build.source_path is not None
@@ -231,7 +246,7 @@ def the_map(spec: KernelSpec, progress: Progress, out: Path, stamp: str,
     if kept is None or kept["series"] is None:
         progress.phase("mutate", "no coverage map of this tree yet: measuring it first "
                        f"(reports in {out / 'coverage'})")
-        m = coverage.measure(spec, [], limits=limits, progress=progress, stamp=stamp,
+        m = coverage.measure(spec, [], limits=qemu.Limits(), progress=progress, stamp=stamp,
                              root=out / "coverage")
         doc = coverage.write(m, out / "coverage")
         coverage.save_map(m, doc)
@@ -243,8 +258,30 @@ def the_map(spec: KernelSpec, progress: Progress, out: Path, stamp: str,
     return build, kept
 
 
+@dataclass(frozen=True)
+class Choice:
+    """Which mutants a run takes: the ``first`` N of the order, those of ``ids``, those whose
+    earlier outcome is in ``retry`` (with --resume); ``extra`` tests run against each, in
+    every boot (a test written to kill a survivor, before the coverage map knows it)."""
+
+    first: int | None = None
+    ids: tuple[str, ...] = ()
+    retry: tuple[str, ...] = ()
+    extra: tuple[str, ...] = ()
+
+    def pick(self, todo: list[Candidate]) -> list[Candidate]:
+        if self.ids:
+            known = {c.mutant.id for c in todo}
+            unknown = [i for i in self.ids if i not in known]
+            if unknown:
+                raise GmemtestError(f"--mutant {unknown[0]}: no mutant of this series has "
+                                    "that id (mutation.json lists them)")
+            todo = [c for c in todo if c.mutant.id in self.ids]
+        return todo[:self.first] if self.first is not None else todo
+
+
 def main(spec: KernelSpec, *, limits: qemu.Limits, out: Path | None, budget: float | None,
-         resume: Path | None, equivalents: Path | None, only: int | None = None) -> int:
+         resume: Path | None, equivalents: Path | None, choice: Choice = Choice()) -> int:
     if isinstance(spec.source, Prebuilt):
         raise GmemtestError(f"{spec.label()}: a built kernel cannot be mutated: name its "
                             "source (kpatches, --src, --series)")
@@ -257,12 +294,11 @@ def main(spec: KernelSpec, *, limits: qemu.Limits, out: Path | None, budget: flo
     progress = Progress()
     t0 = time.monotonic()
     with runlog.results_dir(out), contextlib.ExitStack() as stack:
-        build, kept = the_map(spec, progress, out, stamp, limits)
+        build, kept = the_map(spec, progress, out, stamp)
         assert build.source_path is not None
-        todo = candidates(kept["series"], kept["functions"], build.source_path)
-        if only is not None:
-            todo = todo[:only]
-        done = mutation.load_results(out / "mutants.jsonl")
+        todo = choice.pick(candidates(kept["series"], build.source_path))
+        done = {i: r for i, r in mutation.load_results(out / "mutants.jsonl").items()
+                if r.outcome not in (mutation.NOT_RUN, *choice.retry)}
         scratch = Scratch(build.source_path)
         stack.enter_context(locked(scratch.path.parent.with_suffix(".lock")))
         scratch.make(progress)
@@ -275,13 +311,14 @@ def main(spec: KernelSpec, *, limits: qemu.Limits, out: Path | None, budget: flo
             if c.mutant.id in marked:
                 r = c.result()
                 r.outcome, r.by = mutation.EQUIVALENT, marked[c.mutant.id]
-            elif c.mutant.id in done and done[c.mutant.id].outcome != mutation.NOT_RUN:
+            elif c.mutant.id in done:
                 r = done[c.mutant.id]
             elif budget is not None and time.monotonic() - t0 > budget * 60:
                 r = c.result()
             else:
                 progress.phase(f"mutant {i}/{len(todo)}", c.mutant.describe())
-                r = run_one(c, mspec, scratch, progress, out / "boots", limits)
+                r = run_one(c, mspec, scratch, progress, out / "boots", limits,
+                            kept["seconds"], choice.extra)
                 mutation.append(out / "mutants.jsonl", r)
                 progress.done(f"mutant {i}/{len(todo)}", f"{r.outcome}"
                               + (f" by {r.by}" if r.by else "") + f" ({r.seconds:.0f} s)")
