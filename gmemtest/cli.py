@@ -222,7 +222,8 @@ def _cmd_mutate(args: argparse.Namespace) -> int:
     if any(a.startswith("-") for a in extra):
         raise UsageError("after -- mutate takes test node ids to run against every mutant, "
                          f"not pytest options ({next(a for a in extra if a.startswith('-'))})")
-    choice = mutate.Choice(args.first, tuple(args.mutant), tuple(args.retry), extra)
+    choice = mutate.Choice(args.first, tuple(args.mutant), tuple(args.retry), extra,
+                           args.tests_per_mutant or None)
     return mutate.main(spec, limits=mutate.LIMITS, out=Path(args.out) if args.out else None,
                        budget=args.budget, resume=Path(args.resume) if args.resume else None,
                        equivalents=equivalents, choice=choice)
@@ -354,7 +355,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     return bench.main(_spec(args), cmdline=args.cmdline or ["kvm.gmem_in_place_conversion=0"],
                       seconds=args.seconds, cold=args.cold,
-                      out=Path(args.out) if args.out else None, limits=_limits(args))
+                      out=Path(args.out) if args.out else None, limits=_limits(args),
+                      edit_loop_only=args.edit_loop)
 
 
 # --- the parser ---------------------------------------------------------------------------------
@@ -381,6 +383,12 @@ def _minutes(text: str) -> float:
         return _seconds(text)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"{text!r}: a number of minutes above 0") from None
+
+
+def _whole(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number, 0 or above")
+    return int(text)
 
 
 def _count(text: str) -> int:
@@ -598,6 +606,9 @@ def parser() -> argparse.ArgumentParser:
                     help="time per micro-benchmark (default 1)")
     be.add_argument("--cold", action="store_true",
                     help="also time a cold kernel build (fresh directory, ccache off)")
+    be.add_argument("--edit-loop", action="store_true",
+                    help="only the edit loop: edit one function, the covering tests' verdict "
+                    "next to the whole suite's")
     be.add_argument("--out", metavar="DIR", help="report directory (default results/bench-*)")
     _add_vm_limits(be)
     be.set_defaults(func=_cmd_bench)
@@ -623,6 +634,9 @@ def parser() -> argparse.ArgumentParser:
                     help="only the first N mutants of the deterministic order")
     mu.add_argument("--mutant", action="append", default=[], metavar="ID",
                     help="only this mutant (repeatable; ids as the reports give them)")
+    mu.add_argument("--tests-per-mutant", type=_whole, default=40, metavar="N",
+                    help="run at most the N quickest tests that ran the line, in each boot "
+                    "(default 40; 0: all of them)")
     mu.add_argument("--resume", metavar="DIR", help="go on with the run in DIR")
     mu.add_argument("--retry", action="append", default=[], metavar="OUTCOME",
                     choices=["survived", "timed out", "killed", "did not build"],

@@ -2,11 +2,14 @@
 (present leaf mappings per level in KVM's page tables). Faults are made deterministic with
 KVM_PRE_FAULT_MEMORY; the stats are read once after each step."""
 
+import os
+from pathlib import Path
+
 import pytest
 
 from gmemtest import Agent, KvmError
-from gmemtest.kvm import uapi
-from gmemtest.testing import GPA, PAGE
+from gmemtest.kvm import revision, uapi
+from gmemtest.testing import ENV_HEADERS, GPA, PAGE
 from gmemtest.testing.routes import GuestMemory
 
 M2 = uapi.HUGE_2M
@@ -89,6 +92,26 @@ def huge_gmem(vm, size=M2, flags=0):
     """A GUEST_MEMFD_FLAG_HUGETLB file of 2M pages (huge guest_memfd, work in progress)."""
     return vm.create_guest_memfd(size, uapi.GUEST_MEMFD_FLAG_HUGETLB | flags,
                                  page_order=HUGE_ORDER)
+
+
+@pytest.mark.needs("kernel_headers", "vm_type:KVM_X86_SW_PROTECTED_VM")
+def test_huge_files_are_offered_to_vms_with_private_memory_only(kvm):
+    """Where the kernel's own uapi headers define GUEST_MEMFD_FLAG_HUGETLB (the huge-page
+    uAPI, kpatches/0005) and it has transparent huge pages, KVM_CAP_GUEST_MEMFD_FLAGS offers
+    HUGETLB on /dev/kvm and to a SW_PROTECTED VM, and never to a default VM (huge files start
+    private: of use only with private memory). The huge tests that need the flag cannot then
+    skip because a broken kernel stopped offering it."""
+    header = revision.kvm_header(Path(os.environ[ENV_HEADERS]))
+    if header is None or revision.define_in(header, "GUEST_MEMFD_FLAG_HUGETLB") is None:
+        pytest.skip("needs GUEST_MEMFD_FLAG_HUGETLB in the kernel's uapi headers (kpatches/0005)")
+    if not Path("/sys/kernel/mm/transparent_hugepage").is_dir():
+        pytest.skip("needs CONFIG_TRANSPARENT_HUGEPAGE (no /sys/kernel/mm/transparent_hugepage)")
+    huge = uapi.GUEST_MEMFD_FLAG_HUGETLB
+    assert kvm.check_extension(uapi.KVM_CAP_GUEST_MEMFD_FLAGS) & huge
+    with kvm.create_vm(uapi.KVM_X86_SW_PROTECTED_VM) as vm:
+        assert vm.check_extension(uapi.KVM_CAP_GUEST_MEMFD_FLAGS) & huge
+    with kvm.create_vm(uapi.KVM_X86_DEFAULT_VM) as vm:
+        assert not vm.check_extension(uapi.KVM_CAP_GUEST_MEMFD_FLAGS) & huge
 
 
 @pytest.mark.needs("gmem_flags:HUGETLB@KVM_X86_SW_PROTECTED_VM")

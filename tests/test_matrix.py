@@ -318,7 +318,7 @@ def test_list_prints_every_cell_with_its_id(gmemtest_cli):
     proc = gmemtest_cli("matrix", "--config", str(CHECKOUT / "matrices/onoff.toml"), "--list")
     assert proc.returncode == 0, proc.stderr
     listed = json.loads(proc.stdout)
-    assert [c["id"] for c in listed] == [ON, OFF]
+    assert [c["id"] for c in listed] == [ON, OFF, COV_ON, COV_OFF]
     assert listed[0]["slug"] == "applied--default--on"
 
 
@@ -354,7 +354,7 @@ def test_unknown_cell_is_one_line(gmemtest_cli, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
         "gmemtest matrix: error: --cell applied/default/sideways: no such cell in the "
-        f"matrix (its cells: {ON}, {OFF})"]
+        f"matrix (its cells: {ON}, {OFF}, {COV_ON}, {COV_OFF})"]
 
 
 @pytest.mark.parametrize("case, message", [

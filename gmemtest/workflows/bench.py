@@ -74,7 +74,7 @@ def cold_build(spec: KernelSpec, progress: Progress) -> float:
 
 
 def run(spec: KernelSpec, *, cmdline: list[str], seconds: float, cold: bool, out: Path,
-        limits: qemu.Limits) -> dict[str, Any]:
+        limits: qemu.Limits, edit_loop_only: bool = False) -> dict[str, Any]:
     progress = Progress()
     out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"machine": machine(), "cmdline": cmdline}
@@ -82,6 +82,10 @@ def run(spec: KernelSpec, *, cmdline: list[str], seconds: float, cold: bool, out
     if b.source_path is None or b.manifest is None:
         raise GmemtestError(f"{b.label}: bench builds its kernel (name a source, not a "
                             "built kernel)")
+    if edit_loop_only:
+        result.update(kernel=b.label, patches=list(b.manifest.patches),
+                      edit_loop=edit_loop(spec, out / "edit-loop", limits, progress))
+        return _written(result, out, progress)
     if cold:
         result["cold_build_seconds"] = round(cold_build(spec, progress), 1)
     (b.source_path / "virt/kvm/guest_memfd.c").touch()
@@ -114,6 +118,10 @@ def run(spec: KernelSpec, *, cmdline: list[str], seconds: float, cold: bool, out
         result["boot_to_first_test_seconds"] = round(
             (r.boot_seconds or 0) + guest["first_test_uptime"] - float(init.group(1)), 2)
     result.update({k: v for k, v in guest.items() if k != "first_test_uptime"})
+    return _written(result, out, progress)
+
+
+def _written(result: dict[str, Any], out: Path, progress: Progress) -> dict[str, Any]:
     progress.done("bench", str(out))
     (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "bench.md").write_text(markdown(result))
@@ -408,9 +416,10 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def main(spec: KernelSpec, *, cmdline: list[str], seconds: float, cold: bool,
-         out: Path | None, limits: qemu.Limits) -> int:
+         out: Path | None, limits: qemu.Limits, edit_loop_only: bool = False) -> int:
     out = out or vmtest.results_root() / time.strftime("bench-%Y%m%d-%H%M%S")
-    r = run(spec, cmdline=cmdline, seconds=seconds, cold=cold, out=out, limits=limits)
+    r = run(spec, cmdline=cmdline, seconds=seconds, cold=cold, out=out, limits=limits,
+            edit_loop_only=edit_loop_only)
     print(text(r))
     print(f"report: {out}/bench.md, {out}/bench.json")
     return 0

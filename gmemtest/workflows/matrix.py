@@ -365,7 +365,7 @@ def report_on(results: list[CellResult], out: Path, *, baseline: Path | None,
     why = not_run(results)
     if why:
         print(f"gmemtest matrix: error: {why}", file=sys.stderr)
-    print(render.table(results, regr))
+    print(render.table(results, regr, render.coverage_notes(measured)))
     print(f"reports: {out}/report.html, summary.md, junit.xml, matrix.ktap, *.ktap, "
           "matrix.json" + (f"; KCIDB: {kcidb_file}" if kcidb_file else ""))
     if why:
