@@ -114,6 +114,9 @@ def test_candidates_are_the_run_lines_of_kvms_c_files(tmp_path):
                      "in-place conversion on: tests/z.py"]
     assert c.tests_for("in-place conversion on", {"tests/a.py::t1": 9.0, "tests/a.py::t0": 1.5}
                        ) == ["tests/a.py::t0", "tests/a.py::t1", "tests/z.py"]
+    # a test slower than a minute in the coverage run is left out
+    assert c.tests_for("in-place conversion on", {"tests/a.py::t1": 132.0}) == [
+        "tests/a.py::t0", "tests/z.py"]
     # a map drawn on another text of the tree is refused
     (tmp_path / "virt/kvm/gmem.c").write_text(TIP.replace("nr < g->max", "nr <= g->max"))
     with pytest.raises(GmemtestError, match="run `gmemtest coverage` on it again"):
