@@ -132,6 +132,18 @@ def test_reserved_words_of_creation_are_ignored(vm, word):
         assert view.read(4096, 8) == bytes(8)
 
 
+@pytest.mark.needs("KVM_CAP_GUEST_MEMFD", "cachestat")
+def test_page_order_without_hugetlb_is_ignored(vm):
+    """The page-order byte of KVM_CREATE_GUEST_MEMFD (the huge-page work in progress,
+    kpatches/0005; a reserved byte in 7.2) means something only with GUEST_MEMFD_FLAG_HUGETLB:
+    given alone it is ignored, and allocating one page puts one page in the file's page cache,
+    not a 2M folio (cachestat counts them)."""
+    gmem = vm.create_guest_memfd(2 * MiB, 0, page_order=9)
+    assert gmem.cached() == 0
+    gmem.allocate(4096, 4096)
+    assert gmem.cached() == 1
+
+
 @pytest.mark.needs("KVM_CAP_GUEST_MEMFD", "gmem_flags:MMAP+INIT_SHARED")
 def test_memslot_padding_is_ignored(vm, shared_gmem):
     """KVM_SET_USER_MEMORY_REGION2 does not check pad1 and pad2 (7.2): a memslot set with

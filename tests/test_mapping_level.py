@@ -137,17 +137,23 @@ def test_huge_guest_memfd(route):
     assert levels(vm)[1] == m2 + 1, "the range, private again, did not map at 2M"
 
 
-@pytest.mark.needs("gmem_flags:HUGETLB@KVM_X86_SW_PROTECTED_VM")
-def test_only_the_folio_with_a_shared_page_maps_at_4k(route):
-    """A huge file of four 2M folios, private, with one page of the last folio shared: the
-    first three map at 2M, the last page by page at 4K, so the folio that decides is found
-    past the first."""
+def four_private_folios(route):
+    """A huge file of four 2M folios in a memslot at GPA, all private: (vm, agent, memory)."""
     vm = route.vm
     gmem = huge_gmem(vm, 4 * M2)
     agent = Agent(vm)
     slot = vm.add_memslot(1, GPA, 4 * M2, gmem=gmem, align=M2)
     mem = GuestMemory(slot, gmem, slot.backing, GPA, 4 * M2)
     route.to_private(mem)
+    return vm, agent, mem
+
+
+@pytest.mark.needs("gmem_flags:HUGETLB@KVM_X86_SW_PROTECTED_VM")
+def test_only_the_folio_with_a_shared_page_maps_at_4k(route):
+    """A huge file of four 2M folios, private, with one page of the last folio shared: the
+    first three map at 2M, the last page by page at 4K, so the folio that decides is found
+    past the first."""
+    vm, agent, mem = four_private_folios(route)
     route.convert(mem, 3 * M2 + 7 * PAGE, PAGE, private=False)
     k4, m2, _ = levels(vm)
     agent.vcpu.pre_fault(GPA, 4 * M2)
@@ -163,18 +169,29 @@ def test_shared_pages_on_folio_edges_decide_only_their_own_folio(route):
     first page of the third shared: those two folios map page by page, the second and the
     fourth, private from edge to edge, at 2M. The search for a shared page of a folio takes
     its last page and stops there (a search one page long would keep the second at 4K)."""
-    vm = route.vm
-    gmem = huge_gmem(vm, 4 * M2)
-    agent = Agent(vm)
-    slot = vm.add_memslot(1, GPA, 4 * M2, gmem=gmem, align=M2)
-    mem = GuestMemory(slot, gmem, slot.backing, GPA, 4 * M2)
-    route.to_private(mem)
+    vm, agent, mem = four_private_folios(route)
     route.convert(mem, M2 - PAGE, PAGE, private=False)
     route.convert(mem, 2 * M2, PAGE, private=False)
     k4, m2, _ = levels(vm)
     agent.vcpu.pre_fault(GPA, 4 * M2)
     assert levels(vm)[:2] == (k4 + 2 * 512, m2 + 2), \
         "a shared page on a folio's edge changed the mapping of its neighbour"
+
+
+@pytest.mark.needs("gmem_flags:HUGETLB@KVM_X86_SW_PROTECTED_VM")
+def test_converting_the_unbound_half_of_a_folio_ends_its_invalidation(gmem_route):
+    """A huge 2M file whose memslot binds only its first half: converting the second half (in
+    no memslot) invalidates KVM's mappings of the whole folio, and must end that invalidation
+    over the whole folio too: the bound half faults in afterwards, page by page (the folio is
+    mixed now). An invalidation left running would make every fault in it retry forever."""
+    vm = gmem_route.vm
+    gmem = huge_gmem(vm, M2)
+    agent = Agent(vm)
+    vm.add_memslot(1, GPA, M2 // 2, gmem=gmem, align=M2)
+    k4, m2, _ = levels(vm)
+    gmem.set_attributes(M2 // 2, M2 // 2, 0)
+    agent.vcpu.pre_fault(GPA, M2 // 2)
+    assert levels(vm)[:2] == (k4 + 256, m2), "the bound half did not map page by page"
 
 
 @pytest.mark.needs("series")
