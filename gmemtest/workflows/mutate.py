@@ -198,8 +198,8 @@ def test_limit(limits: qemu.Limits, tests: list[str], took: dict[str, float]) ->
 def run_one(c: Candidate, spec: KernelSpec, scratch: Scratch, progress: Progress,
             results: Path, limits: qemu.Limits, seconds: dict[str, dict[str, float]],
             extra: tuple[str, ...] = (), most: int | None = None) -> Result:
-    """Build ``c``'s mutant and run its tests (the ``most`` quickest of each boot's, and
-    ``extra`` in every boot) against it."""
+    """Build ``c``'s mutant and run its tests against it: ``extra`` first in every boot, then
+    the ``most`` quickest of those that ran its line in the boot."""
     r = c.result()
     t0 = time.monotonic()
     lines = (scratch.tree / c.mutant.file).read_text().splitlines()
@@ -225,8 +225,7 @@ def run_one(c: Candidate, spec: KernelSpec, scratch: Scratch, progress: Progress
 
     def boot(mode: vmtest.Mode) -> report.BootReport:
         took = seconds.get(mode.label, {})
-        tests = c.tests_for(mode.label, took)[:most]
-        tests += [t for t in extra if t not in tests]
+        tests = [*extra, *(t for t in c.tests_for(mode.label, took)[:most] if t not in extra)]
         run = qemu.boot(build, ["-p", "no:xdist", "-x", *tests],
                         results=results / f"{c.mutant.id}-{mode.slug}",
                         cmdline=list(mode.cmdline), limits=test_limit(limits, tests, took),
