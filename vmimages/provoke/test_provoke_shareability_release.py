@@ -1,4 +1,11 @@
-"""What closing a guest_memfd gives back to the kernel."""
+"""What closing a guest_memfd gives back to the kernel: a reproducer kept out of the suite.
+
+On kpatches/7.2 (applied form) this test oopses the guest kernel: once sixteen files whose
+shareability records were split into an entry per page are closed, the RCU callback that frees
+the records' maple tree nodes dereferences NULL in mte_dead_walk() (found 2026-12-02 by the
+mutation run's new test; docs/coverage.md). It stays here, run by hand (`gmemtest vm run
+--kernel BUILD -- -p no:xdist vmimages/provoke/` and this file's name), until the series is
+fixed, when it goes back into tests/."""
 
 import time
 
