@@ -60,7 +60,7 @@ def _spec(args: argparse.Namespace) -> Any:
     return kernelspec.from_options(
         src=args.src, series=args.series, series_version=args.series_version,
         patches=args.patches, patch_dir=args.patch_dir, kpatches=args.kpatches,
-        fragments=_fragments(args), build_dir=getattr(args, "build_dir", None))
+        base=args.base, fragments=_fragments(args), build_dir=getattr(args, "build_dir", None))
 
 
 def _limits(args: argparse.Namespace) -> Any:
@@ -136,8 +136,12 @@ def _cmd_kernel_show(args: argparse.Namespace) -> int:
     """What a spec names, checked, without building it."""
     from gmemtest.vmtier import kernelspec
 
-    specs = [kernelspec.from_word(w) for w in args.words] if args.words else [_spec(args)]
+    specs = [kernelspec.from_word(w, args.base) for w in args.words] if args.words \
+        else [_spec(args)]
     for spec in specs:
+        source = getattr(spec.source, "onto", spec.source)
+        if isinstance(source, kernelspec.Debian) and source.fallback:
+            print(f"base: {source.fallback}")
         print(spec.label())
     return 0
 
@@ -295,7 +299,7 @@ def _posted(args: argparse.Namespace) -> Any:
     from gmemtest.vmtier import kernelspec
 
     return kernelspec.from_options(src=args.src, series=args.mbox,
-                                   series_version=args.series_version,
+                                   series_version=args.series_version, base=args.base,
                                    fragments=_fragments(args))
 
 
@@ -331,8 +335,8 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     from gmemtest.vmtier import kernelspec
     from gmemtest.workflows import diff, vmtest
 
-    a = kernelspec.from_word(args.a)  # both sides checked before anything is built
-    b = kernelspec.from_word(args.b)
+    a = kernelspec.from_word(args.a, args.base)  # both sides checked before anything is built
+    b = kernelspec.from_word(args.b, args.base)
     out = Path(args.out) if args.out else \
         vmtest.results_root() / time.strftime("diff-%Y%m%d-%H%M%S")
     rc, why = diff.main(args.a, a, args.b, b, args.pytest_args or None, _limits(args), out,
@@ -422,10 +426,15 @@ def _add_fragments(p: argparse.ArgumentParser) -> None:
                    help="add the debug kconfig fragment (KASAN, lockdep, ...)")
 
 
+BASE_HELP = ("Debian's linux-source to build: X.Y, or newest (default: the newest that the "
+             "suites offer and kpatches/ supports)")
+
+
 def _add_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--src", metavar="DIR",
-                   help="kernel tree to build (default: Debian's linux-source-7.2); with "
-                   "--series, the base to apply it onto")
+                   help="kernel tree to build (default: Debian's linux-source, see --base); "
+                   "with --series, the base to apply it onto")
+    p.add_argument("--base", metavar="X.Y", default=None, help=BASE_HELP)
     p.add_argument("--series", metavar="MBOX",
                    help="a posted series (an mbox: git format-patch --stdout, b4 am -o -, a "
                    "list archive), applied with git am onto the base")
@@ -566,7 +575,8 @@ def parser() -> argparse.ArgumentParser:
         x.add_argument("--series-version", type=int, metavar="N",
                        help="the version to take (default: the newest in the mbox)")
         x.add_argument("--src", metavar="DIR", help="the base tree (default: Debian's "
-                       "linux-source-7.2)")
+                       "linux-source, see --base)")
+        x.add_argument("--base", metavar="X.Y", default=None, help=BASE_HELP)
     sa.set_defaults(func=_cmd_series_apply)
     sw.add_argument("--debug", action="store_true", help="add the debug kconfig fragment")
     sw.add_argument("--coverage", action="store_true", help="also boot the tip's coverage "
@@ -580,6 +590,8 @@ def parser() -> argparse.ArgumentParser:
                    "directory, a series mbox, a kernel tree, or kpatches[:FORM]")
     d.add_argument("b", metavar="B", help="the same, to compare with A")
     d.add_argument("--out", metavar="DIR", help="report directory (default results/diff-*)")
+    d.add_argument("--base", metavar="X.Y", default=None, help=BASE_HELP + "; for kpatches, "
+                   "patch directories and mboxes")
     d.add_argument("--coverage", action="store_true", help="boot each side's coverage build "
                    "(the suite one test at a time) and compare what each side's tests ran")
     _add_vm_limits(d)

@@ -1,10 +1,11 @@
 """`git bisect run gmemtest bisect-step` finds the commit that broke a conversion rule.
 
-A git repo of linux-source-7.2 with the kpatches series (the applied form) as commits, and in
-the middle of the series, right after the patch that makes conversions to private unmap the
-host mappings of the pages that change state, a commit that stops them doing so. Bisecting
-between that patch (good) and the tip (bad) must name the breaking commit. Host only: it builds
-and boots kernels (the Debian source must be in the cache: the main job fetches it).
+A git repo of Debian's linux-source (the main job's base) with the kpatches series (the applied
+form) as commits, and in the middle of the series, right after the patch that makes
+conversions to private unmap the host mappings of the pages that change state, a commit that
+stops them doing so. Bisecting between that patch (good) and the tip (bad) must name the
+breaking commit. Host only: it builds and boots kernels (the Debian source must be in the
+cache: the main job fetches it).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from bases import BASE
 
 from gmemtest.cache import cache_dir
 from gmemtest.vmtier import debian, patchset
@@ -36,20 +38,19 @@ def git(repo: Path, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def repo() -> Path:
-    pristine = sorted(p for p in cache_dir("src").glob("linux-source-7.2_*/linux-source-7.2")
-                      if "+" not in p.parent.name)  # not a patched copy
+    pristine = [debian.fetch_source(BASE, Progress(quiet=True)).path]
     dest = cache_dir("bisect-test") / "linux"
     ready = dest / ".git/gmemtest-ready"  # holds the series it was made from
-    series = "".join(p.read_text() for p in patchset.kpatches("7.2").patches)
+    series = "".join(p.read_text() for p in patchset.kpatches(BASE).patches)
     if not ready.exists() or ready.read_text() != series:
         subprocess.run(["rm", "-rf", str(dest)], check=True)
         dest.mkdir()
         subprocess.run(["cp", "-a", f"{pristine[-1]}/.", str(dest)], check=True)
         git(dest, "init", "-q")
         git(dest, "add", "-f", "-A")
-        git(dest, "commit", "-q", "-m", "linux-source-7.2")
+        git(dest, "commit", "-q", "-m", f"linux-source-{BASE}")
         gmem = dest / "virt/kvm/guest_memfd.c"
-        patches = list(patchset.kpatches("7.2").patches)
+        patches = list(patchset.kpatches(BASE).patches)
         while UNMAP not in gmem.read_text():  # apply the series up to the unmapping patch
             git(dest, "am", "-q", str(patches.pop(0)))
         gmem.write_text(gmem.read_text().replace(UNMAP, "\t\t\tcontinue;\n"))
@@ -97,7 +98,7 @@ def test_a_broken_harness_aborts_the_bisection(case, tmp_path):
     under test: 128 (git bisect run stops) with one line, never 125 (skip this commit), which
     would make git bisect skip every commit."""
     src = tmp_path if case == "not a tree" else debian.fetch_source(
-        "7.2", Progress(quiet=True)).path
+        BASE, Progress(quiet=True)).path
     env = {**os.environ, "PATH": str(Path(sys.executable).parent)} if case == "gcc missing" \
         else None
     proc = subprocess.run([sys.executable, "-m", "gmemtest.cli", "bisect-step", "--src",

@@ -223,11 +223,11 @@ def test_functions_in_kernel_style():
     assert affected.functions(multi) == {"foo": (1, 6)}
 
 
-def write_map(tree: Path, functions: dict) -> None:
+def write_map(tree: Path, functions: dict, seconds: dict | None = None) -> None:
     path = workflow.map_path(tree)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"tree": str(tree), "label": "t", "made": "now",
-                                "functions": functions}))
+                                "functions": functions, "seconds": seconds or {}}))
 
 
 @pytest.fixture
@@ -259,6 +259,30 @@ def test_an_edit_inside_covered_functions_picks_their_tests(edited):
     sel = affected.select(edited, "HEAD")
     assert sel.why == {"add": 2, "main": 1} and len(sel.tests) == 3
     assert "add (2 tests)" in sel.describe()
+
+
+def test_tests_slower_than_a_minute_are_left_out_and_named(edited):
+    """A covering test that took over a minute in either boot of the coverage run is left
+    out of the quick loop and named; when only slow tests cover the edit, they run."""
+    functions = json.loads(workflow.map_path(edited).read_text())["functions"]
+    write_map(edited, functions, {"on": {"tests/test_a.py::test_add": 2.0},
+                                  "off": {"tests/test_b.py::test_b[x]": 61.5,
+                                          "tests/test_m.py::test_main": 90.0}})
+    edit(edited, "\ttotal += a + b;", "\ttotal += b + a;")
+    sel = affected.select(edited, "HEAD")
+    assert sel.tests == ["tests/test_a.py::test_add"]
+    assert sel.slow == ["tests/test_b.py::test_b[x]"]
+    assert "left out, over 60 s each in the coverage run: tests/test_b.py::test_b[x]" \
+        in sel.describe()
+    edit(edited, "\tadd(argc, 1);", "\tadd(argc, 2);")
+    sel = affected.select(edited, "HEAD")
+    assert sel.why == {"add": 2, "main": 1} and sel.tests == ["tests/test_a.py::test_add"]
+    assert sel.slow == ["tests/test_b.py::test_b[x]", "tests/test_m.py::test_main"]
+    edit(edited, "\ttotal += b + a;", "\ttotal += a + b;")
+    write_map(edited, {"virt/kvm/x.c": {"main": ["on: tests/test_m.py::test_main"]}},
+              {"on": {"tests/test_m.py::test_main": 90.0}})
+    sel = affected.select(edited, "HEAD")
+    assert sel.tests == ["tests/test_m.py::test_main"] and sel.slow == []
 
 
 @pytest.mark.parametrize("old, new, why", [

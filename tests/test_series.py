@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bases import BASE
 
 from gmemtest.cache import cache_dir
 from gmemtest.errors import GmemtestError
@@ -29,16 +30,16 @@ from gmemtest.vmtier.progress import Progress
 pytestmark = pytest.mark.host_only
 
 GIT = ["git", "-c", "user.name=gmemtest", "-c", "user.email=gmemtest@localhost"]
-COVER = "KVM: guest_memfd: In-place conversion for 7.2"
+COVER = f"KVM: guest_memfd: In-place conversion for {BASE}"
 REVIEWER = "Rev Iewer <rev@example.org>"
 UNMAPS = "test_conversion_unmaps_every_process"
-# The stale MMIO SPTE bug of 7.2 that kpatches/0004 fixes: it fails on the base too.
+# The stale MMIO SPTE bug of 7.2 and 7.3 that kpatches/0004 fixes: it fails on the base too.
 STALE = "test_private_page_reachable_after_memslot_comes_back"
 # The quick suite for walks and diffs: the test the break breaks, and two it leaves alone.
 QUICK = [UNMAPS, "test_noop_conversion_succeeds", "test_api_version_is_12"]
 # The unmapping line of kpatches/0003, which the break removes.
 UNMAP = "\t\tunmap_mapping_pages(mapping, run->start, run->end - run->start,\n\t\t\t\t    false);\n"
-KPATCHES = patchset.kpatches("7.2")
+KPATCHES = patchset.kpatches(BASE)
 
 
 def git(repo: Path, *args: str) -> str:
@@ -49,7 +50,7 @@ def git(repo: Path, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def base() -> debian.Source:
-    return debian.fetch_source("7.2", Progress(quiet=True))
+    return debian.fetch_source(BASE, Progress(quiet=True))
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +106,7 @@ def applies_as_kpatches(s: series.Series, base: debian.Source) -> Path:
     """The tree of the series holds every file kpatches/ touch as the Debian tree the main
     job patches has it."""
     tree = series.apply(s, base.path, base.name, Progress(quiet=True))
-    patched = kernel.prepare(kernelspec.KernelSpec(kernelspec.Debian("7.2"), KPATCHES),
+    patched = kernel.prepare(kernelspec.KernelSpec(kernelspec.Debian(BASE), KPATCHES),
                              Progress(quiet=True))
     touched = {line.split(" b/")[-1] for p in KPATCHES.patches
                for line in p.read_text().splitlines() if line.startswith("diff --git ")}
@@ -287,9 +288,9 @@ def test_walk_names_the_patch_that_breaks_the_build(repo, tmp_path, gmemtest_cli
 @pytest.mark.needs("qemu", "linux_source")
 def test_walk_blames_no_patch_for_a_failure_older_than_the_series(repo, tmp_path,
                                                                     gmemtest_cli):
-    """kpatches/ 1 to 3 without 0004, the fix of 7.2's stale MMIO SPTE bug: at the tip the
+    """kpatches/ 1 to 3 without 0004, the fix of the base's stale MMIO SPTE bug: at the tip the
     per-VM attributes variant of its test fails with in-place conversion off, and it fails on
-    the base (Debian's 7.2) too. The walk runs that exact test, parameter included, on the
+    the base (Debian's) too. The walk runs that exact test, parameter included, on the
     base first and says the failure predates the series: no patch is blamed, no bisection."""
     count = len(KPATCHES.patches)
     mbox = format_patch(repo, f"kpatches~{count - 3}", 3, "PATCH v2", tmp_path / "old.mbox")
@@ -374,11 +375,14 @@ def test_diff_pairs_boots_by_mode_and_names_each_side():
 @pytest.mark.timeout(1800)
 @pytest.mark.needs("qemu", "linux_source")
 def test_diff_whose_sides_did_not_run_gives_no_verdict(gmemtest_cli, tmp_path):
-    """pytest refuses its arguments in every boot of both sides: no test ran, so there is no
+    """pytest refuses its arguments in every boot of both sides (kpatches/, and the same
+    kernel as a built one, so that nothing is built twice): no test ran, so there is no
     verdict: one line saying so, exit 2, the reports marked, never 'no test's outcome
     differs'. --out after the positionals is honoured."""
     out = tmp_path / "diff"
-    proc = gmemtest_cli("diff", "kpatches", "kpatches:v8", "--out", str(out), "--",
+    built = kernel.resolve(kernelspec.KernelSpec(kernelspec.Debian(BASE), KPATCHES),
+                           Progress(quiet=True))
+    proc = gmemtest_cli("diff", "kpatches", str(built.bzimage), "--out", str(out), "--",
                         "--no-such-pytest-option", timeout=1700)
     assert proc.returncode == 2, proc.stdout[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if not ln.startswith("[")]  # no progress

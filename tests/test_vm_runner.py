@@ -9,17 +9,19 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from bases import BASE
 
 from gmemtest.cache import cache_dir
 from gmemtest.errors import GmemtestError
 from gmemtest.results import report
-from gmemtest.vmtier import kconfig, kernel, kernelspec, manifest, qemu
+from gmemtest.vmtier import debian, kconfig, kernel, kernelspec, manifest, patchset, qemu
 from gmemtest.workflows import vmtest
 
 CHECKOUT = Path(__file__).resolve().parent.parent
@@ -322,11 +324,12 @@ def test_patch_that_does_not_apply_is_one_line(build, tmp_path, gmemtest_cli):
     (patches / "series").write_text("0001-bad.patch\n")
     proc = gmemtest_cli("kernel", "build", "--patch-dir", str(patches))
     assert proc.returncode == 2
-    assert "0001-bad.patch does not apply to linux-source-7.2" in one_error_line(proc)
+    assert f"0001-bad.patch does not apply to linux-source-{BASE}" in one_error_line(proc)
     proc = gmemtest_cli("kernel", "build", "--patch-dir", str(tmp_path / "nothing"))
     assert proc.returncode == 2 and "no such directory" in one_error_line(proc)
-    leftovers = [p for p in cache_dir("src").glob("*+*")
-                 if not (p / "linux-source-7.2/.gmemtest-patched").exists()]
+    # a patched copy is "<source dir>+<16 hex digits>"; Debian versions may hold a '+' too
+    copies = [p for p in cache_dir("src").iterdir() if re.search(r"\+[0-9a-f]{16}$", p.name)]
+    leftovers = [p for p in copies if not any(p.glob("linux-source-*/.gmemtest-patched"))]
     assert leftovers == []
 
 
@@ -343,3 +346,88 @@ def test_modes_boot_side_by_side_only_under_single_threaded_tcg(monkeypatch):
     monkeypatch.setattr(qemu.os, "cpu_count", lambda: 2)
     monkeypatch.setenv("GMEMTEST_SERIAL_BOOTS", "1")
     assert qemu.boots_at_once(2, tcg) == 1
+
+
+@pytest.mark.needs("linux_source")
+def test_the_newest_supported_base_and_the_fallback_when_debian_drops_it(gmemtest_cli,
+                                                                        tmp_path):
+    """The default kernel is Debian's source of the newest base that the suites offer and
+    kpatches/ supports (7.3 is in preview: kpatches/7.3/PREVIEW). In a copy of the checkout
+    where 7.3 is supported, it is 7.3; a private sources list without trixie-backports (where
+    Debian has linux-source-7.3) hides 7.3: the default falls back to 7.2 and says so in one
+    line, and --base 7.3 ends at its fetch in one line naming what the suites do offer."""
+    assert patchset.bases(preview=True)[-2:] == ["7.2", "7.3"], "kpatches/ moved on"
+    proc = gmemtest_cli("kernel", "show")
+    assert (proc.returncode, proc.stdout) == (
+        0, f"Debian linux-source-{patchset.bases()[-1]} + kpatches/{patchset.bases()[-1]} "
+        "(applied)\n"), proc.stderr
+    copy = tmp_path / "checkout"
+    for part in ("gmemtest", "kpatches", "kconfigs"):
+        shutil.copytree(CHECKOUT / part, copy / part, ignore=shutil.ignore_patterns("*.so"))
+    (copy / "kpatches/7.3" / patchset.PREVIEW).unlink()
+    proc = gmemtest_cli("kernel", "show", cwd=copy)
+    assert (proc.returncode, proc.stdout) == (0, "Debian linux-source-7.3 + kpatches/7.3 "
+                                                 "(applied)\n"), proc.stderr
+    hidden = {**os.environ, debian.SUITES_ENV: "unstable forky"}
+    proc = gmemtest_cli("kernel", "show", "--kpatches", "v8", env=hidden, cwd=copy)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "base: linux-source-7.3 is not in unstable forky (they offer 7.2; kpatches/ supports "
+        "7.2, 7.3): taking 7.2", "Debian linux-source-7.2 + kpatches/7.2 (v8)"]
+    proc = gmemtest_cli("kernel", "build", "--base", "7.3", env=hidden)
+    assert proc.returncode == 2
+    assert "linux-source-7.3 is not in unstable forky of the system mirror (they offer " \
+        "linux-source 7.2)" in one_error_line(proc)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--base", "7.1"], "kpatches/ has no patches for the base 7.1 (it has 7.2, 7.3)"),
+    (["--base", "seven"], f"--base seven: expected a kernel base such as "
+                          f"{patchset.bases()[-1]}, or newest"),
+    (["--base", "7.2", "--src", "."], "--base picks Debian's source and --src names a tree"),
+])
+def test_a_base_mistake_is_one_line(gmemtest_cli, args, message):
+    proc = gmemtest_cli("kernel", "show", *args)
+    assert proc.returncode == 2 and message in one_error_line(proc)
+
+
+@pytest.mark.timeout(1500)
+@pytest.mark.needs("qemu", "linux_source")
+def test_a_base_that_contains_the_series_is_tested_as_it_is(tmp_path, gmemtest_cli):
+    """The code path for a Debian kernel the series was merged into (7.4): a stand-in base,
+    the main job's base with every patch of kpatches/ but the stale MMIO SPTE fix (which no
+    revision of the series has), and a patch directory marking each series patch "# in the
+    base:" and carrying the fix. The patch set's name says what is carried, the base is
+    checked to hold the marked patches, only the fix is applied, and the fix's test passes in
+    both modes (without the fix its per-VM attributes variant fails with conversion off). A
+    patch marked in the base that is not in it is one line."""
+    ks = patchset.kpatches(BASE)
+    fix = next(p for p in ks.patches if "stale-MMIO" in p.name)
+    series = [p for p in ks.patches if p != fix]
+
+    def patch_dir(name: str, lines: list[str]) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        for p in ks.patches:
+            (d / p.name).write_bytes(p.read_bytes())
+        (d / "series").write_text("".join(f"{ln}\n" for ln in lines))
+        return d
+
+    stand_in = kernel.prepare(kernelspec.KernelSpec(
+        kernelspec.Debian(BASE), patchset.directory(patch_dir("stand-in",
+                                                              [p.name for p in series]))))
+    carrying = patch_dir("carrying", [f"# in the base: {p.name}" for p in series] + [fix.name])
+    proc = gmemtest_cli("kernel", "show", "--src", str(stand_in), "--patch-dir", str(carrying))
+    assert proc.stdout.strip() == f"{stand_in} + {carrying}: {len(series)} in the base, " \
+        f"carrying {fix.name}", proc.stderr
+    proc = gmemtest_cli("vm-test", "--src", str(stand_in), "--patch-dir", str(carrying), "--",
+                        "-q", "-p", "no:xdist", "-k",
+                        "test_private_page_reachable_after_memslot_comes_back", timeout=1400)
+    print(proc.stdout[-3000:], proc.stderr[-2000:])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for mode in ("on", "off (its default)"):  # each mode runs the variant its route allows
+        assert f"== in-place conversion {mode}: 1 passed, 0 failed" in proc.stdout, mode
+    wrong = patch_dir("wrong", [f"# in the base: {fix.name}"])
+    proc = gmemtest_cli("kernel", "build", "--src", str(stand_in), "--patch-dir", str(wrong))
+    assert proc.returncode == 2
+    assert f"{fix.name} is marked in the base, but" in one_error_line(proc)

@@ -248,7 +248,7 @@ def _missing_tool(kind: str) -> str | None:
         return "a kernel built by `gmemtest kernel build` (make vm-test builds it)"
     if kind in ("built_kernel", "linux_source") and not [
             p for p in cache_dir("src").glob("linux-source-*_*/linux-source-*")
-            if "+" not in p.parent.name]:
+            if not re.search(r"\+[0-9a-f]{16}$", p.parent.name)]:  # not a patched copy
         return "Debian's linux-source in the cache (make vm-test fetches it)"
     return None
 

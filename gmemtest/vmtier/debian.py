@@ -6,6 +6,7 @@ The mirror is the one the system's apt sources already use; only the suites diff
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -18,7 +19,16 @@ from gmemtest.errors import BuildFailed, BuildStage, GmemtestError
 from .progress import Progress
 
 KERNEL_SUITES = ("unstable", "forky", "trixie-backports")
+# The suites to search instead, space-separated (e.g. to leave trixie-backports out).
+SUITES_ENV = "GMEMTEST_DEBIAN_SUITES"
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+
+
+def kernel_suites() -> tuple[str, ...]:
+    """The suites searched for Debian's kernel source: $GMEMTEST_DEBIAN_SUITES, else
+    KERNEL_SUITES."""
+    chosen = tuple(os.environ.get(SUITES_ENV, "").split())
+    return chosen or KERNEL_SUITES
 
 
 def system_mirror(etc: Path = Path("/etc/apt")) -> str:
@@ -42,7 +52,9 @@ def system_mirror(etc: Path = Path("/etc/apt")) -> str:
 class PrivateApt:
     """apt-get/apt-cache over ``suites`` of the system mirror, with state in the cache dir."""
 
-    def __init__(self, suites: tuple[str, ...] = KERNEL_SUITES) -> None:
+    def __init__(self, suites: tuple[str, ...] | None = None) -> None:
+        suites = suites or kernel_suites()
+        self.suites = suites
         if shutil.which("apt-get") is None:
             raise GmemtestError("apt-get not found: fetching Debian packages needs a Debian host "
                                 "(or pass --src DIR with a kernel tree)")
@@ -80,8 +92,9 @@ class PrivateApt:
                     self._run("apt-cache", "madison", package).splitlines() if "|" in line]
         versions = [v for v in versions if v.startswith(prefix)]
         if not versions:
-            raise GmemtestError(f"{package} {prefix}* is not in {' '.join(KERNEL_SUITES)} of "
-                                f"the system mirror")
+            what = package if package.endswith(prefix) else f"{package} {prefix}*"
+            raise GmemtestError(f"{what} is not in {' '.join(self.suites)} of the system "
+                                "mirror")
         versions.sort(key=_version_key)
         return versions[-1]
 
@@ -94,6 +107,18 @@ class PrivateApt:
         if not found:
             raise GmemtestError(f"apt-get download {package}={version} produced no .deb")
         return found[0]
+
+
+    def offered_bases(self) -> list[str]:
+        """The bases X.Y of the linux-source-X.Y packages the suites offer, oldest first."""
+        self.update()
+        names = self._run("apt-cache", "pkgnames", "linux-source-").split()
+        bases = []
+        for n in names:
+            m = re.fullmatch(r"linux-source-(\d+\.\d+)", n)
+            if m and "|" in self._run("apt-cache", "madison", n):
+                bases.append(m.group(1))
+        return sorted(set(bases), key=_version_key)
 
 
 def _version_key(version: str) -> list[object]:
@@ -145,11 +170,14 @@ def fetch_source(base: str, progress: Progress) -> Source:
     package = f"linux-source-{base}"
     root = cache_dir("src")
     with locked(root / ".lock"):
-        progress.phase("fetch", f"newest {package} in {' '.join(KERNEL_SUITES)}")
         try:
             apt = PrivateApt()
+            progress.phase("fetch", f"newest {package} in {' '.join(apt.suites)}")
             version = apt.newest(package, base)
         except GmemtestError as e:
+            found = _offered_or_none(apt) if "apt" in locals() else None
+            if found is not None:
+                e = GmemtestError(f"{e} (they offer linux-source {', '.join(found) or 'none'})")
             raise BuildFailed(BuildStage.FETCH, str(e)) from None
         tree = root / f"{package}_{version}" / package
         if not (tree / "Makefile").is_file():
@@ -162,6 +190,22 @@ def fetch_source(base: str, progress: Progress) -> Source:
             _extract_source(deb, tree.parent)
             deb.unlink()
         return Source(tree, package, version)
+
+
+def fetched_bases() -> list[str]:
+    """The bases whose linux-source is extracted in the cache (not a patched copy), oldest
+    first."""
+    found = {m.group(1) for p in cache_dir("src").glob("linux-source-*_*/linux-source-*/Makefile")
+             if (m := re.fullmatch(r"linux-source-(\d+\.\d+)_[^/]*", p.parent.parent.name))
+             and not re.search(r"\+[0-9a-f]{16}$", p.parent.parent.name)}
+    return sorted(found, key=_version_key)
+
+
+def _offered_or_none(apt: PrivateApt) -> list[str] | None:
+    try:
+        return apt.offered_bases()
+    except GmemtestError:
+        return None
 
 
 def _extract_source(deb: Path, dest: Path) -> None:

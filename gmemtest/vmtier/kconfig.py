@@ -96,10 +96,15 @@ def _dependencies(src: Path, option: str, config: dict[str, str]) -> str:
     return "; ".join(re.sub(r"\b[A-Z][A-Z0-9_]+\b", value, d) for d in dict.fromkeys(found))
 
 
-# Options the in-place conversion series adds by renaming an upstream one: in a tree without the
-# series (no Kconfig definition of the new name) the upstream name is what a fragment's request
-# is checked against.
-SERIES_RENAMES = {"CONFIG_KVM_VM_MEMORY_ATTRIBUTES": "CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES"}
+# Options known under another name in some trees: in a tree without a Kconfig definition of
+# the name a fragment asks for, the other name is what its request is checked against (the
+# fragments ask for both where the second is a prompt of its own).
+RENAMES = {
+    # the in-place conversion series renames the upstream option
+    "CONFIG_KVM_VM_MEMORY_ATTRIBUTES": "CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES",
+    # 7.3 folds /proc/sys support into SYSCTL (fs/proc/Kconfig)
+    "CONFIG_PROC_SYSCTL": "CONFIG_SYSCTL",
+}
 
 
 def defined(src: Path, option: str) -> bool:
@@ -114,8 +119,8 @@ def verify(src: Path, fragments: list[Path], config_path: Path) -> list[Dropped]
     dropped = []
     for option, wanted in requested(fragments).items():
         got = config.get(option, "n")
-        if got != wanted and option in SERIES_RENAMES and not defined(src, option):
-            option = SERIES_RENAMES[option]
+        if got != wanted and option in RENAMES and not defined(src, option):
+            option = RENAMES[option]
             got = config.get(option, "n")
         if got != wanted:
             dropped.append(Dropped(option, wanted, got, _dependencies(src, option, config)))

@@ -134,6 +134,8 @@ def _prepare(spec: KernelSpec, progress: Progress) -> _Tree:
 def _source(spec: KernelSpec, progress: Progress) -> _Tree:
     src = spec.source
     if isinstance(src, Debian):
+        if src.fallback:
+            progress.phase("base", src.fallback)
         ds = debian.fetch_source(src.base, progress)
         return _Tree(ds.path, "debian", ds.name)
     if isinstance(src, Tree):
@@ -184,6 +186,18 @@ def patched(tree: _Tree, patches: PatchSet, progress: Progress) -> _Tree:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run(["cp", "-al", str(tree.path), str(tmp)], check=True)
+            # The base holds the patches marked in it when they come off it, last first, and
+            # go back on, in order: the tree ends as it was.
+            steps = [(p, "-R") for p in reversed(patches.in_base)] + \
+                [(p, "-N") for p in patches.in_base]
+            for p, way in steps:
+                proc = subprocess.run(["patch", "-p1", way, "-s", "-f",
+                                       "--no-backup-if-mismatch", "-i", str(p)], cwd=tmp,
+                                      capture_output=True, text=True)
+                if proc.returncode:
+                    shutil.rmtree(tmp.parent if not dest.exists() else tmp, ignore_errors=True)
+                    raise BuildFailed(BuildStage.APPLY, f"{patches.name}: {p.name} is marked "
+                                      f"in the base, but {tree.version} does not contain it")
             for p in patches.patches:
                 proc = subprocess.run(["patch", "-p1", "-s", "--no-backup-if-mismatch", "-i",
                                        str(p)], cwd=tmp, capture_output=True, text=True)

@@ -16,28 +16,101 @@ diff`: a build directory, a bzImage, a patch directory, an mbox, a tree, or ``kp
 
 from __future__ import annotations
 
+import functools
+import json
+import re
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from gmemtest.cache import cache_dir, write_atomically
 from gmemtest.errors import GmemtestError
 
+from . import debian as debian_apt
 from . import kconfig, manifest, patchset
 from .manifest import Manifest
 from .series import Series
 from .series import read as read_series
 
-DEBIAN_BASE = "7.2"  # the Debian base kpatches/ and the main job use
+NEWEST = "newest"  # --base: the newest base Debian offers and kpatches/ supports
 
 
 @dataclass(frozen=True)
 class Debian:
-    """Debian's linux-source-<base>, fetched into the cache."""
+    """Debian's linux-source-<base>, fetched into the cache; ``fallback``: why an older base
+    than the newest kpatches/ supports was taken (the one line the tool says)."""
 
     base: str
+    fallback: str | None = None
 
     def label(self) -> str:
         return f"Debian linux-source-{self.base}"
+
+
+def debian(requested: str = NEWEST) -> Debian:
+    """Debian's source of a base: ``requested`` (X.Y), or the newest base among those kpatches/
+    supports that the suites offer. When Debian no longer offers the newest supported base,
+    an older one is taken and :attr:`Debian.fallback` says so."""
+    supported = patchset.bases()
+    if requested != NEWEST:
+        if not re.fullmatch(r"\d+\.\d+", requested):
+            raise GmemtestError(f"--base {requested}: expected a kernel base such as "
+                                f"{supported[-1]}, or {NEWEST}")
+        return Debian(requested)
+    suites = debian_apt.kernel_suites()
+    offered = _offered(suites)
+    usable = [b for b in supported if b in offered]
+    where = " ".join(suites)
+    if not offered:  # the mirror did not answer (offline): a fetch will say so if one is due
+        return Debian(supported[-1], f"could not learn which linux-source {where} offer: "
+                                     f"taking {supported[-1]}, the newest kpatches/ supports")
+    if not usable:
+        raise GmemtestError(f"{where} offer linux-source {', '.join(offered) or 'none'} and "
+                            f"kpatches/ supports {', '.join(supported)}: no base to build "
+                            "(pass --src with a kernel tree)")
+    if usable[-1] == supported[-1]:
+        return Debian(usable[-1])
+    return Debian(usable[-1], f"linux-source-{supported[-1]} is not in {where} (they offer "
+                              f"{', '.join(offered)}; kpatches/ supports "
+                              f"{', '.join(supported)}): taking {usable[-1]}")
+
+
+OFFERED_SECONDS = 3600  # how long what the suites offer is taken as known
+
+
+@functools.cache
+def _offered(suites: tuple[str, ...]) -> tuple[str, ...]:
+    """The bases the suites offer: asked of the mirror at most once an hour (an apt update
+    takes seconds, and every command naming Debian's source needs the answer)."""
+    kept = cache_dir("apt") / f"offered-{'+'.join(suites)}.json"
+    try:
+        doc = json.loads(kept.read_text())
+        if time.time() - float(doc["at"]) < OFFERED_SECONDS and \
+                all(isinstance(b, str) for b in doc["bases"]):
+            return tuple(doc["bases"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        bases = debian_apt.PrivateApt(suites).offered_bases()
+    except GmemtestError:
+        return ()
+    if bases:  # an empty answer is a mirror out of reach: ask again next time
+        write_atomically(kept, json.dumps({"at": time.time(), "bases": bases}).encode())
+    return tuple(bases)
+
+
+def tree_base(path: Path) -> str:
+    """The base X.Y a kernel tree is (its Makefile's VERSION and PATCHLEVEL)."""
+    try:
+        head = (path / "Makefile").read_text(errors="replace")[:2000]
+    except OSError as e:
+        raise GmemtestError(f"{path}/Makefile: {e.strerror}") from None
+    v = re.search(r"^VERSION = (\d+)$", head, re.M)
+    p = re.search(r"^PATCHLEVEL = (\d+)$", head, re.M)
+    if not v or not p:
+        raise GmemtestError(f"{path}/Makefile names no VERSION and PATCHLEVEL")
+    return f"{v.group(1)}.{p.group(1)}"
 
 
 @dataclass(frozen=True)
@@ -128,13 +201,16 @@ def prebuilt(path: Path) -> Prebuilt:
 def from_options(*, src: str | None = None, series: str | None = None,
                  series_version: int | None = None, patches: bool | None = None,
                  patch_dir: str | None = None, kpatches: str | None = None,
-                 base: str = DEBIAN_BASE, fragments: tuple[str, ...] | None = None,
+                 base: str | None = None, fragments: tuple[str, ...] | None = None,
                  build_dir: str | None = None) -> KernelSpec:
     """The kernel the command line names. ``patches`` (--patches/--no-patches) defaults to on
-    for Debian's source and off for a tree; ``--patch-dir`` and ``--kpatches`` imply it."""
+    for Debian's source and off for a tree; ``--patch-dir`` and ``--kpatches`` imply it.
+    ``base`` (--base) picks Debian's source; kpatches/ on a tree are those of its base."""
     frags = fragments or kconfig.DEFAULT_FRAGMENTS
     kconfig.fragment_paths(list(frags))
-    where: Debian | Tree = Debian(base) if src is None else tree(
+    if src is not None and base is not None:
+        raise GmemtestError("--base picks Debian's source and --src names a tree: give one")
+    where: Debian | Tree = debian(base or NEWEST) if src is None else tree(
         Path(src), build_dir=Path(build_dir) if build_dir else None)
     if series is not None:
         if patch_dir is not None or kpatches is not None or patches:
@@ -152,17 +228,22 @@ def from_options(*, src: str | None = None, series: str | None = None,
         isinstance(where, Debian) or patch_dir is not None or kpatches is not None)
     ps = None
     if want:
-        ps = patchset.directory(Path(patch_dir)) if patch_dir is not None else \
-            patchset.kpatches(base, kpatches or patchset.DEFAULT_FORM)
+        if patch_dir is not None:
+            ps = patchset.directory(Path(patch_dir))
+        else:
+            on = where.base if isinstance(where, Debian) else tree_base(where.path)
+            ps = patchset.kpatches(on, kpatches or patchset.DEFAULT_FORM)
     return KernelSpec(where, ps, frags)
 
 
-def from_word(word: str) -> KernelSpec:
+def from_word(word: str, base: str | None = None) -> KernelSpec:
     """A side of `gmemtest diff`: ``kpatches`` or ``kpatches:FORM``, a build directory or a
-    bzImage, a patch directory (a ``series`` file), a series mbox, or a kernel tree."""
+    bzImage, a patch directory (a ``series`` file), a series mbox, or a kernel tree; Debian's
+    source is that of ``base`` (the newest supported by default)."""
     if word == "kpatches" or word.startswith("kpatches:"):
         form = word.partition(":")[2] or patchset.DEFAULT_FORM
-        return KernelSpec(Debian(DEBIAN_BASE), patchset.kpatches(DEBIAN_BASE, form))
+        src = debian(base or NEWEST)
+        return KernelSpec(src, patchset.kpatches(src.base, form))
     p = Path(word)
     if not p.exists():
         raise GmemtestError(f"{word}: no such file or directory (expected a built kernel, a "
@@ -170,22 +251,22 @@ def from_word(word: str) -> KernelSpec:
     if p.is_dir() and (p / manifest.NAME).exists():
         return KernelSpec(prebuilt(p))
     if p.is_dir() and (p / "series").is_file():
-        return KernelSpec(Debian(DEBIAN_BASE), patchset.directory(p))
+        return KernelSpec(debian(base or NEWEST), patchset.directory(p))
     if p.is_dir():
         return KernelSpec(tree(p, what="kernel tree"))
     with open(p, "rb") as f:
         head = f.read(0x210)
     if head[0x202:0x206] == b"HdrS":
         return KernelSpec(prebuilt(p))
-    return KernelSpec(Posted(read_series(p), Debian(DEBIAN_BASE)))
+    return KernelSpec(Posted(read_series(p), debian(base or NEWEST)))
 
 
 def from_table(name: str, table: Any, where: str, relative_to: Path) -> KernelSpec:
     """A matrix file's ``[kernels.NAME]`` table (its fragments come from the config)."""
-    keys = {"source", "patches", "kpatches", "series", "series_version"}
+    keys = {"source", "base", "patches", "kpatches", "series", "series_version"}
     if not isinstance(table, dict) or set(table) - keys:
         raise GmemtestError(f"{where}: expected a table with the keys {', '.join(sorted(keys))}")
-    for key in ("source", "patches", "kpatches", "series"):
+    for key in ("source", "base", "patches", "kpatches", "series"):
         if key in table and not isinstance(table[key], str) \
                 and not (key == "patches" and table[key] is False):
             raise GmemtestError(f"{where}: {key} must be a string"
@@ -205,6 +286,6 @@ def from_table(name: str, table: Any, where: str, relative_to: Path) -> KernelSp
             src=src, series=str(relative_to / table["series"]) if "series" in table else None,
             series_version=version, patches=False if patch_dir is False else None,
             patch_dir=str(relative_to / patch_dir) if isinstance(patch_dir, str) else None,
-            kpatches=table.get("kpatches"))
+            kpatches=table.get("kpatches"), base=table.get("base"))
     except GmemtestError as e:
         raise GmemtestError(f"{where}: {e}") from None

@@ -2,7 +2,10 @@
 
 The project's own live in kpatches/<base>/ (the Debian base they apply to), one series file per
 form of the conversion series: ``series`` is the series as applied upstream, ``series.v8`` the
-v8 posting (a prefix of it). A user's patch directory has a ``series`` file of its own.
+v8 posting (a prefix of it). A user's patch directory has a ``series`` file of its own. A
+base that already contains patches of the series (a kernel the series was merged into) lists
+them as ``# in the base: NAME``: they are checked to be in the base, not applied, and the
+patch set's name says which patches are carried on top.
 Everything is read and checked here, once: a patch set that names a missing or unreadable
 patch is one line, before any work.
 """
@@ -10,6 +13,7 @@ patch is one line, before any work.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +34,9 @@ class PatchSet:
     patches: tuple[Path, ...]
     name: str
     form: str | None = None  # the conversion series' form, for kpatches/
+    # Patches of the series that the base already contains ("# in the base: NAME" lines):
+    # not applied; the base must hold each (it reverse-applies).
+    in_base: tuple[Path, ...] = ()
 
     @property
     def digest(self) -> str:
@@ -38,6 +45,8 @@ class PatchSet:
         for p in self.patches:
             h.update(p.read_bytes())
             h.update(b"\0")
+        for p in self.in_base:
+            h.update(b"in the base: " + p.name.encode() + b"\0")
         return h.hexdigest()[:16]
 
     @property
@@ -55,8 +64,11 @@ def read(series_file: Path, name: str, form: str | None = None) -> PatchSet:
     except (OSError, UnicodeDecodeError) as e:
         raise GmemtestError(f"{name}: cannot read {series_file}: {e}") from None
     names = [ln.split("#", 1)[0].strip() for ln in text.splitlines()]
-    patches = []
-    for n in filter(None, names):
+    marked = [m.group(1) for ln in text.splitlines()
+              if (m := re.match(r"^#\s*in the base:\s*(\S+)\s*$", ln))]
+    patches: list[Path] = []
+    in_base: list[Path] = []
+    for n in [*filter(None, names), *marked]:
         p = series_file.parent / n
         try:
             body = p.read_bytes()
@@ -67,10 +79,24 @@ def read(series_file: Path, name: str, form: str | None = None) -> PatchSet:
                                 f"{e.strerror}") from None
         if b"\n--- " not in body and not body.startswith(b"--- "):
             raise GmemtestError(f"{series_file} names {n}, which is not a patch (no diff)")
-        patches.append(p)
-    if not patches:
+        (in_base if n in marked else patches).append(p)
+    if not patches and not in_base:
         raise GmemtestError(f"{series_file}: names no patch")
-    return PatchSet(series_file, tuple(patches), name, form)
+    if in_base:
+        carried = ", ".join(p.name for p in patches) or "nothing"
+        name = f"{name}: {len(in_base)} in the base, carrying {carried}"
+    return PatchSet(series_file, tuple(patches), name, form, tuple(in_base))
+
+
+PREVIEW = "PREVIEW"  # in kpatches/<base>/: carried and selectable, not yet a default base
+
+
+def bases(preview: bool = False) -> list[str]:
+    """The Debian bases kpatches/ supports (a directory with a series file), oldest first;
+    those in preview (a PREVIEW file says what is missing) only with ``preview``."""
+    found = [p.name for p in KPATCHES.iterdir() if (p / FORMS[DEFAULT_FORM]).is_file()
+             and (preview or not (p / PREVIEW).exists())]
+    return sorted(found, key=lambda b: tuple(int(x) for x in b.split(".")))
 
 
 def kpatches(base: str, form: str = DEFAULT_FORM) -> PatchSet:

@@ -6,7 +6,9 @@ each function) says which tests a function's change can affect. The edit is `git
 the tree's working copy; each changed line belongs to the function that holds it in the edited
 file (found the kernel's way: a definition whose body opens with "{" at the margin and closes
 with "}" there). A change outside every function the map knows covered (a new function, a
-global, a header's macro, a function no test ran) runs the whole suite, and says why.
+global, a header's macro, a function no test ran) runs the whole suite, and says why. Tests
+that took over a minute in the coverage run (coverage.SLOWEST) are left out and named: the loop
+is for a quick answer, and the whole suite still runs them.
 """
 
 from __future__ import annotations
@@ -75,12 +77,17 @@ class Selection:
     tests: list[str] = field(default_factory=list)
     why: dict[str, int] = field(default_factory=dict)
     whole: str | None = None
+    slow: list[str] = field(default_factory=list)  # covering, but left out (over SLOWEST)
 
     def describe(self) -> str:
         if self.whole:
             return f"the whole suite: {self.whole}"
-        return (f"{len(self.tests)} test(s), for the edited function(s) "
+        text = (f"{len(self.tests)} test(s), for the edited function(s) "
                 + ", ".join(f"{f} ({n} tests)" for f, n in self.why.items()))
+        if self.slow:
+            text += (f"; left out, over {coverage.SLOWEST:.0f} s each in the coverage run: "
+                     + ", ".join(self.slow))
+        return text
 
 
 def select(tree: Path, base: str) -> Selection:
@@ -110,5 +117,9 @@ def select(tree: Path, base: str) -> Selection:
                 ids = {t.split(": ", 1)[1] for t in covering}
                 sel.why[name] = len(ids)
                 tests |= ids
+    slow = {t for t in tests if coverage.slowest_seconds(kept, t) > coverage.SLOWEST}
+    if slow != tests:  # only slow tests cover the edit: they are the answer
+        sel.slow = sorted(slow)
+        tests -= slow
     sel.tests = sorted(tests)
     return sel

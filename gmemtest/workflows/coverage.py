@@ -153,6 +153,17 @@ def write(m: Measured, out: Path) -> dict[str, Any]:
 
 # --- the map the affected-tests loop reads -------------------------------------------------
 
+# Tests that took longer than this in the coverage run are left out where a loop wants a quick
+# answer (a mutant's boots, `vm-test --affected`): the model fuzzer's reproducer tests check the
+# shrinking, not the kernel (the fuzzer itself is quick and stays), and would alone cost minutes.
+SLOWEST = 60.0
+
+
+def slowest_seconds(kept: dict[str, Any], node: str) -> float:
+    """The longest a test took in any boot of the coverage run (0: not seen)."""
+    return max((per.get(node, 0.0) for per in kept.get("seconds", {}).values()), default=0.0)
+
+
 def map_path(tree: Path) -> Path:
     key = hashlib.sha256(str(tree.resolve()).encode()).hexdigest()[:16]
     return cache_dir("coverage") / f"map-{key}.json"

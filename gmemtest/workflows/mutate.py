@@ -49,10 +49,6 @@ LIMITS = qemu.Limits(boot=90, test=120, total=900, silence=90)
 # A mutant runs at most this many of the tests that ran its line, the quickest, in each boot: a
 # line that every test runs (creating a guest_memfd) would otherwise cost minutes per survivor.
 MOST_TESTS = 40
-# Tests that took longer than this in the coverage run are left out of a mutant's boots: the
-# model fuzzer's reproducer test (what it checks is the shrinking, not the kernel; the fuzzer
-# itself runs) would alone cost minutes per mutant and could outlive a mutant's limits.
-SLOWEST = 60.0
 FAILED = (Outcome.FAILED, Outcome.TIMEOUT, Outcome.ERROR)
 HUNG = (Ended.BOOT_TIMEOUT, Ended.TIMEOUT, Ended.HANG)
 
@@ -76,10 +72,10 @@ class Candidate:
     def tests_for(self, mode: str, seconds: dict[str, float] | None = None) -> list[str]:
         """The node ids to run in the boot ``mode``, the quickest first (``seconds``: each
         test's in the coverage run; the unknown last, in name order), leaving out those that
-        took over SLOWEST seconds there."""
+        took over coverage.SLOWEST seconds there."""
         took = seconds or {}
         nodes = {node for label, _, node in (t.partition(": ") for t in self.line_tests)
-                 if label == mode and took.get(node, 0.0) <= SLOWEST}
+                 if label == mode and took.get(node, 0.0) <= coverage.SLOWEST}
         return sorted(nodes, key=lambda n: (took.get(n, float("inf")), n))
 
 
