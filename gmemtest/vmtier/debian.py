@@ -170,12 +170,13 @@ def fetch_source(base: str, progress: Progress) -> Source:
     package = f"linux-source-{base}"
     root = cache_dir("src")
     with locked(root / ".lock"):
+        apt: PrivateApt | None = None
         try:
             apt = PrivateApt()
             progress.phase("fetch", f"newest {package} in {' '.join(apt.suites)}")
             version = apt.newest(package, base)
         except GmemtestError as e:
-            found = _offered_or_none(apt) if "apt" in locals() else None
+            found = _offered_or_none(apt) if apt is not None else None
             if found is not None:
                 e = GmemtestError(f"{e} (they offer linux-source {', '.join(found) or 'none'})")
             raise BuildFailed(BuildStage.FETCH, str(e)) from None
