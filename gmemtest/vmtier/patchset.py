@@ -35,7 +35,7 @@ class PatchSet:
     name: str
     form: str | None = None  # the conversion series' form, for kpatches/
     # Patches of the series that the base already contains ("# in the base: NAME" lines):
-    # not applied; the base must hold each (it reverse-applies).
+    # not applied; the base must hold each (they come off it, last first, and go back on).
     in_base: tuple[Path, ...] = ()
 
     @property
