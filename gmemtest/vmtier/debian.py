@@ -193,12 +193,18 @@ def fetch_source(base: str, progress: Progress) -> Source:
         return Source(tree, package, version)
 
 
+def is_patched_copy(name: str) -> bool:
+    """Whether a directory of the source cache is a patched copy (kernel.patched names them
+    "<source dir>+<16 hex digits>"); Debian versions may hold a '+' too (7.3.4-1~bpo13+1)."""
+    return re.search(r"\+[0-9a-f]{16}$", name) is not None
+
+
 def fetched_bases() -> list[str]:
     """The bases whose linux-source is extracted in the cache (not a patched copy), oldest
     first."""
     found = {m.group(1) for p in cache_dir("src").glob("linux-source-*_*/linux-source-*/Makefile")
              if (m := re.fullmatch(r"linux-source-(\d+\.\d+)_[^/]*", p.parent.parent.name))
-             and not re.search(r"\+[0-9a-f]{16}$", p.parent.parent.name)}
+             and not is_patched_copy(p.parent.parent.name)}
     return sorted(found, key=_version_key)
 
 
