@@ -77,10 +77,15 @@ def kvm_header(path: Path) -> Path | None:
 
 
 def define_in(header: Path, name: str) -> int | None:
-    """The integer value of ``#define name N`` in ``header``, if it has one."""
-    m = re.search(rf"^#define\s+{re.escape(name)}\s+(0x[0-9a-fA-F]+|\d+)\b",
-                  header.read_text(errors="replace"), re.M)
-    return int(m.group(1), 0) if m else None
+    """The integer value of ``#define name N`` in ``header``, if it has one: a number, or a
+    flag bit as uapi headers write them, ``(1ULL << N)``."""
+    text = header.read_text(errors="replace")
+    m = re.search(rf"^#define\s+{re.escape(name)}\s+(0x[0-9a-fA-F]+|\d+)\b", text, re.M)
+    if m:
+        return int(m.group(1), 0)
+    m = re.search(rf"^#define\s+{re.escape(name)}\s+\(\s*1U?L{{0,2}}\s*<<\s*(\d+)\s*\)",
+                  text, re.M)
+    return 1 << int(m.group(1)) if m else None
 
 
 class KvmFacts(Protocol):
