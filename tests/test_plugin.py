@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from gmemtest.errors import GmemtestError
+from gmemtest.testing import kallsyms
 from gmemtest.testing.debugfs import DEBUGFS
 
 CHECKOUT = Path(__file__).resolve().parent.parent
@@ -31,7 +33,8 @@ def pytest_on(tmp_path: Path, body: str, *, prefix: list[str] = (),
 
 
 @pytest.mark.parametrize("need", ["switch:of", "route:gmemfd", "KVM_CAP_NOT_A_CAP", "failslab:1",
-                                  "gmem_flags:MMAP+HUGE", "vm_type:KVM_X86_PVM"])
+                                  "fail_page_alloc:under", "gmem_flags:MMAP+HUGE",
+                                  "vm_type:KVM_X86_PVM"])
 def test_a_misspelt_need_stops_the_run(tmp_path, need):
     """A typo in a needs word or value is a usage error naming the test and the need (pytest
     exits 4 and runs nothing), never a need that means 'absent' and skips."""
@@ -69,3 +72,31 @@ def test_a_test_past_its_timeout_is_one_named_failure(tmp_path):
     assert "1 failed, 2 passed" in proc.stdout, proc.stdout
     assert "the test outlived its timeout (2 s) and was stopped, at " \
            f'"{tmp_path / "test_case.py"}", line 11 in test_slow' in proc.stdout, proc.stdout
+
+
+KALLSYMS = """\
+ffffffff81400000 T kvm_gmem_get_folio
+ffffffff81400000 t kvm_gmem_get_folio.alias
+ffffffff81400080 d kvm_gmem_fops
+ffffffff814001a0 t kvm_gmem_fault_user_mapping
+ffffffff814002f0 T kvm_gmem_get_pfn\t[kvm]
+"""
+
+
+def test_a_functions_text_ends_at_the_next_function(tmp_path, monkeypatch):
+    """The span a fault is aimed at runs from the function's address to the next text
+    symbol's (aliases at the same address and data symbols between do not end it); a name the
+    kernel does not have, or a table whose addresses kptr_restrict hides, is one error line."""
+    table = tmp_path / "kallsyms"
+    monkeypatch.setattr(kallsyms, "KALLSYMS", table)
+    table.write_text(KALLSYMS)
+    assert kallsyms.text_span("kvm_gmem_get_folio") == (0xffffffff81400000, 0xffffffff814001a0)
+    assert kallsyms.text_span("kvm_gmem_fault_user_mapping") == (0xffffffff814001a0,
+                                                                 0xffffffff814002f0)
+    with pytest.raises(GmemtestError, match="kvm_gmem_fault is not in .*kallsyms"):
+        kallsyms.text_span("kvm_gmem_fault")
+    with pytest.raises(GmemtestError, match="last text symbol"):
+        kallsyms.text_span("kvm_gmem_get_pfn")
+    table.write_text("".join("0" * 16 + line[16:] for line in KALLSYMS.splitlines(True)))
+    with pytest.raises(GmemtestError, match="kptr_restrict"):
+        kallsyms.text_span("kvm_gmem_get_folio")

@@ -10,7 +10,10 @@ the ioctl (or KVM_RUN) under test::
     assert inj.injected == 1
 
 ``space`` lets that many bytes of allocations through before failures start, so a sweep over it
-reaches each allocation of a call in turn.
+reaches each allocation of a call in turn. ``within`` names a kernel function: only allocations
+made while it is on the stack fail (CONFIG_FAULT_INJECTION_STACKTRACE_FILTER), so that a
+failure cannot land in an allocation the call makes on its way there, which may have a fallback
+that absorbs it (a slab refilled at a lower order).
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import debugfs
+from . import debugfs, kallsyms
 
 KINDS = {"failslab": "CONFIG_FAILSLAB", "fail_page_alloc": "CONFIG_FAIL_PAGE_ALLOC"}
+FILTER_OPTION = "CONFIG_FAULT_INJECTION_STACKTRACE_FILTER"
+ANYWHERE = (0, (1 << 64) - 1)  # require-start, require-end: every stack passes
+STACK_DEPTH = 32  # the most return addresses the filter looks at (MAX_STACK_TRACE_DEPTH)
 
 
 def missing(kind: str) -> str | None:
@@ -33,15 +39,26 @@ def missing(kind: str) -> str | None:
     return why
 
 
-class Injector:
-    """Fail up to ``times`` allocations of ``kind`` in this thread, after ``space`` bytes."""
+def missing_filter(kind: str) -> str | None:
+    """Why ``kind`` cannot be limited to one function's callees here (None when it can)."""
+    why = missing(kind)
+    if why is None and not (debugfs.DEBUGFS / kind / "require-start").exists():
+        why = f"{FILTER_OPTION}: {debugfs.DEBUGFS / kind / 'require-start'} absent"
+    return why
 
-    def __init__(self, kind: str, *, times: int = 1, space: int = 0) -> None:
+
+class Injector:
+    """Fail up to ``times`` allocations of ``kind`` in this thread, after ``space`` bytes,
+    made under the kernel function ``within`` if one is named."""
+
+    def __init__(self, kind: str, *, times: int = 1, space: int = 0,
+                 within: str | None = None) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown fault injection {kind!r}; one of {', '.join(KINDS)}")
         self.dir = debugfs.DEBUGFS / kind
         self.times = times
         self.space = space
+        self.within = within
         self.injected = 0
         self._flag = -1
 
@@ -61,6 +78,7 @@ class Injector:
         self._set("probability", 100)
         self._set("space", self.space)
         self._set("times", self.times)
+        self._limit(kallsyms.text_span(self.within) if self.within else ANYWHERE)
         self._flag = os.open("/proc/thread-self/make-it-fail", os.O_WRONLY)
         os.write(self._flag, b"1")
         return self
@@ -72,3 +90,12 @@ class Injector:
         self.injected = self.times - left
         self._set("probability", 0)
         self._set("times", 0)
+        self._limit(ANYWHERE)
+
+    def _limit(self, span: tuple[int, int]) -> None:
+        """Fail only allocations with a return address in [start, end) on their stack."""
+        if self.within is None and not (self.dir / "require-start").exists():
+            return
+        self._set("stacktrace-depth", STACK_DEPTH)
+        self._set("require-start", span[0])
+        self._set("require-end", span[1])

@@ -13,6 +13,8 @@ checks it in ``pytest_runtest_setup`` and skips naming what is absent. The vocab
 ``switch:default``                 the command line leaves kvm.gmem_in_place_conversion alone
 ``series``                         the kernel implements a revision of the conversion series
 ``failslab``, ``fail_page_alloc``  fault injection aimed at one thread
+``fail_page_alloc:within``         ... and at allocations under one kernel function
+                                   (CONFIG_FAULT_INJECTION_STACKTRACE_FILTER)
 ``gup_test``                       long-term pins (CONFIG_GUP_TEST)
 ``cachestat``                      cachestat(2), a file's page cache counted
                                    (CONFIG_CACHESTAT_SYSCALL)
@@ -147,7 +149,8 @@ def check_need(need: str) -> None:
             or (kind.startswith("KVM_CAP_") and not sep and kind in uapi.CAPS) \
             or (kind == "vm_type" and arg in uapi.VM_TYPE_NAMES.values()) \
             or (kind == "route" and arg in ROUTES) \
-            or (kind == "switch" and arg in SWITCH_VALUES):
+            or (kind == "switch" and arg in SWITCH_VALUES) \
+            or (kind in faultinject.KINDS and arg == "within"):
         return
     if kind == "gmem_flags":
         names, _, vm_type = arg.partition("@")
@@ -171,7 +174,7 @@ def missing(need: str) -> str | None:
                 return f"{tool} (scripts/bootstrap --ci-engine installs it)"
         return None
     if kind == "failslab" or kind == "fail_page_alloc":
-        return faultinject.missing(kind)
+        return faultinject.missing_filter(kind) if arg == "within" else faultinject.missing(kind)
     if kind == "gup_test":
         return gup.missing()
     if kind == "cachestat":
@@ -297,7 +300,8 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"gmemtest: {e}") from None
     if config.getoption("--isolate"):
         config.pluginmanager.register(
-            isolation.Isolated(lambda item: "fail_page_alloc" in needs_of(item)),
+            isolation.Isolated(
+                lambda item: any(n.partition(":")[0] == "fail_page_alloc" for n in needs_of(item))),
             "gmemtest-isolation")
     headers = config.getoption("--kernel-headers") or os.environ.get(ENV_HEADERS)
     if headers:
