@@ -48,7 +48,7 @@ image: setup-vm
 	$(GMEMTEST) vm image
 
 ## Main job: fetch and build the patched kernel, boot it with in-place conversion on and off,
-## run the whole suite in each, print one combined report. BASE=7.3 takes that Debian base
+## run the whole suite in each, print one combined report. BASE=7.2 takes that Debian base
 ## instead of the newest that Debian offers and kpatches/ supports.
 vm-test: setup-vm
 	$(GMEMTEST) vm-test $(if $(BASE),--base $(BASE))

@@ -31,7 +31,7 @@ ON, OFF = "applied/default/on", "applied/default/off"
 COV_ON, COV_OFF = "applied/coverage/on", "applied/coverage/off"
 NIGHTLY = ["applied/default/on", "applied/default/off", "applied/debug/on", "applied/debug/off",
            "applied/novmattr/default", COV_ON, COV_OFF, "v8/default/on", "v8/default/off",
-           "applied-7.3/default/on", "applied-7.3/default/off"]
+           "applied-7.2/default/on", "applied-7.2/default/off"]
 # A line the baseline's coverage run ran and no run can: named as no longer run.
 GONE = "virt/kvm/guest_memfd.c: a line of an older series"
 UNMAPS = "tests.test_conversion::test_conversion_unmaps_every_process"
@@ -85,17 +85,17 @@ def test_bad_matrix_file_is_one_line(tmp_path, text, message, gmemtest_cli):
 def test_shipped_matrices_load():
     """matrices/*.toml are valid: the nightly one has the applied series in three configs
     (the one without per-VM attributes booted only with the switch at its default) and v8 in
-    the default one, on the newest supported base, and the applied series on the base in
-    preview."""
+    the default one, on the newest supported base, and the applied series on the other
+    supported base."""
     nightly = matrix.load(CHECKOUT / "matrices/nightly.toml")
     assert len(nightly.configs) == 4 and nightly.coverage == {"coverage"}
     assert [c.id for c in nightly.cells()] == NIGHTLY
     assert {c.kernel_name: c.spec.patches.form for c in nightly.cells()} == \
-        {"applied": "applied", "v8": "v8", "applied-7.3": "applied"}
+        {"applied": "applied", "v8": "v8", "applied-7.2": "applied"}
     bases = {c.kernel_name: c.spec.source.base for c in nightly.cells()}
     assert bases == {"applied": patchset.bases()[-1], "v8": patchset.bases()[-1],
-                     "applied-7.3": "7.3"}
-    assert set(bases.values()) == set(patchset.bases(preview=True))
+                     "applied-7.2": "7.2"}
+    assert set(bases.values()) == set(patchset.bases())
     assert nightly.env["GMEMTEST_FUZZ"] == "long"
     assert [c.id for c in matrix.load(CHECKOUT / "matrices/onoff.toml").cells()] == \
         [ON, OFF, COV_ON, COV_OFF]

@@ -91,11 +91,11 @@ def read(series_file: Path, name: str, form: str | None = None) -> PatchSet:
 PREVIEW = "PREVIEW"  # in kpatches/<base>/: carried and selectable, not yet a default base
 
 
-def bases(preview: bool = False) -> list[str]:
+def bases() -> list[str]:
     """The Debian bases kpatches/ supports (a directory with a series file), oldest first;
-    those in preview (a PREVIEW file says what is missing) only with ``preview``."""
+    not those in preview (a PREVIEW file says what is missing), which only --base takes."""
     found = [p.name for p in KPATCHES.iterdir() if (p / FORMS[DEFAULT_FORM]).is_file()
-             and (preview or not (p / PREVIEW).exists())]
+             and not (p / PREVIEW).exists()]
     return sorted(found, key=lambda b: tuple(int(x) for x in b.split(".")))
 
 
