@@ -82,7 +82,8 @@ def run(spec: KernelSpec, *, cmdline: list[str], seconds: float, cold: bool, out
     if b.source_path is None or b.manifest is None:
         raise GmemtestError(f"{b.label}: bench builds its kernel (name a source, not a "
                             "built kernel)")
-    if edit_loop_only:
+    if edit_loop_only:  # both modes, each with its own command line
+        del result["cmdline"]
         result.update(kernel=b.label, patches=list(b.manifest.patches),
                       edit_loop=edit_loop(spec, out / "edit-loop", limits, progress))
         return _written(result, out, progress)
@@ -267,9 +268,9 @@ def tables(r: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     m = r["machine"]
     out = [("Run", ["what", "value"], [
         ["machine", f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB"],
-        ["accelerator", r.get("accel", "")], ["kernel", f"{r['kernel']} + "
-                                               f"{len(r['patches'])} patches"],
-        ["command line", " ".join(r["cmdline"])],
+        *([["accelerator", r["accel"]]] if "accel" in r else []),
+        ["kernel", r["kernel"]],  # its label says the patch set and how many patches
+        *([["command line", " ".join(r["cmdline"])]] if "cmdline" in r else []),
         *([["python (host and guest)", m["python"]]] if "python" in m else [])])]
     comp = r.get("comparison", [])
     rows = [[c["selftest"], f"{c['selftest_seconds']:.2f}", f"{c['gmemtest_seconds']:.2f}",
@@ -280,9 +281,10 @@ def tables(r: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
         st = sum(c["selftest_seconds"] for c in comp)
         gt = sum(c["gmemtest_seconds"] for c in comp)
         rows.append(["total", f"{st:.2f}", f"{gt:.2f}", f"{gt / st:.1f}x", ""])
-    out.append(("Selftests against gmemtest (wall seconds, fresh process each)",
-                ["upstream selftest", "selftest s", "gmemtest s", "ratio", "exit (C/py)"],
-                rows))
+    if rows:
+        out.append(("Selftests against gmemtest (wall seconds, fresh process each)",
+                    ["upstream selftest", "selftest s", "gmemtest s", "ratio", "exit (C/py)"],
+                    rows))
     conv = r.get("conversion")
     if conv:
         py, c = _rate(conv["python"]), _rate(conv["c"])
@@ -316,7 +318,8 @@ def tables(r: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
                    str(r["pycache_fill_seconds"])]]
     if "objects_cold" in r:
         other.append(["kernel objects compiled from nothing", str(r["objects_cold"])])
-    out.append(("Other measurements", ["what", "value"], other))
+    if other:
+        out.append(("Other measurements", ["what", "value"], other))
     warm_p, bench_p = r.get("warm_boot_pieces"), r.get("bench_boot_pieces")
     if warm_p or bench_p:
         names = [*phases.PIECES, "to first test", "to first result"]
