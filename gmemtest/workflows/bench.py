@@ -77,13 +77,14 @@ def run(spec: KernelSpec, *, cmdline: list[str], seconds: float, cold: bool, out
         limits: qemu.Limits, edit_loop_only: bool = False) -> dict[str, Any]:
     progress = Progress()
     out.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"machine": machine(), "cmdline": cmdline}
+    # An edit loop boots both modes, each with its own command line: no one to record.
+    result: dict[str, Any] = {"machine": machine(),
+                              **({} if edit_loop_only else {"cmdline": cmdline})}
     b = kernel.resolve(spec, progress)
     if b.source_path is None or b.manifest is None:
         raise GmemtestError(f"{b.label}: bench builds its kernel (name a source, not a "
                             "built kernel)")
-    if edit_loop_only:  # both modes, each with its own command line
-        del result["cmdline"]
+    if edit_loop_only:
         result.update(kernel=b.label, patches=list(b.manifest.patches),
                       edit_loop=edit_loop(spec, out / "edit-loop", limits, progress))
         return _written(result, out, progress)
