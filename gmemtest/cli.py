@@ -647,8 +647,8 @@ def parser() -> argparse.ArgumentParser:
     mu.add_argument("--mutant", action="append", default=[], metavar="ID",
                     help="only this mutant (repeatable; ids as the reports give them)")
     mu.add_argument("--tests-per-mutant", type=_whole, default=40, metavar="N",
-                    help="run at most the N quickest tests that ran the line, in each boot "
-                    "(default 40; 0: all of them)")
+                    help="run first the N quickest tests that ran the line, in each boot; a "
+                    "mutant that survives them runs the rest (default 40; 0: all at once)")
     mu.add_argument("--resume", metavar="DIR", help="go on with the run in DIR")
     mu.add_argument("--retry", action="append", default=[], metavar="OUTCOME",
                     choices=["survived", "timed out", "killed", "did not build"],

@@ -188,6 +188,45 @@ def test_a_mutants_boots_judged():
         mutate._killer([boot("on", Ended.PYTEST)])
 
 
+def test_a_survivor_of_the_quickest_tests_runs_the_rest(tmp_path, monkeypatch):
+    """Survived is a verdict of every test that ran the line: the cap on tests per boot only
+    orders them (a mutant's one killer may be among the slowest)."""
+    c = next(c for c in mutate.candidates(series_doc(tmp_path), tmp_path) if c.mutant.line == 5)
+    on = "in-place conversion on"
+    c.line_tests = [f"{on}: tests/a.py::t{i}" for i in range(5)]
+    took = {on: {f"tests/a.py::t{i}": float(5 - i) for i in range(5)}}
+    first, rest = mutate.plan(c, [on], took, ("tests/new.py",), 2)
+    assert first == {on: ["tests/new.py", "tests/a.py::t4", "tests/a.py::t3"]}
+    assert rest == {on: ["tests/a.py::t2", "tests/a.py::t1", "tests/a.py::t0"]}
+    assert mutate.plan(c, [on], took, (), None)[1] == {on: []}
+
+    # run_one: the first pass lets the mutant through, the second (the slowest) kills it
+    scratch = mutate.Scratch(tmp_path)
+    monkeypatch.setattr(scratch, "write", lambda file, lines: None)
+    monkeypatch.setattr(scratch, "restore", lambda files=None: None)
+    build = type("Build", (), {"label": "k"})()
+    monkeypatch.setattr(mutate.kernel, "resolve", lambda spec, progress: build)
+    monkeypatch.setattr(mutate.vmtest, "modes", lambda b: (mutate.vmtest.ON,))
+    passes: list[list[str]] = []
+
+    def boots(b, cand, tests, results, suffix, limits, seconds):
+        passes.append(tests[on])
+        killed = "tests/a.py::t0" in tests[on]
+        return [BootReport(on, None, [TestResult(t, Outcome.FAILED if killed and
+                                                 t.endswith("t0") else Outcome.PASSED)
+                                      for t in tests[on]], [], ended=Ended.TESTS_RAN)]
+
+    monkeypatch.setattr(mutate, "_boots", boots)
+    r = mutate.run_one(c, None, scratch, Progress(), tmp_path, mutate.LIMITS, took, most=2)
+    assert passes == [["tests/a.py::t4", "tests/a.py::t3"],
+                      ["tests/a.py::t2", "tests/a.py::t1", "tests/a.py::t0"]]
+    assert (r.outcome, r.by, r.ran) == (mutation.KILLED, f"{on}: tests/a.py::t0", 5)
+    # killed in the first pass: no second
+    passes.clear()
+    r = mutate.run_one(c, None, scratch, Progress(), tmp_path, mutate.LIMITS, took, most=None)
+    assert len(passes) == 1 and r.outcome == mutation.KILLED
+
+
 def result(outcome: str, n: int = 0, patch: int = 1) -> mutation.Result:
     return mutation.Result(f"id{outcome[:3]}{n}", "virt/kvm/gmem.c", 3, "kvm_gmem_check", patch,
                            "KVM: gmem: check nr", "negate", "\tif (a < b)", "\tif (a >= b)",

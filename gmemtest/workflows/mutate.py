@@ -7,8 +7,10 @@ never written through), built incrementally in the copy's own build directory (c
 the first build), booted in both modes side by side, each boot running only the tests that
 ran the mutant's line in that mode (a test that never runs the line cannot tell the mutant
 from the original), the quickest first, stopping at the first failure; once one boot has
-killed it the other stops. Results are appended to mutants.jsonl as they come: `--resume
-DIR` goes on from there. Mutants run in the order of their ids, a deterministic sample when
+killed it the other stops. A mutant that survives the quickest ``most`` boots again with the
+rest: survived means that every test that ran its line passed (but for those over
+coverage.SLOWEST). Results are appended to mutants.jsonl as they come: `--resume DIR` goes on
+from there. Mutants run in the order of their ids, a deterministic sample when
 ``--budget`` ends the run first; those left are "not run". The equivalents file marks
 mutants that cannot change behaviour, with the reason: they are not run and not counted.
 """
@@ -46,8 +48,9 @@ WITHIN = ("virt/kvm/", "arch/x86/kvm/")
 # A mutant's boots: shorter than the main job's, so that a mutant that hangs a test or the
 # kernel costs minutes, not half an hour (no test of the suite takes 120 s in the lean build).
 LIMITS = qemu.Limits(boot=90, test=120, total=900, silence=90)
-# A mutant runs at most this many of the tests that ran its line, the quickest, in each boot: a
-# line that every test runs (creating a guest_memfd) would otherwise cost minutes per survivor.
+# A mutant runs first at most this many of the tests that ran its line, the quickest, in each
+# boot: most mutants die there. Only one that survives them runs the rest (a line that every
+# test runs, creating a guest_memfd, has a hundred and more).
 MOST_TESTS = 40
 FAILED = (Outcome.FAILED, Outcome.TIMEOUT, Outcome.ERROR)
 HUNG = (Ended.BOOT_TIMEOUT, Ended.TIMEOUT, Ended.HANG)
@@ -195,7 +198,9 @@ def run_one(c: Candidate, spec: KernelSpec, scratch: Scratch, progress: Progress
             results: Path, limits: qemu.Limits, seconds: dict[str, dict[str, float]],
             extra: tuple[str, ...] = (), most: int | None = None) -> Result:
     """Build ``c``'s mutant and run its tests against it: ``extra`` first in every boot, then
-    the ``most`` quickest of those that ran its line in the boot."""
+    the ``most`` quickest of those that ran its line in the boot. A mutant that all of these
+    let through runs the rest of them before it is called survived: the cap is for speed,
+    never for a verdict."""
     r = c.result()
     t0 = time.monotonic()
     lines = (scratch.tree / c.mutant.file).read_text().splitlines()
@@ -210,33 +215,59 @@ def run_one(c: Candidate, spec: KernelSpec, scratch: Scratch, progress: Progress
         return r
     finally:
         scratch.restore({c.mutant.file})
-    boots = [m for m in vmtest.modes(build) if c.tests_for(m.label) or extra]  # a mode
-    # that never ran the line cannot see the mutant
-    if not boots:
+    labels = [m.label for m in vmtest.modes(build)]
+    if not any(c.tests_for(label) for label in labels) and not extra:
         raise GmemtestError(f"{c.mutant.describe()}: no boot of {build.label} has a test that "
                             "ran it (the map's boots are not this kernel's)")
-    at_once = qemu.boots_at_once(len(boots))
+    first, rest = plan(c, labels, seconds, extra, most)
+    outcomes = _boots(build, c, first, results, "", limits, seconds)
+    if _killer(outcomes)[0] == mutation.SURVIVED and any(rest.values()):
+        outcomes += _boots(build, c, rest, results, "-rest", limits, seconds)
+    r.outcome, r.by = _killer(outcomes)
+    r.ran = sum(len(b.results) for b in outcomes)
+    r.seconds = round(time.monotonic() - t0, 1)
+    return r
 
-    decided = threading.Event()  # a boot killed the mutant: the other one stops
+
+def plan(c: Candidate, labels: list[str], seconds: dict[str, dict[str, float]],
+         extra: tuple[str, ...], most: int | None) -> tuple[dict[str, list[str]],
+                                                            dict[str, list[str]]]:
+    """The tests of each boot (by label) in the first pass, ``extra`` then the ``most``
+    quickest that ran the line, and in the second, the rest of them."""
+    first: dict[str, list[str]] = {}
+    rest: dict[str, list[str]] = {}
+    for label in labels:
+        line = [t for t in c.tests_for(label, seconds.get(label, {})) if t not in extra]
+        first[label] = [*extra, *line[:most]]
+        rest[label] = line[len(first[label]) - len(extra):]
+    return first, rest
+
+
+def _boots(build: kernel.Build, c: Candidate, tests: dict[str, list[str]], results: Path,
+           suffix: str, limits: qemu.Limits,
+           seconds: dict[str, dict[str, float]]) -> list[report.BootReport]:
+    """Boot ``build`` in each mode that has ``tests`` (a mode that never ran the line cannot
+    see the mutant), side by side, each stopping at its first failure; once one boot has
+    killed the mutant the other stops."""
+    boots = [m for m in vmtest.modes(build) if tests.get(m.label)]
+    if not boots:
+        return []
+    decided = threading.Event()
 
     def boot(mode: vmtest.Mode) -> report.BootReport:
         took = seconds.get(mode.label, {})
-        tests = [*extra, *(t for t in c.tests_for(mode.label, took)[:most] if t not in extra)]
-        run = qemu.boot(build, ["-p", "no:xdist", "-x", *tests],
-                        results=results / f"{c.mutant.id}-{mode.slug}",
-                        cmdline=list(mode.cmdline), limits=test_limit(limits, tests, took),
+        run = qemu.boot(build, ["-p", "no:xdist", "-x", *tests[mode.label]],
+                        results=results / f"{c.mutant.id}-{mode.slug}{suffix}",
+                        cmdline=list(mode.cmdline),
+                        limits=test_limit(limits, tests[mode.label], took),
                         echo=False, stop=decided)
         rep = report.evaluate(mode.label, run)
         if rep.ended is not Ended.STOPPED and _killer([rep])[0] != mutation.SURVIVED:
             decided.set()
         return rep
 
-    with ThreadPoolExecutor(at_once) as pool:
-        outcomes = list(pool.map(boot, boots))
-    r.outcome, r.by = _killer(outcomes)
-    r.ran = sum(len(b.results) for b in outcomes)
-    r.seconds = round(time.monotonic() - t0, 1)
-    return r
+    with ThreadPoolExecutor(qemu.boots_at_once(len(boots))) as pool:
+        return list(pool.map(boot, boots))
 
 
 # --- the run -----------------------------------------------------------------------------------
