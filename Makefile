@@ -4,7 +4,8 @@ PY := $(VENV)/bin/python
 GMEMTEST := $(VENV)/bin/gmemtest
 HOST_STAMP := $(VENV)/.bootstrap-host
 VM_STAMP := $(VENV)/.bootstrap-vm
-PYTEST_ARGS ?= -n auto
+# The host suite in parallel; its slowest tests named at the end (where CI's time goes).
+PYTEST_ARGS ?= -n auto --durations=20
 
 .PHONY: setup setup-vm test test-serial lint caps kernel image vm-test bench matrix clean
 
