@@ -99,6 +99,22 @@ def test_access_after_memslot_deletion_is_mmio(sw_vm, gmem_route):
         assert isinstance(exit, Mmio) and exit.gpa == GPA + 16
 
 
+def test_access_after_its_guest_memfd_is_closed_is_memory_fault(sw_vm, gmem_route):
+    """Closing the last fd of a guest_memfd unbinds it from its memslot (the slot stays): a
+    gfn there has no page and no record of its state left, so it counts as shared, and the
+    guest's access to a page that was private exits with KVM_EXIT_MEMORY_FAULT (nothing to
+    fault in). The shared page read before the close is the control that the slot served."""
+    agent = Agent(sw_vm)
+    gmem = sw_vm.create_guest_memfd(2 * PAGE, 0)  # no mmap: only the fd holds the file
+    sw_vm.add_memslot(1, GPA, 2 * PAGE, gmem=gmem)
+    gmem.set_attributes(PAGE, PAGE, 0)
+    assert agent.read(GPA + PAGE + 8) == 0
+    gmem.close()
+    exit = agent.read(GPA + 8)  # the page was private
+    assert isinstance(exit, MemoryFault), exit
+    assert (exit.gpa, exit.size, exit.private) == (GPA, PAGE, False)
+
+
 def test_gfn_without_guest_memfd_is_shared(sw_vm, gmem_route):
     """Contract 'Fault routing with in-place conversion': 'A gfn with no memslot, or in a
     memslot without guest_memfd, counts as shared': the guest's accesses to a plain memslot
