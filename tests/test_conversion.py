@@ -105,7 +105,10 @@ def test_access_after_its_guest_memfd_is_closed_is_memory_fault(sw_vm, gmem_rout
     guest's access to a page that was private exits with KVM_EXIT_MEMORY_FAULT (nothing to
     fault in). The shared page read before the close is the control that the slot served."""
     agent = Agent(sw_vm)
-    gmem = sw_vm.create_guest_memfd(2 * PAGE, 0)  # no mmap: only the fd holds the file
+    # mmap()able, so that every revision serves the memslot from guest_memfd alone (v8 serves
+    # a file without the flag's shared gfns from userspace_addr); never mapped, so that only
+    # the fd holds the file
+    gmem = sw_vm.create_guest_memfd(2 * PAGE, uapi.GUEST_MEMFD_FLAG_MMAP)
     sw_vm.add_memslot(1, GPA, 2 * PAGE, gmem=gmem)
     gmem.set_attributes(PAGE, PAGE, 0)
     assert agent.read(GPA + PAGE + 8) == 0
