@@ -238,8 +238,9 @@ def plan(c: Candidate, labels: list[str], seconds: dict[str, dict[str, float]],
     rest: dict[str, list[str]] = {}
     for label in labels:
         line = [t for t in c.tests_for(label, seconds.get(label, {})) if t not in extra]
-        first[label] = [*extra, *line[:most]]
-        rest[label] = line[len(first[label]) - len(extra):]
+        quickest = line[:most]
+        first[label] = [*extra, *quickest]
+        rest[label] = line[len(quickest):]
     return first, rest
 
 
