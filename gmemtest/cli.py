@@ -645,7 +645,8 @@ def parser() -> argparse.ArgumentParser:
     mu.add_argument("--first", type=_count, metavar="N",
                     help="only the first N mutants of the deterministic order")
     mu.add_argument("--mutant", action="append", default=[], metavar="ID",
-                    help="only this mutant (repeatable; ids as the reports give them)")
+                    help="only this mutant (repeatable; ids as the reports give them); with "
+                    "--resume, run it again, the report still covering the whole run")
     mu.add_argument("--tests-per-mutant", type=_whole, default=40, metavar="N",
                     help="run first the N quickest tests that ran the line, in each boot; a "
                     "mutant that survives them runs the rest (default 40; 0: all at once)")

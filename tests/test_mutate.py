@@ -125,10 +125,17 @@ def test_candidates_are_the_run_lines_of_kvms_c_files(tmp_path):
 
 def test_a_mutants_tests_get_three_times_their_coverage_run():
     limits = mutate.LIMITS
-    assert mutate.test_limit(limits, ["a", "b"], {"a": 2.0, "b": 15.0}).test == 45.0
-    assert mutate.test_limit(limits, ["a"], {"a": 2.0}).test == 30.0
-    assert mutate.test_limit(limits, ["a"], {"a": 200.0}).test == limits.test
-    assert mutate.test_limit(limits, ["a", "new"], {"a": 2.0}) == limits  # one not measured
+    own = mutate.test_limit(limits, ["a", "b", "c", "new"], {"a": 2.0, "b": 15.0, "c": 200.0})
+    # each its own: three times its time, at least the floor, at most the boot's limit
+    assert own.tests == {"a": mutate.TEST_FLOOR, "b": 45.0, "c": limits.test}
+    assert own.test == limits.test  # "new", not measured, keeps the boot's limit
+    assert own.total == limits.total and own.silence == limits.silence
+    # a test whose three times would not fit the boot's limit is not run against mutants (a
+    # healthy one would end its mutant 'timed out')
+    assert mutate.slowest_test(limits) == limits.test / 3
+    c = mutate.Candidate(None, "f", 1, "s", ["on: quick", "on: slow"])
+    assert c.tests_for("on", {"quick": 1.0, "slow": 41.0}, mutate.slowest_test(limits)) == \
+        ["quick"]
 
 
 def test_a_run_picks_its_mutants(tmp_path):

@@ -13,19 +13,22 @@ from pathlib import Path
 import pytest
 
 from gmemtest.errors import GmemtestError
-from gmemtest.testing import kallsyms
+from gmemtest.testing import TEST_LIMITS, kallsyms
 from gmemtest.testing.debugfs import DEBUGFS
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 
 
-def pytest_on(tmp_path: Path, body: str, *, prefix: list[str] = (),
-              args: list[str] = ()) -> subprocess.CompletedProcess:
+def pytest_on(tmp_path: Path, body: str, *, prefix: list[str] = (), args: list[str] = (),
+              results: Path | None = None) -> subprocess.CompletedProcess:
     test = tmp_path / "test_case.py"
     test.write_text("import pytest\n\n" + body)
     # The inner session is a session of its own: not recorded into this run's results or gcov.
-    env = {k: v for k, v in os.environ.items() if k not in ("GMEMTEST_RESULTS", "GMEMTEST_GCOV")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("GMEMTEST_RESULTS", "GMEMTEST_GCOV") and not k.startswith("PYTEST_XDIST")}
     env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    if results is not None:
+        env["GMEMTEST_RESULTS"] = str(results)
     return subprocess.run([*prefix, sys.executable, "-m", "pytest", "-p", "gmemtest.testing.plugin",
                            "-p", "no:cacheprovider", "-q", "--rootdir", str(tmp_path),
                            "-c", "/dev/null", *args, str(test)],
@@ -72,6 +75,22 @@ def test_a_test_past_its_timeout_is_one_named_failure(tmp_path):
     assert "1 failed, 2 passed" in proc.stdout, proc.stdout
     assert "the test outlived its timeout (2 s) and was stopped, at " \
            f'"{tmp_path / "test_case.py"}", line 11 in test_slow' in proc.stdout, proc.stdout
+
+
+def test_a_test_with_a_limit_of_its_own_is_stopped_at_it(tmp_path):
+    """A boot's test-limits.json (a mutant's boot gives each test three times its own time)
+    gives the tests it names their own timeout in place of --timeout; the others keep it."""
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / TEST_LIMITS).write_text('{"test_case.py::test_slow": 2}')
+    proc = pytest_on(tmp_path, "import time\n\n\ndef test_slow():\n    time.sleep(600)\n\n\n"
+                     "def test_quick():\n    time.sleep(3)\n",
+                     args=["-p", "pytest_timeout", "-p", "gmemtest.testing.guest_writer",
+                           "--isolate", "--timeout=300"], results=results)
+    assert "1 failed, 1 passed" in proc.stdout, proc.stdout + proc.stderr
+    assert "the test outlived its timeout (2 s) and was stopped, at " \
+           f'"{tmp_path / "test_case.py"}", line 7 in test_slow' in proc.stdout, proc.stdout
+    assert "not ok 1 test_case.py::test_slow" in (results / "results.ktap").read_text()
 
 
 KALLSYMS = """\

@@ -14,6 +14,10 @@ ENV_CAP = "GMEMTEST_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES"
 ENV_HEADERS = "GMEMTEST_KERNEL_HEADERS"
 ENV_REVISION = "GMEMTEST_REVISION"
 
+# A boot's limits for some of its tests (node id -> seconds, JSON), in its results share: the
+# guest's plugin marks each of those tests with its own pytest-timeout.
+TEST_LIMITS = "test-limits.json"
+
 # How the guest's pytest loads plugins. Autoload is off there (PYTEST_DISABLE_PLUGIN_AUTOLOAD):
 # finding the installed ones through entry points, and importing those it does not use, costs
 # a second under TCG. It loads these, and leaves out pytest's own plugins the suite has no use

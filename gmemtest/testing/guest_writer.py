@@ -4,6 +4,8 @@
   /dev/kmsg and written to ``$GMEMTEST_RESULTS/kmsg-<worker>.jsonl`` with the test that was
   running; with xdist each worker keeps its own file and the host joins them by record sequence
   number, so a report names every test that was running when it was logged.
+- Tests named in ``$GMEMTEST_RESULTS/test-limits.json`` get their own pytest-timeout limit
+  there, in place of ``--timeout``.
 - At the end the controller writes ``results.ktap`` (KTAP v1, gmemtest.results.ktap): every
   test's outcome, a failure's message and the kernel reports logged while a test ran as
   diagnostic lines.
@@ -21,6 +23,7 @@ import pytest
 from gmemtest.results import health, ktap
 from gmemtest.results.outcome import Outcome, TestResult
 
+from . import TEST_LIMITS
 from .plugin import properties
 
 RESULTS = Path(os.environ.get("GMEMTEST_RESULTS", "/tmp/results"))
@@ -71,6 +74,13 @@ class GuestPlugin:
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection(self, session: pytest.Session) -> None:
         self.phases.setdefault("collection_start", _uptime())
+
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        limits = RESULTS / TEST_LIMITS
+        own = json.loads(limits.read_text()) if limits.exists() else {}
+        for item in items:
+            if item.nodeid in own:
+                item.add_marker(pytest.mark.timeout(own[item.nodeid]))
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.phases.setdefault("collection_end", _uptime())

@@ -9,6 +9,7 @@ that is killed outright.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -21,13 +22,13 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gmemtest.errors import GmemtestError
 from gmemtest.results import runlog
 from gmemtest.results.run import Ended, Run
-from gmemtest.testing import ENV_HEADERS, GUEST_PYTEST_PLUGINS, tunables
+from gmemtest.testing import ENV_HEADERS, GUEST_PYTEST_PLUGINS, TEST_LIMITS, tunables
 
 from . import host, pycache
 from .checkout import CHECKOUT, INIT
@@ -92,6 +93,9 @@ class Limits:
     test: float = 300.0  # per test, enforced in the guest by pytest-timeout
     total: float = 1800.0  # the whole run
     silence: float = 150.0  # seconds without a console line (the init's heartbeat is 30 s)
+    # A limit of its own for some tests (node id -> seconds), in place of ``test``: the guest's
+    # plugin reads it from TEST_LIMITS in the results share and marks each test with it.
+    tests: dict[str, float] = field(default_factory=dict)
 
 
 # On a silent guest the runner injects an NMI (QEMU's monitor): with these the kernel panics on
@@ -211,7 +215,7 @@ def boot(build: Build, pytest_args: list[str], *, results: Path,
 def _boot(kernel: Path, machine: Machine, pytest_args: list[str], results: Path,
           cmdline: list[str] | None, limits: Limits, env: dict[str, str], image: Path | None,
           echo: bool, memory: str, stop: threading.Event | None = None) -> Run:
-    for name in ("status", "junit.xml", "results.ktap"):
+    for name in ("status", "junit.xml", "results.ktap", TEST_LIMITS):
         (results / name).unlink(missing_ok=True)
     for stale in [*results.glob("kmsg-*.jsonl"), *results.glob("reliability-*.jsonl")]:
         stale.unlink()
@@ -235,6 +239,8 @@ def _boot(kernel: Path, machine: Machine, pytest_args: list[str], results: Path,
             shutil.copytree(env[ENV_HEADERS], results / "headers", symlinks=True,
                             dirs_exist_ok=True)
             env[ENV_HEADERS] = "/tmp/results/headers"
+    if limits.tests:
+        (results / TEST_LIMITS).write_text(json.dumps(limits.tests, indent=1) + "\n")
     accel = choose_accel()
     (results / "job.sh").write_text(job_script(args, "/tmp/results", env, python, checkout))
     binds = hidden_paths([checkout, Path(sys.prefix),
@@ -248,8 +254,10 @@ def _boot(kernel: Path, machine: Machine, pytest_args: list[str], results: Path,
                        machine=machine)
     (results / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
     log.info("qemu (%s): %s", accel.label, shlex.join(cmd))
-    log.info("limits: boot %.0f s, test %.0f s, total %.0f s, silence %.0f s", limits.boot,
-             limits.test, limits.total, limits.silence)
+    log.info("limits: boot %.0f s, test %.0f s, total %.0f s, silence %.0f s%s", limits.boot,
+             limits.test, limits.total, limits.silence,
+             f"; {len(limits.tests)} tests their own, {min(limits.tests.values()):.0f} to "
+             f"{max(limits.tests.values()):.0f} s ({TEST_LIMITS})" if limits.tests else "")
     start = time.monotonic()
     banner = threading.Event()
     last_line = [start]

@@ -8,8 +8,9 @@ the first build), booted in both modes side by side, each boot running only the 
 ran the mutant's line in that mode (a test that never runs the line cannot tell the mutant
 from the original), the quickest first, stopping at the first failure; once one boot has
 killed it the other stops. A mutant that survives the quickest ``most`` boots again with the
-rest: survived means that every test that ran its line passed (but for those over
-coverage.SLOWEST). Results are appended to mutants.jsonl as they come: `--resume DIR` goes on
+rest: survived means that every test that ran its line passed (but for those too slow for a
+mutant's limits, slowest_test()). Each test's time limit is three times its own in the coverage
+run (test_limit()). Results are appended to mutants.jsonl as they come: `--resume DIR` goes on
 from there. Mutants run in the order of their ids, a deterministic sample when
 ``--budget`` ends the run first; those left are "not run". The equivalents file marks
 mutants that cannot change behaviour, with the reason: they are not run and not counted.
@@ -52,6 +53,9 @@ LIMITS = qemu.Limits(boot=90, test=120, total=900, silence=90)
 # boot: most mutants die there. Only one that survives them runs the rest (a line that every
 # test runs, creating a guest_memfd, has a hundred and more).
 MOST_TESTS = 40
+# The least time limit of a test in a mutant's boot: room for what the test shares with those
+# before it in the coverage run (a module's fixtures), and for a noisy machine.
+TEST_FLOOR = 20.0
 FAILED = (Outcome.FAILED, Outcome.TIMEOUT, Outcome.ERROR)
 HUNG = (Ended.BOOT_TIMEOUT, Ended.TIMEOUT, Ended.HANG)
 
@@ -72,13 +76,14 @@ class Candidate:
         return Result(m.id, m.file, m.line, self.function, self.patch, self.subject,
                       m.operator, m.original, m.mutated, tests=self.line_tests)
 
-    def tests_for(self, mode: str, seconds: dict[str, float] | None = None) -> list[str]:
+    def tests_for(self, mode: str, seconds: dict[str, float] | None = None,
+                  slowest: float = coverage.SLOWEST) -> list[str]:
         """The node ids to run in the boot ``mode``, the quickest first (``seconds``: each
         test's in the coverage run; the unknown last, in name order), leaving out those that
-        took over coverage.SLOWEST seconds there."""
+        took over ``slowest`` seconds there."""
         took = seconds or {}
         nodes = {node for label, _, node in (t.partition(": ") for t in self.line_tests)
-                 if label == mode and took.get(node, 0.0) <= coverage.SLOWEST}
+                 if label == mode and took.get(node, 0.0) <= slowest}
         return sorted(nodes, key=lambda n: (took.get(n, float("inf")), n))
 
 
@@ -185,13 +190,12 @@ def _killer(boots: list[report.BootReport]) -> tuple[str, str | None]:
 
 
 def test_limit(limits: qemu.Limits, tests: list[str], took: dict[str, float]) -> qemu.Limits:
-    """``limits`` with a per-test timeout of three times the slowest of ``tests`` in the
-    coverage run (itself slower than the lean build), at least 30 s and at most ``limits``'s:
-    a mutant that makes a conversion loop forever costs half a minute, not five."""
-    known = [took[t] for t in tests if t in took]
-    if len(known) < len(tests):
-        return limits
-    return replace(limits, test=min(limits.test, max(30.0, 3 * max(known, default=0.0))))
+    """``limits`` with a timeout for each of ``tests`` of three times its own time in the
+    coverage run (itself slower than the lean build), at least TEST_FLOOR and at most
+    ``limits.test``, which stays the limit of a test not measured there: a mutant that makes
+    a quick test's conversion loop forever costs seconds, not minutes."""
+    return replace(limits, tests={t: min(limits.test, max(TEST_FLOOR, 3 * took[t]))
+                                  for t in tests if t in took})
 
 
 def run_one(c: Candidate, spec: KernelSpec, scratch: Scratch, progress: Progress,
@@ -219,7 +223,7 @@ def run_one(c: Candidate, spec: KernelSpec, scratch: Scratch, progress: Progress
     if not any(c.tests_for(label) for label in labels) and not extra:
         raise GmemtestError(f"{c.mutant.describe()}: no boot of {build.label} has a test that "
                             "ran it (the map's boots are not this kernel's)")
-    first, rest = plan(c, labels, seconds, extra, most)
+    first, rest = plan(c, labels, seconds, extra, most, slowest_test(limits))
     outcomes = _boots(build, c, first, results, "", limits, seconds)
     if _killer(outcomes)[0] == mutation.SURVIVED and any(rest.values()):
         outcomes += _boots(build, c, rest, results, "-rest", limits, seconds)
@@ -229,15 +233,25 @@ def run_one(c: Candidate, spec: KernelSpec, scratch: Scratch, progress: Progress
     return r
 
 
+def slowest_test(limits: qemu.Limits) -> float:
+    """The slowest test (seconds in the coverage run) a mutant runs: one whose three times
+    are within the boot's limit, so that a healthy test never ends its mutant 'timed out'
+    (the coverage run's time is no bound: the model fuzzer's self-test took 56 s there and
+    twice that in a lean boot beside another)."""
+    return min(coverage.SLOWEST, limits.test / 3)
+
+
 def plan(c: Candidate, labels: list[str], seconds: dict[str, dict[str, float]],
-         extra: tuple[str, ...], most: int | None) -> tuple[dict[str, list[str]],
-                                                            dict[str, list[str]]]:
+         extra: tuple[str, ...], most: int | None,
+         slowest: float = coverage.SLOWEST) -> tuple[dict[str, list[str]],
+                                                     dict[str, list[str]]]:
     """The tests of each boot (by label) in the first pass, ``extra`` then the ``most``
-    quickest that ran the line, and in the second, the rest of them."""
+    quickest that ran the line (of those up to ``slowest``), and in the second, the rest."""
     first: dict[str, list[str]] = {}
     rest: dict[str, list[str]] = {}
     for label in labels:
-        line = [t for t in c.tests_for(label, seconds.get(label, {})) if t not in extra]
+        line = [t for t in c.tests_for(label, seconds.get(label, {}), slowest)
+                if t not in extra]
         quickest = line[:most]
         first[label] = [*extra, *quickest]
         rest[label] = line[len(quickest):]
@@ -333,9 +347,16 @@ def main(spec: KernelSpec, *, limits: qemu.Limits, out: Path | None, budget: flo
     with runlog.results_dir(out), contextlib.ExitStack() as stack:
         build, kept = the_map(spec, progress, out, stamp)
         assert build.source_path is not None
-        todo = choice.pick(candidates(kept["series"], build.source_path))
-        done = {i: r for i, r in mutation.load_results(out / "mutants.jsonl").items()
-                if r.outcome not in (mutation.NOT_RUN, *choice.retry)}
+        every = candidates(kept["series"], build.source_path)
+        picked = {c.mutant.id for c in choice.pick(every)}
+        recorded = mutation.load_results(out / "mutants.jsonl")
+        # What runs: the picked mutants not yet decided (--mutant names one to run again).
+        # What the report covers: those, and with --resume every mutant of the series (one
+        # neither recorded nor picked is 'not run').
+        done = {i: r for i, r in recorded.items()
+                if r.outcome not in (mutation.NOT_RUN, *choice.retry) and i not in choice.ids
+                or i not in picked}
+        todo = every if resume else [c for c in every if c.mutant.id in picked]
         scratch = Scratch(build.source_path)
         stack.enter_context(locked(scratch.path.parent.with_suffix(".lock")))
         scratch.make(progress)
@@ -350,7 +371,8 @@ def main(spec: KernelSpec, *, limits: qemu.Limits, out: Path | None, budget: flo
                 r.outcome, r.by = mutation.EQUIVALENT, marked[c.mutant.id]
             elif c.mutant.id in done:
                 r = done[c.mutant.id]
-            elif budget is not None and time.monotonic() - t0 > budget * 60:
+            elif c.mutant.id not in picked or \
+                    budget is not None and time.monotonic() - t0 > budget * 60:
                 r = c.result()
             else:
                 progress.phase(f"mutant {i}/{len(todo)}", c.mutant.describe())
