@@ -44,6 +44,16 @@ def test_clean_console_has_no_findings():
         == ["WARNING"]
 
 
+def test_a_report_after_a_tests_name_on_the_console_is_found():
+    """pytest prints a test's name without a newline: the kernel's report, logged while the
+    test runs, ends that console line; test output that looks like a timestamp is not one."""
+    console = ("tests/test_x.py::test_warn [   13.720197] WARNING: drivers/misc/lkdtm/bugs.c:164"
+               " at lkdtm_WARNING+0x8/0xb, CPU#1: python/43\n"
+               "tests/test_x.py::test_y[1.5-WARNING: not the kernel's] PASSED\n")
+    found = health.scan(console, console=True)
+    assert [(f.kind, f.line[:24]) for f in found] == [("WARNING", "WARNING: drivers/misc/lk")]
+
+
 def test_kmsg_record_prefix_is_stripped():
     assert health.scan("4,1234,5678901,-;WARNING: CPU: 0 PID: 1 at x.c:1 f+0x0/0x1")[0].line \
         == "WARNING: CPU: 0 PID: 1 at x.c:1 f+0x0/0x1"

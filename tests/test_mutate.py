@@ -5,6 +5,8 @@ are judged, and the reports. The real run on kpatches/ is `gmemtest mutate` (doc
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -187,6 +189,10 @@ def test_a_mutants_boots_judged():
     assert mutate._killer([boot("on", Ended.HANG), boot("off", outcomes=(P,))])[0] == \
         mutation.TIMED_OUT
     assert mutate._killer([boot("on", Ended.NO_STATUS)])[0] == mutation.KILLED
+    # a boot stopped at the kernel's first report: the report kills
+    outcome, by = mutate._killer([boot("on", Ended.KERNEL_REPORT, findings=(
+        Finding("Oops", "Oops: 0000 [#1] SMP"),))])
+    assert outcome == mutation.KILLED and by == "on: Oops: Oops: 0000 [#1] SMP"
     # the boot stopped because the other one had killed it has no say
     assert mutate._killer([boot("on", Ended.STOPPED), boot("off", outcomes=(F,))]) == (
         mutation.KILLED, "off: t0")
@@ -209,10 +215,8 @@ def test_a_survivor_of_the_quickest_tests_runs_the_rest(tmp_path, monkeypatch):
 
     # run_one: the first pass lets the mutant through, the second (the slowest) kills it
     scratch = mutate.Scratch(tmp_path)
-    monkeypatch.setattr(scratch, "write", lambda file, lines: None)
-    monkeypatch.setattr(scratch, "restore", lambda files=None: None)
-    build = type("Build", (), {"label": "k"})()
-    monkeypatch.setattr(mutate.kernel, "resolve", lambda spec, progress: build)
+    build = type("Build", (), {"label": "k", "bzimage": tmp_path / "bzImage"})()
+    built = mutate.Built(build, None, 0.0)
     monkeypatch.setattr(mutate.vmtest, "modes", lambda b: (mutate.vmtest.ON,))
     passes: list[list[str]] = []
 
@@ -224,14 +228,54 @@ def test_a_survivor_of_the_quickest_tests_runs_the_rest(tmp_path, monkeypatch):
                                       for t in tests[on]], [], ended=Ended.TESTS_RAN)]
 
     monkeypatch.setattr(mutate, "_boots", boots)
-    r = mutate.run_one(c, None, scratch, Progress(), tmp_path, mutate.LIMITS, took, most=2)
+    r = mutate.run_one(c, None, scratch, Progress(), tmp_path, mutate.LIMITS, took, most=2,
+                       built=built)
     assert passes == [["tests/a.py::t4", "tests/a.py::t3"],
                       ["tests/a.py::t2", "tests/a.py::t1", "tests/a.py::t0"]]
     assert (r.outcome, r.by, r.ran) == (mutation.KILLED, f"{on}: tests/a.py::t0", 5)
     # killed in the first pass: no second
     passes.clear()
-    r = mutate.run_one(c, None, scratch, Progress(), tmp_path, mutate.LIMITS, took, most=None)
+    r = mutate.run_one(c, None, scratch, Progress(), tmp_path, mutate.LIMITS, took, most=None,
+                       built=built)
     assert len(passes) == 1 and r.outcome == mutation.KILLED
+
+
+def test_the_next_mutant_builds_while_this_one_boots(tmp_path):
+    """Mutants are judged in order; the build of each next one starts before the one before is
+    judged, in one builder thread at a lower priority; once the budget's deadline has passed
+    no mutant starts, and a build made ahead for one that will not run leaves no bzImage."""
+    found = mutate.candidates(series_doc(tmp_path), tmp_path)[:3]
+    events: list[str] = []
+    nice: list[int] = []
+
+    def build(c):
+        events.append(f"build {c.mutant.id}")
+        nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        image = tmp_path / f"{c.mutant.id}.bzImage"
+        image.write_text("")
+        return mutate.Built(type("Build", (), {"bzimage": image})(), None, 0.0)
+
+    def judge(c, built):
+        time.sleep(0.2)  # boots: the next build starts meanwhile
+        events.append(f"judge {c.mutant.id}")
+        built.build.bzimage.unlink()
+        r = c.result()
+        r.outcome = mutation.KILLED
+        return r
+
+    number = {c.mutant.id: i for i, c in enumerate(found, 1)}
+    ran = mutate._run_all(found, number, 3, judge, build, Progress(quiet=True), tmp_path, None)
+    ids = [c.mutant.id for c in found]
+    assert list(ran) == ids
+    assert events.index(f"build {ids[1]}") < events.index(f"judge {ids[0]}")
+    assert min(nice) >= 10, "the builds did not yield to the boots"
+    assert len((tmp_path / "mutants.jsonl").read_text().splitlines()) == 3
+    # past the deadline before the first: none judged, the one built ahead is cleaned up
+    events.clear()
+    ran = mutate._run_all(found, number, 3, judge, build, Progress(quiet=True), tmp_path / "b",
+                          time.monotonic() - 1)
+    assert ran == {} and events == [f"build {ids[0]}"]
+    assert list(tmp_path.glob("*.bzImage")) == []
 
 
 def result(outcome: str, n: int = 0, patch: int = 1) -> mutation.Result:

@@ -21,6 +21,7 @@ from bases import BASE
 from gmemtest.cache import cache_dir
 from gmemtest.errors import GmemtestError
 from gmemtest.results import report
+from gmemtest.results.run import Ended
 from gmemtest.vmtier import debian, kconfig, kernel, kernelspec, manifest, patchset, qemu
 from gmemtest.workflows import vmtest
 
@@ -74,6 +75,25 @@ def test_real_warn_fails_a_passing_run(build, tmp_path):
     assert first.kind == "WARNING" and "lkdtm" in first.line, first
     assert any("test_provoke_warning" in t for t in first.tests)
     assert outcome.verdict().startswith("FAIL: kernel health: WARNING during ")
+
+
+@pytest.mark.needs("built_kernel")
+def test_a_boot_asked_to_stops_at_the_kernels_first_report(build, tmp_path):
+    """gmemtest mutate's boots end shortly after the kernel's first report (its verdict), not
+    when the test that caused it, or the ones after it, give up: here the test after the WARN
+    hangs the guest, which only the 60 s silence limit would end."""
+    results = tmp_path / "results"
+    run = qemu.boot(build, ["-p", "no:xdist", "-x",
+                            str(CHECKOUT / "vmimages/provoke/test_provoke_warn.py"),
+                            str(CHECKOUT / "vmimages/provoke/test_provoke_hang.py")],
+                    results=results, echo=False, stop_at_report=True,
+                    limits=qemu.Limits(silence=60, total=300))
+    assert run.limit is Ended.KERNEL_REPORT, (run.limit, run.limit_hit)
+    assert run.seconds < 60, run.seconds
+    outcome = report.evaluate("provoke", run)
+    assert outcome.findings and outcome.findings[0].kind == "WARNING", outcome.findings
+    assert "lkdtm" in outcome.findings[0].line
+    assert qemu_processes(results) == []
 
 
 @pytest.mark.needs("built_kernel")

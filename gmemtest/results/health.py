@@ -52,7 +52,9 @@ def classify(line: str) -> str | None:
     return None
 
 
-KERNEL_LINE = re.compile(r"^\[\s*\d+\.\d+\]")
+# The kernel's timestamp on the console: at a line's start, or after test output the line
+# began with (pytest prints a test's name and no newline before the test runs).
+KERNEL_STAMP = re.compile(r"\[\s*\d+\.\d{6}\]")
 
 
 def scan(text: str, tests: tuple[str, ...] = (), *, console: bool = False) -> list[Finding]:
@@ -60,8 +62,11 @@ def scan(text: str, tests: tuple[str, ...] = (), *, console: bool = False) -> li
     own (timestamped) lines count: the test output between them is not the kernel's."""
     out = []
     for line in text.splitlines():
-        if console and not KERNEL_LINE.match(line):
-            continue
+        if console:
+            stamp = KERNEL_STAMP.search(line)
+            if stamp is None:
+                continue
+            line = line[stamp.start():]
         kind = classify(line)
         if kind:
             out.append(Finding(kind, _strip_prefix(line), tests))

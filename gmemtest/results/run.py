@@ -19,6 +19,7 @@ class Ended(StrEnum):
     NO_STATUS = "the guest ended without a test status"  # a panic, a crash of the init
     NOT_STARTED = "QEMU did not start"
     STOPPED = "stopped"  # by its caller: another boot had already decided (gmemtest mutate)
+    KERNEL_REPORT = "stopped at a kernel report"  # its caller asked for no more (gmemtest mutate)
 
     @property
     def harness_fault(self) -> bool:

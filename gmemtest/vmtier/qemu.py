@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gmemtest.errors import GmemtestError
-from gmemtest.results import runlog
+from gmemtest.results import health, runlog
 from gmemtest.results.run import Ended, Run
 from gmemtest.testing import ENV_HEADERS, GUEST_PYTEST_PLUGINS, TEST_LIMITS, tunables
 
@@ -101,6 +101,9 @@ class Limits:
 # On a silent guest the runner injects an NMI (QEMU's monitor): with these the kernel panics on
 # it and prints every task's stack and every CPU's backtrace to the console before QEMU exits.
 HANG_DUMP_CMDLINE = ["unknown_nmi_panic", "panic_sys_info=tasks,all_bt"]
+# Seconds a boot that stops at the kernel's first report goes on: the rest of the report (its
+# registers and call trace) reaches the console.
+REPORT_TAIL = 5.0
 
 
 def job_script(pytest_args: list[str], results_mount: str, env: dict[str, str],
@@ -195,17 +198,20 @@ def qemu_command(kernel: Path, results: Path, accel: Accel, cmdline: list[str], 
 def boot(build: Build, pytest_args: list[str], *, results: Path,
          cmdline: list[str] | None = None, limits: Limits | None = None,
          env: dict[str, str] | None = None, image: Path | None = None, echo: bool = True,
-         memory: str = "3G", stop: threading.Event | None = None) -> Run:
+         memory: str = "3G", stop: threading.Event | None = None,
+         stop_at_report: bool = False) -> Run:
     """Boot the kernel of ``build``, run pytest with ``pytest_args`` in it, and return when
     QEMU is gone. The guest's pytest learns the kernel's uapi headers from the build. The
     guest's root is the host's, or ``image`` (a vmimages root directory). The boot's log is
     ``gmemtest.log`` in ``results``. ``stop``: when it is set, QEMU is stopped (the run ends
-    STOPPED)."""
+    STOPPED). ``stop_at_report``: QEMU is stopped REPORT_TAIL seconds after the kernel starts a
+    report (an Oops, a BUG, a WARN...) on the console (KERNEL_REPORT): for a caller to whom
+    the report is the verdict, the tests after it are time lost."""
     results.mkdir(parents=True, exist_ok=True)
     env = {**({ENV_HEADERS: str(build.headers)} if build.headers else {}), **(env or {})}
     with runlog.attached(results / "gmemtest.log"):
         run = _boot(build.bzimage, machine_for(build.config), pytest_args, results, cmdline,
-                    limits or Limits(), env, image, echo, memory, stop)
+                    limits or Limits(), env, image, echo, memory, stop, stop_at_report)
         log.info("boot of %s ended: status %s, %s, boot %.1f s, run %.1f s", build.bzimage,
                  run.status, run.limit_hit or "no limit hit", run.boot_seconds or -1,
                  run.seconds)
@@ -214,7 +220,8 @@ def boot(build: Build, pytest_args: list[str], *, results: Path,
 
 def _boot(kernel: Path, machine: Machine, pytest_args: list[str], results: Path,
           cmdline: list[str] | None, limits: Limits, env: dict[str, str], image: Path | None,
-          echo: bool, memory: str, stop: threading.Event | None = None) -> Run:
+          echo: bool, memory: str, stop: threading.Event | None = None,
+          stop_at_report: bool = False) -> Run:
     for name in ("status", "junit.xml", "results.ktap", TEST_LIMITS):
         (results / name).unlink(missing_ok=True)
     for stale in [*results.glob("kmsg-*.jsonl"), *results.glob("reliability-*.jsonl")]:
@@ -261,6 +268,7 @@ def _boot(kernel: Path, machine: Machine, pytest_args: list[str], results: Path,
     start = time.monotonic()
     banner = threading.Event()
     last_line = [start]
+    report_at: list[float] = []  # when the console showed the kernel's first report
 
     def pump() -> None:
         assert proc.stdout is not None
@@ -276,6 +284,8 @@ def _boot(kernel: Path, machine: Machine, pytest_args: list[str], results: Path,
                 elif banner.is_set() and echo and not line.startswith("["):
                     sys.stdout.write(HEARTBEAT.sub("", line).replace("\r", ""))
                     sys.stdout.flush()
+                if stop_at_report and not report_at and health.scan(line, console=True):
+                    report_at.append(time.monotonic())
 
     reader = threading.Thread(target=pump, daemon=True)
     ctrl_c = _HeldSigint()
@@ -297,6 +307,10 @@ def _boot(kernel: Path, machine: Machine, pytest_args: list[str], results: Path,
                 break
             if stop is not None and stop.is_set():
                 run.limit, run.limit_hit = Ended.STOPPED, "stopped: another boot decided"
+                break
+            if report_at and time.monotonic() - report_at[0] > REPORT_TAIL:
+                run.limit, run.limit_hit = Ended.KERNEL_REPORT, \
+                    f"stopped {REPORT_TAIL:.0f} s after the kernel's first report"
                 break
             if elapsed > limits.total:
                 run.limit, run.limit_hit = Ended.TIMEOUT, \

@@ -4,9 +4,10 @@ The mutants come from the series' added lines of C that the coverage map says so
 (gmemtest.vmtier.mutants; the map is `gmemtest coverage`'s, made first when the tree has none).
 Each is written into a scratch copy of the kernel tree (hard links, the mutated file replaced,
 never written through), built incrementally in the copy's own build directory (ccache gives
-the first build), booted in both modes side by side, each boot running only the tests that
-ran the mutant's line in that mode (a test that never runs the line cannot tell the mutant
-from the original), the quickest first, stopping at the first failure; once one boot has
+the first build; the next mutant's build runs, at a lower priority, while this one boots),
+booted in both modes side by side, each boot running only the tests that ran the mutant's
+line in that mode (a test that never runs the line cannot tell the mutant from the original),
+the quickest first, stopping at the first failure or kernel report; once one boot has
 killed it the other stops. A mutant that survives the quickest ``most`` boots again with the
 rest: survived means that every test that ran its line passed (but for those too slow for a
 mutant's limits, slowest_test()). Each test's time limit is three times its own in the coverage
@@ -22,9 +23,11 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -198,14 +201,19 @@ def test_limit(limits: qemu.Limits, tests: list[str], took: dict[str, float]) ->
                                   for t in tests if t in took})
 
 
-def run_one(c: Candidate, spec: KernelSpec, scratch: Scratch, progress: Progress,
-            results: Path, limits: qemu.Limits, seconds: dict[str, dict[str, float]],
-            extra: tuple[str, ...] = (), most: int | None = None) -> Result:
-    """Build ``c``'s mutant and run its tests against it: ``extra`` first in every boot, then
-    the ``most`` quickest of those that ran its line in the boot. A mutant that all of these
-    let through runs the rest of them before it is called survived: the cap is for speed,
-    never for a verdict."""
-    r = c.result()
+@dataclass
+class Built:
+    """A mutant's kernel, its bzImage copied out of the scratch build (which the next mutant's
+    build overwrites while this one boots), or why it did not build."""
+
+    build: kernel.Build | None
+    why: str | None
+    seconds: float
+
+
+def build_mutant(c: Candidate, spec: KernelSpec, scratch: Scratch, progress: Progress,
+                 results: Path) -> Built:
+    """Write ``c``'s mutant into the scratch copy, build it incrementally, put the file back."""
     t0 = time.monotonic()
     lines = (scratch.tree / c.mutant.file).read_text().splitlines()
     lines[c.mutant.line - 1] = c.mutant.mutated
@@ -215,21 +223,44 @@ def run_one(c: Candidate, spec: KernelSpec, scratch: Scratch, progress: Progress
     except BuildFailed as e:
         if e.stage is not BuildStage.COMPILE:
             raise
-        r.outcome, r.by = mutation.NOT_BUILT, str(e).splitlines()[0][:200]
-        return r
+        return Built(None, str(e).splitlines()[0][:200], time.monotonic() - t0)
     finally:
         scratch.restore({c.mutant.file})
-    labels = [m.label for m in vmtest.modes(build)]
-    if not any(c.tests_for(label) for label in labels) and not extra:
-        raise GmemtestError(f"{c.mutant.describe()}: no boot of {build.label} has a test that "
-                            "ran it (the map's boots are not this kernel's)")
-    first, rest = plan(c, labels, seconds, extra, most, slowest_test(limits))
-    outcomes = _boots(build, c, first, results, "", limits, seconds)
-    if _killer(outcomes)[0] == mutation.SURVIVED and any(rest.values()):
-        outcomes += _boots(build, c, rest, results, "-rest", limits, seconds)
+    results.mkdir(parents=True, exist_ok=True)
+    own = results / f"{c.mutant.id}.bzImage"
+    shutil.copyfile(build.bzimage, own)
+    return Built(replace(build, bzimage=own), None, time.monotonic() - t0)
+
+
+def run_one(c: Candidate, spec: KernelSpec, scratch: Scratch, progress: Progress,
+            results: Path, limits: qemu.Limits, seconds: dict[str, dict[str, float]],
+            extra: tuple[str, ...] = (), most: int | None = None,
+            built: Built | None = None) -> Result:
+    """Build ``c``'s mutant (unless ``built`` already) and run its tests against it: ``extra``
+    first in every boot, then the ``most`` quickest of those that ran its line in the boot. A
+    mutant that all of these let through runs the rest of them before it is called survived:
+    the cap is for speed, never for a verdict."""
+    built = built or build_mutant(c, spec, scratch, progress, results)
+    r = c.result()
+    t0 = time.monotonic()
+    build = built.build
+    if build is None:
+        r.outcome, r.by = mutation.NOT_BUILT, built.why
+        return r
+    try:
+        labels = [m.label for m in vmtest.modes(build)]
+        if not any(c.tests_for(label) for label in labels) and not extra:
+            raise GmemtestError(f"{c.mutant.describe()}: no boot of {build.label} has a test "
+                                "that ran it (the map's boots are not this kernel's)")
+        first, rest = plan(c, labels, seconds, extra, most, slowest_test(limits))
+        outcomes = _boots(build, c, first, results, "", limits, seconds)
+        if _killer(outcomes)[0] == mutation.SURVIVED and any(rest.values()):
+            outcomes += _boots(build, c, rest, results, "-rest", limits, seconds)
+    finally:
+        build.bzimage.unlink(missing_ok=True)
     r.outcome, r.by = _killer(outcomes)
     r.ran = sum(len(b.results) for b in outcomes)
-    r.seconds = round(time.monotonic() - t0, 1)
+    r.seconds = round(built.seconds + time.monotonic() - t0, 1)
     return r
 
 
@@ -262,8 +293,8 @@ def _boots(build: kernel.Build, c: Candidate, tests: dict[str, list[str]], resul
            suffix: str, limits: qemu.Limits,
            seconds: dict[str, dict[str, float]]) -> list[report.BootReport]:
     """Boot ``build`` in each mode that has ``tests`` (a mode that never ran the line cannot
-    see the mutant), side by side, each stopping at its first failure; once one boot has
-    killed the mutant the other stops."""
+    see the mutant), side by side, each stopping at its first failure or kernel report; once
+    one boot has killed the mutant the other stops."""
     boots = [m for m in vmtest.modes(build) if tests.get(m.label)]
     if not boots:
         return []
@@ -275,7 +306,7 @@ def _boots(build: kernel.Build, c: Candidate, tests: dict[str, list[str]], resul
                         results=results / f"{c.mutant.id}-{mode.slug}{suffix}",
                         cmdline=list(mode.cmdline),
                         limits=test_limit(limits, tests[mode.label], took),
-                        echo=False, stop=decided)
+                        echo=False, stop=decided, stop_at_report=True)
         rep = report.evaluate(mode.label, run)
         if rep.ended is not Ended.STOPPED and _killer([rep])[0] != mutation.SURVIVED:
             decided.set()
@@ -306,6 +337,40 @@ def the_map(spec: KernelSpec, progress: Progress, out: Path,
         raise GmemtestError(f"{build.label}: no series to mutate (a tree: `gmemtest coverage "
                             "--src TREE --since BASE` names its commits)")
     return build, kept
+
+
+def _lower_priority() -> None:
+    """Make this thread (the builder) and the compilers it starts yield to the boots: a build
+    of the next mutant uses what the running mutant's QEMU leaves of the CPUs."""
+    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
+def _run_all(runs: list[Candidate], number: dict[str, int], total: int,
+             judge: Callable[[Candidate, Built], Result],
+             build: Callable[[Candidate], Built], progress: Progress, out: Path,
+             deadline: float | None) -> dict[str, Result]:
+    """Judge ``runs`` in order, each mutant's build made while the one before it boots; none
+    starts after ``deadline`` (monotonic), the rest are not run."""
+    ran: dict[str, Result] = {}
+    with ThreadPoolExecutor(1, initializer=_lower_priority) as builder:
+        ahead = builder.submit(build, runs[0]) if runs else None
+        for n, c in enumerate(runs):
+            assert ahead is not None
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            progress.phase(f"mutant {number[c.mutant.id]}/{total}", c.mutant.describe())
+            built = ahead.result()
+            ahead = builder.submit(build, runs[n + 1]) if n + 1 < len(runs) else None
+            r = judge(c, built)
+            mutation.append(out / "mutants.jsonl", r)
+            ran[c.mutant.id] = r
+            progress.done(f"mutant {number[c.mutant.id]}/{total}", f"{r.outcome}"
+                          + (f" by {r.by}" if r.by else "") + f" ({r.seconds:.0f} s)")
+        if ahead is not None:  # built, never judged: the budget ended first
+            left = ahead.result().build
+            if left is not None:
+                left.bzimage.unlink(missing_ok=True)
+    return ran
 
 
 @dataclass(frozen=True)
@@ -364,23 +429,22 @@ def main(spec: KernelSpec, *, limits: qemu.Limits, out: Path | None, budget: flo
         mspec = replace(spec, source=Tree(scratch.path, scratch.build_dir), patches=None)
         progress.phase("mutate", f"{len(todo)} mutants of {build.label}"
                        + (f", {len(done)} done before" if done else ""))
+        runs = [c for c in todo if c.mutant.id not in marked and c.mutant.id not in done
+                and c.mutant.id in picked]
+        ran = _run_all(runs, {c.mutant.id: i for i, c in enumerate(todo, 1)}, len(todo),
+                       lambda c, built: run_one(c, mspec, scratch, progress, out / "boots",
+                                                limits, kept["seconds"], choice.extra,
+                                                choice.most, built),
+                       lambda c: build_mutant(c, mspec, scratch, Progress(quiet=True),
+                                              out / "boots"),
+                       progress, out, deadline=None if budget is None else t0 + budget * 60)
         results: list[Result] = []
-        for i, c in enumerate(todo, 1):
+        for c in todo:
             if c.mutant.id in marked:
                 r = c.result()
                 r.outcome, r.by = mutation.EQUIVALENT, marked[c.mutant.id]
-            elif c.mutant.id in done:
-                r = done[c.mutant.id]
-            elif c.mutant.id not in picked or \
-                    budget is not None and time.monotonic() - t0 > budget * 60:
-                r = c.result()
             else:
-                progress.phase(f"mutant {i}/{len(todo)}", c.mutant.describe())
-                r = run_one(c, mspec, scratch, progress, out / "boots", limits,
-                            kept["seconds"], choice.extra, choice.most)
-                mutation.append(out / "mutants.jsonl", r)
-                progress.done(f"mutant {i}/{len(todo)}", f"{r.outcome}"
-                              + (f" by {r.by}" if r.by else "") + f" ({r.seconds:.0f} s)")
+                r = done.get(c.mutant.id) or ran.get(c.mutant.id) or c.result()  # or not run
             results.append(r)
         doc = mutation.to_json(results, build.label,
                                budget_left=sum(r.outcome == mutation.NOT_RUN for r in results))
