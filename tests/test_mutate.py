@@ -214,7 +214,6 @@ def test_a_survivor_of_the_quickest_tests_runs_the_rest(tmp_path, monkeypatch):
     assert mutate.plan(c, [on], took, (), None)[1] == {on: []}
 
     # run_one: the first pass lets the mutant through, the second (the slowest) kills it
-    scratch = mutate.Scratch(tmp_path)
     build = type("Build", (), {"label": "k", "bzimage": tmp_path / "bzImage"})()
     built = mutate.Built(build, None, 0.0)
     monkeypatch.setattr(mutate.vmtest, "modes", lambda b: (mutate.vmtest.ON,))
@@ -228,15 +227,13 @@ def test_a_survivor_of_the_quickest_tests_runs_the_rest(tmp_path, monkeypatch):
                                       for t in tests[on]], [], ended=Ended.TESTS_RAN)]
 
     monkeypatch.setattr(mutate, "_boots", boots)
-    r = mutate.run_one(c, None, scratch, Progress(), tmp_path, mutate.LIMITS, took, most=2,
-                       built=built)
+    r = mutate.run_one(c, built, tmp_path, mutate.LIMITS, took, most=2)
     assert passes == [["tests/a.py::t4", "tests/a.py::t3"],
                       ["tests/a.py::t2", "tests/a.py::t1", "tests/a.py::t0"]]
     assert (r.outcome, r.by, r.ran) == (mutation.KILLED, f"{on}: tests/a.py::t0", 5)
     # killed in the first pass: no second
     passes.clear()
-    r = mutate.run_one(c, None, scratch, Progress(), tmp_path, mutate.LIMITS, took, most=None,
-                       built=built)
+    r = mutate.run_one(c, built, tmp_path, mutate.LIMITS, took, most=None)
     assert len(passes) == 1 and r.outcome == mutation.KILLED
 
 

@@ -232,15 +232,13 @@ def build_mutant(c: Candidate, spec: KernelSpec, scratch: Scratch, progress: Pro
     return Built(replace(build, bzimage=own), None, time.monotonic() - t0)
 
 
-def run_one(c: Candidate, spec: KernelSpec, scratch: Scratch, progress: Progress,
-            results: Path, limits: qemu.Limits, seconds: dict[str, dict[str, float]],
-            extra: tuple[str, ...] = (), most: int | None = None,
-            built: Built | None = None) -> Result:
-    """Build ``c``'s mutant (unless ``built`` already) and run its tests against it: ``extra``
-    first in every boot, then the ``most`` quickest of those that ran its line in the boot. A
-    mutant that all of these let through runs the rest of them before it is called survived:
-    the cap is for speed, never for a verdict."""
-    built = built or build_mutant(c, spec, scratch, progress, results)
+def run_one(c: Candidate, built: Built, results: Path, limits: qemu.Limits,
+            seconds: dict[str, dict[str, float]], extra: tuple[str, ...] = (),
+            most: int | None = None) -> Result:
+    """Run ``c``'s tests against its ``built`` mutant: ``extra`` first in every boot, then the
+    ``most`` quickest of those that ran its line in the boot. A mutant that all of these let
+    through runs the rest of them before it is called survived: the cap is for speed, never
+    for a verdict."""
     r = c.result()
     t0 = time.monotonic()
     build = built.build
@@ -432,9 +430,8 @@ def main(spec: KernelSpec, *, limits: qemu.Limits, out: Path | None, budget: flo
         runs = [c for c in todo if c.mutant.id not in marked and c.mutant.id not in done
                 and c.mutant.id in picked]
         ran = _run_all(runs, {c.mutant.id: i for i, c in enumerate(todo, 1)}, len(todo),
-                       lambda c, built: run_one(c, mspec, scratch, progress, out / "boots",
-                                                limits, kept["seconds"], choice.extra,
-                                                choice.most, built),
+                       lambda c, built: run_one(c, built, out / "boots", limits,
+                                                kept["seconds"], choice.extra, choice.most),
                        lambda c: build_mutant(c, mspec, scratch, Progress(quiet=True),
                                               out / "boots"),
                        progress, out, deadline=None if budget is None else t0 + budget * 60)
