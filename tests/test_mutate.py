@@ -219,7 +219,7 @@ def test_a_survivor_of_the_quickest_tests_runs_the_rest(tmp_path, monkeypatch):
     monkeypatch.setattr(mutate.vmtest, "modes", lambda b: (mutate.vmtest.ON,))
     passes: list[list[str]] = []
 
-    def boots(b, cand, tests, results, suffix, limits, seconds):
+    def boots(b, cand, tests, results, suffix, limits, seconds, cores):
         passes.append(tests[on])
         killed = "tests/a.py::t0" in tests[on]
         return [BootReport(on, None, [TestResult(t, Outcome.FAILED if killed and
@@ -252,7 +252,7 @@ def test_the_next_mutant_builds_while_this_one_boots(tmp_path):
         image.write_text("")
         return mutate.Built(type("Build", (), {"bzimage": image})(), None, 0.0)
 
-    def judge(c, built):
+    def judge(c, built, cores):
         time.sleep(0.2)  # boots: the next build starts meanwhile
         events.append(f"judge {c.mutant.id}")
         built.build.bzimage.unlink()
@@ -271,8 +271,94 @@ def test_the_next_mutant_builds_while_this_one_boots(tmp_path):
     events.clear()
     ran = mutate._run_all(found, number, 3, judge, build, Progress(quiet=True), tmp_path / "b",
                           time.monotonic() - 1)
-    assert ran == {} and events == [f"build {ids[0]}"]
+    assert ran == {} and events == []
     assert list(tmp_path.glob("*.bzImage")) == []
+
+
+def test_mutants_share_the_cores(tmp_path):
+    """With two cores two mutants are judged at once; each boot, and each build, holds a core,
+    so never more than two of them run; the results come back in the mutants' order; a
+    mutant the harness failed to judge ends the run, after those being judged."""
+    found = mutate.candidates(series_doc(tmp_path), tmp_path)[:5]
+    busy: list[str] = []
+    most: list[int] = []
+    judged_beside: list[bool] = []
+    lock = threading.Lock()
+
+    def hold(what: str, seconds: float) -> None:
+        with lock:
+            busy.append(what)
+            most.append(len(busy))
+        time.sleep(seconds)
+        with lock:
+            busy.remove(what)
+
+    def build(c):
+        hold(f"build {c.mutant.id}", 0.05)
+        image = tmp_path / f"{c.mutant.id}.bzImage"
+        image.write_text("")
+        return mutate.Built(type("Build", (), {"bzimage": image})(), None, 0.0)
+
+    def judge(c, built, cores):
+        for mode in ("on", "off"):
+            with cores:
+                hold(f"boot {c.mutant.id} {mode}", 0.2)
+                judged_beside.append(any(b.startswith("boot") and c.mutant.id not in b
+                                         for b in busy))
+        built.build.bzimage.unlink()
+        r = c.result()
+        r.outcome = mutation.KILLED
+        return r
+
+    number = {c.mutant.id: i for i, c in enumerate(found, 1)}
+    ran = mutate._run_all(found, number, 5, judge, build, Progress(quiet=True), tmp_path, None,
+                          cores=2)
+    assert list(ran) == [c.mutant.id for c in found]
+    assert max(most) == 2, "more than two boots and builds ran at once on two cores"
+    assert any(judged_beside), "no two mutants were judged at once"
+    assert list(tmp_path.glob("*.bzImage")) == []
+
+    def broken(c, built, cores):
+        built.build.bzimage.unlink()
+        if c.mutant.id == found[1].mutant.id:
+            raise GmemtestError("a mutant's boot did not run its tests")
+        r = c.result()
+        r.outcome = mutation.KILLED
+        return r
+
+    (tmp_path / "c").mkdir()
+    with pytest.raises(GmemtestError, match="did not run its tests"):
+        mutate._run_all(found, number, 5, broken, build, Progress(quiet=True), tmp_path / "c",
+                        None, cores=2)
+    assert len((tmp_path / "c" / "mutants.jsonl").read_text().splitlines()) < 5
+    assert list(tmp_path.glob("*.bzImage")) == []
+
+
+def test_a_boot_waiting_for_a_core_is_not_made_once_the_other_killed(tmp_path, monkeypatch):
+    """Of a mutant's two boots, one that gets a core only after the other has killed the
+    mutant never boots."""
+    c = mutate.candidates(series_doc(tmp_path), tmp_path)[0]
+    booted: list[str] = []
+
+    def boot(build, args, *, results, **kw):
+        booted.append(results.name)
+        time.sleep(0.2)
+        return results.name
+
+    monkeypatch.setattr(mutate.qemu, "boot", boot)
+    monkeypatch.setattr(mutate.vmtest, "modes", lambda b: (mutate.vmtest.ON, mutate.vmtest.OFF))
+    monkeypatch.setattr(mutate.report, "evaluate", lambda label, run: BootReport(
+        label, None, [TestResult("t0", Outcome.FAILED)], [], ended=Ended.TESTS_RAN))
+    build = type("Build", (), {"label": "k", "bzimage": tmp_path / "bzImage"})()
+    tests = {m.label: ["tests/a.py::t0"] for m in (mutate.vmtest.ON, mutate.vmtest.OFF)}
+    out = mutate._boots(build, c, tests, tmp_path, "", mutate.LIMITS, {},
+                        threading.Semaphore(1))
+    assert len(booted) == 1 and [b.label for b in out] == [mutate.vmtest.ON.label]
+    booted.clear()
+    mutate._boots(build, c, tests, tmp_path, "", mutate.LIMITS, {}, threading.Semaphore(2))
+    assert len(booted) == 2, "with a core each, the two boots run side by side"
+
+
 
 
 def result(outcome: str, n: int = 0, patch: int = 1) -> mutation.Result:

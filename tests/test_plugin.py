@@ -77,6 +77,19 @@ def test_a_test_past_its_timeout_is_one_named_failure(tmp_path):
            f'"{tmp_path / "test_case.py"}", line 11 in test_slow' in proc.stdout, proc.stdout
 
 
+def test_a_test_deaf_to_sigabrt_is_killed_and_the_run_goes_on(tmp_path):
+    """A test process that SIGABRT does not stop (it ignores the signal, as one stuck in the
+    kernel cannot take it) is killed a few seconds later; it fails, named, and the tests after
+    it run."""
+    proc = pytest_on(tmp_path, "import signal\nimport time\n\n\ndef test_deaf():\n"
+                     "    signal.signal(signal.SIGABRT, signal.SIG_IGN)\n    time.sleep(600)\n\n\n"
+                     "def test_after():\n    pass\n",
+                     args=["-p", "pytest_timeout", "--isolate", "--timeout=2"])
+    assert "1 failed, 1 passed" in proc.stdout, proc.stdout + proc.stderr
+    assert "FAILED test_case.py::test_deaf" in proc.stdout, proc.stdout
+    assert "the test outlived its timeout (2 s) and was stopped\n" in proc.stdout, proc.stdout
+
+
 def test_a_test_with_a_limit_of_its_own_is_stopped_at_it(tmp_path):
     """A boot's test-limits.json (a mutant's boot gives each test three times its own time)
     gives the tests it names their own timeout in place of --timeout; the others keep it."""

@@ -31,6 +31,11 @@ import pytest
 from _pytest.runner import runtestprotocol
 
 GRACE = 60.0  # seconds past the per-test timeout before a child counts as hung
+# Seconds a child stopped with SIGABRT gets to write where it was and die, and one then killed
+# (SIGKILL) gets to die: a child still there is stuck in the kernel, where waiting longer does
+# not help, and the suite goes on without it.
+ABORT_WAIT = 5.0
+KILL_WAIT = 3.0
 
 
 def run_forked(item: pytest.Item, nextitem: pytest.Item | None, own_pages: bool) -> None:
@@ -78,7 +83,7 @@ def _reports(item: pytest.Item, nextitem: pytest.Item | None,
         # the test outlived its timeout. faulthandler in the child says where it was.
         timed_out = True
         os.kill(pid, signal.SIGABRT)
-        data, status, hung = _wait(pid, read_end, 10)
+        data, status, hung = _wait(pid, read_end, ABORT_WAIT)
     try:
         where = _where(open(trace.name, errors="replace").read(), item)
     finally:
@@ -134,7 +139,7 @@ def _wait(pid: int, fd: int, seconds: float) -> tuple[bytes, int, bool]:
         if time.monotonic() - start > seconds and not hung:
             hung = True
             os.kill(pid, signal.SIGKILL)
-            start = time.monotonic() - seconds + 10  # ten seconds to die
+            start = time.monotonic() - seconds + KILL_WAIT
         elif hung and time.monotonic() - start > seconds:
             status = 0  # unkillable (in the kernel): leave it, go on with the suite
             break

@@ -4,14 +4,17 @@ The mutants come from the series' added lines of C that the coverage map says so
 (gmemtest.vmtier.mutants; the map is `gmemtest coverage`'s, made first when the tree has none).
 Each is written into a scratch copy of the kernel tree (hard links, the mutated file replaced,
 never written through), built incrementally in the copy's own build directory (ccache gives
-the first build; the next mutant's build runs, at a lower priority, while this one boots),
-booted in both modes side by side, each boot running only the tests that ran the mutant's
-line in that mode (a test that never runs the line cannot tell the mutant from the original),
+the first build; the next mutants' builds run ahead, at a lower priority), booted in both
+modes, each boot running only the tests that ran the mutant's line in that mode (a test that
+never runs the line cannot tell the mutant from the original),
 the quickest first, stopping at the first failure or kernel report; once one boot has
 killed it the other stops. A mutant that survives the quickest ``most`` boots again with the
 rest: survived means that every test that ran its line passed (but for those too slow for a
 mutant's limits, slowest_test()). Each test's time limit is three times its own in the coverage
-run (test_limit()). Results are appended to mutants.jsonl as they come: `--resume DIR` goes on
+run (test_limit()). The host's cores are shared out: each boot (a single-threaded TCG guest)
+and each build holds one, and as many mutants are judged at once as there are cores, so that
+a mutant that boots one mode leaves no core idle. Results are appended to mutants.jsonl as
+they come: `--resume DIR` goes on
 from there. Mutants run in the order of their ids, a deterministic sample when
 ``--budget`` ends the run first; those left are "not run". The equivalents file marks
 mutants that cannot change behaviour, with the reason: they are not run and not counted.
@@ -28,7 +31,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -58,7 +61,7 @@ LIMITS = qemu.Limits(boot=90, test=120, total=900, silence=90)
 MOST_TESTS = 40
 # The least time limit of a test in a mutant's boot: room for what the test shares with those
 # before it in the coverage run (a module's fixtures), and for a noisy machine.
-TEST_FLOOR = 20.0
+TEST_FLOOR = 12.0
 FAILED = (Outcome.FAILED, Outcome.TIMEOUT, Outcome.ERROR)
 HUNG = (Ended.BOOT_TIMEOUT, Ended.TIMEOUT, Ended.HANG)
 
@@ -234,11 +237,12 @@ def build_mutant(c: Candidate, spec: KernelSpec, scratch: Scratch, progress: Pro
 
 def run_one(c: Candidate, built: Built, results: Path, limits: qemu.Limits,
             seconds: dict[str, dict[str, float]], extra: tuple[str, ...] = (),
-            most: int | None = None) -> Result:
+            most: int | None = None, cores: threading.Semaphore | None = None) -> Result:
     """Run ``c``'s tests against its ``built`` mutant: ``extra`` first in every boot, then the
     ``most`` quickest of those that ran its line in the boot. A mutant that all of these let
     through runs the rest of them before it is called survived: the cap is for speed, never
-    for a verdict."""
+    for a verdict. Each boot holds one of ``cores`` (shared with the run's other mutants)."""
+    cores = cores or threading.Semaphore(qemu.boots_at_once(2))
     r = c.result()
     t0 = time.monotonic()
     build = built.build
@@ -251,9 +255,9 @@ def run_one(c: Candidate, built: Built, results: Path, limits: qemu.Limits,
             raise GmemtestError(f"{c.mutant.describe()}: no boot of {build.label} has a test "
                                 "that ran it (the map's boots are not this kernel's)")
         first, rest = plan(c, labels, seconds, extra, most, slowest_test(limits))
-        outcomes = _boots(build, c, first, results, "", limits, seconds)
+        outcomes = _boots(build, c, first, results, "", limits, seconds, cores)
         if _killer(outcomes)[0] == mutation.SURVIVED and any(rest.values()):
-            outcomes += _boots(build, c, rest, results, "-rest", limits, seconds)
+            outcomes += _boots(build, c, rest, results, "-rest", limits, seconds, cores)
     finally:
         build.bzimage.unlink(missing_ok=True)
     r.outcome, r.by = _killer(outcomes)
@@ -288,30 +292,34 @@ def plan(c: Candidate, labels: list[str], seconds: dict[str, dict[str, float]],
 
 
 def _boots(build: kernel.Build, c: Candidate, tests: dict[str, list[str]], results: Path,
-           suffix: str, limits: qemu.Limits,
-           seconds: dict[str, dict[str, float]]) -> list[report.BootReport]:
+           suffix: str, limits: qemu.Limits, seconds: dict[str, dict[str, float]],
+           cores: threading.Semaphore) -> list[report.BootReport]:
     """Boot ``build`` in each mode that has ``tests`` (a mode that never ran the line cannot
-    see the mutant), side by side, each stopping at its first failure or kernel report; once
-    one boot has killed the mutant the other stops."""
+    see the mutant), side by side as ``cores`` allow (each boot holds one), each stopping at
+    its first failure or kernel report; once one boot has killed the mutant the other stops,
+    or never starts."""
     boots = [m for m in vmtest.modes(build) if tests.get(m.label)]
     if not boots:
         return []
     decided = threading.Event()
 
-    def boot(mode: vmtest.Mode) -> report.BootReport:
-        took = seconds.get(mode.label, {})
-        run = qemu.boot(build, ["-p", "no:xdist", "-x", *tests[mode.label]],
-                        results=results / f"{c.mutant.id}-{mode.slug}{suffix}",
-                        cmdline=list(mode.cmdline),
-                        limits=test_limit(limits, tests[mode.label], took),
-                        echo=False, stop=decided, stop_at_report=True)
+    def boot(mode: vmtest.Mode) -> report.BootReport | None:
+        with cores:
+            if decided.is_set():  # killed by the other boot while this one waited for a core
+                return None
+            took = seconds.get(mode.label, {})
+            run = qemu.boot(build, ["-p", "no:xdist", "-x", *tests[mode.label]],
+                            results=results / f"{c.mutant.id}-{mode.slug}{suffix}",
+                            cmdline=list(mode.cmdline),
+                            limits=test_limit(limits, tests[mode.label], took),
+                            echo=False, stop=decided, stop_at_report=True)
         rep = report.evaluate(mode.label, run)
         if rep.ended is not Ended.STOPPED and _killer([rep])[0] != mutation.SURVIVED:
             decided.set()
         return rep
 
-    with ThreadPoolExecutor(qemu.boots_at_once(len(boots))) as pool:
-        return list(pool.map(boot, boots))
+    with ThreadPoolExecutor(len(boots)) as pool:
+        return [rep for rep in pool.map(boot, boots) if rep is not None]
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -344,31 +352,64 @@ def _lower_priority() -> None:
 
 
 def _run_all(runs: list[Candidate], number: dict[str, int], total: int,
-             judge: Callable[[Candidate, Built], Result],
+             judge: Callable[[Candidate, Built, threading.Semaphore], Result],
              build: Callable[[Candidate], Built], progress: Progress, out: Path,
-             deadline: float | None) -> dict[str, Result]:
-    """Judge ``runs`` in order, each mutant's build made while the one before it boots; none
-    starts after ``deadline`` (monotonic), the rest are not run."""
+             deadline: float | None, cores: int = 1) -> dict[str, Result]:
+    """Judge ``runs``, as many mutants at a time as there are ``cores``: each of their boots
+    holds a core, and so does each build (made in order, ahead of the judging, by one builder
+    thread at a lower priority; with one core the build runs beside the boot). No mutant starts
+    after ``deadline`` (monotonic): the rest are not run. A mutant's failure to be judged (the
+    harness's) ends the run once the mutants being judged are done."""
+    free = threading.Semaphore(cores)
     ran: dict[str, Result] = {}
-    with ThreadPoolExecutor(1, initializer=_lower_priority) as builder:
-        ahead = builder.submit(build, runs[0]) if runs else None
-        for n, c in enumerate(runs):
-            assert ahead is not None
-            if deadline is not None and time.monotonic() > deadline:
+    error: BaseException | None = None
+
+    def build_on_a_core(c: Candidate) -> Built:
+        with free if cores > 1 else contextlib.nullcontext():
+            return build(c)
+
+    with ThreadPoolExecutor(1, initializer=_lower_priority) as builder, \
+            ThreadPoolExecutor(cores) as judges:
+        builds: list[Future[Built]] = []
+        running: dict[Future[Result], Candidate] = {}
+        n = 0
+        while True:
+            while error is None and n < len(runs) and len(running) < cores and \
+                    (deadline is None or time.monotonic() <= deadline):
+                while len(builds) < min(len(runs), n + cores + 1):
+                    builds.append(builder.submit(build_on_a_core, runs[len(builds)]))
+                c = runs[n]
+                try:
+                    built = builds[n].result()
+                except BaseException as e:  # a build the tree, not the mutant, broke
+                    error = e
+                    break
+                n += 1
+                progress.phase(f"mutant {number[c.mutant.id]}/{total}", c.mutant.describe())
+                running[judges.submit(judge, c, built, free)] = c
+            if not running:
                 break
-            progress.phase(f"mutant {number[c.mutant.id]}/{total}", c.mutant.describe())
-            built = ahead.result()
-            ahead = builder.submit(build, runs[n + 1]) if n + 1 < len(runs) else None
-            r = judge(c, built)
-            mutation.append(out / "mutants.jsonl", r)
-            ran[c.mutant.id] = r
-            progress.done(f"mutant {number[c.mutant.id]}/{total}", f"{r.outcome}"
-                          + (f" by {r.by}" if r.by else "") + f" ({r.seconds:.0f} s)")
-        if ahead is not None:  # built, never judged: the budget ended first
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in finished:
+                c = running.pop(f)
+                try:
+                    r = f.result()
+                except BaseException as e:
+                    error = error or e
+                    continue
+                mutation.append(out / "mutants.jsonl", r)
+                ran[c.mutant.id] = r
+                progress.done(f"mutant {number[c.mutant.id]}/{total}", f"{r.outcome}"
+                              + (f" by {r.by}" if r.by else "") + f" ({r.seconds:.0f} s)")
+        for ahead in builds[n:]:  # built, never judged: the budget ended first
+            if ahead.cancel() or ahead.exception() is not None:
+                continue
             left = ahead.result().build
             if left is not None:
                 left.bzimage.unlink(missing_ok=True)
-    return ran
+    if error is not None:
+        raise error
+    return {c.mutant.id: ran[c.mutant.id] for c in runs if c.mutant.id in ran}
 
 
 @dataclass(frozen=True)
@@ -430,11 +471,13 @@ def main(spec: KernelSpec, *, limits: qemu.Limits, out: Path | None, budget: flo
         runs = [c for c in todo if c.mutant.id not in marked and c.mutant.id not in done
                 and c.mutant.id in picked]
         ran = _run_all(runs, {c.mutant.id: i for i, c in enumerate(todo, 1)}, len(todo),
-                       lambda c, built: run_one(c, built, out / "boots", limits,
-                                                kept["seconds"], choice.extra, choice.most),
+                       lambda c, built, cores: run_one(c, built, out / "boots", limits,
+                                                       kept["seconds"], choice.extra,
+                                                       choice.most, cores),
                        lambda c: build_mutant(c, mspec, scratch, Progress(quiet=True),
                                               out / "boots"),
-                       progress, out, deadline=None if budget is None else t0 + budget * 60)
+                       progress, out, deadline=None if budget is None else t0 + budget * 60,
+                       cores=qemu.boots_at_once(os.cpu_count() or 1))
         results: list[Result] = []
         for c in todo:
             if c.mutant.id in marked:
