@@ -3,21 +3,20 @@
 The mutants come from the series' added lines of C that the coverage map says some test runs
 (gmemtest.vmtier.mutants; the map is `gmemtest coverage`'s, made first when the tree has none).
 Each is written into a scratch copy of the kernel tree (hard links, the mutated file replaced,
-never written through), built incrementally in the copy's own build directory (ccache gives
-the first build; the next mutants' builds run ahead, at a lower priority), booted in both
-modes, each boot running only the tests that ran the mutant's line in that mode (a test that
-never runs the line cannot tell the mutant from the original),
-the quickest first, stopping at the first failure or kernel report; once one boot has
-killed it the other stops. A mutant that survives the quickest ``most`` boots again with the
-rest: survived means that every test that ran its line passed (but for those too slow for a
-mutant's limits, slowest_test()). Each test's time limit is three times its own in the coverage
-run (test_limit()). The host's cores are shared out: each boot (a single-threaded TCG guest)
-and each build holds one, and as many mutants are judged at once as there are cores, so that
-a mutant that boots one mode leaves no core idle. Results are appended to mutants.jsonl as
-they come: `--resume DIR` goes on
-from there. Mutants run in the order of their ids, a deterministic sample when
-``--budget`` ends the run first; those left are "not run". The equivalents file marks
-mutants that cannot change behaviour, with the reason: they are not run and not counted.
+never written through), built incrementally in the copy's own build directory (ccache gives the
+first build; the next mutants' builds run ahead, at a lower priority), booted in both modes,
+each boot running only the tests that ran the mutant's line in that mode (a test that never
+runs the line cannot tell the mutant from the original), the quickest first, stopping at the
+first failure or kernel report; once one boot has killed it the other stops. A mutant that
+survives the quickest ``most`` boots again with the rest: survived means that every test that
+ran its line passed (but for those too slow for a mutant's limits, slowest_test()). Each test's
+time limit is three times its own in the coverage run (test_limit()). The host's cores are
+shared out: each boot (a single-threaded TCG guest) and each build holds one, and as many
+mutants are judged at once as there are cores, so that a mutant that boots one mode leaves no
+core idle. Results are appended to mutants.jsonl as they come: `--resume DIR` goes on from
+there. Mutants start in the order of their ids, a deterministic sample when ``--budget`` ends the
+run first; those left are "not run". The equivalents file marks mutants that cannot change
+behaviour, with the reason: they are not run and not counted.
 """
 
 from __future__ import annotations
