@@ -19,7 +19,7 @@ from gmemtest.results.report import BootReport
 from gmemtest.results.run import Ended
 from gmemtest.vmtier import mutants
 from gmemtest.vmtier.progress import Progress
-from gmemtest.workflows import mutate
+from gmemtest.workflows import coverage, mutate
 
 
 def changes(text: str) -> dict[str, set[str]]:
@@ -212,6 +212,9 @@ def test_a_survivor_of_the_quickest_tests_runs_the_rest(tmp_path, monkeypatch):
     assert first == {on: ["tests/new.py", "tests/a.py::t4", "tests/a.py::t3"]}
     assert rest == {on: ["tests/a.py::t2", "tests/a.py::t1", "tests/a.py::t0"]}
     assert mutate.plan(c, [on], took, (), None)[1] == {on: []}
+    # a test newer than the coverage map comes last: the map cannot say it runs the line
+    assert mutate.plan(c, [on], took, (), 2, newer=("tests/b.py::new",))[1] == {
+        on: ["tests/a.py::t2", "tests/a.py::t1", "tests/a.py::t0", "tests/b.py::new"]}
 
     # run_one: the first pass lets the mutant through, the second (the slowest) kills it
     build = type("Build", (), {"label": "k", "bzimage": tmp_path / "bzImage"})()
@@ -235,6 +238,27 @@ def test_a_survivor_of_the_quickest_tests_runs_the_rest(tmp_path, monkeypatch):
     passes.clear()
     r = mutate.run_one(c, built, tmp_path, mutate.LIMITS, took, most=None)
     assert len(passes) == 1 and r.outcome == mutation.KILLED
+    # every test that ran the line lets it through; the test newer than the map kills it
+    c.line_tests = [f"{on}: tests/a.py::t{i}" for i in range(1, 5)]
+    passes.clear()
+    r = mutate.run_one(c, built, tmp_path, mutate.LIMITS, took, most=2,
+                       newer=("tests/a.py::t0",))
+    assert passes[-1] == ["tests/a.py::t2", "tests/a.py::t1", "tests/a.py::t0"]
+    assert (r.outcome, r.by) == (mutation.KILLED, f"{on}: tests/a.py::t0")
+
+
+def test_tests_newer_than_the_coverage_map():
+    """The suite's tests the coverage run never saw, of the files whose tests ran a line of
+    the series: those of the harness's own files could not see a mutant."""
+    line = {"tip": 3, "kind": "+", "status": "run", "text": "x",
+            "tests": ["in-place conversion on: tests/test_conversion.py::test_old"]}
+    kept = {"seconds": {"in-place conversion on": {"tests/test_conversion.py::test_old": 1.0,
+                                                   "tests/test_plugin.py::test_old": 1.0}},
+            "series": {"patches": [{"hunks": [{"file": "virt/kvm/x.c", "lines": [line]}]}]}}
+    suite = ["tests/test_conversion.py::test_old", "tests/test_conversion.py::test_new[a]",
+             "tests/test_plugin.py::test_old", "tests/test_plugin.py::test_new"]
+    assert coverage.newer_tests(kept, suite) == ["tests/test_conversion.py::test_new[a]"]
+    assert coverage.newer_tests({**kept, "series": None}, suite) == []
 
 
 def test_the_next_mutant_builds_while_this_one_boots(tmp_path):

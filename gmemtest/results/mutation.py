@@ -44,7 +44,7 @@ class Result:
     by: str | None = None  # killed: the test (mode: id) or kernel finding; else why
     tests: list[str] = field(default_factory=list)  # the tests that ran the line
     ran: int = 0  # tests run against it, both modes
-    seconds: float = 0.0
+    seconds: float = 0.0  # its build, then its boots from the first start (waits for a core in)
 
 
 SHAPE = {"id": str, "file": str, "line": int, "function": str, "patch": int, "subject": str,

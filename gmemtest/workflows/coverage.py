@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +28,10 @@ from gmemtest.errors import GmemtestError, one_line
 from gmemtest.results import coverage, report, runlog
 from gmemtest.results.patches import Patch
 from gmemtest.results.shape import ListOf, MapOf, Maybe, check
+from gmemtest.testing import GUEST_PYTEST_PLUGINS
 from gmemtest.testing.gcov import ENV as GCOV_ENV
 from gmemtest.vmtier import kernel, patchlines, qemu, series
+from gmemtest.vmtier.checkout import CHECKOUT
 from gmemtest.vmtier.kernelspec import KernelSpec, Posted, Prebuilt, Tree
 from gmemtest.vmtier.progress import Progress
 
@@ -205,6 +210,31 @@ def load_map(tree: Path) -> dict[str, Any] | None:
         raise GmemtestError(f"{path}: a damaged coverage map ({one_line(e)}); remove it and "
                             "run `gmemtest coverage` again") from None
     return doc
+
+
+def suite_tests(checkout: Path = CHECKOUT) -> list[str]:
+    """The node ids of the suite as the guest collects it (host-only tests left out)."""
+    env = {**os.environ, "GMEMTEST_IN_GUEST": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only", "-p",
+                           "no:xdist", *GUEST_PYTEST_PLUGINS, str(checkout / "tests")],
+                          cwd=checkout, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
+        raise GmemtestError(f"the suite does not collect (pytest exited {proc.returncode}: "
+                            f"{last[0]}): run `make test` to see why")
+    return [ln.strip() for ln in proc.stdout.splitlines() if "::" in ln]
+
+
+def newer_tests(kept: dict[str, Any], suite: list[str]) -> list[str]:
+    """The tests of ``suite`` that no boot of the map's coverage run saw (written since), of
+    the test files some of whose mapped tests ran a line the series adds (a file of the
+    harness's own tests, which never run the series, is no place for one to see a mutant)."""
+    seen = {node for per in kept.get("seconds", {}).values() for node in per}
+    series = kept.get("series") or {"patches": []}
+    files = {t.split(": ", 1)[-1].partition("::")[0]
+             for p in series["patches"] for hunk in p["hunks"] for ln in hunk["lines"]
+             for t in ln.get("tests", ())}
+    return [t for t in suite if t not in seen and t.partition("::")[0] in files]
 
 
 def adopt_map(source: Path, tree: Path) -> bool:

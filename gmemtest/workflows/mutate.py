@@ -8,14 +8,15 @@ first build; the next mutants' builds run ahead, at a lower priority), booted in
 each boot running only the tests that ran the mutant's line in that mode (a test that never
 runs the line cannot tell the mutant from the original), the quickest first, stopping at the
 first failure or kernel report; once one boot has killed it the other stops. A mutant that
-survives the quickest ``most`` boots again with the rest: survived means that every test that
-ran its line passed (but for those too slow for a mutant's limits, slowest_test()). Each test's
-time limit is three times its own in the coverage run (test_limit()). The host's cores are
-shared out: each boot (a single-threaded TCG guest) and each build holds one, and as many
+survives the quickest ``most`` boots again with the rest, and with the tests newer than the
+coverage map (the map cannot say whether they run the line): survived means that every test
+that ran its line passed (but for those too slow for a mutant's limits, slowest_test()). Each
+test's time limit is three times its own in the coverage run (test_limit()). The host's cores
+are shared out: each boot (a single-threaded TCG guest) and each build holds one, and as many
 mutants are judged at once as there are cores, so that a mutant that boots one mode leaves no
 core idle. Results are appended to mutants.jsonl as they come: `--resume DIR` goes on from
-there. Mutants start in the order of their ids, a deterministic sample when ``--budget`` ends the
-run first; those left are "not run". The equivalents file marks mutants that cannot change
+there. Mutants start in the order of their ids, a deterministic sample when ``--budget`` ends
+the run first; those left are "not run". The equivalents file marks mutants that cannot change
 behaviour, with the reason: they are not run and not counted.
 """
 
@@ -236,11 +237,13 @@ def build_mutant(c: Candidate, spec: KernelSpec, scratch: Scratch, progress: Pro
 
 def run_one(c: Candidate, built: Built, results: Path, limits: qemu.Limits,
             seconds: dict[str, dict[str, float]], extra: tuple[str, ...] = (),
-            most: int | None = None, cores: threading.Semaphore | None = None) -> Result:
+            most: int | None = None, cores: threading.Semaphore | None = None,
+            newer: tuple[str, ...] = ()) -> Result:
     """Run ``c``'s tests against its ``built`` mutant: ``extra`` first in every boot, then the
     ``most`` quickest of those that ran its line in the boot. A mutant that all of these let
-    through runs the rest of them before it is called survived: the cap is for speed, never
-    for a verdict. Each boot holds one of ``cores`` (shared with the run's other mutants)."""
+    through runs the rest of them, and the tests ``newer`` than the coverage map, before it is
+    called survived: the cap is for speed, never for a verdict. Each boot holds one of
+    ``cores`` (shared with the run's other mutants)."""
     cores = cores or threading.Semaphore(qemu.boots_at_once(2))
     r = c.result()
     t0 = time.monotonic()
@@ -253,7 +256,7 @@ def run_one(c: Candidate, built: Built, results: Path, limits: qemu.Limits,
         if not any(c.tests_for(label) for label in labels) and not extra:
             raise GmemtestError(f"{c.mutant.describe()}: no boot of {build.label} has a test "
                                 "that ran it (the map's boots are not this kernel's)")
-        first, rest = plan(c, labels, seconds, extra, most, slowest_test(limits))
+        first, rest = plan(c, labels, seconds, extra, most, slowest_test(limits), newer)
         outcomes = _boots(build, c, first, results, "", limits, seconds, cores)
         if _killer(outcomes)[0] == mutation.SURVIVED and any(rest.values()):
             outcomes += _boots(build, c, rest, results, "-rest", limits, seconds, cores)
@@ -275,10 +278,11 @@ def slowest_test(limits: qemu.Limits) -> float:
 
 def plan(c: Candidate, labels: list[str], seconds: dict[str, dict[str, float]],
          extra: tuple[str, ...], most: int | None,
-         slowest: float = coverage.SLOWEST) -> tuple[dict[str, list[str]],
-                                                     dict[str, list[str]]]:
+         slowest: float = coverage.SLOWEST,
+         newer: tuple[str, ...] = ()) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """The tests of each boot (by label) in the first pass, ``extra`` then the ``most``
-    quickest that ran the line (of those up to ``slowest``), and in the second, the rest."""
+    quickest that ran the line (of those up to ``slowest``), and in the second, the rest, then
+    the tests ``newer`` than the coverage map (it cannot say whether they run the line)."""
     first: dict[str, list[str]] = {}
     rest: dict[str, list[str]] = {}
     for label in labels:
@@ -286,7 +290,7 @@ def plan(c: Candidate, labels: list[str], seconds: dict[str, dict[str, float]],
                 if t not in extra]
         quickest = line[:most]
         first[label] = [*extra, *quickest]
-        rest[label] = line[len(quickest):]
+        rest[label] = [*line[len(quickest):], *(t for t in newer if t not in extra)]
     return first, rest
 
 
@@ -467,12 +471,18 @@ def main(spec: KernelSpec, *, limits: qemu.Limits, out: Path | None, budget: flo
         mspec = replace(spec, source=Tree(scratch.path, scratch.build_dir), patches=None)
         progress.phase("mutate", f"{len(todo)} mutants of {build.label}"
                        + (f", {len(done)} done before" if done else ""))
+        newer = tuple(coverage.newer_tests(kept, coverage.suite_tests()))
+        if newer:
+            progress.phase("mutate", f"{len(newer)} test(s) newer than the coverage map (made "
+                           f"{kept['made']}): a mutant that the tests that ran its line let "
+                           "through runs them too before it is called survived; `gmemtest "
+                           "coverage` maps them: " + ", ".join(newer))
         runs = [c for c in todo if c.mutant.id not in marked and c.mutant.id not in done
                 and c.mutant.id in picked]
         ran = _run_all(runs, {c.mutant.id: i for i, c in enumerate(todo, 1)}, len(todo),
                        lambda c, built, cores: run_one(c, built, out / "boots", limits,
                                                        kept["seconds"], choice.extra,
-                                                       choice.most, cores),
+                                                       choice.most, cores, newer),
                        lambda c: build_mutant(c, mspec, scratch, Progress(quiet=True),
                                               out / "boots"),
                        progress, out, deadline=None if budget is None else t0 + budget * 60,
