@@ -57,3 +57,15 @@ def test_a_report_after_a_tests_name_on_the_console_is_found():
 def test_kmsg_record_prefix_is_stripped():
     assert health.scan("4,1234,5678901,-;WARNING: CPU: 0 PID: 1 at x.c:1 f+0x0/0x1")[0].line \
         == "WARNING: CPU: 0 PID: 1 at x.c:1 f+0x0/0x1"
+
+
+@pytest.mark.parametrize("line", [
+    "kvm: unknown parameter 'gmem_in_place_convertion' ignored",
+    "Booting kernel: `maybe' invalid for parameter `kvm.gmem_in_place_conversion'",
+    "Booting kernel: Unknown parameter `kvm.nope'",
+    'Unknown kernel command line parameters "gmem_in_place=1", will be passed to user space.'])
+def test_a_parameter_the_kernel_did_not_take_is_a_finding(line):
+    """What the kernel prints of a command-line parameter it ignored or refused fails the run:
+    the boot did not test what it was asked to."""
+    assert [f.kind for f in health.scan(f"[    0.390000] {line}\n", console=True)] \
+        == ["parameter"]

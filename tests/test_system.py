@@ -31,7 +31,7 @@ def test_unoffered_vm_type_is_refused(kvm):
 
 
 @pytest.mark.parametrize("vm_type", [
-    pytest.param(t, id=name, marks=pytest.mark.needs(f"vm_type:{name}"))
+    pytest.param(t, id=name, marks=pytest.mark.needs(f"vm_type:{name}", "KVM_CAP_GUEST_MEMFD"))
     for t, name in sorted(uapi.VM_TYPE_NAMES.items())])
 def test_init_shared_per_vm_type(kvm, vm_type):
     """Contract: upstream 'INIT_SHARED is refused for VMs with private memory'; with in-place

@@ -197,17 +197,66 @@ def test_a_test_killed_by_a_signal_is_one_named_failure(build, tmp_path, gmemtes
 
 
 @pytest.mark.needs("built_kernel")
-def test_crashing_guest_fails_clearly(build, tmp_path, gmemtest_cli):
-    """A test that crashes the guest kernel: QEMU exits (panic=-1, -no-reboot), the run fails
-    with one line saying the guest ended without a status, and the panic is shown."""
+def test_a_kernel_crash_fails_its_test_and_the_rest_runs_in_a_fresh_boot(build, tmp_path,
+                                                                         gmemtest_cli):
+    """A test under which the guest kernel crashes (sysrq 'c': a NULL dereference, then a
+    panic): the kernel's failure, not the harness's. The crashed test fails named with the
+    report's first line, the tests after it run in a fresh boot (the one before it is not run
+    again), and the run is a FAIL (exit 1), not an error."""
     results = tmp_path / "r"
+    before, after = (f"tests/test_system.py::{t}" for t in (
+        "test_api_version_is_12", "test_unknown_capability_reads_zero"))
     proc = gmemtest_cli("vm", "run", "--kernel", str(build.bzimage), "--results", str(results),
-                    "--", "-q", "-p", "no:xdist",
-                    str(CHECKOUT / "vmimages/provoke/test_provoke_crash.py"))
-    assert proc.returncode == 2
-    assert "the guest ended without a test status" in one_error_line(proc)
-    assert "kernel: panic: Kernel panic - not syncing: sysrq triggered crash" in proc.stdout
+                        "--", "-q", "-p", "no:xdist", before,
+                        str(CHECKOUT / "vmimages/provoke/test_provoke_crash.py"), after)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert re.search(r"FAIL: the kernel crashed under \S*test_provoke_crash\.py::"
+                     r"test_provoke_crash: .*sysrq", proc.stdout), proc.stdout
+    assert "== run: 2 passed, 1 failed" in proc.stdout, proc.stdout
+    rest = (results / "after-crash-1/junit.xml").read_text()
+    assert "test_unknown_capability_reads_zero" in rest
+    assert "test_api_version_is_12" not in rest and "test_provoke_crash" not in rest
     assert qemu_processes(results) == []
+
+
+def fail_closed(gmemtest_cli, build, tmp_path, cmdline: str) -> str:
+    """The one error line of a boot whose kernel is not what it was asked to be."""
+    proc = gmemtest_cli("vm", "run", "--kernel", str(build.bzimage), "--results",
+                        str(tmp_path / "r"), "--cmdline", cmdline, "--", "-q", "-p",
+                        "no:xdist", "tests/test_system.py::test_api_version_is_12")
+    assert proc.returncode == 2, proc.stdout
+    return one_error_line(proc)
+
+
+@pytest.mark.needs("built_kernel")
+def test_a_typo_in_the_switchs_name_is_an_error(build, tmp_path, gmemtest_cli):
+    """With KVM built in the kernel ignores kvm.gmem_in_place_convertion=1 without a word and
+    the boot runs with the switch off: the guest reads the parameter back, and the boot is an
+    error naming it and what kvm offers, never a PASS with the in-place tests skipped."""
+    line = fail_closed(gmemtest_cli, build, tmp_path, "kvm.gmem_in_place_convertion=1")
+    assert "not the kernel the boot asked for" in line, line
+    assert "kvm has no parameter gmem_in_place_convertion (it has: " in line, line
+    assert "gmem_in_place_conversion" in line.partition("it has: ")[2], line
+
+
+@pytest.mark.needs("built_kernel")
+def test_a_value_the_kernel_refuses_for_the_switch_is_an_error(build, tmp_path, gmemtest_cli):
+    """kvm.gmem_in_place_conversion=maybe: the kernel keeps the default and says so in its
+    log; the boot is an error naming the parameter, what it reads, and the kernel's word."""
+    line = fail_closed(gmemtest_cli, build, tmp_path, "kvm.gmem_in_place_conversion=maybe")
+    assert "kvm.gmem_in_place_conversion=maybe did not take" in line, line
+    assert "invalid for parameter" in line, line
+
+
+@pytest.mark.needs("built_kernel")
+def test_a_guest_without_dev_kvm_is_an_error(build, tmp_path, gmemtest_cli):
+    """KVM is built in, but its vendor module never initialised (its initcall blacklisted), so
+    /dev/kvm is missing: an error naming the configuration's promise, not a skip of every
+    kernel test."""
+    line = fail_closed(gmemtest_cli, build, tmp_path, "initcall_blacklist=svm_init,vmx_init")
+    assert re.search(r"CONFIG_KVM=y.* promises \S+, but the kernel answers: /dev/kvm absent",
+                     line), line
 
 
 @pytest.mark.needs("built_kernel")

@@ -10,10 +10,11 @@ from typing import Any
 
 from gmemtest.errors import GmemtestError
 
+from . import contract
 from .health import Finding
 from .outcome import Outcome, TestResult
 from .report import BootReport
-from .run import Ended, Run
+from .run import Crash, Ended, Run
 from .shape import ListOf, MapOf, Maybe, check
 
 CELL_FILE = "cell.json"  # in a cell's results directory: what merging needs of the cell
@@ -99,6 +100,9 @@ def to_json(r: CellResult) -> dict[str, Any]:
     report = None if o is None else {
         "label": o.label, "problem": o.problem, "ended": str(o.ended), "tallies": o.tallies,
         "properties": o.properties,
+        "asked": o.asked.to_json() if o.asked is not None else None,
+        "kernel_tests": sorted(o.kernel_tests),
+        "crashes": [[c.line, list(c.tests)] for c in o.crashes],
         "results": [[t.name, str(t.outcome), t.message] for t in o.results],
         "findings": [[f.kind, f.line, list(f.tests)] for f in o.findings],
         "run": None if o.run is None else {
@@ -122,7 +126,8 @@ SHAPE = {
     "series": Maybe(SERIES), "coverage": Maybe(MapOf(object)),
     "report": Maybe({
         "label": str, "problem": Maybe(str), "ended": str, "tallies": ListOf(MapOf(object)),
-        "properties": MapOf(str),
+        "properties": MapOf(str), "asked": Maybe(contract.SHAPE),
+        "kernel_tests": ListOf(str), "crashes": ListOf(ListOf((str, list))),
         "results": ListOf(ListOf(str)), "findings": ListOf(ListOf((str, list))),
         "run": Maybe({"status": Maybe(int), "accel": str, "boot_seconds": Maybe(NUMBER),
                       "seconds": NUMBER, "limit_hit": Maybe(str)})})}
@@ -147,10 +152,17 @@ def from_json(doc: Any, directory: Path) -> CellResult:
             raise GmemtestError(f"cell.report.ended: {rep['ended']!r} is no way a boot ends")
         run = None if rep["run"] is None else Run(directory, directory / "console.log",
                                                    **rep["run"])
+        for i, c in enumerate(rep["crashes"]):
+            if len(c) != 2 or not isinstance(c[0], str) or not isinstance(c[1], list) \
+                    or not all(isinstance(t, str) for t in c[1]):
+                raise GmemtestError(f"cell.report.crashes[{i}]: expected [line, tests]")
         outcome = BootReport(
             rep["label"], run, [TestResult(n, Outcome(o), m) for n, o, m in rep["results"]],
             [Finding(k, line, tuple(tests)) for k, line, tests in rep["findings"]],
-            rep["problem"], rep["tallies"], Ended(rep["ended"]), rep["properties"])
+            rep["problem"], rep["tallies"], Ended(rep["ended"]), rep["properties"],
+            contract.from_json(rep["asked"]) if rep["asked"] is not None else None,
+            [Crash(line, tuple(tests)) for line, tests in rep["crashes"]],
+            set(rep["kernel_tests"]))
     fields = {k: doc[k] for k in ("kernel_name", "config", "cmdline_name", "problem",
                                   "build_stage", "build_seconds", "bzimage", "kernel",
                                   "cmdline", "source", "patches", "fragments", "started",

@@ -1,7 +1,8 @@
 """Kernel health: the reports in a kernel log that fail a run.
 
-A WARN, BUG, Oops, KASAN or lockdep report, an RCU stall or a soft/hard lockup anywhere in the
-guest's log fails the run, whatever the tests said.
+A WARN, BUG, Oops, KASAN or lockdep report, an RCU stall or a soft/hard lockup, or a
+command-line parameter the kernel refused, anywhere in the guest's log fails the run, whatever
+the tests said.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("WARNING", re.compile(r"(?<![\w:])WARNING: ")),
     ("panic", re.compile(r"Kernel panic - not syncing")),
     ("OOM", re.compile(r"Out of memory: Killed process|invoked oom-killer")),
+    # A command-line parameter the kernel did not take: the boot did not test what it was
+    # asked to (gmemtest.testing.preflight names the parameter and what the kernel offers).
+    ("parameter", re.compile(r"Unknown kernel command line parameters|[Uu]nknown parameter "
+                             r"[`']|(invalid|too large) for parameter `")),
 ]
 
 

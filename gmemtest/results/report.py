@@ -9,9 +9,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import health
+from gmemtest.errors import GmemtestError
+
+from . import contract, health, progress, skips
+from .contract import BootKind
 from .outcome import Outcome, TestResult, short
-from .run import Ended, Run
+from .run import Crash, Ended, Run
 
 
 @dataclass
@@ -28,6 +31,9 @@ class BootReport:
     # What the guest's pytest recorded of the kernel under test (its JUnit properties): the
     # revision of the conversion series it implements, the one the tests expected.
     properties: dict[str, str] = field(default_factory=dict)
+    asked: contract.Contract | None = None  # what the boot was asked to test (its contract)
+    crashes: list[Crash] = field(default_factory=list)  # kernel crashes under tests
+    kernel_tests: set[str] = field(default_factory=set)  # the collected tests of the kernel
 
     def revision(self) -> str | None:
         """The revision line of the report, when the run recorded one."""
@@ -78,17 +84,42 @@ class BootReport:
         return {r.name: r.outcome for r in self.results}
 
     @property
+    def kernel_ran(self) -> int:
+        """How many tests of the kernel (not of the harness) ran: passed, failed or xfailed."""
+        return sum(r.name in self.kernel_tests and r.outcome is not Outcome.SKIPPED
+                   for r in self.results)
+
+    @property
+    def unexpected_skips(self) -> list[TestResult]:
+        """The skips this kind of boot may not have (gmemtest/results/expected_skips.toml);
+        a kernel built elsewhere has no kind, and its skips are not judged."""
+        if self.asked is None or self.asked.kind is BootKind.UNKNOWN:
+            return []
+        return skips.unexpected(self.asked.kind, self.results)
+
+    @property
     def ok(self) -> bool:
-        return self.problem is None and not self.findings and self.failed == 0
+        return self.problem is None and not self.findings and self.failed == 0 \
+            and not self.unexpected_skips
 
     def verdict(self) -> str:
         if self.problem:
             return f"ERROR: {self.problem}"
+        if self.crashes:
+            c = self.crashes[0]
+            return f"FAIL: the kernel crashed under {' and '.join(c.tests)}: {c.line}"
         if self.findings:
             return f"FAIL: kernel health: {self.findings[0]}"
         if self.failed:
             return f"FAIL: {self.failed} test(s) failed"
+        if unexpected := self.unexpected_skips:
+            return (f"FAIL: {len(unexpected)} skip(s) a boot {self.asked_kind} may not have, "
+                    f"first {unexpected[0].name}: {short(unexpected[0].message)}")
         return "PASS"
+
+    @property
+    def asked_kind(self) -> str:
+        return f"({self.asked.kind})" if self.asked is not None else ""
 
 
 def read_junit(path: Path) -> list[TestResult]:
@@ -150,17 +181,56 @@ def kmsg_findings(results: Path) -> list[health.Finding]:
 
 
 def evaluate(label: str, run: Run) -> BootReport:
-    """Judge one boot from its results directory and console log."""
+    """Judge one boot from its results directory and console log; a boot a kernel crash
+    ended under a test is judged with the fresh boot that ran the rest (``run.after``)."""
+    out = _evaluate(label, run)
+    if run.crash is None:
+        return out
+    # The guest died before pytest wrote JUnit: what ran is in its progress record, and
+    # each test the kernel crashed under failed.
+    ran = progress.read(run.results)
+    out.results = [TestResult(progress.junit_name(r.name), r.outcome, r.message)
+                   for r in ran.done]
+    out.results += [TestResult(progress.junit_name(t), Outcome.FAILED,
+                               f"the kernel crashed: {run.crash.line}") for t in run.crash.tests]
+    out.crashes = [run.crash]
+    if run.after is None and not ran.left:
+        out.ended, out.problem = Ended.TESTS_RAN, None  # it crashed under the last test
+        return out
+    if run.after is None:
+        out.ended = Ended.KERNEL_CRASH
+        out.problem = (f"the kernel crashed under {len(out.crashes)} test(s) and the tests "
+                       f"after the last crash did not run (console log: {run.console})")
+        return out
+    rest = evaluate(label, run.after)
+    out.results += rest.results
+    out.findings += [f for f in rest.findings if f not in out.findings]
+    out.tallies += rest.tallies
+    out.crashes += rest.crashes
+    out.kernel_tests |= rest.kernel_tests
+    out.properties = out.properties or rest.properties
+    out.ended, out.problem = rest.ended, rest.problem
+    return out
+
+
+def _evaluate(label: str, run: Run) -> BootReport:
     out = BootReport(label, run)
+    if (run.results / contract.FILE).exists():
+        try:
+            out.asked = contract.read(run.results / contract.FILE)
+        except GmemtestError as e:
+            out.problem = str(e)
     junit = run.results / "junit.xml"
+    unreadable = None
     if junit.exists():
         try:
             out.results = read_junit(junit)
             out.properties = {p.get("name", ""): p.get("value", "")
                               for p in ET.parse(junit).getroot().iter("property")}
         except ET.ParseError as e:
-            out.problem = f"unreadable {junit}: {e}"
+            unreadable = f"unreadable {junit}: {e}"
     out.findings = kmsg_findings(run.results)
+    out.kernel_tests = progress.kernel_tests(run.results)
     for f in sorted(run.results.glob("reliability-*.jsonl")):
         for line in f.read_text(errors="replace").splitlines():
             try:
@@ -170,9 +240,19 @@ def evaluate(label: str, run: Run) -> BootReport:
     seen = {f.line for f in out.findings}
     console = run.console.read_text(errors="replace") if run.console.exists() else ""
     out.findings += [f for f in health.scan(console, console=True) if f.line not in seen]
-    if run.limit_hit:
+    broken = run.results / contract.BROKEN
+    if broken.exists():
+        out.ended = Ended.CONTRACT
+        out.problem = (f"not the kernel the boot asked for: "
+                       f"{broken.read_text(errors='replace').strip()}")
+    elif run.limit_hit:
         out.ended = run.limit or Ended.TIMEOUT
         out.problem = f"{run.limit_hit} (console log: {run.console})"
+    elif run.crash is not None:
+        pass  # judged by evaluate() from the progress record
+    elif run.status is None and (fatal := progress.fatal_report(run.console)) is not None:
+        out.ended = Ended.KERNEL_CRASH
+        out.problem = f"the kernel crashed outside any test: {fatal} (console log: {run.console})"
     elif run.status is None:
         out.ended = Ended.NO_STATUS
         out.problem = f"the guest ended without a test status (console log: {run.console})"
@@ -188,6 +268,8 @@ def evaluate(label: str, run: Run) -> BootReport:
     elif not junit.exists():
         out.ended = Ended.PYTEST
         out.problem = f"pytest exited {run.status} but wrote no JUnit file {junit}"
+    elif unreadable is not None:
+        out.ended, out.problem = Ended.NO_RESULTS, unreadable
     return out
 
 
@@ -214,6 +296,12 @@ def summary(outcomes: list[BootReport], timings: dict[str, float] | None = None)
                      f", {o.xfailed} xfailed  [{run.accel}; boot {boot}, run "
                      f"{run.seconds:.0f} s]")
         lines.append(f"   {o.verdict()}")
+        lines.append(f"   kernel tests run: {o.kernel_ran}"
+                     + (f" ({o.asked.kind})" if o.asked is not None else ""))
+        for crash in o.crashes:
+            lines.append(f"   kernel crash under {', '.join(crash.tests)}: {crash.line}")
+        for r in o.unexpected_skips[:20]:
+            lines.append(f"   unexpected skip: {r.name}: {short(r.message)}")
         if o.revision():
             lines.append(f"   revision: {o.revision()}")
         for reason, n in o.skip_reasons.most_common():

@@ -20,11 +20,24 @@ class Ended(StrEnum):
     NOT_STARTED = "QEMU did not start"
     STOPPED = "stopped"  # by its caller: another boot had already decided (gmemtest mutate)
     KERNEL_REPORT = "stopped at a kernel report"  # its caller asked for no more (gmemtest mutate)
+    KERNEL_CRASH = "the kernel crashed"  # an oops or a panic ended the guest outside any test
+    CONTRACT = "not the kernel the boot asked for"  # a parameter or a promise did not hold
+    NO_RESULTS = "unreadable test results"  # the guest's JUnit file cannot be read
 
     @property
     def harness_fault(self) -> bool:
-        """Whether the harness, not the kernel under test, kept the tests from running."""
-        return self in (Ended.PYTEST, Ended.NOT_STARTED)
+        """Whether the harness (or what it was told), not the kernel under test, kept the
+        tests from running."""
+        return self in (Ended.PYTEST, Ended.NOT_STARTED, Ended.CONTRACT, Ended.NO_RESULTS)
+
+
+@dataclass(frozen=True)
+class Crash:
+    """A kernel crash that ended a boot while tests ran: the report's first line and the
+    tests running then (each the kernel's failure)."""
+
+    line: str
+    tests: tuple[str, ...]
 
 
 @dataclass
@@ -42,3 +55,5 @@ class Run:
     limit_hit: str | None = None  # what the runner's limit that ended the boot says
     limit: Ended | None = None  # which limit that was
     timings: dict[str, float] = field(default_factory=dict)
+    crash: Crash | None = None  # the kernel crashed under a test: the boot ended there
+    after: Run | None = None  # the fresh boot that ran the tests the crash left

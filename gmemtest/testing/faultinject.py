@@ -18,6 +18,7 @@ that absorbs it (a slab refilled at a lower order).
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -27,6 +28,7 @@ KINDS = {"failslab": "CONFIG_FAILSLAB", "fail_page_alloc": "CONFIG_FAIL_PAGE_ALL
 FILTER_OPTION = "CONFIG_FAULT_INJECTION_STACKTRACE_FILTER"
 ANYWHERE = (0, (1 << 64) - 1)  # require-start, require-end: every stack passes
 STACK_DEPTH = 32  # the most return addresses the filter looks at (MAX_STACK_TRACE_DEPTH)
+LOCK = Path("/tmp/gmemtest-faultinject.lock")  # the knobs are global: one injector at a time
 
 
 def missing(kind: str) -> str | None:
@@ -61,11 +63,16 @@ class Injector:
         self.within = within
         self.injected = 0
         self._flag = -1
+        self._lock = -1
 
     def _set(self, knob: str, value: int | str) -> None:
         (self.dir / knob).write_text(f"{value}\n")
 
     def __enter__(self) -> Injector:
+        # The debugfs knobs are global: one injector at a time system-wide (xdist workers
+        # would switch each other's off, and count each other's failures).
+        self._lock = os.open(LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
         # Sleeping allocations (GFP_KERNEL) are what conversions make: do not ignore them.
         self._set("ignore-gfp-wait", "N")
         if (self.dir / "ignore-gfp-highmem").exists():
@@ -84,13 +91,16 @@ class Injector:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        os.write(self._flag, b"0")
-        os.close(self._flag)
-        left = int((self.dir / "times").read_text())
-        self.injected = self.times - left
-        self._set("probability", 0)
-        self._set("times", 0)
-        self._limit(ANYWHERE)
+        try:
+            os.write(self._flag, b"0")
+            os.close(self._flag)
+            left = int((self.dir / "times").read_text())
+            self.injected = self.times - left
+            self._set("probability", 0)
+            self._set("times", 0)
+            self._limit(ANYWHERE)
+        finally:
+            os.close(self._lock)  # releases the lock
 
     def _limit(self, span: tuple[int, int]) -> None:
         """Fail only allocations with a return address in [start, end) on their stack."""

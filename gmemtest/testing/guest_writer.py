@@ -6,6 +6,10 @@
   number, so a report names every test that was running when it was logged.
 - Tests named in ``$GMEMTEST_RESULTS/test-limits.json`` get their own pytest-timeout limit
   there, in place of ``--timeout``.
+- The controller appends each test's start and its outcome to ``progress.jsonl`` as they
+  happen: when the kernel crashes and takes the guest with it, the host knows which tests had
+  run and which one was running (gmemtest.results.progress); the fresh boot that runs the
+  rest lists the tests already done in ``done.txt``, and they are deselected here.
 - At the end the controller writes ``results.ktap`` (KTAP v1, gmemtest.results.ktap): every
   test's outcome, a failure's message and the kernel reports logged while a test ran as
   diagnostic lines.
@@ -20,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from gmemtest.results import health, ktap
+from gmemtest.results import health, ktap, progress
 from gmemtest.results.outcome import Outcome, TestResult
 
 from . import TEST_LIMITS
@@ -67,6 +71,7 @@ class GuestPlugin:
         self.kmsg = KmsgRecorder(RESULTS / f"kmsg-{worker}.jsonl") \
             if os.path.exists("/dev/kmsg") else None
         self.results: dict[str, TestResult] = {}
+        self.progress = None if worker != "main" else open(RESULTS / progress.FILE, "a")
         self.findings: list[str] = []
         if self.kmsg:
             self.findings += self.kmsg.drain("(before tests)")
@@ -75,7 +80,19 @@ class GuestPlugin:
     def pytest_collection(self, session: pytest.Session) -> None:
         self.phases.setdefault("collection_start", _uptime())
 
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+    def pytest_collection_modifyitems(self, config: pytest.Config,
+                                      items: list[pytest.Item]) -> None:
+        done_file = RESULTS / progress.DONE
+        if done_file.exists():
+            done = set(done_file.read_text().splitlines())
+            config.hook.pytest_deselected(items=[i for i in items if i.nodeid in done])
+            items[:] = [i for i in items if i.nodeid not in done]
+        # What this boot runs, the tests of the kernel (those that open /dev/kvm) told from
+        # the harness's own: for the report's count, and for what is left after a crash.
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        (RESULTS / f"{progress.COLLECTED}-{worker}.txt").write_text("".join(
+            f"{progress.KERNEL if 'kvm' in getattr(i, 'fixturenames', ()) else progress.HARNESS}"
+            f" {i.nodeid}\n" for i in items))
         limits = RESULTS / TEST_LIMITS
         own = json.loads(limits.read_text()) if limits.exists() else {}
         for item in items:
@@ -90,6 +107,19 @@ class GuestPlugin:
         yield
         if self.kmsg:
             self.findings += [f"{item.nodeid}: {f}" for f in self.kmsg.drain(item.nodeid)]
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        self._record({"start": nodeid})
+
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        r = self.results.get(nodeid)
+        if r is not None:
+            self._record({"done": nodeid, "outcome": r.outcome.value, "message": r.message})
+
+    def _record(self, line: dict[str, str]) -> None:
+        if self.progress is not None:
+            self.progress.write(json.dumps(line) + "\n")
+            self.progress.flush()  # the share has no cache: the host sees it now
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         result = outcome_of(report)

@@ -76,8 +76,9 @@ from gmemtest.kvm import libc, uapi
 from gmemtest.kvm import revision as rev
 from gmemtest.kvm.kvm import Kvm
 from gmemtest.kvm.vm import Vm
+from gmemtest.results import contract
 
-from . import ENV_CAP, ENV_HEADERS, ENV_REVISION, faultinject, gcov, gup, isolation
+from . import ENV_CAP, ENV_HEADERS, ENV_REVISION, faultinject, gcov, gup, isolation, preflight
 from .routes import ROUTES, ConversionRoute, GmemRoute, VmAttributesRoute
 
 IN_GUEST = bool(os.environ.get("GMEMTEST_IN_GUEST"))
@@ -312,6 +313,23 @@ def pytest_configure(config: pytest.Config) -> None:
                                    config.getoption("--revision") or os.environ.get(ENV_REVISION))
     except (GmemtestError, OSError) as e:
         raise pytest.UsageError(f"gmemtest: {e}") from None
+    if IN_GUEST and not hasattr(config, "workerinput"):
+        _check_contract(Path(os.environ.get("GMEMTEST_RESULTS", "/tmp/results")))
+
+
+def _check_contract(results: Path) -> None:
+    """Before the first test: the kernel is the one the boot asked for (its contract, in the
+    results share), or the run stops here, the broken promise written for the host."""
+    if not (results / contract.FILE).exists():
+        return
+    try:
+        asked = contract.read(results / contract.FILE)
+    except GmemtestError as e:
+        raise pytest.UsageError(f"gmemtest: {e}") from None
+    broken = preflight.check(asked, missing)
+    if broken is not None:
+        (results / contract.BROKEN).write_text(broken + "\n")
+        raise pytest.UsageError(f"gmemtest: not the kernel the boot asked for: {broken}")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -386,9 +404,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 XFAIL_ERRNO = pytest.StashKey[int]()
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    """A strict xfail_on passes only with the errno it names: any other failure is a failure."""
+def _only_the_deviation(item: pytest.Item) -> Iterator[None]:
+    """A strict xfail_on passes only with the errno it names: any other failure, in any phase
+    of the test (its fixtures' setup and teardown too), is a failure."""
     try:
         return (yield)
     except KvmError as exc:
@@ -399,8 +417,19 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         raise
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
+pytest_runtest_call = pytest.hookimpl(wrapper=True)(_only_the_deviation)
+pytest_runtest_teardown = pytest.hookimpl(wrapper=True)(_only_the_deviation)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    """The needs first (:func:`skip_unmet`), then the fixtures, within
+    :func:`_only_the_deviation`."""
+    skip_unmet(item)
+    return (yield from _only_the_deviation(item))
+
+
+def skip_unmet(item: pytest.Item) -> None:
     """Skip naming the first capability the kernel lacks; a probe that cannot tell (an
     error, not an absence) fails the test instead, unless a capability is missing anyway."""
     errors: list[Exception] = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gmemtest.errors import GmemtestError
 from gmemtest.kvm import memory, uapi
 from gmemtest.kvm import revision as rev
 from gmemtest.kvm.gmem import GuestMemfd
@@ -72,6 +73,12 @@ class VmAttributesRoute(ConversionRoute):
         if switch.on:
             return f"KVM_CAP_MEMORY_ATTRIBUTES reports no PRIVATE: in-place conversion on " \
                    f"({rev.PARAM_NAME}: {switch.describe()})"
+        if config is not None:
+            raise GmemtestError(
+                "contradiction: per-VM memory attributes built in "
+                f"({', '.join(o for o in rev.VM_ATTRIBUTES_OPTIONS if config.get(o) == 'y')}) "
+                f"and in-place conversion off ({rev.PARAM_NAME}: {switch.describe()}), but "
+                "KVM_CAP_MEMORY_ATTRIBUTES on /dev/kvm reports no PRIVATE")
         return "KVM_CAP_MEMORY_ATTRIBUTES reports no PRIVATE"
 
     def memory(self, slot: int, gpa: int, size: int, *, private: bool,
@@ -93,6 +100,10 @@ class GmemRoute(ConversionRoute):
     @staticmethod
     def missing(kvm: Kvm, target: rev.Target, switch: rev.Switch) -> str | None:
         if target.cap is None:
+            if switch.param is not None:
+                raise GmemtestError(
+                    f"contradiction: the kernel has {rev.PARAM_NAME} ({switch.describe()}) but "
+                    f"its headers define no {rev.CAP_NAME} ({target.source})")
             return f"{rev.CAP_NAME}: a kernel without the conversion series ({target.source})"
         if switch.on:
             return None

@@ -22,15 +22,17 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gmemtest.errors import GmemtestError
-from gmemtest.results import health, runlog
+from gmemtest.kvm import revision as rev
+from gmemtest.results import contract, health, progress, runlog
 from gmemtest.results.run import Ended, Run
 from gmemtest.testing import ENV_HEADERS, GUEST_PYTEST_PLUGINS, TEST_LIMITS, tunables
 
-from . import host, pycache
+from . import host, kconfig, pycache
 from .checkout import CHECKOUT, INIT
 from .kernel import Build
 
@@ -104,6 +106,8 @@ HANG_DUMP_CMDLINE = ["unknown_nmi_panic", "panic_sys_info=tasks,all_bt"]
 # Seconds a boot that stops at the kernel's first report goes on: the rest of the report (its
 # registers and call trace) reaches the console.
 REPORT_TAIL = 5.0
+# Fresh boots after kernel crashes under tests, at most, before the rest is left not run.
+MAX_CRASHES = 3
 
 
 def job_script(pytest_args: list[str], results_mount: str, env: dict[str, str],
@@ -171,6 +175,27 @@ def machine_for(config: Path | None) -> Machine:
     return Q35
 
 
+def kernel_cmdline(cmdline: list[str], *, accel: Accel, init: Path = INIT,
+                   machine: Machine = Q35) -> list[str]:
+    """The guest kernel's whole command line: the runner's words, then ``cmdline``."""
+    return ["console=ttyS0", "loglevel=5", "panic=-1", "root=hostroot", "rootfstype=9p",
+            "rootflags=trans=virtio,version=9p2000.L,msize=524288,cache=loose", "ro",
+            f"init={init}", *HANG_DUMP_CMDLINE, *machine.cmdline, *accel.cmdline, *cmdline]
+
+
+def contract_of(build: Build, cmdline: list[str]) -> contract.Contract:
+    """What a boot of ``build`` with the whole kernel command line ``cmdline`` must show the
+    guest: the parameters taking, and what the build's configuration promises."""
+    config = build.config
+    cap = None
+    if build.headers is not None and (header := rev.kvm_header(build.headers)) is not None:
+        cap = rev.define_in(header, rev.CAP_NAME)
+    return contract.promise(
+        kconfig.read_config(config) if config is not None and config.is_file() else None,
+        switch=build.manifest.switch if build.manifest is not None else None, cap=cap,
+        cmdline=cmdline)
+
+
 def qemu_command(kernel: Path, results: Path, accel: Accel, cmdline: list[str], *,
                  root: Path = Path("/"), init: Path = INIT, memory: str = "3G",
                  smp: int = 2, monitor: Path | None = None,
@@ -179,9 +204,7 @@ def qemu_command(kernel: Path, results: Path, accel: Accel, cmdline: list[str], 
     if qemu is None:
         raise GmemtestError("qemu-system-x86_64 not found: apt-get install qemu-system-x86 "
                             "(or run scripts/bootstrap --vm)")
-    append = ["console=ttyS0", "loglevel=5", "panic=-1", "root=hostroot", "rootfstype=9p",
-              "rootflags=trans=virtio,version=9p2000.L,msize=524288,cache=loose", "ro",
-              f"init={init}", *HANG_DUMP_CMDLINE, *machine.cmdline, *accel.cmdline, *cmdline]
+    append = kernel_cmdline(cmdline, accel=accel, init=init, machine=machine)
     shares = [("root", f"{root}", ",readonly=on,multidevs=remap", "hostroot"),
               ("results", f"{results}", "", "results"),
               ("pycache", str(pycache.prefix()), "", "pycache")]
@@ -208,23 +231,51 @@ def boot(build: Build, pytest_args: list[str], *, results: Path,
     report (an Oops, a BUG, a WARN...) on the console (KERNEL_REPORT): for a caller to whom
     the report is the verdict, the tests after it are time lost."""
     results.mkdir(parents=True, exist_ok=True)
+    (results / progress.DONE).unlink(missing_ok=True)
     env = {**({ENV_HEADERS: str(build.headers)} if build.headers else {}), **(env or {})}
-    with runlog.attached(results / "gmemtest.log"):
-        run = _boot(build.bzimage, machine_for(build.config), pytest_args, results, cmdline,
-                    limits or Limits(), env, image, echo, memory, stop, stop_at_report)
+
+    def one(where: Path) -> Run:
+        run = _boot(build.bzimage, machine_for(build.config), pytest_args, where, cmdline,
+                    limits or Limits(), env, image, echo, memory, stop, stop_at_report,
+                    promises=lambda words: contract_of(build, words))
         log.info("boot of %s ended: status %s, %s, boot %.1f s, run %.1f s", build.bzimage,
                  run.status, run.limit_hit or "no limit hit", run.boot_seconds or -1,
                  run.seconds)
         return run
 
+    with runlog.attached(results / "gmemtest.log"):
+        first = tail = one(results)
+        done: list[str] = []
+        # A kernel crash under a test costs that test, not the rest: they run in a fresh boot
+        # (unless the caller takes the kernel's first report as its verdict).
+        for n in range(1, MAX_CRASHES + 1):
+            crash = None if stop_at_report else progress.crash_of(tail)
+            if crash is None:
+                break
+            tail.crash = crash
+            ran = progress.read(tail.results)
+            if not ran.left:
+                break  # the crash came under the last test
+            done += [r.name for r in ran.done] + list(crash.tests)
+            log.info("the kernel crashed under %s (%s): the rest in a fresh boot",
+                     ", ".join(crash.tests), crash.line)
+            rest = results / f"after-crash-{n}"
+            rest.mkdir(exist_ok=True)
+            (rest / progress.DONE).write_text("".join(f"{t}\n" for t in done))
+            tail.after = tail = one(rest)
+        return first
+
 
 def _boot(kernel: Path, machine: Machine, pytest_args: list[str], results: Path,
           cmdline: list[str] | None, limits: Limits, env: dict[str, str], image: Path | None,
           echo: bool, memory: str, stop: threading.Event | None = None,
-          stop_at_report: bool = False) -> Run:
-    for name in ("status", "junit.xml", "results.ktap", TEST_LIMITS):
+          stop_at_report: bool = False,
+          promises: Callable[[list[str]], contract.Contract] | None = None) -> Run:
+    for name in ("status", "junit.xml", "results.ktap", TEST_LIMITS, contract.FILE,
+                 contract.BROKEN, progress.FILE):
         (results / name).unlink(missing_ok=True)
-    for stale in [*results.glob("kmsg-*.jsonl"), *results.glob("reliability-*.jsonl")]:
+    for stale in [*results.glob("kmsg-*.jsonl"), *results.glob("reliability-*.jsonl"),
+                  *results.glob(f"{progress.COLLECTED}-*.txt")]:
         stale.unlink()
     color = "yes" if echo and sys.stdout.isatty() else "no"
     args = [f"--color={color}", *pytest_args, f"--timeout={int(limits.test)}"]
@@ -259,6 +310,9 @@ def _boot(kernel: Path, machine: Machine, pytest_args: list[str], results: Path,
     cmd = qemu_command(kernel, results, accel, cmdline or [], root=root,
                        init=checkout / "vmimages/init", memory=memory, monitor=monitor,
                        machine=machine)
+    if promises is not None:
+        promises(kernel_cmdline(cmdline or [], accel=accel, machine=machine)).write(
+            results / contract.FILE)
     (results / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
     log.info("qemu (%s): %s", accel.label, shlex.join(cmd))
     log.info("limits: boot %.0f s, test %.0f s, total %.0f s, silence %.0f s%s", limits.boot,

@@ -4,7 +4,8 @@ Build the current checkout incrementally (the build directory and ccache persist
 boot it, run the selected tests, and answer in git bisect's terms: 0 good, 1 bad, 125 skip this
 commit (through its own fault it does not build or boot, or the selected tests all skip on it),
 128 abort (the host or the harness failed: a tool missing, a tree that is not one, QEMU absent,
-pytest refusing its arguments), so that `git bisect run` stops instead of skipping every commit.
+pytest refusing its arguments, a kernel that is not what the boot asked for), so that `git bisect
+run` stops instead of skipping every commit. A kernel that crashes the guest is bad.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 
 from gmemtest.errors import BuildFailed, GmemtestError
 from gmemtest.results import report
+from gmemtest.results.run import Ended
 from gmemtest.vmtier import kernel, qemu
 from gmemtest.vmtier.kernelspec import KernelSpec
 from gmemtest.vmtier.progress import Progress
@@ -50,6 +52,9 @@ def step(spec: KernelSpec, pytest_args: list[str], *, cmdline: list[str], limits
     timings["boot"] = run.boot_seconds or 0.0
     timings["suite"] = run.seconds - timings["boot"]
     print(report.summary([outcome], timings))
+    if outcome.crashes or outcome.ended is Ended.KERNEL_CRASH:
+        print(f"bisect-step: bad: {outcome.verdict()}", file=sys.stderr)
+        return BAD  # the kernel crashed: its own failure, whatever ran after
     if not outcome.ran:
         if outcome.ended.harness_fault:
             print(f"bisect-step: abort: {outcome.problem}", file=sys.stderr)
