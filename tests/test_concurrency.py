@@ -27,6 +27,9 @@ from gmemtest.testing import GPA, PAGE
 PAGES = 32
 VCPUS = 2
 SECONDS = float(os.environ.get("GMEMTEST_STRESS_SECONDS", "3"))
+# A racing conversion explains one mismatch exit at a time; an access that keeps exiting
+# this often has a page the kernel cannot serve.
+MAX_REENTRIES = 100
 
 
 class Pages:
@@ -91,12 +94,25 @@ def test_conversions_race_guest_accesses(route, tally):
             pages.end(first_page, count, private)
             counts["conversions"] += 1
 
-    def finish(agent: Agent, result: int | Exit | None) -> int | Exit | None:
-        """Re-enter after the mismatch exits a racing conversion causes (see above)."""
-        while isinstance(result, MemoryFault) and not stop.is_set():
+    def finish(agent: Agent, result: int | Exit | None, page: int,
+               gen0: int) -> int | Exit | None:
+        """Re-enter after the mismatch exits a racing conversion causes (see above): each
+        one must have a conversion of the page to answer for it (its generation moved since
+        the access began or the last exit), and the access must complete, also once time is
+        up (the converter stops, so nothing can race it any more)."""
+        seen = gen0
+        for _ in range(MAX_REENTRIES):
+            if not isinstance(result, MemoryFault):
+                return result
+            gen, _ = pages.snapshot(page)
+            if gen == seen and gen % 2 == 0:
+                problem(f"page {page}: {result} with no conversion of the page racing it")
+                return result
+            seen = gen
             with count_lock:
                 counts["memory_faults"] += 1
             result = agent.resume()
+        problem(f"page {page}: still {result} after {MAX_REENTRIES} re-entries")
         return result
 
     def vcpu(index: int, agent: Agent) -> None:
@@ -111,9 +127,9 @@ def test_conversions_race_guest_accesses(route, tally):
             gen0, private = pages.snapshot(page)
             if rng.random() < 0.5:
                 value += 1
-                result = finish(agent, agent.write(gpa, value, width=8))
+                result = finish(agent, agent.write(gpa, value, width=8), page, gen0)
                 gen1, _ = pages.snapshot(page)
-                if stop.is_set():
+                if problems:
                     break
                 if isinstance(result, Exit):
                     problem(f"vCPU {index}: write to {gpa:#x} exited: {result}")
@@ -125,9 +141,9 @@ def test_conversions_race_guest_accesses(route, tally):
                 else:
                     expected[page] = {False: None, True: None}
             else:
-                got = finish(agent, agent.read(gpa, width=8))
+                got = finish(agent, agent.read(gpa, width=8), page, gen0)
                 gen1, _ = pages.snapshot(page)
-                if stop.is_set():
+                if problems:
                     break
                 if not isinstance(got, int):
                     problem(f"vCPU {index}: read of {gpa:#x} exited: {got}")

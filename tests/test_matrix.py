@@ -17,8 +17,9 @@ import yaml
 
 from gmemtest.cache import cache_dir
 from gmemtest.errors import GmemtestError
-from gmemtest.results import baseline, cells, kcidb, ktap, report
+from gmemtest.results import baseline, cells, contract, kcidb, ktap, report
 from gmemtest.results.cells import CellResult, cell_id, slug
+from gmemtest.results.contract import BootKind
 from gmemtest.results.outcome import Outcome, TestResult
 from gmemtest.results.run import Run
 from gmemtest.vmtier import kconfig, kernel, patchset
@@ -299,10 +300,13 @@ def test_reports(onoff):
 # --- a job per cell: --list, --cell, merge; CI engines; KCIDB ----------------------------------
 
 def cell_result(tmp_path: Path, kernel: str, config: str, cmdline: str, *,
-                built: bool = True) -> CellResult:
-    """A cell's result as a boot would leave it: its JUnit in its directory, its record."""
+                built: bool = True, kind: BootKind | None = None) -> CellResult:
+    """A cell's result as a boot would leave it: its JUnit in its directory, its record
+    (and the contract of a boot of ``kind``)."""
     d = tmp_path / "cells" / slug(cell_id(kernel, config, cmdline))
     d.mkdir(parents=True)
+    if kind is not None:
+        contract.Contract(kind, (), ()).write(d / contract.FILE)
     (d / "junit.xml").write_text(
         "<testsuites><testsuite><testcase classname='tests.test_routing' name='test_a[gmem]'/>"
         "<testcase classname='tests.test_routing' name='test_b'><skipped message='needs X: "
@@ -384,6 +388,27 @@ def test_merge_mistakes_are_one_line(gmemtest_cli, tmp_path, case, message):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gmemtest matrix merge: error: ")
     assert message in lines[0] and not (tmp_path / "out" / "matrix.json").exists()
+
+
+def test_a_cell_with_a_skip_its_kind_of_boot_may_not_have_fails_and_the_merge_names_it(
+        gmemtest_cli, tmp_path):
+    """A cell's boot (in-place conversion on) skipped a test for a need its kind of boot may
+    not lack (gmemtest/results/expected_skips.toml): the cell fails, through its record and
+    the merge, which names the test and the skip."""
+    for cid in (ON, OFF, COV_ON, COV_OFF):
+        kernel, config, cmdline = cid.split("/")
+        cell_result(tmp_path, kernel, config, cmdline,
+                    kind=BootKind.ON if cid == ON else None)
+    proc = gmemtest_cli("matrix", "merge", *map(str, sorted((tmp_path / "cells").iterdir())),
+                        "--config", str(CHECKOUT / "matrices/onoff.toml"), "--out",
+                        str(tmp_path / "out"))
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    doc = json.loads((tmp_path / "out/matrix.json").read_text())
+    assert not doc["cells"][ON]["ok"] and doc["cells"][OFF]["ok"]
+    want = ("FAIL: 1 skip(s) a boot (in-place on) may not have, first "
+            "tests.test_routing::test_b: needs X: absent")
+    assert doc["cells"][ON]["verdict"] == want
+    assert want in proc.stdout, proc.stdout
 
 
 def test_kcidb_document_is_valid(tmp_path):

@@ -7,6 +7,7 @@ are not collected inside the guest (tests/conftest.py).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import shutil
@@ -40,6 +41,8 @@ def newest_build() -> kernel.Build | None:
         except GmemtestError:  # a build of an older gmemtest, not rebuilt since
             continue
     debian = [m for m in found if m.kind == "debian"]
+    # the main job's: kpatches/ (a test's own patched builds are not what the others boot)
+    debian = [m for m in debian if (m.patch_set or "").startswith("kpatches")] or debian
     m = (debian or found or [None])[-1]
     if m is None:
         return None
@@ -498,3 +501,47 @@ def test_a_base_that_contains_the_series_is_tested_as_it_is(tmp_path, gmemtest_c
     proc = gmemtest_cli("kernel", "build", "--src", str(stand_in), "--patch-dir", str(wrong))
     assert proc.returncode == 2
     assert f"{fix.name} is marked in the base, but" in one_error_line(proc)
+
+
+def patch_dir_with(tmp_path: Path, source: Path, path: str, old: str, new: str) -> Path:
+    """kpatches/ of the main job's base, and after them one patch that replaces ``old`` with
+    ``new`` in ``path`` of the patched tree ``source``: a deliberately broken kernel."""
+    before = (source / path).read_text()
+    assert before.count(old) == 1, f"{path} changed: the test's anchor {old!r} is gone"
+    diff = "".join(difflib.unified_diff(before.splitlines(True),
+                                        before.replace(old, new).splitlines(True),
+                                        f"a/{path}", f"b/{path}"))
+    out = tmp_path / "patches"
+    out.mkdir()
+    patches = patchset.kpatches(BASE).patches
+    series = [p.name for p in patches]
+    for p in patches:
+        shutil.copy(p, out / p.name)
+    (out / "9999-broken.patch").write_text(
+        "From: gmemtest <gmemtest@localhost>\nSubject: [PATCH] broken on purpose\n\n---\n"
+        + diff)
+    (out / "series").write_text("".join(f"{n}\n" for n in [*series, "9999-broken.patch"]))
+    return out
+
+
+@pytest.mark.needs("built_kernel", "linux_source")
+def test_a_kernel_whose_vm_attributes_cap_lies_is_an_error(build, tmp_path, gmemtest_cli):
+    """Per-VM memory attributes built in, in-place conversion off, and /dev/kvm's
+    KVM_CAP_MEMORY_ATTRIBUTES reporting no PRIVATE: a broken kernel, not a reason to skip
+    every [vm-attributes] test. The boot in the switch's default state (off) is an error
+    naming the contradiction; the boot with it on converts through guest_memfd and passes."""
+    assert build.source_path is not None
+    patches = patch_dir_with(tmp_path, build.source_path, "virt/kvm/kvm_main.c",
+                             "\tcase KVM_CAP_MEMORY_ATTRIBUTES:\n"
+                             "\t\treturn kvm_supported_mem_attributes(kvm);",
+                             "\tcase KVM_CAP_MEMORY_ATTRIBUTES:\n\t\treturn 0;")
+    proc = gmemtest_cli("vm-test", "--patch-dir", str(patches), "--", "-q", "-p", "no:xdist",
+                        "tests/test_system.py::test_api_version_is_12", timeout=1800)
+    assert proc.returncode == 2, proc.stdout
+    line = one_error_line(proc)
+    assert re.search(r"1 of 2 boot\(s\) did not run their tests: in-place conversion off "
+                     r"\(its default\): not the kernel the boot asked for: "
+                     r"CONFIG_KVM_VM_MEMORY_ATTRIBUTES=y with in-place conversion off promises "
+                     r"route:vm-attributes, .*KVM_CAP_MEMORY_ATTRIBUTES on /dev/kvm reports no "
+                     r"PRIVATE", line), line
+    assert "== in-place conversion on: 1 passed" in proc.stdout, proc.stdout

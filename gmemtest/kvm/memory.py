@@ -14,11 +14,12 @@ import signal
 from collections.abc import Callable
 from typing import TypeVar
 
-from gmemtest.errors import KvmError
+from gmemtest.errors import GmemtestError, KvmError
 
 from . import libc
 
 ffi = libc.ffi
+PROBE_FAILED = 125  # a probe child's exit status when it could not touch the byte at all
 
 def mmap(length: int, prot: int, flags: int, fd: int = -1, offset: int = 0,
          addr: int = 0) -> int:
@@ -100,20 +101,28 @@ class Mapping:
                                                   "advice": advice})
 
     def probe(self, offset: int, *, write: bool = False, value: int = 0) -> str:
-        """Touch one byte in a forked child: "ok", or the signal the kernel delivered."""
+        """Touch one byte in a forked child: "ok", or the signal the kernel delivered. The
+        child's own failure to touch it (an offset outside the mapping, a closed one) is an
+        error, never "ok"."""
         pid = os.fork()
         if pid == 0:  # pragma: no cover - child
             faulthandler.disable()  # the SIGBUS is the expected answer, not a crash to report
+            status = PROBE_FAILED
             try:
                 if write:
                     self._buf[offset] = bytes([value])
                 else:
                     self._buf[offset]
+                status = 0
             finally:
-                os._exit(0)
+                os._exit(status)
         _, status = os.waitpid(pid, 0)
         if os.WIFSIGNALED(status):
             return signal.Signals(os.WTERMSIG(status)).name
+        if os.WEXITSTATUS(status) != 0:
+            raise GmemtestError(f"probe of offset {offset:#x} of a {self.size:#x}-byte mapping: "
+                                "the child could not touch it (not a fault the kernel "
+                                "delivered)")
         return "ok"
 
     def close(self) -> None:

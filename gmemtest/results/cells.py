@@ -79,6 +79,7 @@ class CellResult:
         return {
             "kernel": self.kernel_name, "config": self.config,
             "cmdline": self.cmdline_name, "ok": self.ok, "verdict": self.verdict(),
+            "kernel_tests_run": o.kernel_ran if o else 0,
             "passed": o.passed if o else 0, "failed": o.failed if o else 0,
             "skipped": o.skipped if o else 0, "xfailed": o.xfailed if o else 0,
             "findings": [str(f) for f in o.findings] if o else [],
@@ -89,7 +90,7 @@ class CellResult:
             "accel": o.run.accel if o and o.run else None,
             "build_seconds": self.build_seconds,
             "boot_seconds": o.run.boot_seconds if o and o.run else None,
-            "run_seconds": round(o.run.seconds, 1) if o and o.run else None,
+            "run_seconds": round(o.run.total_seconds, 1) if o and o.run else None,
             "coverage": self.coverage,
         }
 
@@ -107,7 +108,7 @@ def to_json(r: CellResult) -> dict[str, Any]:
         "findings": [[f.kind, f.line, list(f.tests)] for f in o.findings],
         "run": None if o.run is None else {
             "status": o.run.status, "accel": o.run.accel, "boot_seconds": o.run.boot_seconds,
-            "seconds": o.run.seconds, "limit_hit": o.run.limit_hit}}
+            "seconds": o.run.total_seconds, "limit_hit": o.run.limit_hit}}
     return {"id": r.id, "kernel_name": r.kernel_name, "config": r.config,
             "cmdline_name": r.cmdline_name, "problem": r.problem, "build_stage": r.build_stage,
             "build_seconds": r.build_seconds, "bzimage": r.bzimage, "kernel": r.kernel,

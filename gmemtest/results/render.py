@@ -91,15 +91,17 @@ def _write_junit(results: list[CellResult], path: Path) -> None:
     ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
 
 
-COLUMNS = ("cell", "passed", "failed", "skipped", "xfailed", "health", "verdict")
+COLUMNS = ("cell", "kernel tests run", "passed", "failed", "skipped", "xfailed", "health",
+           "verdict")
 
 
 def _rows(results: list[CellResult]) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for r in results:
         s = r.summary()
-        rows.append((r.id, str(s["passed"]), str(s["failed"]), str(s["skipped"]),
-                     str(s["xfailed"]), str(len(s["findings"])) if r.outcome else "-",
+        rows.append((r.id, str(s["kernel_tests_run"]), str(s["passed"]), str(s["failed"]),
+                     str(s["skipped"]), str(s["xfailed"]),
+                     str(len(s["findings"])) if r.outcome else "-",
                      "PASS" if r.ok else r.verdict()))
     return rows
 

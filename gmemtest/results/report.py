@@ -294,7 +294,8 @@ def summary(outcomes: list[BootReport], timings: dict[str, float] | None = None)
         boot = f"{run.boot_seconds:.1f} s" if run.boot_seconds is not None else "-"
         lines.append(f"== {o.label}: {o.passed} passed, {o.failed} failed, {o.skipped} skipped"
                      f", {o.xfailed} xfailed  [{run.accel}; boot {boot}, run "
-                     f"{run.seconds:.0f} s]")
+                     f"{run.total_seconds:.0f} s"
+                     + (f" in {len(run.segments())} boots" if run.after else "") + "]")
         lines.append(f"   {o.verdict()}")
         lines.append(f"   kernel tests run: {o.kernel_ran}"
                      + (f" ({o.asked.kind})" if o.asked is not None else ""))

@@ -57,3 +57,17 @@ class Run:
     timings: dict[str, float] = field(default_factory=dict)
     crash: Crash | None = None  # the kernel crashed under a test: the boot ended there
     after: Run | None = None  # the fresh boot that ran the tests the crash left
+
+    def segments(self) -> list[Run]:
+        """This boot, then each fresh boot that ran the rest after a kernel crash."""
+        out: list[Run] = []
+        run: Run | None = self
+        while run is not None:
+            out.append(run)
+            run = run.after
+        return out
+
+    @property
+    def total_seconds(self) -> float:
+        """The wall time of this boot and of the fresh boots after it."""
+        return sum(r.seconds for r in self.segments())

@@ -85,7 +85,7 @@ def check(contract: Contract, missing: Callable[[str], str | None]) -> str | Non
         try:
             why = missing(p.need)
         except (GmemtestError, KvmError, OSError) as e:
-            return f"{p.why} promises {p.need}, but the kernel contradicts itself: {e}"
+            return f"{p.why} promises {p.need}, but the kernel answers: {e}"
         if why is not None:
             return f"{p.why} promises {p.need}, but the kernel answers: {why}"
     return None

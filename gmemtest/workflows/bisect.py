@@ -50,7 +50,7 @@ def step(spec: KernelSpec, pytest_args: list[str], *, cmdline: list[str], limits
         return ABORT
     outcome = report.evaluate(build.label, run)
     timings["boot"] = run.boot_seconds or 0.0
-    timings["suite"] = run.seconds - timings["boot"]
+    timings["suite"] = run.total_seconds - timings["boot"]
     print(report.summary([outcome], timings))
     if outcome.crashes or outcome.ended is Ended.KERNEL_CRASH:
         print(f"bisect-step: bad: {outcome.verdict()}", file=sys.stderr)

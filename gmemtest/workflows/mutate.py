@@ -177,6 +177,10 @@ def _killer(boots: list[report.BootReport]) -> tuple[str, str | None]:
     """(outcome, by): the first boot's failed test or finding, or why none ran."""
     boots = [b for b in boots if b.ended is not Ended.STOPPED]
     for b in boots:
+        # The command line is gmemtest's own and held for the original kernel: a mutant
+        # whose kernel no longer keeps a promise of its configuration changed what it does.
+        if b.ended is Ended.CONTRACT:
+            return mutation.KILLED, f"{b.label}: {b.problem}"[:300]
         if b.ended.harness_fault:
             raise GmemtestError(f"a mutant's boot did not run its tests ({b.label}: "
                                 f"{b.problem or b.ended}): the harness, not the mutant")

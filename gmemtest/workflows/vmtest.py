@@ -118,5 +118,5 @@ def main_job(spec: KernelSpec, *, pytest_args: list[str] | None = None,
         for o in outcomes:
             if o.run is not None:
                 timings[f"boot ({o.label})"] = o.run.boot_seconds or 0.0
-                timings[f"suite ({o.label})"] = o.run.seconds
+                timings[f"suite ({o.label})"] = o.run.total_seconds
         return outcomes, f"{kernel.summary(build)}\n{report.summary(outcomes, timings)}"
