@@ -7,7 +7,7 @@ VM_STAMP := $(VENV)/.bootstrap-vm
 # The host suite in parallel; its slowest tests named at the end (where CI's time goes).
 PYTEST_ARGS ?= -n auto --durations=20
 
-.PHONY: setup setup-vm test test-serial lint caps kernel image vm-test bench matrix clean
+.PHONY: setup setup-vm test test-serial lint caps kernel image vm-test vm-harness bench matrix clean
 
 setup: $(HOST_STAMP)
 # The uAPI declarations are compiled at install: a change to them installs again.
@@ -53,6 +53,11 @@ image: setup-vm
 ## instead of the newest that Debian offers and kpatches/ supports.
 vm-test: setup-vm
 	$(GMEMTEST) vm-test $(if $(BASE),--base $(BASE))
+
+## The harness's own tests in a guest, in one boot with in-place conversion on (the main job's
+## boots run the kernel's tests only): CI runs it after the main job, from the same build.
+vm-harness: setup-vm
+	$(GMEMTEST) vm-test --harness $(if $(BASE),--base $(BASE))
 
 ## gmemtest against the upstream KVM selftests, and micro-benchmarks, in one boot.
 bench: setup-vm

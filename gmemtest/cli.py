@@ -236,6 +236,9 @@ def _cmd_mutate(args: argparse.Namespace) -> int:
 def _cmd_vm_test(args: argparse.Namespace) -> int:
     from gmemtest.workflows import vmtest
 
+    if args.harness and (args.coverage or args.affected is not None):
+        raise UsageError("--harness runs the harness's own tests: not with --coverage or "
+                         "--affected")
     if args.coverage:
         if args.affected is not None:
             raise UsageError("--coverage runs the whole suite to measure it; --affected picks "
@@ -257,7 +260,7 @@ def _cmd_vm_test(args: argparse.Namespace) -> int:
         if not selection.whole:
             pytest_args = [*selection.tests, *qemu.parallelism()]
     outcomes, text = vmtest.main_job(spec, pytest_args=pytest_args, limits=_limits(args),
-                                     image=image)
+                                     image=image, harness=args.harness)
     why = vmtest.not_run(outcomes)
     if why:
         fail("vm-test", why)
@@ -668,6 +671,9 @@ def parser() -> argparse.ArgumentParser:
                    "--src tree changes (its map: `gmemtest coverage --src TREE`)")
     t.add_argument("--coverage", action="store_true",
                    help="run it as `gmemtest coverage` does: the coverage build, its reports")
+    t.add_argument("--harness", action="store_true",
+                   help="instead of the kernel's tests, the harness's own, in one boot with "
+                   "in-place conversion on (CI's check of gmemtest itself in a guest)")
     _add_vm_limits(t)
     t.set_defaults(func=_cmd_vm_test)
     return p

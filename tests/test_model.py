@@ -67,6 +67,7 @@ class ForgetsGuestWrites(Scenario):
         self.pages[page].shared, self.pages[page].private_data = saved
 
 
+@pytest.mark.harness
 def test_disagreement_gives_a_minimal_standalone_reproducer(route, kvm, tmp_path):
     """Against a model that is wrong about guest writes, the fuzzer must find a disagreement,
     shrink it to a few steps, and write a script that fails the same way on its own."""

@@ -132,3 +132,29 @@ def test_a_functions_text_ends_at_the_next_function(tmp_path, monkeypatch):
     table.write_text("".join("0" * 16 + line[16:] for line in KALLSYMS.splitlines(True)))
     with pytest.raises(GmemtestError, match="kptr_restrict"):
         kallsyms.text_span("kvm_gmem_get_folio")
+
+
+@pytest.mark.parametrize("harness, selected", [("", ["test_kernel"]),
+                                                ("1", ["test_harness", "test_marked"])])
+def test_the_guest_runs_the_kernels_tests_and_the_harness_boot_the_harnesss(tmp_path, harness,
+                                                                         selected):
+    """In the guest a test of the suite runs when it opens /dev/kvm (the kvm fixture) and is
+    not marked harness; the harness boot ($GMEMTEST_HARNESS=1) runs the others instead."""
+    suite = tmp_path / "tests"
+    suite.mkdir()
+    (suite / "test_case.py").write_text(
+        "import pytest\n\n"
+        "def test_kernel(kvm):\n    pass\n\n"
+        "def test_harness():\n    pass\n\n"
+        "@pytest.mark.harness\ndef test_marked(kvm):\n    pass\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("GMEMTEST_RESULTS", "GMEMTEST_GCOV") and not k.startswith("PYTEST_XDIST")}
+    env.update(PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", GMEMTEST_IN_GUEST="1",
+               GMEMTEST_HARNESS=harness, GMEMTEST_RESULTS=str(tmp_path / "results"))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "gmemtest.testing.plugin",
+                           "-p", "no:cacheprovider", "--co", "-q", "--rootdir", str(tmp_path),
+                           "-c", "/dev/null", "tests"], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ids = [line.split("::")[-1] for line in proc.stdout.splitlines() if "::" in line]
+    assert ids == selected, proc.stdout

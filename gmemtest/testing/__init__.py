@@ -13,6 +13,9 @@ PRIVATE = uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE
 ENV_CAP = "GMEMTEST_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES"
 ENV_HEADERS = "GMEMTEST_KERNEL_HEADERS"
 ENV_REVISION = "GMEMTEST_REVISION"
+# In the guest: "1" runs the harness's own tests (the one boot that checks gmemtest itself on
+# a kernel that can convert), instead of the kernel's.
+ENV_HARNESS = "GMEMTEST_HARNESS"
 
 # A boot's limits for some of its tests (node id -> seconds, JSON), in its results share: the
 # guest's plugin marks each of those tests with its own pytest-timeout.

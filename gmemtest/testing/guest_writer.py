@@ -28,7 +28,7 @@ from gmemtest.results import health, ktap, progress
 from gmemtest.results.outcome import Outcome, TestResult
 
 from . import TEST_LIMITS
-from .plugin import properties
+from .plugin import is_kernel_test, properties
 
 RESULTS = Path(os.environ.get("GMEMTEST_RESULTS", "/tmp/results"))
 
@@ -91,8 +91,8 @@ class GuestPlugin:
         # the harness's own: for the report's count, and for what is left after a crash.
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
         (RESULTS / f"{progress.COLLECTED}-{worker}.txt").write_text("".join(
-            f"{progress.KERNEL if 'kvm' in getattr(i, 'fixturenames', ()) else progress.HARNESS}"
-            f" {i.nodeid}\n" for i in items))
+            f"{progress.KERNEL if is_kernel_test(i) else progress.HARNESS} {i.nodeid}\n"
+            for i in items))
         limits = RESULTS / TEST_LIMITS
         own = json.loads(limits.read_text()) if limits.exists() else {}
         for item in items:

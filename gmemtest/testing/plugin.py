@@ -48,7 +48,11 @@ runs once per session, when a test first needs it, never at import or collection
 
 A module of tests of the tool itself (kernel builds, QEMU runs, workflows) says
 ``pytestmark = pytest.mark.host_only``: inside the guest it is not even imported. A single test
-can be marked ``host_only`` too. ``@pytest.mark.xfail_on(MODULE, errno, reason=...)`` marks a
+can be marked ``host_only`` too. The guest runs the tests of the kernel (:func:`is_kernel_test`):
+the suite's other tests check the harness and run on the host, and in the guest only in the one
+boot that asks for them ($GMEMTEST_HARNESS=1, ``gmemtest vm-test --harness``); a test that uses
+a VM to check the harness itself says ``@pytest.mark.harness``.
+``@pytest.mark.xfail_on(MODULE, errno, reason=...)`` marks a
 known deviation of a host's KVM module (e.g. ``kvm_pvm``) as a strict xfail where that module
 is loaded: the test must fail with a KvmError of that errno, and any other failure fails it.
 """
@@ -78,7 +82,17 @@ from gmemtest.kvm.kvm import Kvm
 from gmemtest.kvm.vm import Vm
 from gmemtest.results import contract
 
-from . import ENV_CAP, ENV_HEADERS, ENV_REVISION, faultinject, gcov, gup, isolation, preflight
+from . import (
+    ENV_CAP,
+    ENV_HARNESS,
+    ENV_HEADERS,
+    ENV_REVISION,
+    faultinject,
+    gcov,
+    gup,
+    isolation,
+    preflight,
+)
 from .routes import ROUTES, ConversionRoute, GmemRoute, VmAttributesRoute
 
 IN_GUEST = bool(os.environ.get("GMEMTEST_IN_GUEST"))
@@ -289,6 +303,8 @@ def pytest_configure(config: pytest.Config) -> None:
     global _target
     config.addinivalue_line("markers", "needs(*what): what the kernel under test must offer "
                             "(the vocabulary is in gmemtest.testing.plugin)")
+    config.addinivalue_line("markers", "harness: a test of the harness that uses a VM (not a "
+                            "test of the kernel: the guest runs it in the harness boot only)")
     config.addinivalue_line("markers", "host_only: a test of the tool itself, not of the kernel "
                             "it runs on; not run inside the guest")
     config.addinivalue_line("markers", "xfail_on(module, errno, reason): a strict xfail where "
@@ -395,10 +411,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.stash[XFAIL_ERRNO] = err
     if not IN_GUEST:
         return
-    host_only = [i for i in items if i.get_closest_marker("host_only")]
-    if host_only:
-        config.hook.pytest_deselected(items=host_only)
-        items[:] = [i for i in items if not i.get_closest_marker("host_only")]
+    suite = config.rootpath / "tests"
+    harness_boot = os.environ.get(ENV_HARNESS) == "1"
+    drop = [i for i in items if i.get_closest_marker("host_only") or (
+        i.path.is_relative_to(suite) and is_kernel_test(i) == harness_boot)]
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        gone = set(map(id, drop))
+        items[:] = [i for i in items if id(i) not in gone]
+
+
+def is_kernel_test(item: pytest.Item) -> bool:
+    """A test of the kernel under test: it opens /dev/kvm (the ``kvm`` fixture, which every
+    VM and route fixture takes) to check what the kernel does, and is not marked ``harness``."""
+    return "kvm" in getattr(item, "fixturenames", ()) and item.get_closest_marker("harness") is None
 
 
 XFAIL_ERRNO = pytest.StashKey[int]()

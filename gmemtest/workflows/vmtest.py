@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gmemtest.kvm.revision import VM_ATTRIBUTES_OPTIONS as VM_ATTRIBUTES
 from gmemtest.results import report, runlog
+from gmemtest.testing import ENV_HARNESS
 from gmemtest.vmtier import checkout, kconfig, kernel, qemu
 from gmemtest.vmtier.kernelspec import KernelSpec
 from gmemtest.vmtier.progress import Progress
@@ -57,6 +58,11 @@ def modes(build: kernel.Build) -> tuple[Mode, ...]:
     return (ON_BY_DEFAULT, OFF)
 
 
+def harness_boot(build: kernel.Build) -> tuple[Mode, ...]:
+    """The harness's boot: the kernel's first mode, in-place conversion on where it has it."""
+    return modes(build)[:1]
+
+
 def run_modes(build: kernel.Build, pytest_args: list[str], *, limits: qemu.Limits,
               progress: Progress, stamp: str, env: dict[str, str] | None = None,
               extra_cmdline: list[str] | None = None, image: Path | None = None,
@@ -101,10 +107,11 @@ def not_run(outcomes: list[report.BootReport]) -> str | None:
 
 
 def main_job(spec: KernelSpec, *, pytest_args: list[str] | None = None,
-             limits: qemu.Limits | None = None,
-             image: Path | None = None) -> tuple[list[report.BootReport], str]:
+             limits: qemu.Limits | None = None, image: Path | None = None,
+             harness: bool = False) -> tuple[list[report.BootReport], str]:
     """Build the kernel, then its boots; returns the outcomes and the report. The job's log
-    goes to results/<stamp>-main-job.log (each boot logs into its own results directory)."""
+    goes to results/<stamp>-main-job.log (each boot logs into its own results directory).
+    ``harness``: one boot, with in-place conversion on, running the harness's own tests."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with runlog.run_log(results_root() / f"{stamp}-main-job.log"):
         progress = Progress()
@@ -113,7 +120,8 @@ def main_job(spec: KernelSpec, *, pytest_args: list[str] | None = None,
         t0 = time.monotonic()
         outcomes = run_modes(build, pytest_args or qemu.parallelism(),
                              limits=limits or qemu.Limits(), progress=progress, stamp=stamp,
-                             image=image)
+                             image=image, boots=harness_boot(build) if harness else None,
+                             env={ENV_HARNESS: "1"} if harness else None)
         timings["boots and suites, wall clock"] = time.monotonic() - t0
         for o in outcomes:
             if o.run is not None:
