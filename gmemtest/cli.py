@@ -215,22 +215,25 @@ def _cmd_mutate(args: argparse.Namespace) -> int:
     from gmemtest.workflows import mutate
 
     spec = _spec(args)
-    equivalents = Path(args.equivalents) if args.equivalents else None
-    if equivalents is not None and not equivalents.is_file():
-        raise UsageError(f"--equivalents {equivalents}: no such file")
-    if equivalents is None and spec.patches is not None and spec.patches.form is not None:
-        equivalents = mutate.EQUIVALENTS  # kpatches/: the project's own
+    marks = Path(args.marks) if args.marks else None
+    if marks is not None and not marks.is_file():
+        raise UsageError(f"--marks {marks}: no such file")
+    if marks is None and spec.patches is not None and spec.patches.form is not None:
+        marks = spec.patches.series_file.parent / mutate.MARKS  # kpatches/<base>/: our own
     if args.retry and not args.resume:
         raise UsageError("--retry OUTCOME runs again what a run recorded: it needs --resume DIR")
     extra = tuple(args.pytest_args or ())
     if any(a.startswith("-") for a in extra):
         raise UsageError("after -- mutate takes test node ids to run against every mutant, "
                          f"not pytest options ({next(a for a in extra if a.startswith('-'))})")
+    if args.recheck_marks and (args.mutant or args.first or args.retry):
+        raise UsageError("--recheck-marks runs every marked mutant: not with --mutant, "
+                         "--first or --retry")
     choice = mutate.Choice(args.first, tuple(args.mutant), tuple(args.retry), extra,
-                           args.tests_per_mutant or None)
+                           args.tests_per_mutant or None, recheck=args.recheck_marks)
     return mutate.main(spec, limits=mutate.LIMITS, out=Path(args.out) if args.out else None,
                        budget=args.budget, resume=Path(args.resume) if args.resume else None,
-                       equivalents=equivalents, choice=choice)
+                       marks=marks, choice=choice)
 
 
 def _cmd_vm_test(args: argparse.Namespace) -> int:
@@ -283,7 +286,7 @@ def _cmd_bisect_step(args: argparse.Namespace) -> int:
             pytest_args = ["-k", args.k, *pytest_args]
         return bisect.step(spec, pytest_args, cmdline=args.cmdline, limits=_limits(args),
                            on_build_failure=args.build_failure,
-                           on_boot_failure=args.boot_failure)
+                           on_boot_failure=args.boot_failure, switch=args.switch)
     except (GmemtestError, OSError) as e:
         fail("bisect-step", f"{one_line(e)} (abort: 128)")
         return bisect.ABORT
@@ -541,8 +544,13 @@ def parser() -> argparse.ArgumentParser:
                        "exit 0 good, 1 bad, 125 skip, 128 abort")
     b.add_argument("--src", metavar="DIR", help="the kernel tree (default: the current dir)")
     b.add_argument("-k", metavar="EXPR", help="pytest -k expression selecting the tests")
-    b.add_argument("--cmdline", action="append", default=None, metavar="ARG",
-                   help="kernel command line argument (default: in-place conversion on)")
+    b.add_argument("--cmdline", action="append", default=[], metavar="ARG",
+                   help="kernel command line argument (checked in the guest: one the kernel "
+                   "does not take aborts)")
+    b.add_argument("--switch", choices=("on", "off"), default=None,
+                   help="in-place conversion on or off where the commit's kernel has "
+                   "kvm.gmem_in_place_conversion; a commit without it boots as it is (a "
+                   "series' earlier patches; default: the switch at its default)")
     b.add_argument("--build-failure", choices=("skip", "bad", "abort"), default="skip",
                    help="answer for a commit that does not build (default skip: 125)")
     b.add_argument("--boot-failure", choices=("skip", "bad", "abort"), default="skip",
@@ -657,8 +665,12 @@ def parser() -> argparse.ArgumentParser:
     mu.add_argument("--retry", action="append", default=[], metavar="OUTCOME",
                     choices=["survived", "timed out", "killed", "did not build"],
                     help="with --resume: run again the mutants that ended so (repeatable)")
-    mu.add_argument("--equivalents", metavar="FILE", help="mutants marked equivalent, with "
-                    "reasons (default for kpatches/: kpatches/equivalent-mutants.toml)")
+    mu.add_argument("--marks", metavar="FILE", help="mutants marked equivalent or "
+                    "unobservable here, with reasons (default for kpatches/: "
+                    "kpatches/<base>/mutant-marks.toml)")
+    mu.add_argument("--recheck-marks", action="store_true",
+                    help="run every marked mutant as if unmarked; one a test now kills loses "
+                    "its mark (the marks file is written without it)")
     mu.add_argument("--out", metavar="DIR", help="report directory (default results/mutate-*)")
     mu.set_defaults(func=_cmd_mutate)
 

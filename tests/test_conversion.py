@@ -458,3 +458,40 @@ def test_closing_a_guest_memfd_frees_its_record_of_shareability(gmem_route):
         left = unreclaimable_slab_kib() - before
     assert left <= grown // 4, \
         f"{left} of the {grown} KiB the records took stayed after every file was closed"
+
+
+def test_converting_pages_no_memslot_covers_leaves_the_next_memslot_served(gmem_route):
+    """Contract 'Conversion': a conversion of file pages that no memslot binds needs no MMU
+    invalidation. Here the memslot binds the file from page 4 on and pages [0, 4) are
+    converted both ways, ending exactly where the memslot begins: no invalidation may be left
+    open (the walk over the bindings must stop before the memslot's first page), so the
+    guest's faults in the memslot are served at once, after conversions of the memslot's own
+    pages too (an invalidation left open would make them retry forever), and closing the VM
+    warns of nothing (kernel health is checked for every test)."""
+    vm = gmem_route.vm
+    agent = Agent(vm)
+    gmem = vm.create_guest_memfd(8 * PAGE, MMAP_SHARED)
+    with gmem.mmap() as view:
+        vm.add_memslot(1, GPA, 4 * PAGE, gmem=gmem, gmem_offset=4 * PAGE,
+                       userspace_addr=view.addr + 4 * PAGE)
+        gmem.to_private(0, 4 * PAGE)
+        gmem.to_shared(0, 4 * PAGE)
+        assert agent.write(GPA, 0x5C) is None
+        assert view.read(4 * PAGE) == b"\x5c"
+        gmem.to_private(4 * PAGE, 4 * PAGE)
+        gmem.to_shared(4 * PAGE, 4 * PAGE)
+        assert agent.read(GPA) == 0x5C
+        assert agent.read(GPA + 3 * PAGE) == 0
+
+
+def test_a_sparse_guest_memfd_past_2_to_the_52_starts_shared_to_its_last_page(gmem_route):
+    """GUEST_MEMFD_FLAG_INIT_SHARED records the whole file shared, whatever its size: a sparse
+    file of 2^52 bytes and one page (2^40 + 1 pages, one page ever allocated) is shared in
+    its last page too, where a page count taken as bytes shifted the wrong way would wrap
+    and the record stop short (the host's touch would then be SIGBUS)."""
+    size = (1 << 52) + PAGE
+    gmem = gmem_route.vm.create_guest_memfd(size, MMAP_SHARED)
+    with gmem.mmap(size - PAGE, PAGE) as last:
+        assert last.probe(0, write=True, value=0x7E) == "ok"
+        last.write(0, b"\x7e")
+        assert last.read(0) == b"\x7e"

@@ -356,6 +356,13 @@ def test_ci_engines_run_exactly_the_listed_cells(gmemtest_cli):
         gitlab["mutate-cell"]["script"]
     assert f".venv/bin/gmemtest mutate --budget {budget} --out mutate-report" in \
         [step.get("run") for step in github["jobs"]["mutate"]["steps"]]
+    # the marks, weekly: the same command on both engines
+    assert "$VENV/bin/gmemtest mutate --recheck-marks --out marks-report" in \
+        gitlab["mutate-marks"]["script"]
+    assert ".venv/bin/gmemtest mutate --recheck-marks --out marks-report" in \
+        [step.get("run") for step in github["jobs"]["mutate-marks"]["steps"]]
+    assert github["jobs"]["mutate-marks"]["if"].endswith(
+        repr(github[True]["schedule"][1]["cron"]))
 
 
 def test_unknown_cell_is_one_line(gmemtest_cli, tmp_path):

@@ -17,7 +17,7 @@ from gmemtest.results.health import Finding
 from gmemtest.results.outcome import Outcome, TestResult
 from gmemtest.results.report import BootReport
 from gmemtest.results.run import Ended
-from gmemtest.vmtier import mutants
+from gmemtest.vmtier import mutants, patchset
 from gmemtest.vmtier.progress import Progress
 from gmemtest.workflows import coverage, mutate
 
@@ -62,11 +62,26 @@ def test_a_mutants_id_survives_its_line_moving():
     b = mutants.of_line("virt/kvm/guest_memfd.c", 99, "\tif (a < b)")
     assert [m.id for m in a] == [m.id for m in b]
     assert len({m.id for m in a}) == len(a)
-    # the same text twice in a file: two mutants, two ids
+    # the same text twice in a file, in the same context: two mutants, two ids
     seen: dict[str, int] = {}
     twice = mutants.of_line("f.c", 1, "\tif (x)", seen) + mutants.of_line("f.c", 5, "\tif (x)",
                                                                          seen)
     assert len({m.id for m in twice}) == len(twice) == 2
+
+
+def test_a_mutants_id_stays_with_its_line_when_an_identical_line_comes_before_it():
+    """A later patch that adds the same line earlier in the file, elsewhere, does not hand the
+    line's id (and so a mark on it) to the new line: the id holds the line's context."""
+    def ids(lines: list[str]) -> dict[int, set[str]]:
+        seen: dict[str, int] = {}
+        return {n: {m.id for m in mutants.of_line("f.c", n, t, seen,
+                                                  around=mutants.context(lines, n))}
+                for n, t in enumerate(lines, 1) if "return -EINVAL" in t}
+
+    before = ["int a(void)", "{", "\tif (x)", "\t\treturn -EINVAL;", "}"]
+    after = ["int b(void)", "{", "\tif (y)", "\t\treturn -EINVAL;", "}", *before]
+    assert ids(after)[9] == ids(before)[4]
+    assert ids(after)[4].isdisjoint(ids(before)[4])
 
 
 TIP = """\
@@ -412,18 +427,38 @@ def test_scores_and_reports(tmp_path):
         mutation.load_results(path)
 
 
-def test_the_equivalents_file(tmp_path):
-    path = tmp_path / "eq.toml"
-    path.write_text('[[equivalent]]\nid = "abc"\nmutant = "x"\nreason = "same code"\n')
-    assert mutation.load_equivalents(path) == {"abc": "same code"}
+def test_the_marks_file(tmp_path):
+    path = tmp_path / "marks.toml"
+    path.write_text('# ours\n[[equivalent]]\nid = "abc"\nmutant = "x"\nreason = "same code"\n\n'
+                    '[[unobservable]]\nid = "def"\nmutant = "y"\nreason = "filter"\n'
+                    'observable_on = "TDX"\n')
+    marks = mutation.load_marks(path)
+    assert marks == {"abc": mutation.Mark("abc", mutation.EQUIVALENT, "x", "same code"),
+                     "def": mutation.Mark("def", mutation.UNOBSERVABLE, "y", "filter", "TDX")}
+    mutation.write_marks(path, list(marks.values()), mutation.header_of(path))
+    assert mutation.load_marks(path) == marks and path.read_text().startswith("# ours\n")
     for text in ('[[equivalent]]\nid = "abc"\nmutant = "x"\n', "x = 1\n", "[[equivalent\n",
-                 '[[equivalent]]\nid = "abc"\nmutant = "x"\nreason = ""\n'):
+                 '[[equivalent]]\nid = "abc"\nmutant = "x"\nreason = ""\n',
+                 '[[unobservable]]\nid = "abc"\nmutant = "x"\nreason = "r"\n',
+                 '[[equivalent]]\nid = "a"\nmutant = "x"\nreason = "r"\n[[equivalent]]\n'
+                 'id = "a"\nmutant = "y"\nreason = "r"\n'):
         path.write_text(text)
         with pytest.raises(GmemtestError, match=str(path)):
-            mutation.load_equivalents(path)
-    # the project's own file is well formed and each id is one of kpatches/' mutants' form
-    own = mutation.load_equivalents(mutate.EQUIVALENTS)
-    assert all(len(i) == 12 and int(i, 16) >= 0 for i in own)
+            mutation.load_marks(path)
+    # the project's own files are well formed, and each id is of kpatches/' mutants' form
+    for base in patchset.bases():
+        own = mutation.load_marks(patchset.kpatches(base).series_file.parent / mutate.MARKS)
+        assert own and all(len(i) == 12 and int(i, 16) >= 0 for i in own)
+        assert all(m.observable_on for m in own.values() if m.outcome == mutation.UNOBSERVABLE)
+
+
+def test_unobservable_mutants_count_against_the_score():
+    """A mutant nothing here can observe is a gap in the score, not a mutant left out."""
+    results = [result(mutation.KILLED), result(mutation.UNOBSERVABLE, 1),
+               result(mutation.EQUIVALENT, 2)]
+    assert mutation.score(results) == (1, 2, "50.0%")
+    page = mutation.markdown(mutation.to_json(results, "k"))
+    assert "## Unobservable here (1)" in page and "## Equivalent (1)" in page
 
 
 def test_command_line_mistakes_are_one_line(gmemtest_cli, tmp_path):
@@ -431,7 +466,8 @@ def test_command_line_mistakes_are_one_line(gmemtest_cli, tmp_path):
         (["mutate", "--budget", "soon"], "'soon': a number of minutes above 0"),
         (["mutate", "--first", "0"], "a whole number above 0"),
         (["mutate", "--resume", str(tmp_path)], "no mutants.jsonl there"),
-        (["mutate", "--equivalents", str(tmp_path / "none.toml")], "no such file"),
+        (["mutate", "--marks", str(tmp_path / "none.toml")], "no such file"),
+        (["mutate", "--recheck-marks", "--first", "3"], "--recheck-marks runs every marked"),
         (["mutate", "--retry", "survived"], "it needs --resume DIR"),
         (["mutate", "--", "-k", "x"], "not pytest options (-k)"),
     ]:

@@ -4,13 +4,21 @@ the survivors as small diffs with the tests that ran their line, and the equival
 Outcomes: **killed** (a test failed, or the kernel's health did: named), **timed out** (a limit
 ended a boot: the mutant hangs the kernel, which a test run notices too), **survived** (every
 test that runs the function passed in both modes), **did not build** (not counted),
-**equivalent** (marked so, with a reason, in the equivalents file: not counted), and **not run**
-(past the budget). The score is (killed + timed out) / (killed + timed out + survived).
+**equivalent** (marked so in the marks file, argued from the code: the same behaviour; not
+counted), **unobservable here** (marked so, naming what would observe it: TDX, SNP, a vCPU
+racing the conversion...; counted, as not detected), and **not run** (past the budget). The
+score is (killed + timed out) / (killed + timed out + survived + unobservable here): what this
+platform cannot see is a gap in the score, shown, never dropped.
+
+The marks file (kpatches/<base>/mutant-marks.toml) holds ``[[equivalent]]`` and
+``[[unobservable]]`` tables, each with the mutant's id (gmemtest.vmtier.mutants: its line's
+text and context), the change, and the reason; an unobservable one also ``observable_on``.
 """
 
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import tomllib
 from collections import Counter
@@ -24,7 +32,8 @@ from .shape import ListOf, Maybe, check
 
 KILLED, TIMED_OUT, SURVIVED = "killed", "timed out", "survived"
 NOT_BUILT, EQUIVALENT, NOT_RUN = "did not build", "equivalent", "not run"
-OUTCOMES = (KILLED, TIMED_OUT, SURVIVED, NOT_BUILT, EQUIVALENT, NOT_RUN)
+UNOBSERVABLE = "unobservable here"
+OUTCOMES = (KILLED, TIMED_OUT, SURVIVED, UNOBSERVABLE, NOT_BUILT, EQUIVALENT, NOT_RUN)
 
 
 @dataclass
@@ -77,37 +86,82 @@ def append(path: Path, r: Result) -> None:
         f.write(json.dumps(asdict(r)) + "\n")
 
 
-# --- the equivalents file ---------------------------------------------------------------------
+# --- the marks file ---------------------------------------------------------------------------
 
-def load_equivalents(path: Path | None) -> dict[str, str]:
-    """id -> reason, from a TOML file of ``[[equivalent]]`` tables (id, mutant, reason)."""
+MARK_KINDS = {EQUIVALENT: "equivalent", UNOBSERVABLE: "unobservable"}  # outcome -> table name
+MARK_KEYS = {EQUIVALENT: {"id", "mutant", "reason"},
+             UNOBSERVABLE: {"id", "mutant", "reason", "observable_on"}}
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A mutant marked equivalent or unobservable here, with the reason (and, unobservable,
+    what would observe it)."""
+
+    id: str
+    outcome: str  # EQUIVALENT or UNOBSERVABLE
+    mutant: str  # the change, as the reports describe it
+    reason: str
+    observable_on: str | None = None
+
+    def why(self) -> str:
+        return self.reason if self.observable_on is None else \
+            f"observable on {self.observable_on}: {self.reason}"
+
+
+def load_marks(path: Path | None) -> dict[str, Mark]:
+    """id -> mark, from a TOML file of ``[[equivalent]]`` and ``[[unobservable]]`` tables."""
     if path is None or not path.is_file():
         return {}
     try:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise GmemtestError(f"{path}: not valid TOML ({e})") from None
-    entries = data.get("equivalent", [])
-    if set(data) - {"equivalent"} or not isinstance(entries, list):
-        raise GmemtestError(f"{path}: expected only [[equivalent]] tables")
-    out = {}
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or set(entry) != {"id", "mutant", "reason"} or \
-                not all(isinstance(v, str) and v.strip() for v in entry.values()):
-            raise GmemtestError(f"{path}: equivalent[{i}]: expected id, mutant and reason, "
-                                "each a non-empty string")
-        out[entry["id"]] = entry["reason"]
+    tables = {name: outcome for outcome, name in MARK_KINDS.items()}
+    if set(data) - set(tables) or not all(isinstance(v, list) for v in data.values()):
+        raise GmemtestError(f"{path}: expected only [[equivalent]] and [[unobservable]] tables")
+    out: dict[str, Mark] = {}
+    for name, entries in data.items():
+        outcome = tables[name]
+        for i, entry in enumerate(entries):
+            keys = MARK_KEYS[outcome]
+            if not isinstance(entry, dict) or set(entry) != keys or \
+                    not all(isinstance(v, str) and v.strip() for v in entry.values()):
+                raise GmemtestError(f"{path}: {name}[{i}]: expected {', '.join(sorted(keys))}, "
+                                    "each a non-empty string")
+            if entry["id"] in out:
+                raise GmemtestError(f"{path}: {name}[{i}]: {entry['id']} is marked twice")
+            out[entry["id"]] = Mark(entry["id"], outcome, entry["mutant"], entry["reason"],
+                                    entry.get("observable_on"))
     return out
+
+
+def write_marks(path: Path, marks: list[Mark], header: str) -> None:
+    """The marks file, ``header`` (comment lines) first, then a table per mark."""
+    lines = [header.rstrip("\n"), ""]
+    for m in sorted(marks, key=lambda m: (m.outcome, m.mutant)):
+        lines.append(f"[[{MARK_KINDS[m.outcome]}]]")
+        lines += [f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in
+                  (("id", m.id), ("mutant", m.mutant), ("reason", m.reason),
+                   ("observable_on", m.observable_on)) if v is not None]
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+def header_of(path: Path) -> str:
+    """The comment lines a marks file starts with."""
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return "\n".join(ln for ln in itertools.takewhile(lambda ln: ln.startswith("#"), lines))
 
 
 # --- scores and reports ------------------------------------------------------------------------
 
 def score(results: list[Result]) -> tuple[int, int, str]:
-    """(detected, counted, percent): killed or timed out, of those that built and ran and are
-    not equivalent."""
+    """(detected, counted, percent): killed or timed out, of those that built and ran or are
+    unobservable here, and are not equivalent."""
     c = Counter(r.outcome for r in results)
     detected = c[KILLED] + c[TIMED_OUT]
-    counted = detected + c[SURVIVED]
+    counted = detected + c[SURVIVED] + c[UNOBSERVABLE]
     return detected, counted, f"{100 * detected / counted:.1f}%" if counted else "-"
 
 
@@ -143,12 +197,13 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = [f"# Mutants of the series: {doc['kernel']}", "",
              f"**{doc['detected']} of {doc['counted']} detected ({doc['score']})**; "
              + ", ".join(f"{n} {o}" for o, n in doc["outcomes"].items()), "",
-             "| patch | mutants | killed | timed out | survived | equivalent | did not build | "
-             "not run | score |", "|---|---|---|---|---|---|---|---|---|"]
+             "| patch | mutants | killed | timed out | survived | unobservable here | "
+             "equivalent | did not build | not run | score |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for p, row in doc["patches"].items():
         lines.append(f"| {p} {row['subject']} | {row['mutants']} | {row[KILLED]} | "
-                     f"{row[TIMED_OUT]} | {row[SURVIVED]} | {row[EQUIVALENT]} | "
-                     f"{row[NOT_BUILT]} | {row[NOT_RUN]} | {row['score']} |")
+                     f"{row[TIMED_OUT]} | {row[SURVIVED]} | {row[UNOBSERVABLE]} | "
+                     f"{row[EQUIVALENT]} | {row[NOT_BUILT]} | {row[NOT_RUN]} | {row['score']} |")
     lines += ["", "| function | mutants | detected | survived | score |", "|---|---|---|---|---|"]
     for f, row in doc["functions"].items():
         lines.append(f"| `{f}` | {row['mutants']} | {row['detected']} | {row[SURVIVED]} | "
@@ -160,12 +215,14 @@ def markdown(doc: dict[str, Any]) -> str:
                   f"the line was run by {len(r.tests)}: "
                   + ", ".join(f"`{t}`" for t in r.tests[:6])
                   + (" ..." if len(r.tests) > 6 else ""), "", "```diff", *_diff(r), "```", ""]
-    equivalents = [r for r in results if r.outcome == EQUIVALENT]
-    if equivalents:
-        lines += [f"## Equivalent ({len(equivalents)})", ""]
-        lines += [f"- `{r.id}` {r.file}:{r.line} `{r.mutated.strip()}`: {r.by}"
-                  for r in equivalents]
-    return "\n".join(lines) + "\n"
+    for outcome, title in ((UNOBSERVABLE, "Unobservable here"), (EQUIVALENT, "Equivalent")):
+        marked = [r for r in results if r.outcome == outcome]
+        if marked:
+            lines += [f"## {title} ({len(marked)})", ""]
+            lines += [f"- `{r.id}` {r.file}:{r.line} `{r.mutated.strip()}`: {r.by}"
+                      for r in marked]
+            lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 STYLE = """
@@ -185,7 +242,8 @@ def html_page(doc: dict[str, Any]) -> str:
     patches = "".join(
         f"<tr><td>{p}</td><td>{e(row['subject'])}</td><td>{row['mutants']}</td>"
         f"<td class='killed'>{row[KILLED]}</td><td class='timedout'>{row[TIMED_OUT]}</td>"
-        f"<td class='survived'>{row[SURVIVED]}</td><td>{row[EQUIVALENT]}</td>"
+        f"<td class='survived'>{row[SURVIVED]}</td><td>{row[UNOBSERVABLE]}</td>"
+        f"<td>{row[EQUIVALENT]}</td>"
         f"<td>{row[NOT_BUILT]}</td><td>{row[NOT_RUN]}</td><td>{row['score']}</td></tr>"
         for p, row in doc["patches"].items())
     functions = "".join(
@@ -207,8 +265,17 @@ def html_page(doc: dict[str, Any]) -> str:
             f"<p><b>{doc['detected']} of {doc['counted']}</b> detected ({doc['score']}); "
             + e(", ".join(f"{n} {o}" for o, n in doc["outcomes"].items())) + "</p>"
             "<table><tr><th>#</th><th>patch</th><th>mutants</th><th>killed</th><th>timed out"
-            "</th><th>survived</th><th>equivalent</th><th>did not build</th><th>not run</th>"
+            "</th><th>survived</th><th>unobservable here</th><th>equivalent</th>"
+            "<th>did not build</th><th>not run</th>"
             f"<th>score</th></tr>{patches}</table><h2>Per function</h2><table><tr>"
             "<th>function</th><th>mutants</th><th>detected</th><th>survived</th><th>score</th>"
             f"</tr>{functions}</table><h2>Survivors ({len(survivors)})</h2>"
-            + "".join(survivors) + "</body></html>\n")
+            + "".join(survivors) + "".join(
+                f"<h2>{title} ({len(rs)})</h2><ul>" + "".join(
+                    f"<li><code>{r.id}</code> {e(r.file)}:{r.line} <code>{e(r.mutated.strip())}"
+                    f"</code>: {e(r.by or '')}</li>" for r in rs) + "</ul>"
+                for title, rs in (("Unobservable here", [r for r in results
+                                                         if r.outcome == UNOBSERVABLE]),
+                                  ("Equivalent", [r for r in results
+                                                  if r.outcome == EQUIVALENT])) if rs)
+            + "</body></html>\n")

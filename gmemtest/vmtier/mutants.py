@@ -18,8 +18,11 @@ store       an assignment statement removed (a store that no longer happens)
 ==========  ==================================================================================
 
 Literals, comments and preprocessor lines are left alone. A mutant's id is a digest of its
-file, the line's text, which occurrence it is, and the change: it survives the line moving,
-which is what an equivalents file (gmemtest.results.mutation) is keyed by.
+file, the line's text, the line's context (the nearest code lines above and below it) and the
+change: it survives the line moving, and a mark (gmemtest.results.mutation) keyed by it stays
+with that line, never passing to an identical line that a later patch adds elsewhere in the
+file. Only where the text, its context and the change all repeat in a file does a count tell
+the mutants apart.
 """
 
 from __future__ import annotations
@@ -49,12 +52,13 @@ class Mutant:
     original: str
     mutated: str
     operator: str
-    occurrence: int  # the n-th mutant of the same text, operator and change in the file
+    context: str = ""  # the nearest code lines above and below, stripped (:func:`context`)
+    repeat: int = 1  # the n-th mutant of the same text, context and change in the file
 
     @property
     def id(self) -> str:
-        key = "\0".join((self.file, self.original.strip(), self.operator,
-                         self.mutated.strip(), str(self.occurrence)))
+        key = "\0".join((self.file, self.original.strip(), self.context, self.operator,
+                         self.mutated.strip(), *([str(self.repeat)] if self.repeat > 1 else [])))
         return hashlib.sha256(key.encode()).hexdigest()[:12]
 
     def describe(self) -> str:
@@ -178,16 +182,25 @@ def _changes(text: str) -> Iterator[tuple[str, str]]:
         yield "store", indent + ";"
 
 
-def of_line(file: str, line: int, text: str, seen: dict[str, int] | None = None
-            ) -> list[Mutant]:
-    """Every mutant of ``text``, ``file``'s line ``line``; ``seen`` numbers repeats of the
-    same text and change in the file (share one dict per file)."""
+def context(lines: list[str], line: int) -> str:
+    """The code around ``lines``' line ``line`` (1-based): the nearest non-blank lines above and
+    below it, stripped."""
+    above = next((t.strip() for t in reversed(lines[:line - 1]) if t.strip()), "")
+    below = next((t.strip() for t in lines[line:] if t.strip()), "")
+    return f"{above}\n{below}"
+
+
+def of_line(file: str, line: int, text: str, seen: dict[str, int] | None = None, *,
+            around: str = "") -> list[Mutant]:
+    """Every mutant of ``text``, ``file``'s line ``line``, whose context is ``around``;
+    ``seen`` numbers repeats of the same text, context and change in the file (share one
+    dict per file)."""
     seen = {} if seen is None else seen
     out = []
     for operator, mutated in _changes(text):
         if mutated == text:
             continue
-        key = f"{text.strip()}\0{operator}\0{mutated.strip()}"
+        key = f"{text.strip()}\0{around}\0{operator}\0{mutated.strip()}"
         seen[key] = seen.get(key, 0) + 1
-        out.append(Mutant(file, line, text, mutated, operator, seen[key]))
+        out.append(Mutant(file, line, text, mutated, operator, around, seen[key]))
     return out

@@ -27,9 +27,11 @@ ANSWERS = {"skip": SKIP, "bad": BAD, "abort": ABORT}
 
 
 def step(spec: KernelSpec, pytest_args: list[str], *, cmdline: list[str], limits: qemu.Limits,
-         on_build_failure: str = "skip", on_boot_failure: str = "skip") -> int:
+         on_build_failure: str = "skip", on_boot_failure: str = "skip",
+         switch: str | None = None) -> int:
     """Run one bisect step on the tree ``spec`` names; returns the exit status for git bisect
-    run, after one line on stderr saying why when it is not good or bad."""
+    run, after one line on stderr saying why when it is not good or bad. ``switch`` ("on",
+    "off"): in-place conversion so where the commit's kernel has the switch."""
     progress = Progress()
     timings: dict[str, float] = {}
     t0 = time.monotonic()
@@ -42,6 +44,8 @@ def step(spec: KernelSpec, pytest_args: list[str], *, cmdline: list[str], limits
         print(f"bisect-step: this commit does not build ({e.stage}): {e}", file=sys.stderr)
         return ANSWERS[on_build_failure]
     timings["build"] = time.monotonic() - t0
+    if switch is not None and build.manifest is not None and build.manifest.switch:
+        cmdline = [*cmdline, f"{vmtest.PARAM}={int(switch == 'on')}"]
     results = vmtest.results_root() / time.strftime("bisect-%Y%m%d-%H%M%S")
     try:
         run = qemu.boot(build, pytest_args, results=results, cmdline=cmdline, limits=limits)

@@ -16,8 +16,12 @@ are shared out: each boot (a single-threaded TCG guest) and each build holds one
 mutants are judged at once as there are cores, so that a mutant that boots one mode leaves no
 core idle. Results are appended to mutants.jsonl as they come: `--resume DIR` goes on from
 there. Mutants start in the order of their ids, a deterministic sample when ``--budget`` ends
-the run first; those left are "not run". The equivalents file marks mutants that cannot change
-behaviour, with the reason: they are not run and not counted.
+the run first; those left are "not run". The marks file (kpatches/<base>/mutant-marks.toml)
+marks mutants that cannot change behaviour (equivalent: not counted) and those nothing on this
+platform can observe (unobservable here: counted as not detected, naming what would observe
+them), each with the reason: they are not run. A mark that names no mutant of the series (its
+line changed or vanished) stops the run, named. ``--recheck-marks`` runs every marked mutant as
+if unmarked: one that a test now kills loses its mark (the file is written without it).
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ from gmemtest.vmtier.progress import Progress
 
 from . import affected, coverage, vmtest
 
-EQUIVALENTS = Path(__file__).resolve().parents[2] / "kpatches" / "equivalent-mutants.toml"
+MARKS = "mutant-marks.toml"  # beside a kpatches/<base>/ series: the marks of its mutants
+DETECTED = (mutation.KILLED, mutation.TIMED_OUT)
 # Where mutants are made: the series' C changes to KVM.
 WITHIN = ("virt/kvm/", "arch/x86/kvm/")
 # A mutant's boots: shorter than the main job's, so that a mutant that hangs a test or the
@@ -116,7 +121,8 @@ def candidates(doc: dict[str, Any], tree: Path) -> list[Candidate]:
                                         "drew: the tree changed since; run `gmemtest "
                                         "coverage` on it again")
                 fn = next((n for n, (s, e) in defined[file].items() if s <= tip <= e), "?")
-                for m in mutants.of_line(file, tip, ln["text"], seen.setdefault(file, {})):
+                for m in mutants.of_line(file, tip, ln["text"], seen.setdefault(file, {}),
+                                         around=mutants.context(texts[file], tip)):
                     out.append(Candidate(m, fn, p["index"], p["subject"], list(ln["tests"])))
     return sorted(out, key=lambda c: c.mutant.id)
 
@@ -430,6 +436,7 @@ class Choice:
     retry: tuple[str, ...] = ()
     extra: tuple[str, ...] = ()
     most: int | None = MOST_TESTS  # the quickest of each boot's tests that ran the line
+    recheck: bool = False  # run the marked mutants, as if unmarked
 
     def pick(self, todo: list[Candidate]) -> list[Candidate]:
         if self.ids:
@@ -443,14 +450,19 @@ class Choice:
 
 
 def main(spec: KernelSpec, *, limits: qemu.Limits, out: Path | None, budget: float | None,
-         resume: Path | None, equivalents: Path | None, choice: Choice = Choice()) -> int:
+         resume: Path | None, marks: Path | None, choice: Choice = Choice()) -> int:
     if isinstance(spec.source, Prebuilt):
         raise GmemtestError(f"{spec.label()}: a built kernel cannot be mutated: name its "
                             "source (kpatches, --src, --series)")
     if resume is not None and not (resume / "mutants.jsonl").is_file():
         raise GmemtestError(f"--resume {resume}: no mutants.jsonl there (a `gmemtest mutate` "
                             "run's directory)")
-    marked = mutation.load_equivalents(equivalents)
+    marked = mutation.load_marks(marks)
+    if choice.recheck:
+        if not marked:
+            raise GmemtestError("--recheck-marks: no marks to check"
+                                + (f" in {marks}" if marks else " (no marks file)"))
+        choice = replace(choice, ids=tuple(sorted(marked)))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = resume or out or vmtest.results_root() / f"mutate-{stamp}"
     progress = Progress()
@@ -459,6 +471,13 @@ def main(spec: KernelSpec, *, limits: qemu.Limits, out: Path | None, budget: flo
         build, kept = the_map(spec, progress, out, stamp)
         assert build.source_path is not None
         every = candidates(kept["series"], build.source_path)
+        stale = sorted(set(marked) - {c.mutant.id for c in every})
+        if stale:
+            m = marked[stale[0]]
+            raise GmemtestError(
+                f"{marks}: {len(stale)} mark(s) name no mutant of this series, first {m.id} "
+                f"({m.mutant}): its line changed or vanished (or no test runs it now); mark "
+                "the line's mutant again, or drop the mark")
         picked = {c.mutant.id for c in choice.pick(every)}
         recorded = mutation.load_results(out / "mutants.jsonl")
         # What runs: the picked mutants not yet decided (--mutant names one to run again).
@@ -481,7 +500,8 @@ def main(spec: KernelSpec, *, limits: qemu.Limits, out: Path | None, budget: flo
                            f"{kept['made']}): a mutant that the tests that ran its line let "
                            "through runs them too before it is called survived; `gmemtest "
                            "coverage` maps them: " + ", ".join(newer))
-        runs = [c for c in todo if c.mutant.id not in marked and c.mutant.id not in done
+        unmarked = set() if choice.recheck else set(marked)
+        runs = [c for c in todo if c.mutant.id not in unmarked and c.mutant.id not in done
                 and c.mutant.id in picked]
         ran = _run_all(runs, {c.mutant.id: i for i, c in enumerate(todo, 1)}, len(todo),
                        lambda c, built, cores: run_one(c, built, out / "boots", limits,
@@ -492,13 +512,25 @@ def main(spec: KernelSpec, *, limits: qemu.Limits, out: Path | None, budget: flo
                        progress, out, deadline=None if budget is None else t0 + budget * 60,
                        cores=qemu.boots_at_once(os.cpu_count() or 1))
         results: list[Result] = []
+        lost: list[tuple[mutation.Mark, Result]] = []
         for c in todo:
-            if c.mutant.id in marked:
+            rechecked = ran.get(c.mutant.id) if choice.recheck else None
+            if rechecked is not None and rechecked.outcome in DETECTED:
+                lost.append((marked[c.mutant.id], rechecked))
+                r = rechecked
+            elif c.mutant.id in marked:
                 r = c.result()
-                r.outcome, r.by = mutation.EQUIVALENT, marked[c.mutant.id]
+                r.outcome, r.by = marked[c.mutant.id].outcome, marked[c.mutant.id].why()
             else:
                 r = done.get(c.mutant.id) or ran.get(c.mutant.id) or c.result()  # or not run
             results.append(r)
+        if lost and marks is not None:
+            mutation.write_marks(marks, [m for i, m in marked.items()
+                                         if i not in {k.id for k, _ in lost}],
+                                 mutation.header_of(marks))
+            for m, r in lost:
+                progress.done("marks", f"{m.id} lost its mark ({m.outcome}): {r.outcome} by "
+                              f"{r.by}")
         doc = mutation.to_json(results, build.label,
                                budget_left=sum(r.outcome == mutation.NOT_RUN for r in results))
         (out / "mutation.json").write_text(json.dumps(doc, indent=1) + "\n")

@@ -26,6 +26,12 @@ class Mode:
     cmdline: tuple[str, ...]
     slug: str  # in the results directory's name
 
+    @property
+    def switch(self) -> str | None:
+        """"on" or "off" where the mode sets the switch on the command line."""
+        value = dict(w.split("=", 1) for w in self.cmdline).get(PARAM)
+        return None if value is None else "on" if value == "1" else "off"
+
 
 ON = Mode("in-place conversion on", (f"{PARAM}=1",), "kvm_gmem_in_place_conversion-1")
 OFF = Mode("in-place conversion off", (f"{PARAM}=0",), "kvm_gmem_in_place_conversion-0")
@@ -38,6 +44,14 @@ ON_BY_DEFAULT = Mode("in-place conversion on (its default)", (),
 # A kernel without the parameter boots once: vanilla 7.2, or the applied series without per-VM
 # memory attributes, where in-place conversion is always on.
 NO_SWITCH = Mode(f"no {PARAM}", (), "no-switch")
+
+
+def counterpart(mode: Mode, build: kernel.Build) -> Mode:
+    """The boot of ``build`` that stands for ``mode`` of another kernel: the same where
+    ``build`` has the switch, else its one boot without it (a base before the series)."""
+    if build.manifest is not None and not build.manifest.switch:
+        return NO_SWITCH
+    return mode
 
 
 def results_root() -> Path:

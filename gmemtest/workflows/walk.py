@@ -119,7 +119,8 @@ def walk(spec: KernelSpec, pytest_args: list[str], limits: qemu.Limits) -> Walk:
     for mode in dict.fromkeys(m for m, _ in failing):
         ids = [t for m, t in failing if m == mode]
         o = vmtest.run_modes(base_build, [*ids, "-p", "no:xdist"], limits=limits,
-                             progress=progress, stamp=f"{stamp}-base", boots=(mode,))[0]
+                             progress=progress, stamp=f"{stamp}-base",
+                             boots=(vmtest.counterpart(mode, base_build),))[0]
         if not o.ran:
             result.error = f"the base did not run the failing tests ({mode.label}): {o.problem}"
             return result
@@ -149,7 +150,7 @@ def _bisect(result: Walk, commits: list[tuple[str, str]], mode: vmtest.Mode,
         proc = subprocess.run(
             [*git, "bisect", "run", sys.executable, "-m", "gmemtest.cli", "bisect-step",
              "--src", str(tree), "--build-dir", str(tree / ".gmemtest-build"),
-             *[a for c in mode.cmdline for a in ("--cmdline", c)],
+             *(["--switch", mode.switch] if mode.switch else []),
              "--boot-timeout", str(limits.boot), "--test-timeout", str(limits.test),
              "--", *failing, "-q", "-p", "no:xdist"],
             capture_output=True, text=True)
