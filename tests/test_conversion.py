@@ -118,6 +118,47 @@ def test_access_after_its_guest_memfd_is_closed_is_memory_fault(sw_vm, gmem_rout
     assert (exit.gpa, exit.size, exit.private) == (GPA, PAGE, False)
 
 
+@pytest.mark.needs("KVM_CAP_BINARY_STATS_FD")
+def test_closing_a_guest_memfd_drops_every_mapping_the_guest_had(sw_vm, gmem_route):
+    """Closing the last fd of a guest_memfd under a live memslot frees its pages, so KVM must
+    drop its mappings of them in both states: the guest wrote (and so mapped) two private and
+    two shared pages; after the close KVM maps none of the four, and each later access exits
+    with KVM_EXIT_MEMORY_FAULT (nothing to fault in), none reads a freed page."""
+    agent = Agent(sw_vm)
+    gmem = sw_vm.create_guest_memfd(4 * PAGE, uapi.GUEST_MEMFD_FLAG_MMAP)  # never mapped
+    sw_vm.add_memslot(1, GPA, 4 * PAGE, gmem=gmem)
+    gmem.set_attributes(2 * PAGE, 2 * PAGE, 0)  # pages 0 and 1 private, 2 and 3 shared
+    stats = sw_vm.stats()
+    before = stats["pages_4k"]
+    for p in range(4):
+        assert agent.write(GPA + p * PAGE + 8, 0x40 + p) is None
+    assert [agent.read(GPA + p * PAGE + 8) for p in range(4)] == [0x40, 0x41, 0x42, 0x43]
+    assert stats["pages_4k"] == before + 4
+    gmem.close()
+    assert stats["pages_4k"] == before, "closing the file left KVM mappings of its pages"
+    for p in range(4):
+        exit = agent.read(GPA + p * PAGE + 8)
+        assert isinstance(exit, MemoryFault), f"page {p}: {exit}"
+
+
+@pytest.mark.needs("KVM_CAP_PRE_FAULT_MEMORY", "KVM_CAP_BINARY_STATS_FD")
+@pytest.mark.parametrize("bit", [0, 1, 31, 63])
+def test_pre_fault_memory_flags_are_einval(sw_vm, gmem_route, bit):
+    """KVM_PRE_FAULT_MEMORY takes no flags yet: any bit set is EINVAL and maps nothing; the
+    same call without the flag maps the range (the control)."""
+    agent = Agent(sw_vm)
+    gmem_route.memory(1, GPA, 4 * PAGE, private=True)
+    stats = sw_vm.stats()
+    before = stats["pages_4k"]
+    with pytest.raises(KvmError) as e:
+        agent.vcpu.pre_fault_memory(GPA, 4 * PAGE, flags=1 << bit)
+    assert (e.value.call, e.value.errno_name) == ("KVM_PRE_FAULT_MEMORY", "EINVAL")
+    assert e.value.arguments["flags"] == 1 << bit
+    assert stats["pages_4k"] == before, "a refused pre-fault mapped pages"
+    assert agent.vcpu.pre_fault_memory(GPA, 4 * PAGE) == (GPA + 4 * PAGE, 0)
+    assert stats["pages_4k"] == before + 4
+
+
 def test_gfn_without_guest_memfd_is_shared(sw_vm, gmem_route):
     """Contract 'Fault routing with in-place conversion': 'A gfn with no memslot, or in a
     memslot without guest_memfd, counts as shared': the guest's accesses to a plain memslot

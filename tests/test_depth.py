@@ -84,6 +84,30 @@ def test_busy_pages_far_into_the_range_and_in_several_places(sw_vm, gmem_route):
     assert states(mem) == ["shared"] * PAGES
 
 
+@pytest.mark.needs("gup_test")
+def test_several_pinned_pages_ahead_of_other_references(sw_vm, gmem_route):
+    """Contract: EAGAIN 'with error_offset = the byte offset of the first such page', pins
+    and other references alike. One long-term pin over three pages far into the file, ahead
+    of two pages held by pipes: the conversion of the whole file names the first pinned page
+    (not a later pinned one, nor a page with another kind of reference); one that starts at
+    the second pinned page names that one; one that starts past the pins names the first pipe
+    page. None changes a page; once all are let go the file converts whole."""
+    mem, agent = marked(gmem_route)
+    pinned = FAR[0]
+    with spliced(mem.view, FAR[1]), spliced(mem.view, FAR[2]), \
+            gup.long_term_pin(mem.view.addr + pinned * PAGE, 3 * PAGE):
+        refused_at(mem.gmem, PAGES * PAGE, pinned)
+        for start, first_busy in ((pinned + 1, pinned + 1), (pinned + 3, FAR[1])):
+            with pytest.raises(ConversionError) as e:
+                mem.gmem.to_private(start * PAGE, (PAGES - start) * PAGE)
+            assert (e.value.errno_name, e.value.error_offset) == ("EAGAIN", first_busy * PAGE)
+        assert states(mem) == ["shared"] * PAGES
+        contents_kept(mem, agent)
+    mem.gmem.to_private()
+    assert states(mem) == ["private"] * PAGES
+    contents_kept(mem, agent)
+
+
 def test_busy_page_in_a_later_run_of_a_long_mixed_range(sw_vm, gmem_route):
     """Runs of three pages alternating shared and private over 256 pages, a busy page in the
     run after the 60th: a to-private conversion of everything fails there and leaves every run

@@ -117,18 +117,24 @@ def test_punch_hole_unaligned_is_einval(vm, shared_gmem):
     assert e.value.errno_name == "EINVAL"
 
 
-@pytest.mark.needs("KVM_CAP_GUEST_MEMFD", "gmem_flags:MMAP+INIT_SHARED")
-@pytest.mark.parametrize("word", range(5))
-def test_reserved_words_of_creation_are_ignored(vm, word):
-    """KVM_CREATE_GUEST_MEMFD does not check its reserved words (7.2 and the series): a file
+@pytest.mark.needs("KVM_CAP_GUEST_MEMFD", "gmem_flags:MMAP+INIT_SHARED", "cachestat")
+@pytest.mark.parametrize("field, index, value",
+                         [("reserved", i, 0xFFFF_FFFF_FFFF_FFFF) for i in range(5)]
+                         + [("pad", i, 0xFF) for i in range(7)],
+                         ids=[f"reserved[{i}]" for i in range(5)] + [f"pad[{i}]" for i in range(7)])
+def test_unused_fields_of_creation_are_ignored(vm, field, index, value):
+    """KVM_CREATE_GUEST_MEMFD checks neither its reserved words (7.2 and the series) nor the
+    seven pad bytes after the page-order byte (kpatches/0005; reserved bytes in 7.2): a file
     created with one of them set is the file the same call makes without it: its size, its
-    flags (it maps, shared, and reads zero), no huge folios (fallocate of one 4K page)."""
-    reserved = [0] * 5
-    reserved[word] = 0xFFFF_FFFF_FFFF_FFFF
+    flags (it maps, shared, and reads zero), 4K pages (allocating one page puts one page in
+    its page cache)."""
+    words = [0] * (5 if field == "reserved" else 7)
+    words[index] = value
     flags = uapi.GUEST_MEMFD_FLAG_MMAP | uapi.GUEST_MEMFD_FLAG_INIT_SHARED
-    gmem = vm.create_guest_memfd(2 * MiB, flags, reserved=reserved)
+    gmem = vm.create_guest_memfd(2 * MiB, flags, **{field: words})
     assert os.fstat(gmem.fd).st_size == 2 * MiB
     gmem.allocate(4096, 4096)
+    assert gmem.cached() == 1
     with gmem.mmap() as view:
         assert view.read(4096, 8) == bytes(8)
 

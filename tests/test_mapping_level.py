@@ -223,10 +223,14 @@ def test_non_mmap_guest_memfd_never_maps_huge_over_a_private_page(route, kernel_
     (HUGE_ORDER, uapi.GUEST_MEMFD_FLAG_MMAP, "HUGETLB with MMAP"),
     (HUGE_ORDER, uapi.GUEST_MEMFD_FLAG_INIT_SHARED, "HUGETLB with INIT_SHARED"),
 ])
-def test_huge_guest_memfd_creation_rules(sw_vm, order, flags, why):
-    """Huge-page WIP (kpatches/0005): a HUGETLB file needs page order 9 (2M; 1G would need
-    hugetlb), and is neither MMAP nor INIT_SHARED (a host fault on a shared page would map its
-    whole folio): EINVAL. Order 9 alone is the control."""
+def test_kpatches_huge_files_take_order_9_only_and_neither_mmap_nor_init_shared(sw_vm, order,
+                                                                             flags, why):
+    """A rule of kpatches/ (0005, the huge files it backs from the page allocator), not of the
+    uAPI: docs/uapi.md ("Huge pages") names 18 (1G) a page order and forbids only INIT_SHARED.
+    kpatches takes page order 9 alone (1G would need hugetlb) and refuses MMAP (a host fault on
+    a shared page would map its whole folio): EINVAL, as docs/uapi.md's "What kpatches/
+    implements of it" says. A kernel that backs 1G or mmap()able huge files fails this test
+    by design. Order 9 alone is the control."""
     sw_vm.create_guest_memfd(M2, uapi.GUEST_MEMFD_FLAG_HUGETLB, page_order=HUGE_ORDER)
     with pytest.raises(KvmError) as e:
         sw_vm.create_guest_memfd(M2, uapi.GUEST_MEMFD_FLAG_HUGETLB | flags, page_order=order)
@@ -234,8 +238,10 @@ def test_huge_guest_memfd_creation_rules(sw_vm, order, flags, why):
 
 
 @pytest.mark.needs("gmem_flags:HUGETLB@KVM_X86_SW_PROTECTED_VM")
-def test_huge_guest_memfd_memslot_starts_on_a_folio(sw_vm):
-    """A memslot binds a huge file from a 2M boundary: an offset of 4K is EINVAL, 2M binds."""
+def test_kpatches_huge_file_memslot_starts_on_a_folio(sw_vm):
+    """A rule of kpatches/ (0005), not of the uAPI: a memslot binds a huge file from a 2M
+    boundary (docs/uapi.md, "What kpatches/ implements of it"): an offset of 4K is EINVAL, 2M
+    binds."""
     gmem = huge_gmem(sw_vm, 2 * M2)
     with pytest.raises(KvmError) as e:
         sw_vm.add_memslot(1, GPA, M2, gmem=gmem, gmem_offset=PAGE, align=M2)
@@ -261,3 +267,93 @@ def test_huge_guest_memfd_rules(sw_vm):
             assert e.value.errno_name == "EINVAL", (mode, offset, length)
     gmem.allocate(0, 2 * M2)
     gmem.punch_hole(M2, M2)
+
+
+def huge_private_folios(route, folios: int):
+    """A huge file of ``folios`` 2M folios in a memslot at GPA, all private, whose memslot has
+    its own shared backing too: (vm, agent, memory)."""
+    vm = route.vm
+    gmem = huge_gmem(vm, folios * M2)
+    agent = Agent(vm)
+    slot = vm.add_memslot(1, GPA, folios * M2, gmem=gmem, align=M2)
+    mem = GuestMemory(slot, gmem, slot.backing, GPA, folios * M2)
+    route.to_private(mem)
+    return vm, agent, mem
+
+
+@pytest.mark.needs("gmem_flags:HUGETLB@KVM_X86_SW_PROTECTED_VM", "series")
+def test_a_huge_files_guest_data_across_conversions_both_ways(route, kernel_revision):
+    """A huge file of four 2M folios, a byte written by the guest into a page of each while
+    private; then a whole folio and one page of another converted to shared and back. Where a
+    shared gfn of a huge (non-MMAP) file comes from is the revision's (docs/uapi.md, "The
+    series as applied upstream"): as applied, guest_memfd serves it in place, so each page
+    keeps the guest's bytes through both conversions; per-VM attributes and v8 serve it from
+    the memslot's userspace memory, whose own byte the guest reads while shared, and
+    guest_memfd's private page comes back with its byte. Pages never converted keep theirs."""
+    from_gmem = route.name == "gmem" and kernel_revision.non_mmap_shared_from_guest_memfd
+    vm, agent, mem = huge_private_folios(route, 4)
+    pages = [f * M2 + 5 * PAGE for f in range(4)] + [M2 + 511 * PAGE]
+    converted = {M2 + 5 * PAGE, M2 + 511 * PAGE, 2 * M2 + 5 * PAGE}
+    for i, off in enumerate(pages):
+        assert agent.write(GPA + off, 0x60 + i) is None
+        mem.view.write(off, bytes([0xB0 + i]))  # the memslot's userspace byte
+    route.convert(mem, M2, M2, private=False)
+    route.convert(mem, 2 * M2 + 5 * PAGE, PAGE, private=False)
+    for i, off in enumerate(pages):
+        shared = off in converted
+        want = 0xB0 + i if shared and not from_gmem else 0x60 + i
+        assert agent.read(GPA + off) == want, f"page {off // PAGE} while shared"
+        if shared:
+            assert agent.write(GPA + off, 0x70 + i) is None
+    route.convert(mem, M2, M2, private=True)
+    route.convert(mem, 2 * M2 + 5 * PAGE, PAGE, private=True)
+    for i, off in enumerate(pages):
+        want = 0x70 + i if off in converted and from_gmem else 0x60 + i
+        assert agent.read(GPA + off) == want, f"page {off // PAGE} private again"
+        assert mem.view.read(off) == bytes([0x70 + i if off in converted and not from_gmem
+                                            else 0xB0 + i]), f"page {off // PAGE}'s userspace"
+
+
+@pytest.mark.needs("gmem_flags:HUGETLB@KVM_X86_SW_PROTECTED_VM")
+def test_a_whole_faulted_huge_folio_punched_faults_back_zeroed_and_huge(route):
+    """A huge file of four 2M folios, private, written and mapped at 2M: punching the second
+    folio whole drops its huge mapping (and only its), the guest then reads a zeroed page
+    there while the others keep their bytes, and the folio faults back in at 2M."""
+    vm, agent, mem = huge_private_folios(route, 4)
+    before = levels(vm)[1]
+    for f in range(4):
+        assert agent.write(GPA + f * M2 + 9 * PAGE, 0x30 + f) is None
+    agent.vcpu.pre_fault(GPA, 4 * M2)
+    m2 = levels(vm)[1]
+    assert m2 == before + 4, "the private folios did not map at 2M"
+    mem.gmem.punch_hole(M2, M2)
+    assert levels(vm)[1] == m2 - 1, "punching a folio left its huge mapping, or took another"
+    assert [agent.read(GPA + f * M2 + 9 * PAGE) for f in range(4)] == [0x30, 0, 0x32, 0x33]
+    agent.vcpu.pre_fault(GPA, 4 * M2)
+    assert levels(vm)[1] == m2, "the punched folio did not fault back in at 2M"
+
+
+FOLIO_BATCH = 31  # folios a folio_batch holds: a walk over more must take a second batch
+
+
+@pytest.mark.needs("gmem_flags:HUGETLB@KVM_X86_SW_PROTECTED_VM")
+def test_a_huge_file_of_more_folios_than_one_batch(route):
+    """A huge file of 33 2M folios (66 MiB, past one folio_batch of 31), private and mapped at
+    2M: a page of the last folio converted to shared drops that folio, and only it, to 4K;
+    converted back, it maps at 2M again, and the guest's byte in it is kept."""
+    folios = FOLIO_BATCH + 2
+    vm, agent, mem = huge_private_folios(route, folios)
+    last = (folios - 1) * M2 + 3 * PAGE
+    before = levels(vm)[1]
+    assert agent.write(GPA + last, 0x4D) is None
+    agent.vcpu.pre_fault(GPA, folios * M2)
+    k4, m2, _ = levels(vm)
+    assert m2 == before + folios, "the private folios did not map at 2M"
+    route.convert(mem, last, PAGE, private=False)
+    assert levels(vm)[1] == m2 - 1, "the conversion did not zap the last folio's huge mapping"
+    agent.vcpu.pre_fault(GPA, folios * M2)
+    assert levels(vm)[:2] == (k4 + 512, m2 - 1), "the folios did not map by their own state"
+    route.convert(mem, last, PAGE, private=True)
+    agent.vcpu.pre_fault(GPA, folios * M2)
+    assert levels(vm)[1] == m2, "the last folio, private again, did not map at 2M"
+    assert agent.read(GPA + last) == 0x4D

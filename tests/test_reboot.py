@@ -140,3 +140,42 @@ def test_reboot_reset_waits_for_the_vmms_pins(gmem_route):
         assert all(mem.view.probe(p * PAGE) == "ok" for p in range(PAGES))
     mem.gmem.to_private()
     assert all(mem.view.probe(p * PAGE) == "SIGBUS" for p in range(PAGES))
+
+
+def test_reboot_resets_a_mixed_file_to_shared(gmem_route):
+    """Contract 'Reboot', the INIT_SHARED-style reset of a guest that left its memory mixed
+    (every other page private): one call over the file makes every page shared, the host
+    reads each page's byte, and the guest does too once rebound."""
+    agent, mem = run_then_unbind(gmem_route, private=False)
+    for p in range(0, PAGES, 2):
+        mem.gmem.to_private(p * PAGE, PAGE)
+    mem.gmem.to_shared()
+    assert [mem.view.probe(p * PAGE) for p in range(PAGES)] == ["ok"] * PAGES
+    assert [mem.view.read(p * PAGE) for p in range(PAGES)] == \
+        [bytes([0x30 + p]) for p in range(PAGES)]
+    gmem_route.vm.add_memslot(1, GPA, PAGES * PAGE, gmem=mem.gmem, userspace_addr=mem.view.addr)
+    assert [agent.read(GPA + p * PAGE) for p in range(PAGES)] == [0x30 + p for p in range(PAGES)]
+
+
+@pytest.mark.needs("gup_test")
+def test_reboot_reset_of_a_mixed_file_with_a_pin_held(gmem_route):
+    """A mixed file (every other page private) whose shared page 3 the VMM still holds pinned:
+    the reset to private is EAGAIN naming that page and changes no page's state, whichever
+    it had (the private pages before it stay private, the shared ones after it shared); once
+    unpinned, the same call makes every page private with its byte."""
+    from gmemtest.errors import ConversionError
+    from gmemtest.testing import gup
+
+    agent, mem = run_then_unbind(gmem_route, private=False)
+    for p in range(0, PAGES, 2):
+        mem.gmem.to_private(p * PAGE, PAGE)
+    mixed = ["SIGBUS", "ok"] * (PAGES // 2)
+    with gup.long_term_pin(mem.view.addr + 3 * PAGE, PAGE):
+        with pytest.raises(ConversionError) as e:
+            mem.gmem.to_private()
+        assert (e.value.errno_name, e.value.error_offset) == ("EAGAIN", 3 * PAGE)
+        assert [mem.view.probe(p * PAGE) for p in range(PAGES)] == mixed
+    mem.gmem.to_private()
+    assert all(mem.view.probe(p * PAGE) == "SIGBUS" for p in range(PAGES))
+    gmem_route.vm.add_memslot(1, GPA, PAGES * PAGE, gmem=mem.gmem, userspace_addr=mem.view.addr)
+    assert [agent.read(GPA + p * PAGE) for p in range(PAGES)] == [0x30 + p for p in range(PAGES)]

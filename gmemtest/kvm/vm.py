@@ -101,12 +101,16 @@ class Vm(FdObject):
     # --- guest_memfd and memslots ---------------------------------------------------------
 
     def create_guest_memfd(self, size: int, flags: int = 0, *, page_order: int | None = None,
+                           pad: list[int] | None = None,
                            reserved: list[int] | None = None) -> GuestMemfd:
-        """KVM_CREATE_GUEST_MEMFD. ``page_order`` fills the huge-page WIP byte at offset 16;
-        ``reserved`` sets the words after it (both forwarded as given)."""
+        """KVM_CREATE_GUEST_MEMFD. ``page_order`` fills the huge-page WIP byte at offset 16,
+        ``pad`` the 7 bytes after it; ``reserved`` sets the words after those (all forwarded
+        as given)."""
         from .gmem import GuestMemfd
 
         args = ffi.new("struct kvm_create_guest_memfd *", {"size": size, "flags": flags})
+        if pad is not None:
+            args.pad = pad
         if reserved is not None:
             args.reserved = reserved
         if page_order is not None:
