@@ -14,6 +14,8 @@ from gmemtest.kvm import revision as rev
 from gmemtest.testing import ENV_HEADERS
 from gmemtest.vmtier import debian
 
+pytestmark = pytest.mark.harness  # tests of gmemtest itself (the guest: the harness boot)
+
 
 @pytest.fixture(scope="session")
 def headers_72() -> Path:

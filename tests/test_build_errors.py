@@ -5,6 +5,8 @@ import pytest
 
 from gmemtest.vmtier.kernel import first_error
 
+pytestmark = pytest.mark.harness  # tests of gmemtest itself (the guest: the harness boot)
+
 LOG = """\
   CC      /b/tools/objtool/str_error_r.o
   HDRINST usr/include/linux/can/error.h

@@ -12,6 +12,8 @@ from gmemtest.errors import KvmError, VmKilled, one_line
 from gmemtest.testing import ENV_CAP, ENV_HEADERS
 from gmemtest.testing.plugin import target
 
+pytestmark = pytest.mark.harness  # tests of gmemtest itself (the guest: the harness boot)
+
 
 def test_caps_table_and_json(kvm, gmemtest_cli):
     """`gmemtest caps` prints the API version, VM types and the revision of the conversion

@@ -7,6 +7,8 @@ import pytest
 
 from gmemtest.results import health
 
+pytestmark = pytest.mark.harness  # tests of gmemtest itself (the guest: the harness boot)
+
 LOGS = Path(__file__).parent / "data/kernel-logs"
 
 

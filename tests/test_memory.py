@@ -5,6 +5,8 @@ import pytest
 from gmemtest.errors import GmemtestError
 from gmemtest.kvm import memory
 
+pytestmark = pytest.mark.harness  # tests of gmemtest itself (the guest: the harness boot)
+
 
 def test_a_probe_that_cannot_touch_its_byte_is_an_error():
     """Mapping.probe() answers what the kernel did to a touch: a child that could not even

@@ -21,6 +21,8 @@ from gmemtest.vmtier import mutants, patchset
 from gmemtest.vmtier.progress import Progress
 from gmemtest.workflows import coverage, mutate
 
+pytestmark = pytest.mark.harness  # tests of gmemtest itself (the guest: the harness boot)
+
 
 def changes(text: str) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}

@@ -16,6 +16,8 @@ from gmemtest.errors import GmemtestError
 from gmemtest.testing import TEST_LIMITS, kallsyms
 from gmemtest.testing.debugfs import DEBUGFS
 
+pytestmark = pytest.mark.harness  # tests of gmemtest itself (the guest: the harness boot)
+
 CHECKOUT = Path(__file__).resolve().parent.parent
 
 
@@ -134,8 +136,8 @@ def test_a_functions_text_ends_at_the_next_function(tmp_path, monkeypatch):
         kallsyms.text_span("kvm_gmem_get_folio")
 
 
-@pytest.mark.parametrize("harness, selected", [("", ["test_kernel"]),
-                                                ("1", ["test_harness", "test_marked"])])
+@pytest.mark.parametrize("harness, selected", [
+    ("", ["test_kernel"]), ("1", ["test_harness", "test_marked", "test_in_a_harness_module"])])
 def test_the_guest_runs_the_kernels_tests_and_the_harness_boot_the_harnesss(tmp_path, harness,
                                                                          selected):
     """In the guest a test of the suite runs when it opens /dev/kvm (the kvm fixture) and is
@@ -147,6 +149,9 @@ def test_the_guest_runs_the_kernels_tests_and_the_harness_boot_the_harnesss(tmp_
         "def test_kernel(kvm):\n    pass\n\n"
         "def test_harness():\n    pass\n\n"
         "@pytest.mark.harness\ndef test_marked(kvm):\n    pass\n")
+    (suite / "test_other.py").write_text(
+        "import pytest\n\npytestmark = pytest.mark.harness\n\n"
+        "def test_in_a_harness_module(kvm):\n    pass\n")
     env = {k: v for k, v in os.environ.items()
            if k not in ("GMEMTEST_RESULTS", "GMEMTEST_GCOV") and not k.startswith("PYTEST_XDIST")}
     env.update(PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", GMEMTEST_IN_GUEST="1",

@@ -1,7 +1,11 @@
 """The uAPI description against the contract's fixed numbers (no kernel needed)."""
 
+import pytest
+
 from gmemtest.guest import assembler
 from gmemtest.kvm import uapi
+
+pytestmark = pytest.mark.harness  # tests of gmemtest itself (the guest: the harness boot)
 
 
 def test_contract_numbers():

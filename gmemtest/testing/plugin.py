@@ -97,6 +97,7 @@ from .routes import ROUTES, ConversionRoute, GmemRoute, VmAttributesRoute
 
 IN_GUEST = bool(os.environ.get("GMEMTEST_IN_GUEST"))
 HOST_ONLY_MARK = re.compile(r"^pytestmark = .*pytest\.mark\.host_only", re.M)
+HARNESS_MARK = re.compile(r"^pytestmark = .*pytest\.mark\.harness", re.M)
 GMEM_FLAGS = {"MMAP": uapi.GUEST_MEMFD_FLAG_MMAP, "INIT_SHARED": uapi.GUEST_MEMFD_FLAG_INIT_SHARED,
               "HUGETLB": uapi.GUEST_MEMFD_FLAG_HUGETLB}
 # Fixtures that imply a need: a test taking one needs what it provides.
@@ -385,13 +386,16 @@ def _host_kvm() -> str:
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """Inside the guest, modules of host-only tests are not even imported."""
+    """Inside the guest, modules of host-only tests are not even imported, nor modules of the
+    harness's tests but in the harness boot (collection is a cost of every boot)."""
     if IN_GUEST and collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
         try:
-            if HOST_ONLY_MARK.search(collection_path.read_text(errors="replace")):
-                return True
+            text = collection_path.read_text(errors="replace")
         except OSError:
             return None
+        if HOST_ONLY_MARK.search(text) or (os.environ.get(ENV_HARNESS) != "1"
+                                           and HARNESS_MARK.search(text)):
+            return True
     return None
 
 
