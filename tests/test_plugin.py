@@ -163,3 +163,27 @@ def test_the_guest_runs_the_kernels_tests_and_the_harness_boot_the_harnesss(tmp_
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ids = [line.split("::")[-1] for line in proc.stdout.splitlines() if "::" in line]
     assert ids == selected, proc.stdout
+
+
+@pytest.mark.parametrize("phase", ["setup", "call", "teardown"])
+def test_a_known_deviation_accepts_only_its_errno_in_every_phase(tmp_path, phase):
+    """xfail_on(MODULE, errno) where the module is loaded: a KvmError of that errno, in the
+    test's fixtures or its body, is the expected failure; one of another errno, in any phase,
+    fails the test naming both (an errno in setup used to pass as the deviation)."""
+    raise_in = {"setup": "raise KvmError('KVM_X', errno.ENOENT)\n    yield",
+                "call": "yield", "teardown": "yield\n    raise KvmError('KVM_X', errno.ENOENT)"}
+    body = ("import errno\nfrom gmemtest.errors import KvmError\n\n"
+            f"@pytest.fixture\ndef broken():\n    {raise_in[phase]}\n\n"
+            "@pytest.mark.xfail_on('kernel', errno.EINVAL, reason='a deviation')\n"
+            "def test_x(broken):\n"
+            + ("    raise KvmError('KVM_X', errno.ENOENT)\n" if phase == "call" else
+               "    raise KvmError('KVM_X', errno.EINVAL)\n"))
+    proc = pytest_on(tmp_path, body, args=["-p", "no:xdist"])
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "expected the known deviation's EINVAL, got: KVM_X(): ENOENT" in proc.stdout, \
+        proc.stdout
+    summary = proc.stdout.splitlines()[-1]
+    if phase == "teardown":  # the call's EINVAL is the deviation; the teardown's ENOENT not
+        assert "1 xfailed, 1 error" in summary, summary
+    else:
+        assert "xfailed" not in summary, summary
