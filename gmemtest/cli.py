@@ -38,7 +38,8 @@ class Parser(argparse.ArgumentParser):
 def _command(args: argparse.Namespace) -> str:
     sub = getattr(args, "kernel_command", None) or getattr(args, "vm_command", None) \
         or getattr(args, "series_command", None)
-    name = args.command.replace("matrix-merge", "matrix merge")
+    name = args.command.replace("matrix-merge", "matrix merge").replace("mutate-merge",
+                                                                        "mutate merge")
     return f"{name} {sub}" if sub else name
 
 
@@ -212,6 +213,7 @@ def _cmd_coverage(args: argparse.Namespace) -> int:
 
 
 def _cmd_mutate(args: argparse.Namespace) -> int:
+    from gmemtest.results import mutation
     from gmemtest.workflows import mutate
 
     spec = _spec(args)
@@ -230,7 +232,8 @@ def _cmd_mutate(args: argparse.Namespace) -> int:
         raise UsageError("--recheck-marks runs every marked mutant: not with --mutant, "
                          "--first or --retry")
     choice = mutate.Choice(args.first, tuple(args.mutant), tuple(args.retry), extra,
-                           args.tests_per_mutant or None, recheck=args.recheck_marks)
+                           args.tests_per_mutant or None, recheck=args.recheck_marks,
+                           shard=mutation.parse_shard(args.shard) if args.shard else None)
     return mutate.main(spec, limits=mutate.LIMITS, out=Path(args.out) if args.out else None,
                        budget=args.budget, resume=Path(args.resume) if args.resume else None,
                        marks=marks, choice=choice)
@@ -350,6 +353,12 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     if why:
         fail("diff", why)
     return rc
+
+
+def _cmd_mutate_merge(args: argparse.Namespace) -> int:
+    from gmemtest.workflows import mutate
+
+    return mutate.merge_main([Path(d) for d in args.dirs], Path(args.out))
 
 
 def _cmd_matrix_merge(args: argparse.Namespace) -> int:
@@ -619,6 +628,14 @@ def parser() -> argparse.ArgumentParser:
     mm.add_argument("--kcidb", metavar="FILE", help="also write the results as KCIDB JSON")
     mm.set_defaults(func=_cmd_matrix_merge)
 
+    um = sub.add_parser("mutate-merge", prog="gmemtest mutate merge",
+                        help="(as `gmemtest mutate merge DIR...`) the reports of a mutation "
+                        "run's shards, run apart, as one run would write them")
+    um.add_argument("dirs", nargs="+", metavar="DIR", help="a shard's report directory "
+                    "(`gmemtest mutate --shard K/N --out DIR`)")
+    um.add_argument("--out", required=True, metavar="DIR", help="where the merged reports go")
+    um.set_defaults(func=_cmd_mutate_merge)
+
     be = sub.add_parser("bench", help="gmemtest against the upstream KVM selftests, and "
                         "micro-benchmarks, in one boot")
     _add_source(be)
@@ -668,6 +685,9 @@ def parser() -> argparse.ArgumentParser:
     mu.add_argument("--marks", metavar="FILE", help="mutants marked equivalent or "
                     "unobservable here, with reasons (default for kpatches/: "
                     "kpatches/<base>/mutant-marks.toml)")
+    mu.add_argument("--shard", metavar="K/N", help="only part K of N of the mutants (every "
+                    "N-th of the order, from the K-th): a run split over N jobs, merged by "
+                    "`gmemtest mutate merge`")
     mu.add_argument("--recheck-marks", action="store_true",
                     help="run every marked mutant as if unmarked; one a test now kills loses "
                     "its mark (the marks file is written without it)")
@@ -696,6 +716,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ``--``, and only commands that run the suite take them."""
     if argv[:2] == ["matrix", "merge"]:
         argv = ["matrix-merge", *argv[2:]]
+    elif argv[:2] == ["mutate", "merge"]:
+        argv = ["mutate-merge", *argv[2:]]
     before, dash, after = argv, [], []
     if "--" in argv:
         i = argv.index("--")

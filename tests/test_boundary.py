@@ -18,10 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gmemtest.cli import main
-from gmemtest.results import cells, report
+from gmemtest.results import cells, mutation, report
 from gmemtest.results.cells import CellResult, cell_id, slug
 from gmemtest.results.run import Run
 from gmemtest.vmtier import manifest
+from gmemtest.workflows import mutate
 
 pytestmark = pytest.mark.host_only
 CHECKOUT = Path(__file__).resolve().parent.parent
@@ -299,6 +300,39 @@ def test_baseline(tmp_path_factory):
         rc, _, err = run("matrix", "merge", *map(str, dirs), "--config",
                          str(default_cells(root)), "--out", str(out),
                          "--baseline", str(baseline))
+        tally(one_line_or_work(rc if rc != 1 else 0, err, left=[out]))
+
+    feed()
+    tally.check()
+
+
+def shard_reports(root: Path) -> tuple[Path, Path]:
+    """The two shards' report directories of a small mutation run."""
+    results = [mutation.Result(f"{i:012x}", "virt/kvm/guest_memfd.c", 3 + i, "f", 1, "s",
+                               "negate", "a < b", "a >= b", o, tests=["on: t"])
+               for i, o in enumerate((mutation.KILLED, mutation.UNOBSERVABLE, mutation.KILLED))]
+    out = []
+    for k in (1, 2):
+        shard = mutation.Shard(k, 2)
+        with contextlib.redirect_stdout(io.StringIO()):
+            mutate.write_reports(root / f"s{k}", shard.of(results), "k", shard)
+        out.append(root / f"s{k}")
+    return out[0], out[1]
+
+
+def test_mutation_report(tmp_path_factory):
+    tally = Tally()
+    good = tmp_path_factory.mktemp("shard")
+    doc = json.loads((shard_reports(good)[0] / mutation.REPORT).read_text())
+
+    @EXAMPLES
+    @given(st.one_of(doc_mutations(doc).map(lambda d: json.dumps(d).encode()), garbage()))
+    def feed(data: bytes) -> None:
+        root = tmp_path_factory.mktemp("shards")
+        one, two = shard_reports(root)
+        (one / mutation.REPORT).write_bytes(data)
+        out = root / "merged"
+        rc, _, err = run("mutate", "merge", str(one), str(two), "--out", str(out))
         tally(one_line_or_work(rc if rc != 1 else 0, err, left=[out]))
 
     feed()

@@ -349,13 +349,22 @@ def test_ci_engines_run_exactly_the_listed_cells(gmemtest_cli):
     include = github["jobs"]["cell"]["strategy"]["matrix"]["include"]
     assert [c["id"] for c in include] == listed(gmemtest_cli, "matrices/nightly.toml")
     assert all(c["slug"] == slug(c["id"]) for c in include)
-    # the mutation cell: nightly only, the same command with the same budget on both engines
+    # the mutation cells: nightly only, the same shards with the same budget on both engines,
+    # and a merge of them
     budget = gitlab["variables"]["MUTATE_BUDGET"]
-    assert gitlab["mutate-cell"]["rules"] == [{"if": '$MATRIX == "matrices/nightly.toml"'}]
-    assert '$VENV/bin/gmemtest mutate --budget "$MUTATE_BUDGET" --out mutate-report' in \
+    shards = gitlab["mutate-cell"]["parallel"]
+    assert github["jobs"]["mutate"]["strategy"]["matrix"]["shard"] == list(range(1, shards + 1))
+    for job in ("mutate-cell", "mutate-merge"):
+        assert gitlab[job]["rules"] == [{"if": '$MATRIX == "matrices/nightly.toml"'}], job
+    assert '$VENV/bin/gmemtest mutate --budget "$MUTATE_BUDGET" --shard ' \
+        '"$CI_NODE_INDEX/$CI_NODE_TOTAL" --out "mutate-shard-$CI_NODE_INDEX"' in \
         gitlab["mutate-cell"]["script"]
-    assert f".venv/bin/gmemtest mutate --budget {budget} --out mutate-report" in \
+    assert f".venv/bin/gmemtest mutate --budget {budget} --shard ${{{{ matrix.shard }}}}/" \
+        f"{shards} --out mutate-shard-${{{{ matrix.shard }}}}" in \
         [step.get("run") for step in github["jobs"]["mutate"]["steps"]]
+    merge = "gmemtest mutate merge mutate-shard-* --out mutate-report"
+    assert f"$VENV/bin/{merge}" in gitlab["mutate-merge"]["script"]
+    assert f".venv/bin/{merge}" in [s.get("run") for s in github["jobs"]["mutate-merge"]["steps"]]
     # the marks, weekly: the same command on both engines
     assert "$VENV/bin/gmemtest mutate --recheck-marks --out marks-report" in \
         gitlab["mutate-marks"]["script"]

@@ -164,6 +164,38 @@ def test_a_run_picks_its_mutants(tmp_path):
     assert mutate.Choice(ids=(one,)).pick(found) == [found[1]]
     with pytest.raises(GmemtestError, match="--mutant 0123: no mutant of this series"):
         mutate.Choice(ids=("0123",)).pick(found)
+    # shards: every mutant in exactly one, in the order; each part the same size within one
+    parts = [mutate.Choice(shard=mutation.Shard(k, 3)).pick(found) for k in (1, 2, 3)]
+    assert sorted((c for p in parts for c in p), key=lambda c: c.mutant.id) == found
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    assert mutate.Choice(shard=mutation.Shard(2, 3), first=1).pick(found) == [found[1]]
+    assert mutate.Choice(shard=mutation.Shard(1, 3), ids=(one,)).pick(found) == []
+
+
+def test_shards_merge_into_the_one_run(tmp_path, gmemtest_cli):
+    """The reports of a run's shards, run apart, merge into the report one run of them writes;
+    a shard missing, given twice, or a whole run among them is one line."""
+    results = [result(o, n) for n, o in enumerate((mutation.KILLED, mutation.SURVIVED,
+                                                   mutation.UNOBSERVABLE, mutation.TIMED_OUT,
+                                                   mutation.EQUIVALENT))]
+    results.sort(key=lambda r: r.id)
+    whole = tmp_path / "whole"
+    mutate.write_reports(whole, results, "k")
+    for k in (1, 2):
+        shard = mutation.Shard(k, 2)
+        mutate.write_reports(tmp_path / f"s{k}", shard.of(results), "k", shard)
+    proc = gmemtest_cli("mutate", "merge", str(tmp_path / "s2"), str(tmp_path / "s1"), "--out",
+                        str(tmp_path / "merged"))
+    assert proc.returncode == 1, proc.stderr  # a mutant survived
+    for name in ("mutation.json", "mutation.md", "mutation.html"):
+        assert (tmp_path / "merged" / name).read_text() == (whole / name).read_text(), name
+    for dirs, said in (([tmp_path / "s1"], "shard 2/2 is missing"),
+                       ([tmp_path / "s1", tmp_path / "s1", tmp_path / "s2"], "given twice"),
+                       ([tmp_path / "s1", whole], "is a whole run, not a shard"),
+                       ([tmp_path], "is not a mutation run's directory")):
+        proc = gmemtest_cli("mutate", "merge", *map(str, dirs), "--out", str(tmp_path / "x"))
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.startswith("gmemtest mutate merge: error: ") and said in proc.stderr
 
 
 def test_the_scratch_copy_never_writes_through_to_the_tree(tmp_path, monkeypatch):

@@ -165,7 +165,32 @@ def score(results: list[Result]) -> tuple[int, int, str]:
     return detected, counted, f"{100 * detected / counted:.1f}%" if counted else "-"
 
 
-def to_json(results: list[Result], label: str, *, budget_left: int = 0) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Shard:
+    """Part ``k`` of ``n`` of a run: every n-th mutant of the deterministic order, from the
+    k-th (1-based)."""
+
+    k: int
+    n: int
+
+    def __str__(self) -> str:
+        return f"{self.k}/{self.n}"
+
+    def of(self, items: list[Any]) -> list[Any]:
+        return items[self.k - 1::self.n]
+
+
+def parse_shard(text: str) -> Shard:
+    """``K/N`` as a shard; one line for anything else."""
+    k, slash, n = text.partition("/")
+    if not (slash and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise GmemtestError(f"--shard {text}: expected K/N with 1 <= K <= N (2/3: the second "
+                            "of three parts)")
+    return Shard(int(k), int(n))
+
+
+def to_json(results: list[Result], label: str, *, budget_left: int = 0,
+            shard: Shard | None = None) -> dict[str, Any]:
     detected, counted, pct = score(results)
     by_patch: dict[int, list[Result]] = {}
     by_function: dict[str, list[Result]] = {}
@@ -178,7 +203,8 @@ def to_json(results: list[Result], label: str, *, budget_left: int = 0) -> dict[
         return {"mutants": len(rs), "detected": d, "counted": n, "score": p,
                 **{o: sum(r.outcome == o for r in rs) for o in OUTCOMES}}
 
-    return {"kernel": label, "mutants": len(results), "detected": detected, "counted": counted,
+    return {"kernel": label, "shard": None if shard is None else str(shard),
+            "mutants": len(results), "detected": detected, "counted": counted,
             "score": pct, "outcomes": dict(Counter(r.outcome for r in results)),
             "not_run": budget_left,
             "patches": {str(p): {"subject": rs[0].subject, **row(rs)}
@@ -279,3 +305,62 @@ def html_page(doc: dict[str, Any]) -> str:
                                   ("Equivalent", [r for r in results
                                                   if r.outcome == EQUIVALENT])) if rs)
             + "</body></html>\n")
+
+
+# --- shards run apart, merged -------------------------------------------------------------------
+
+REPORT = "mutation.json"  # in a run's directory: what merging reads of it
+MERGED = {"kernel": str, "shard": Maybe(str), "results": ListOf(SHAPE)}  # what it reads
+MISSING = object()  # a key the document lacks (no shape accepts it)
+
+
+def load_report(directory: Path) -> tuple[str, Shard | None, list[Result]]:
+    """A run's (or a shard's) kernel, shard and results, from its mutation.json; one line for
+    a directory that holds none, or a document of another shape."""
+    path = directory / REPORT
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise GmemtestError(f"{directory} is not a mutation run's directory (no {REPORT}): "
+                            "pass the directories `gmemtest mutate --shard K/N` wrote") from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise GmemtestError(f"{path}: not a mutation report ({type(e).__name__}: {e})") from None
+    try:
+        if not isinstance(doc, dict):
+            raise GmemtestError("expected an object")
+        read = {k: doc.get(k, MISSING) for k in MERGED}
+        check(read, MERGED, "mutation")
+        shard = None if doc["shard"] is None else parse_shard(doc["shard"])
+    except GmemtestError as e:
+        raise GmemtestError(f"{path}: not a mutation report ({e})") from None
+    results = [Result(**r) for r in doc["results"]]
+    bad = next((r for r in results if r.outcome not in OUTCOMES), None)
+    if bad is not None:
+        raise GmemtestError(f"{path}: {bad.outcome!r} is no mutant outcome")
+    return doc["kernel"], shard, results
+
+
+def merge(directories: list[Path]) -> tuple[str, list[Result]]:
+    """The kernel and the results of the shards of one run, each shard once, all of them."""
+    parts = [load_report(d) for d in directories]
+    kernels = {k for k, _, _ in parts}
+    if len(kernels) > 1:
+        raise GmemtestError(f"the shards are of different kernels: {' and '.join(sorted(kernels))}")
+    shards = [s for _, s, _ in parts]
+    if any(s is None for s in shards):
+        d = directories[shards.index(None)]
+        raise GmemtestError(f"{d} is a whole run, not a shard: nothing to merge it with")
+    counts = {s.n for s in shards if s is not None}
+    if len(counts) > 1:
+        raise GmemtestError(f"the shards split the run in different numbers of parts: "
+                            f"{', '.join(str(s) for s in shards)}")
+    n = counts.pop()
+    seen = [s.k for s in shards if s is not None]
+    twice = sorted({k for k in seen if seen.count(k) > 1})
+    if twice:
+        raise GmemtestError(f"shard {twice[0]}/{n} was given twice")
+    missing = sorted(set(range(1, n + 1)) - set(seen))
+    if missing:
+        raise GmemtestError(f"shard {missing[0]}/{n} is missing")
+    results = sorted((r for _, _, rs in parts for r in rs), key=lambda r: r.id)
+    return kernels.pop(), results

@@ -437,14 +437,22 @@ class Choice:
     extra: tuple[str, ...] = ()
     most: int | None = MOST_TESTS  # the quickest of each boot's tests that ran the line
     recheck: bool = False  # run the marked mutants, as if unmarked
+    shard: mutation.Shard | None = None  # this run's part of the mutants
 
-    def pick(self, todo: list[Candidate]) -> list[Candidate]:
+    def scope(self, every: list[Candidate]) -> list[Candidate]:
+        """The mutants this run reports on: its shard's part of the order, or all."""
+        return self.shard.of(every) if self.shard is not None else every
+
+    def pick(self, every: list[Candidate]) -> list[Candidate]:
+        """The mutants this run runs, of ``every`` mutant of the series in order."""
         if self.ids:
-            known = {c.mutant.id for c in todo}
+            known = {c.mutant.id for c in every}
             unknown = [i for i in self.ids if i not in known]
             if unknown:
                 raise GmemtestError(f"--mutant {unknown[0]}: no mutant of this series has "
                                     "that id (mutation.json lists them)")
+        todo = self.scope(every)
+        if self.ids:
             todo = [c for c in todo if c.mutant.id in self.ids]
         return todo[:self.first] if self.first is not None else todo
 
@@ -486,7 +494,7 @@ def main(spec: KernelSpec, *, limits: qemu.Limits, out: Path | None, budget: flo
         done = {i: r for i, r in recorded.items()
                 if r.outcome not in (mutation.NOT_RUN, *choice.retry) and i not in choice.ids
                 or i not in picked}
-        todo = every if resume else [c for c in every if c.mutant.id in picked]
+        todo = choice.scope(every) if resume else [c for c in every if c.mutant.id in picked]
         scratch = Scratch(build.source_path)
         stack.enter_context(locked(scratch.path.parent.with_suffix(".lock")))
         scratch.make(progress)
@@ -531,19 +539,36 @@ def main(spec: KernelSpec, *, limits: qemu.Limits, out: Path | None, budget: flo
             for m, r in lost:
                 progress.done("marks", f"{m.id} lost its mark ({m.outcome}): {r.outcome} by "
                               f"{r.by}")
-        doc = mutation.to_json(results, build.label,
-                               budget_left=sum(r.outcome == mutation.NOT_RUN for r in results))
-        (out / "mutation.json").write_text(json.dumps(doc, indent=1) + "\n")
-        (out / "mutation.md").write_text(mutation.markdown(doc))
-        (out / "mutation.html").write_text(mutation.html_page(doc))
-    detected, counted, pct = mutation.score(results)
-    left = doc["not_run"]
-    print(f"mutants: {len(results)} of {build.label}; {detected} of {counted} detected ({pct})"
-          + "".join(f", {n} {o}" for o, n in doc["outcomes"].items()))
+        left = write_reports(out, results, build.label, choice.shard)
     if left:
         print(f"mutate: {left} mutants not run within the budget: `gmemtest mutate --resume "
               f"{out}` goes on")
-    print(f"reports: {out}/mutation.html, mutation.md, mutation.json; each result as it came: "
-          f"{out}/mutants.jsonl")
+    print(f"each result as it came: {out}/mutants.jsonl")
     survived = [r for r in results if r.outcome == mutation.SURVIVED]
     return 1 if survived else 0
+
+
+def write_reports(out: Path, results: list[Result], label: str,
+                  shard: mutation.Shard | None = None) -> int:
+    """mutation.json, .md and .html in ``out``, and the headline; returns how many mutants
+    were not run."""
+    doc = mutation.to_json(results, label, shard=shard,
+                           budget_left=sum(r.outcome == mutation.NOT_RUN for r in results))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / mutation.REPORT).write_text(json.dumps(doc, indent=1) + "\n")
+    (out / "mutation.md").write_text(mutation.markdown(doc))
+    (out / "mutation.html").write_text(mutation.html_page(doc))
+    detected, counted, pct = mutation.score(results)
+    print(f"mutants: {len(results)} of {label}" + (f" (shard {shard})" if shard else "")
+          + f"; {detected} of {counted} detected ({pct})"
+          + "".join(f", {n} {o}" for o, n in doc["outcomes"].items()))
+    print(f"reports: {out}/mutation.html, mutation.md, {mutation.REPORT}")
+    return int(doc["not_run"])
+
+
+def merge_main(dirs: list[Path], out: Path) -> int:
+    """`gmemtest mutate merge DIR...`: the reports of a run's shards, run apart, as one run of
+    them would write; 1 when a mutant survived."""
+    label, results = mutation.merge(dirs)
+    write_reports(out, results, label)
+    return 1 if any(r.outcome == mutation.SURVIVED for r in results) else 0
