@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from gmemtest.errors import GmemtestError
 
 from .outcome import Outcome
-from .shape import ListOf, MapOf, check
+from .shape import ListOf, MapOf, check, read_json
 
 
 def regressions(current: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
@@ -47,14 +46,8 @@ COVERAGE = {"headline": MapOf(object), "run": ListOf(str)}
 
 def load_baseline(path: Path) -> dict[str, Any]:
     """An earlier run's matrix.json; one line when it is not one."""
-    try:
-        doc = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise GmemtestError(f"--baseline {path}: no such file (an earlier run's "
-                            "matrix.json)") from None
-    except (OSError, ValueError, RecursionError) as e:
-        raise GmemtestError(f"--baseline {path}: not a matrix.json ({type(e).__name__}: "
-                            f"{e})") from None
+    doc = read_json(path, "a matrix.json", f"--baseline {path}: no such file (an earlier "
+                    "run's matrix.json)", name=f"--baseline {path}")
     try:
         check(doc, dict, "matrix.json")
         assert isinstance(doc, dict)

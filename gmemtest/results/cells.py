@@ -15,7 +15,7 @@ from .health import Finding
 from .outcome import Outcome, TestResult
 from .report import BootReport
 from .run import Crash, Ended, Run
-from .shape import ListOf, MapOf, Maybe, check
+from .shape import ListOf, MapOf, Maybe, check, read_json
 
 CELL_FILE = "cell.json"  # in a cell's results directory: what merging needs of the cell
 
@@ -182,13 +182,8 @@ def save(r: CellResult, directory: Path) -> None:
 def load(directory: Path) -> CellResult:
     """The cell whose results ``directory`` holds; one line when it holds none."""
     path = directory / CELL_FILE
-    try:
-        doc = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise GmemtestError(f"{directory} is not a cell's results directory (no {CELL_FILE}): "
-                            "pass the directories `gmemtest matrix --cell` wrote") from None
-    except (OSError, ValueError, RecursionError) as e:
-        raise GmemtestError(f"{path}: not a cell's record ({type(e).__name__}: {e})") from None
+    doc = read_json(path, "a cell's record", f"{directory} is not a cell's results directory "
+                    f"(no {CELL_FILE}): pass the directories `gmemtest matrix --cell` wrote")
     try:
         return from_json(doc, directory)
     except GmemtestError as e:

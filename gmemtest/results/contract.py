@@ -21,7 +21,7 @@ from typing import Any
 from gmemtest.errors import GmemtestError
 from gmemtest.kvm import revision as rev
 
-from .shape import ListOf, check
+from .shape import ListOf, check, read_json
 
 FILE = "contract.json"  # in the results share, written by the host
 BROKEN = "broken.txt"  # in the results share, written by the guest: the broken promise
@@ -80,9 +80,10 @@ def from_json(data: Any) -> Contract:
 
 def read(path: Path) -> Contract:
     """The contract at ``path``; one line saying what is wrong with a damaged one."""
+    doc = read_json(path, "a boot contract", f"{path}: no boot contract there")
     try:
-        return from_json(json.loads(path.read_bytes()))
-    except (OSError, ValueError, RecursionError, GmemtestError) as e:
+        return from_json(doc)
+    except GmemtestError as e:
         raise GmemtestError(f"{path}: not a boot contract ({e})") from None
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from gmemtest.errors import GmemtestError
 
-from .shape import ListOf, Maybe, check
+from .shape import ListOf, Maybe, check, read_json
 
 KILLED, TIMED_OUT, SURVIVED = "killed", "timed out", "survived"
 NOT_BUILT, EQUIVALENT, NOT_RUN = "did not build", "equivalent", "not run"
@@ -318,13 +318,8 @@ def load_report(directory: Path) -> tuple[str, Shard | None, list[Result]]:
     """A run's (or a shard's) kernel, shard and results, from its mutation.json; one line for
     a directory that holds none, or a document of another shape."""
     path = directory / REPORT
-    try:
-        doc = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise GmemtestError(f"{directory} is not a mutation run's directory (no {REPORT}): "
-                            "pass the directories `gmemtest mutate --shard K/N` wrote") from None
-    except (OSError, ValueError, RecursionError) as e:
-        raise GmemtestError(f"{path}: not a mutation report ({type(e).__name__}: {e})") from None
+    doc = read_json(path, "a mutation report", f"{directory} is not a mutation run's directory "
+                    f"(no {REPORT}): pass the directories `gmemtest mutate --shard K/N` wrote")
     try:
         if not isinstance(doc, dict):
             raise GmemtestError("expected an object")

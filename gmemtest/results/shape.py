@@ -4,7 +4,9 @@ first place it differs, never an exception deep in a renderer."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from gmemtest.errors import GmemtestError
@@ -67,3 +69,18 @@ def _is(value: Any, kind: type | tuple[type, ...], where: str) -> None:
 
 _NAMES = {dict: "an object", list: "a list", str: "a string", int: "a whole number",
           float: "a number", bool: "true or false", type(None): "null"}
+
+
+def read_json(path: Path, what: str, missing: str, *, name: str | None = None,
+              hint: str = "") -> Any:
+    """The JSON document at ``path``, parsed (its shape is the caller's to check): one line
+    saying ``missing`` when there is no such file, and that it is not ``what`` (with
+    ``hint``, what to do) when it cannot be read or parsed. ``name``: how the line names the
+    file (default its path)."""
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise GmemtestError(missing) from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise GmemtestError(f"{name or path}: not {what} ({type(e).__name__}: {e}){hint}") \
+            from None

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gmemtest.errors import GmemtestError
-from gmemtest.results.shape import ListOf, Maybe, check
+from gmemtest.results.shape import ListOf, Maybe, check, read_json
 
 NAME = "gmemtest-manifest.json"
 BZIMAGE = Path("arch/x86/boot/bzImage")  # where a build directory holds its kernel
@@ -83,14 +83,8 @@ SHAPE = {"kind": str, "source_path": str, "version": str, "commit": Maybe(str),
 
 def read(path: Path) -> Manifest:
     """The manifest at ``path``; one line saying what is wrong with a damaged one."""
-    try:
-        data = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise GmemtestError(f"{path}: no such manifest (build the kernel with `gmemtest kernel "
-                            "build`)") from None
-    except (OSError, ValueError, RecursionError) as e:
-        raise GmemtestError(f"{path}: not a build manifest ({type(e).__name__}: {e}); build "
-                            "the kernel again") from None
+    data = read_json(path, "a build manifest", f"{path}: no such manifest (build the kernel "
+                     "with `gmemtest kernel build`)", hint="; build the kernel again")
     try:
         check(data, SHAPE, "manifest")
     except GmemtestError as e:
