@@ -16,6 +16,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -617,24 +618,14 @@ def parser() -> argparse.ArgumentParser:
     _add_vm_limits(d)
     d.set_defaults(func=_cmd_diff)
 
-    mm = sub.add_parser("matrix-merge", prog="gmemtest matrix merge",
-                        help="(as `gmemtest matrix merge DIR...`) the reports of cells run "
-                        "apart, as one run of them would write")
-    mm.add_argument("dirs", nargs="+", metavar="DIR", help="a cell's results directory "
-                    "(OUT/cells/SLUG of `--cell`), or an OUT holding cells/")
+    mm = _merge_parser(sub, "matrix", "cells run apart", "a cell's results directory "
+                       "(OUT/cells/SLUG of `--cell`), or an OUT holding cells/",
+                       _cmd_matrix_merge)
     mm.add_argument("--config", required=True, metavar="FILE", help="the matrix they come from")
-    mm.add_argument("--out", required=True, metavar="DIR", help="report directory")
     mm.add_argument("--baseline", metavar="FILE", help="an earlier run's matrix.json")
     mm.add_argument("--kcidb", metavar="FILE", help="also write the results as KCIDB JSON")
-    mm.set_defaults(func=_cmd_matrix_merge)
-
-    um = sub.add_parser("mutate-merge", prog="gmemtest mutate merge",
-                        help="(as `gmemtest mutate merge DIR...`) the reports of a mutation "
-                        "run's shards, run apart, as one run would write them")
-    um.add_argument("dirs", nargs="+", metavar="DIR", help="a shard's report directory "
-                    "(`gmemtest mutate --shard K/N --out DIR`)")
-    um.add_argument("--out", required=True, metavar="DIR", help="where the merged reports go")
-    um.set_defaults(func=_cmd_mutate_merge)
+    _merge_parser(sub, "mutate", "a mutation run's shards, run apart", "a shard's report "
+                  "directory (`gmemtest mutate --shard K/N --out DIR`)", _cmd_mutate_merge)
 
     be = sub.add_parser("bench", help="gmemtest against the upstream KVM selftests, and "
                         "micro-benchmarks, in one boot")
@@ -711,13 +702,25 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _merge_parser(sub: Any, command: str, what: str, dir_help: str,
+                  func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    """`gmemtest COMMAND merge DIR... --out DIR`: the reports of ``what``, as one run of them
+    would write (parsed as the command COMMAND-merge: see :func:`parse`)."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        f"{command}-merge", prog=f"gmemtest {command} merge",
+        help=f"(as `gmemtest {command} merge DIR...`) the reports of {what}, as one run of "
+        "them would write")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help=dir_help)
+    p.add_argument("--out", required=True, metavar="DIR", help="report directory")
+    p.set_defaults(func=func)
+    return p
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     """The command line as typed values; pytest's arguments are what follows the first
     ``--``, and only commands that run the suite take them."""
-    if argv[:2] == ["matrix", "merge"]:
-        argv = ["matrix-merge", *argv[2:]]
-    elif argv[:2] == ["mutate", "merge"]:
-        argv = ["mutate-merge", *argv[2:]]
+    if argv[1:2] == ["merge"] and argv[0] in ("matrix", "mutate"):
+        argv = [f"{argv[0]}-merge", *argv[2:]]
     before, dash, after = argv, [], []
     if "--" in argv:
         i = argv.index("--")
