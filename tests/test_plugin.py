@@ -138,16 +138,20 @@ def test_a_functions_text_ends_at_the_next_function(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("harness, selected", [
     ("", ["test_kernel"]), ("1", ["test_harness", "test_marked", "test_in_a_harness_module"])])
+# (test_harness needs a kernel capability, test_host_side nothing of the kernel: make test
+# runs that one, on the host)
 def test_the_guest_runs_the_kernels_tests_and_the_harness_boot_the_harnesss(tmp_path, harness,
                                                                          selected):
     """In the guest a test of the suite runs when it opens /dev/kvm (the kvm fixture) and is
-    not marked harness; the harness boot ($GMEMTEST_HARNESS=1) runs the others instead."""
+    not marked harness; the harness boot ($GMEMTEST_HARNESS=1) runs the others instead, those
+    that ask something of the kernel."""
     suite = tmp_path / "tests"
     suite.mkdir()
     (suite / "test_case.py").write_text(
         "import pytest\n\n"
         "def test_kernel(kvm):\n    pass\n\n"
-        "def test_harness():\n    pass\n\n"
+        "@pytest.mark.needs('KVM_CAP_GUEST_MEMFD')\ndef test_harness():\n    pass\n\n"
+        "def test_host_side():\n    pass\n\n"
         "@pytest.mark.harness\ndef test_marked(kvm):\n    pass\n")
     (suite / "test_other.py").write_text(
         "import pytest\n\npytestmark = pytest.mark.harness\n\n"

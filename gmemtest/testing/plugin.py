@@ -50,8 +50,9 @@ A module of tests of the tool itself (kernel builds, QEMU runs, workflows) says
 ``pytestmark = pytest.mark.host_only``: inside the guest it is not even imported. A single test
 can be marked ``host_only`` too. The guest runs the tests of the kernel (:func:`is_kernel_test`):
 the suite's other tests check the harness and run on the host, and in the guest only in the one
-boot that asks for them ($GMEMTEST_HARNESS=1, ``gmemtest vm-test --harness``); a test that uses
-a VM to check the harness itself says ``@pytest.mark.harness``.
+boot that asks for them ($GMEMTEST_HARNESS=1, ``gmemtest vm-test --harness``), and only those
+that ask something of the kernel (:func:`needs_a_kernel`); a test that uses a VM to check the
+harness itself says ``@pytest.mark.harness``.
 ``@pytest.mark.xfail_on(MODULE, errno, reason=...)`` marks a
 known deviation of a host's KVM module (e.g. ``kvm_pvm``) as a strict xfail where that module
 is loaded: the test must fail with a KvmError of that errno, and any other failure fails it.
@@ -418,11 +419,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     suite = config.rootpath / "tests"
     harness_boot = os.environ.get(ENV_HARNESS) == "1"
     drop = [i for i in items if i.get_closest_marker("host_only") or (
-        i.path.is_relative_to(suite) and is_kernel_test(i) == harness_boot)]
+        i.path.is_relative_to(suite) and (is_kernel_test(i) == harness_boot or (
+            harness_boot and not needs_a_kernel(i))))]
     if drop:
         config.hook.pytest_deselected(items=drop)
         gone = set(map(id, drop))
         items[:] = [i for i in items if id(i) not in gone]
+
+
+HOST_NEEDS = frozenset({"qemu", "built_kernel", "linux_source", "gitlab_ci_local"})
+
+
+def needs_a_kernel(item: pytest.Item) -> bool:
+    """Whether a test asks anything of the kernel it runs on (/dev/kvm, a capability...):
+    a harness test that does not runs on the host alone (`make test`)."""
+    return "kvm" in getattr(item, "fixturenames", ()) or any(
+        n.partition(":")[0] not in HOST_NEEDS for n in needs_of(item))
 
 
 def is_kernel_test(item: pytest.Item) -> bool:
