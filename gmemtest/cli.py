@@ -557,10 +557,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--cmdline", action="append", default=[], metavar="ARG",
                    help="kernel command line argument (checked in the guest: one the kernel "
                    "does not take aborts)")
-    b.add_argument("--switch", choices=("on", "off"), default=None,
-                   help="in-place conversion on or off where the commit's kernel has "
-                   "kvm.gmem_in_place_conversion; a commit without it boots as it is (a "
-                   "series' earlier patches; default: the switch at its default)")
+    b.add_argument("--switch", choices=("on", "off", "default"), default="on",
+                   help="in-place conversion on or off (or the switch left at its default) "
+                   "where the commit's kernel has kvm.gmem_in_place_conversion; a commit "
+                   "without it boots as it is (a series' earlier patches; default: on)")
     b.add_argument("--build-failure", choices=("skip", "bad", "abort"), default="skip",
                    help="answer for a commit that does not build (default skip: 125)")
     b.add_argument("--boot-failure", choices=("skip", "bad", "abort"), default="skip",
@@ -738,8 +738,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if revision is not None:
         os.environ[ENV_REVISION] = tunables.check(ENV_REVISION, revision, "--revision")
     tunables.from_environ(os.environ)  # a knob with a bad value: one line, before any work
-    if getattr(args, "cmdline", False) is None:  # bisect-step's default
-        args.cmdline = ["kvm.gmem_in_place_conversion=1"]
     return args
 
 

@@ -48,6 +48,18 @@ def test_the_configuration_and_the_switch_make_the_promises(config, switch, cmdl
     assert not needs(c) & not_promised, needs(c)
 
 
+def test_a_commit_with_the_switch_before_the_conversion_ioctl_is_the_series_in_part():
+    """bisect-step and walk boot the series' commits: one with the switch but not yet the
+    conversion capability promises only what KVM does, and its in-place tests may skip."""
+    c = contract.promise(ATTRS, switch=True, cap=None,
+                         cmdline=["kvm.gmem_in_place_conversion=1"])
+    assert c.kind is BootKind.PARTIAL
+    assert needs(c) == {"KVM_CAP_BINARY_STATS_FD", "KVM_CAP_GUEST_MEMFD",
+                        "KVM_CAP_PRE_FAULT_MEMORY", "vm_type:KVM_X86_SW_PROTECTED_VM"}
+    skip = TestResult("t::x", Outcome.SKIPPED, "needs route:gmem: the series in part")
+    assert skips.unexpected(BootKind.PARTIAL, [skip]) == []
+
+
 def test_a_kernel_without_the_series_promises_the_vm_route_only():
     c = contract.promise({**KVM, "CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES": "y"}, switch=False,
                          cap=None, cmdline=[])

@@ -34,6 +34,9 @@ class BootKind(StrEnum):
     OFF = "in-place off"  # the series, switch off: conversion through per-VM attributes
     ALWAYS_ON = "always on"  # the applied series without per-VM attributes: no switch
     NO_SERIES = "no series"  # a kernel without the conversion series
+    # The series in part: the switch, and not yet the conversion ioctl (a commit of the series
+    # before it, as bisect-step and walk boot them): nothing converts in place.
+    PARTIAL = "series in part"
     UNKNOWN = "unknown"  # a kernel built elsewhere: nothing is known of its configuration
 
 
@@ -126,16 +129,11 @@ def promise(config: dict[str, str] | None, *, switch: bool | None, cap: int | No
     params = params_of(cmdline)
     if config is None:
         return Contract(BootKind.UNKNOWN, params, ())
-    promises: list[Promise] = []
-
-    def want(need: str, why: str) -> None:
-        promises.append(Promise(need, why))
-
-    def y(option: str) -> bool:
-        return config.get(option) == "y"
-
+    promises = _kvm_promises(config)
     asked = switch_asked(params)
     attrs = rev.vm_memory_attributes(config)
+    if switch and cap is None:
+        return Contract(BootKind.PARTIAL, params, tuple(promises))
     if switch:
         on = asked if asked is not None else not attrs
         kind = BootKind.ON if on else BootKind.OFF
@@ -143,30 +141,44 @@ def promise(config: dict[str, str] | None, *, switch: bool | None, cap: int | No
         kind, on = BootKind.ALWAYS_ON, True
     else:
         kind, on = BootKind.NO_SERIES, False
-    if not (y("CONFIG_KVM") and (y("CONFIG_KVM_AMD") or y("CONFIG_KVM_INTEL"))):
+    if not promises:  # no KVM: nothing of the series can be asked of it
         return Contract(kind, params, ())
-    want("KVM_CAP_BINARY_STATS_FD", "CONFIG_KVM=y (/dev/kvm)")
-    if y("CONFIG_KVM_GUEST_MEMFD"):
-        want("KVM_CAP_GUEST_MEMFD", "CONFIG_KVM_GUEST_MEMFD=y")
-    if y("CONFIG_KVM_GENERIC_PRE_FAULT_MEMORY"):
-        want("KVM_CAP_PRE_FAULT_MEMORY", "CONFIG_KVM_GENERIC_PRE_FAULT_MEMORY=y (with NPT/EPT)")
-    if y("CONFIG_KVM_SW_PROTECTED_VM"):
-        want("vm_type:KVM_X86_SW_PROTECTED_VM", "CONFIG_KVM_SW_PROTECTED_VM=y")
     if cap is not None:
-        want("series", f"{rev.CAP_NAME} = {cap} in the kernel's uapi headers")
+        promises.append(Promise("series", f"{rev.CAP_NAME} = {cap} in the kernel's uapi headers"))
     if switch:
         if asked is None:
-            want("switch:default", f"{rev.PARAM_NAME} left at its default")
+            promises.append(Promise("switch:default", f"{rev.PARAM_NAME} left at its default"))
         said = (f"{rev.PARAM_NAME}={int(asked)} on the command line" if asked is not None
                 else f"{rev.PARAM_NAME} at its default ({'off' if attrs else 'on'}: "
                 f"{rev.VM_ATTRIBUTES_OPTIONS[0]}={'y' if attrs else 'n'})")
-        want(f"switch:{'on' if on else 'off'}", said)
+        promises.append(Promise(f"switch:{'on' if on else 'off'}", said))
     elif cap is not None:
-        want("switch:on", f"no {rev.PARAM_NAME} and {rev.CAP_NAME} defined: always on")
-    if y("CONFIG_KVM_SW_PROTECTED_VM"):
+        promises.append(Promise("switch:on", f"no {rev.PARAM_NAME} and {rev.CAP_NAME} defined: "
+                                "always on"))
+    if _y(config, "CONFIG_KVM_SW_PROTECTED_VM"):
         if on and cap is not None:
-            want("route:gmem", f"in-place conversion on and {rev.CAP_NAME} = {cap}")
+            promises.append(Promise("route:gmem", f"in-place conversion on and {rev.CAP_NAME} "
+                                    f"= {cap}"))
         if not on and attrs:
-            opt = next(o for o in rev.VM_ATTRIBUTES_OPTIONS if y(o))
-            want("route:vm-attributes", f"{opt}=y with in-place conversion off")
+            opt = next(o for o in rev.VM_ATTRIBUTES_OPTIONS if _y(config, o))
+            promises.append(Promise("route:vm-attributes",
+                                    f"{opt}=y with in-place conversion off"))
     return Contract(kind, params, tuple(promises))
+
+
+def _y(config: dict[str, str], option: str) -> bool:
+    return config.get(option) == "y"
+
+
+def _kvm_promises(config: dict[str, str]) -> list[Promise]:
+    """What KVM built in promises, whatever the series: /dev/kvm and its capabilities."""
+    if not (_y(config, "CONFIG_KVM") and (_y(config, "CONFIG_KVM_AMD")
+                                          or _y(config, "CONFIG_KVM_INTEL"))):
+        return []
+    out = [Promise("KVM_CAP_BINARY_STATS_FD", "CONFIG_KVM=y (/dev/kvm)")]
+    for option, need in (("CONFIG_KVM_GUEST_MEMFD", "KVM_CAP_GUEST_MEMFD"),
+                         ("CONFIG_KVM_GENERIC_PRE_FAULT_MEMORY", "KVM_CAP_PRE_FAULT_MEMORY"),
+                         ("CONFIG_KVM_SW_PROTECTED_VM", "vm_type:KVM_X86_SW_PROTECTED_VM")):
+        if _y(config, option):
+            out.append(Promise(need, f"{option}=y"))
+    return out

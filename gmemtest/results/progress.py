@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import health
 from .outcome import Outcome, TestResult
-from .run import Crash, Ended, Run
+from .run import Crash, Run
 
 FILE = "progress.jsonl"
 # -<worker>.txt: a line per test collected, "K <node id>" for a test of the kernel (it opens
@@ -79,9 +79,10 @@ def fatal_report(console: Path) -> str | None:
 
 
 def crash_of(run: Run) -> Crash | None:
-    """The kernel crash that ended ``run`` under a test: the guest died (no status, or it hung
-    after the report), a test was running, and the console holds the kernel's report."""
-    if run.status is not None or run.limit not in (None, Ended.HANG):
+    """The kernel crash that ended ``run`` under a test: the guest died by itself (no status,
+    and no limit of the runner ended it: a hung guest's dump is the runner's panic), a test
+    was running, and the console holds the kernel's report."""
+    if run.status is not None or run.limit is not None:
         return None
     running = read(run.results).running
     line = fatal_report(run.console)

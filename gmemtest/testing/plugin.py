@@ -236,6 +236,9 @@ def missing(need: str) -> str | None:
 def _missing_switch(want: str) -> str | None:
     t = target()
     if t.revision is None:
+        if rev.switch_param() is not None:
+            return (f"{rev.PARAM_NAME}: the series in part, the switch without "
+                    f"{rev.CAP_NAME} ({t.source})")
         return f"{rev.PARAM_NAME}: a kernel without the conversion series ({t.source})"
     s = switch()
     if want == "default":

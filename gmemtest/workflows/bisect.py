@@ -31,7 +31,8 @@ def step(spec: KernelSpec, pytest_args: list[str], *, cmdline: list[str], limits
          switch: str | None = None) -> int:
     """Run one bisect step on the tree ``spec`` names; returns the exit status for git bisect
     run, after one line on stderr saying why when it is not good or bad. ``switch`` ("on",
-    "off"): in-place conversion so where the commit's kernel has the switch."""
+    "off"): in-place conversion so where the commit's kernel has the switch ("default" or
+    None: the command line leaves it alone)."""
     progress = Progress()
     timings: dict[str, float] = {}
     t0 = time.monotonic()
@@ -44,7 +45,7 @@ def step(spec: KernelSpec, pytest_args: list[str], *, cmdline: list[str], limits
         print(f"bisect-step: this commit does not build ({e.stage}): {e}", file=sys.stderr)
         return ANSWERS[on_build_failure]
     timings["build"] = time.monotonic() - t0
-    if switch is not None and build.manifest is not None and build.manifest.switch:
+    if switch in ("on", "off") and build.manifest is not None and build.manifest.switch:
         cmdline = [*cmdline, f"{vmtest.PARAM}={int(switch == 'on')}"]
     results = vmtest.results_root() / time.strftime("bisect-%Y%m%d-%H%M%S")
     try:

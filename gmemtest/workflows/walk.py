@@ -150,7 +150,7 @@ def _bisect(result: Walk, commits: list[tuple[str, str]], mode: vmtest.Mode,
         proc = subprocess.run(
             [*git, "bisect", "run", sys.executable, "-m", "gmemtest.cli", "bisect-step",
              "--src", str(tree), "--build-dir", str(tree / ".gmemtest-build"),
-             *(["--switch", mode.switch] if mode.switch else []),
+             "--switch", mode.switch or "default",
              "--boot-timeout", str(limits.boot), "--test-timeout", str(limits.test),
              "--", *failing, "-q", "-p", "no:xdist"],
             capture_output=True, text=True)
