@@ -67,6 +67,12 @@ def step(spec: KernelSpec, pytest_args: list[str], *, cmdline: list[str], limits
         print(f"bisect-step: this commit's kernel did not run the tests: {outcome.problem}",
               file=sys.stderr)
         return ANSWERS[on_boot_failure]
+    if outcome.failed == 0 and not outcome.findings and outcome.unexpected_skips:
+        first = outcome.unexpected_skips[0]
+        print(f"bisect-step: {len(outcome.unexpected_skips)} selected test(s) skipped for what "
+              f"this commit's kernel lacks, first {first.name}: {first.message}: it cannot be "
+              "judged", file=sys.stderr)
+        return SKIP
     if not outcome.ok:
         return BAD
     if outcome.passed == 0:
