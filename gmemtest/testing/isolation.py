@@ -20,6 +20,7 @@ lets them go), which costs a few tenths of a second.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
@@ -31,6 +32,7 @@ import pytest
 from _pytest.runner import runtestprotocol
 
 GRACE = 60.0  # seconds past the per-test timeout before a child counts as hung
+VANISHED = -1  # the child's status when it was reaped before this wait could read it
 # Seconds a child stopped with SIGABRT gets to write where it was and die, and one then killed
 # (SIGKILL) gets to die: a child still there is stuck in the kernel, where waiting longer does
 # not help, and the suite goes on without it.
@@ -82,7 +84,8 @@ def _reports(item: pytest.Item, nextitem: pytest.Item | None,
         # pytest-timeout's alarm, which fires in this process (a forked child has no timers):
         # the test outlived its timeout. faulthandler in the child says where it was.
         timed_out = True
-        os.kill(pid, signal.SIGABRT)
+        with contextlib.suppress(ProcessLookupError):  # reaped already: _wait says so
+            os.kill(pid, signal.SIGABRT)
         data, status, hung = _wait(pid, read_end, ABORT_WAIT)
     try:
         where = _where(open(trace.name, errors="replace").read(), item)
@@ -94,6 +97,8 @@ def _reports(item: pytest.Item, nextitem: pytest.Item | None,
     if timed_out:
         why = (f"the test outlived its timeout ({_deadline(item) - GRACE:.0f} s) and was "
                f"stopped{where}")
+    elif status == VANISHED:
+        why = f"the test process was gone before its status could be read{where}"
     elif hung:
         why = (f"the test process hung: still running {_deadline(item):.0f} s after it started "
                f"(the per-test timeout could not stop it), killed{where}")
@@ -133,7 +138,11 @@ def _wait(pid: int, fd: int, seconds: float) -> tuple[bytes, int, bool]:
                 chunks.append(chunk)
         except BlockingIOError:
             pass
-        done, status = os.waitpid(pid, os.WNOHANG)
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # reaped already (a wait the timeout's alarm cut short)
+            status = VANISHED
+            break
         if done:
             break
         if time.monotonic() - start > seconds and not hung:
