@@ -113,13 +113,10 @@ class BootReport:
         if self.failed:
             return f"FAIL: {self.failed} test(s) failed"
         if unexpected := self.unexpected_skips:
-            return (f"FAIL: {len(unexpected)} skip(s) a boot {self.asked_kind} may not have, "
+            assert self.asked is not None  # only a boot with a contract has unexpected skips
+            return (f"FAIL: {len(unexpected)} skip(s) a boot ({self.asked.kind}) may not have, "
                     f"first {unexpected[0].name}: {short(unexpected[0].message)}")
         return "PASS"
-
-    @property
-    def asked_kind(self) -> str:
-        return f"({self.asked.kind})" if self.asked is not None else ""
 
 
 def read_junit(path: Path) -> list[TestResult]:
