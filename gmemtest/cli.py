@@ -130,7 +130,12 @@ def _cmd_kernel_build(args: argparse.Namespace) -> int:
 def _cmd_kernel_selftests(args: argparse.Namespace) -> int:
     from gmemtest.vmtier import kernel
 
-    print(kernel.selftests(kernel.resolve(_spec(args))))
+    listing = kernel.resolve(_spec(args)).kselftests
+    if listing is None:
+        raise GmemtestError("the kernel's build has no selftests (a kernel built elsewhere)")
+    for p in listing.programs:
+        print(f"{listing.binary(p)}" + (f"  needs {' '.join(p.needs)}" if p.needs else "")
+              + (f"  {p.error}" if p.error else ""))
     return 0
 
 
@@ -163,8 +168,6 @@ def _cmd_vm_run(args: argparse.Namespace) -> int:
         if not (Path(args.headers) / "linux/kvm.h").is_file():
             raise GmemtestError(f"--headers {args.headers}: no linux/kvm.h there")
         env[ENV_HEADERS] = str(Path(args.headers).resolve())
-    if args.selftests:
-        env["GMEMTEST_SELFTESTS"] = str(Path(args.selftests).resolve())
     run = qemu.boot(build, args.pytest_args, results=results, cmdline=args.cmdline,
                     limits=_limits(args), env=env, image=_image(args), memory=args.memory)
     outcome = report.evaluate("run", run)
@@ -518,7 +521,8 @@ def parser() -> argparse.ArgumentParser:
     kb.add_argument("-j", "--jobs", type=int, default=None, help="make -j (default: cores)")
     _add_build_dir(kb)
     kb.set_defaults(func=_cmd_kernel_build)
-    ks = ksub.add_parser("selftests", help="build the upstream KVM selftests of the kernel")
+    ks = ksub.add_parser("selftests", help="build the kernel tree's guest_memfd "
+                              "selftests (every build does) and list them")
     _add_source(ks)
     ks.set_defaults(func=_cmd_kernel_selftests)
     kshow = ksub.add_parser("show", help="check and name a kernel under test without building "
@@ -543,8 +547,6 @@ def parser() -> argparse.ArgumentParser:
     vr.add_argument("--results", metavar="DIR", help="results directory (default results/run-*)")
     vr.add_argument("--memory", default="3G", metavar="SIZE",
                     help="guest RAM, as QEMU's -m takes it (default 3G)")
-    vr.add_argument("--selftests", metavar="DIR",
-                    help="KVM selftests dir for vmimages/selftests ($GMEMTEST_SELFTESTS)")
     _add_vm_limits(vr)
     vr.set_defaults(func=_cmd_vm_run)
     vi = vsub.add_parser("image", help="build (or find) the self-contained Debian root image")

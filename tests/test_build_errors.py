@@ -3,7 +3,7 @@ happens to contain the word "error" (objtool's str_error_r.o, error.h headers)."
 
 import pytest
 
-from gmemtest.vmtier.kernel import first_error
+from gmemtest.vmtier.make import first_error
 
 pytestmark = pytest.mark.harness  # tests of gmemtest itself (the guest: the harness boot)
 

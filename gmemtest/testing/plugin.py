@@ -27,6 +27,8 @@ checks it in ``pytest_runtest_setup`` and skips naming what is absent. The vocab
 ``built_kernel``                   a kernel built by ``gmemtest kernel build``
 ``linux_source``                   Debian's linux-source in the cache
 ``gitlab_ci_local``                gitlab-ci-local, to run .gitlab-ci.yml on this machine
+``kselftests``                     the kernel tree's guest_memfd selftests, built with the
+                                   kernel ($GMEMTEST_KSELFTESTS, gmemtest.testing.kselftest)
 =================================  =========================================================
 
 A word or value outside this vocabulary stops the run at collection. A probe that fails for
@@ -92,6 +94,7 @@ from . import (
     gcov,
     gup,
     isolation,
+    kselftest,
     preflight,
 )
 from .routes import ROUTES, ConversionRoute, GmemRoute, VmAttributesRoute
@@ -109,7 +112,7 @@ FIXTURE_NEEDS = {"sw_vm": "vm_type:KVM_X86_SW_PROTECTED_VM", "gmem_route": "rout
 PLAIN_NEEDS = frozenset({"failslab", "fail_page_alloc", "gup_test", "cachestat",
                          "guest_hypercalls",
                          "kernel_config", "kernel_headers", "qemu", "built_kernel",
-                         "linux_source", "gitlab_ci_local", "series"})
+                         "linux_source", "gitlab_ci_local", "series", "kselftests"})
 SWITCH_VALUES = ("on", "off", "default")
 
 
@@ -205,6 +208,11 @@ def missing(need: str) -> str | None:
         if IN_GUEST and not (named and (Path(named) / "linux/kvm.h").is_file()):
             return (f"${ENV_HEADERS} naming the kernel's uapi headers (the guest has "
                     "no network to fetch Debian's linux-libc-dev): vm run --headers DIR")
+        return None
+    if kind == "kselftests":
+        if kselftest.from_env() is None:
+            return (f"${kselftest.ENV} naming the kernel tree's selftests (a kernel gmemtest "
+                    "builds has them, in its build directory's kselftest/kvm)")
         return None
     if kind == "series":
         t = target()

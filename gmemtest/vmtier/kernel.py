@@ -27,9 +27,12 @@ from pathlib import Path
 
 from gmemtest.cache import cache_dir, locked, write_atomically
 from gmemtest.errors import BuildFailed, BuildStage, GmemtestError
+from gmemtest.testing import kselftest
+from gmemtest.testing.kselftest import LISTING, Listing
 
-from . import debian, kconfig, manifest, series
+from . import debian, kconfig, manifest, selftests, series
 from .kernelspec import Debian, KernelSpec, Posted, Prebuilt, Tree
+from .make import first_error, make_env
 from .manifest import BZIMAGE, NAME, Manifest, PostedInfo
 from .patchset import PatchSet
 from .progress import Progress
@@ -61,6 +64,13 @@ class Build:
         if self.manifest is None or not (Path(self.manifest.headers) / "linux/kvm.h").exists():
             return None
         return Path(self.manifest.headers)
+
+    @property
+    def kselftests(self) -> Listing | None:
+        """The tree's guest_memfd selftests built with it (gmemtest.vmtier.selftests)."""
+        if self.dir is None or not (self.dir / selftests.OUT / LISTING).is_file():
+            return None
+        return kselftest.read(self.dir / selftests.OUT)
 
     @property
     def config(self) -> Path | None:
@@ -225,17 +235,6 @@ def gcov_stem(source: str) -> str:
     return path.name
 
 
-def _make_env(src: Path) -> dict[str, str]:
-    """make's environment: ccache shares objects across trees (pristine, patched, bisect
-    checkouts) because paths under the tree are hashed relative to it."""
-    env = dict(os.environ)
-    if shutil.which("ccache"):
-        env.setdefault("CCACHE_DIR", str(cache_dir("ccache")))
-        env.setdefault("CCACHE_BASEDIR", str(src))
-        env.setdefault("CCACHE_NOHASHDIR", "1")
-    return env
-
-
 def _build(spec: KernelSpec, tree: _Tree, progress: Progress, jobs: int | None, fresh: bool,
            t0: float) -> Build:
     frags = kconfig.fragment_paths(list(spec.fragments))
@@ -248,7 +247,7 @@ def _build(spec: KernelSpec, tree: _Tree, progress: Progress, jobs: int | None, 
     if build_dir is None and tree.kind == "debian" and tree.patch_set is not None:
         # A patched copy: the cache's own, and never copied again (the pristine tree is).
         build_dir = tree.path / f".gmemtest-build-{config_hash}"
-    env = _make_env(tree.path)
+    env = make_env(tree.path)
     if fresh:
         bdir = Path(tempfile.mkdtemp(prefix="cold-", dir=cache_dir("build")))
         env["CCACHE_DISABLE"] = "1"
@@ -288,6 +287,9 @@ def _build(spec: KernelSpec, tree: _Tree, progress: Progress, jobs: int | None, 
                  built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     m.write(bdir / NAME)
     progress.done("build", f"{bdir / BZIMAGE} in {seconds:.0f} s")
+    if not fresh:
+        with locked(bdir / ".lock"):
+            selftests.build(tree.path, bdir / "usr/include", bdir, progress)
     return Build(spec, bdir / BZIMAGE, m, seconds, objects)
 
 
@@ -326,35 +328,6 @@ def _place(entry: Path, build_dir: Path | None) -> None:
         entry.symlink_to(build_dir, target_is_directory=True)
 
 
-SELFTESTS = ("guest_memfd_test", "pre_fault_memory_test", "set_memory_region_test",
-             "x86/private_mem_conversions_test", "x86/private_mem_kvm_exits_test")
-
-
-def selftests(b: Build, progress: Progress | None = None) -> Path:
-    """Build the upstream KVM selftests gmemtest compares with, from the same tree, against
-    the build's uapi headers; returns their output directory."""
-    progress = progress or Progress()
-    if b.source_path is None or b.dir is None or b.headers is None:
-        raise GmemtestError(f"{b.label}: the KVM selftests need a kernel built by gmemtest "
-                            "(its tree and uapi headers)")
-    out = b.dir / "kselftest/kvm"
-    out.mkdir(parents=True, exist_ok=True)
-    kvm_dir = b.source_path / "tools/testing/selftests/kvm"
-    targets = [str(out / name) for name in SELFTESTS]
-    args = [f"OUTPUT={out}", f"KHDR_INCLUDES=-isystem {b.headers}",
-            f"-j{os.cpu_count() or 1}", *targets]
-    progress.phase("selftests", " ".join(SELFTESTS))
-    proc = subprocess.run(["make", "-s", "-C", str(kvm_dir), *args], capture_output=True,
-                          text=True, env=_make_env(b.source_path))
-    (out / "build.log").write_text(proc.stdout + proc.stderr)
-    if proc.returncode:
-        raise BuildFailed(BuildStage.COMPILE, "KVM selftests did not build: "
-                          f"{first_error(proc.stderr, proc.returncode)} "
-                          f"(log: {out / 'build.log'})")
-    progress.done("selftests", str(out))
-    return out
-
-
 COMPILE_LINE = re.compile(r"^\s+(CC|AS|LD|AR|HOSTCC|HOSTLD|OBJCOPY|GEN|HDRINST)\b")
 # An object of the kernel compiled from C or assembly: kbuild's quiet "CC"/"AS" lines for a
 # target in the build tree. Host tools are not counted (objtool's objects, the only "CC" lines
@@ -362,22 +335,6 @@ COMPILE_LINE = re.compile(r"^\s+(CC|AS|LD|AR|HOSTCC|HOSTLD|OBJCOPY|GEN|HDRINST)\
 OBJECT_LINE = re.compile(r"^\s+(CC|AS)\s+[^/\s]")
 # Objects the last build of a build directory from nothing compiled (configuration's size).
 COLD_OBJECTS = ".gmemtest-cold-objects"
-# What names a failed build, best first: a compiler or linker diagnostic, then make's own.
-BUILD_ERRORS = (re.compile(r": (fatal )?error: "), re.compile(r"undefined reference to|"
-                                                              r"ld: .*(error|No such file)"),
-                re.compile(r"\*\*\* .*(Error \d+|[Nn]o rule|[Ss]top)"))
-
-
-def first_error(output: str, rc: int) -> str:
-    """The line of a failed make's output that says what went wrong."""
-    lines = [ln.strip() for ln in output.splitlines()]
-    for pattern in BUILD_ERRORS:
-        for line in lines:
-            if pattern.search(line):
-                return line
-    return f"make exited {rc}"
-
-
 def _run_make(src: Path, bdir: Path, targets: list[str], args: list[str], env: dict[str, str],
               progress: Progress) -> int:
     """Run make, counting compiled files for the progress line; keep the log in the build dir.

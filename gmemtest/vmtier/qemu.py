@@ -23,14 +23,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gmemtest.errors import GmemtestError
 from gmemtest.kvm import revision as rev
 from gmemtest.results import contract, health, progress, runlog
 from gmemtest.results.run import Ended, Run
-from gmemtest.testing import ENV_HEADERS, GUEST_PYTEST_PLUGINS, TEST_LIMITS, tunables
+from gmemtest.testing import ENV_HEADERS, GUEST_PYTEST_PLUGINS, TEST_LIMITS, kselftest, tunables
 
 from . import host, kconfig, pycache
 from .checkout import CHECKOUT, INIT
@@ -190,10 +190,14 @@ def contract_of(build: Build, cmdline: list[str]) -> contract.Contract:
     cap = None
     if build.headers is not None and (header := rev.kvm_header(build.headers)) is not None:
         cap = rev.define_in(header, rev.CAP_NAME)
-    return contract.promise(
+    promised = contract.promise(
         kconfig.read_config(config) if config is not None and config.is_file() else None,
         switch=build.manifest.switch if build.manifest is not None else None, cap=cap,
         cmdline=cmdline)
+    if build.kselftests is None:
+        return promised
+    return replace(promised, promises=(*promised.promises, contract.Promise(
+        "kselftests", "the kernel's build made its tree's guest_memfd selftests")))
 
 
 def qemu_command(kernel: Path, results: Path, accel: Accel, cmdline: list[str], *,
@@ -232,7 +236,9 @@ def boot(build: Build, pytest_args: list[str], *, results: Path,
     the report is the verdict, the tests after it are time lost."""
     results.mkdir(parents=True, exist_ok=True)
     (results / progress.DONE).unlink(missing_ok=True)
-    env = {**({ENV_HEADERS: str(build.headers)} if build.headers else {}), **(env or {})}
+    listing = build.kselftests
+    env = {**({ENV_HEADERS: str(build.headers)} if build.headers else {}),
+           **({kselftest.ENV: str(listing.root)} if listing is not None else {}), **(env or {})}
 
     def one(where: Path) -> Run:
         run = _boot(build.bzimage, machine_for(build.config), pytest_args, where, cmdline,
