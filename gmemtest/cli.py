@@ -280,6 +280,34 @@ def _cmd_vm_test(args: argparse.Namespace) -> int:
     return 0 if all(o.ok for o in outcomes) else 1
 
 
+def _cmd_kselftest(args: argparse.Namespace) -> int:
+    from gmemtest.vmtier.progress import Progress
+    from gmemtest.workflows import kselftest, vmtest
+
+    spec = _spec(args)
+    scenario = Path(args.scenario)
+    name = args.name or scenario.stem.replace("-", "_")
+    if not name.endswith("_test"):
+        name += "_test"
+    out = Path(args.out) if args.out else \
+        vmtest.results_root() / time.strftime("kselftest-%Y%m%d-%H%M%S")
+    gen = kselftest.generate(scenario, kselftest.tree_of(spec, Progress()), out, name)
+    print(f"{gen.patch}\ncheckpatch.pl --strict: {gen.checkpatch}")
+    if not gen.clean:
+        raise GmemtestError(f"the generated patch is not checkpatch-clean: see "
+                            f"{out / 'checkpatch.txt'}")
+    if not args.run:
+        return 0
+    outcomes, text = kselftest.run(spec, gen, limits=_limits(args))
+    why = vmtest.not_run(outcomes)
+    if why:
+        fail("kselftest", why)
+    print(text)
+    if why:
+        return 2
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
 def _cmd_bisect_step(args: argparse.Namespace) -> int:
     from gmemtest.vmtier import kernelspec, qemu
     from gmemtest.workflows import bisect
@@ -551,6 +579,20 @@ def parser() -> argparse.ArgumentParser:
     vr.set_defaults(func=_cmd_vm_run)
     vi = vsub.add_parser("image", help="build (or find) the self-contained Debian root image")
     vi.set_defaults(func=_cmd_vm_image)
+
+    kst = sub.add_parser("kselftest", help="a model scenario (a fuzzer's reproducer, a finding) "
+                         "as a KVM selftest patch against the kernel tree under test")
+    kst.add_argument("scenario", metavar="SCENARIO",
+                     help="the scenario: `with Scenario.open(ROUTE, PAGES) as s:` and its steps")
+    kst.add_argument("--name", metavar="NAME", help="the selftest's name (default: the "
+                     "scenario file's, ending in _test): tools/testing/selftests/kvm/x86/NAME.c")
+    kst.add_argument("--out", metavar="DIR", help="where the patch goes (default "
+                     "results/kselftest-*)")
+    kst.add_argument("--run", action="store_true", help="build the kernel with the patch on "
+                     "top and run the new selftest in both modes")
+    _add_source(kst)
+    _add_vm_limits(kst)
+    kst.set_defaults(func=_cmd_kselftest)
 
     b = sub.add_parser("bisect-step", help="one step of `git bisect run`: build, boot, test; "
                        "exit 0 good, 1 bad, 125 skip, 128 abort")

@@ -64,13 +64,13 @@ class Conversions(RuleBasedStateMachine):
         if not self.s.pages[p].private:  # only a shared page can be pinned
             self.s.pin(p)
 
-    @precondition(lambda self: self.s.pinned is not None)
+    @precondition(lambda self: self.s.model.pinned is not None)
     @rule(before=st.integers(0, 2), n=count)
     def to_private_over_pin(self, before: int, n: int) -> None:
         """A conversion to private that covers the pinned page."""
-        assert self.s.pinned is not None
-        first = max(0, self.s.pinned - before)
-        self.s.convert(first, min(max(n, self.s.pinned - first + 1), PAGES - first),
+        assert self.s.model.pinned is not None
+        first = max(0, self.s.model.pinned - before)
+        self.s.convert(first, min(max(n, self.s.model.pinned - first + 1), PAGES - first),
                        private=True)
 
     @precondition(lambda self: self.s.pin_held is not None)

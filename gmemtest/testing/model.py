@@ -53,6 +53,64 @@ class Page:
     private_data: int = 0  # byte 0 of guest_memfd (vm-attributes only)
 
 
+class Model:
+    """What the kernel must show for ``pages`` pages converted in place (``in_place``: the gmem
+    route, one guest_memfd page per page) or through per-VM attributes (a shared and a private
+    backing per page). It touches no kernel: a Scenario checks the kernel against it, and the
+    C selftest writer (gmemtest.testing.selftest_writer) turns it into assertions."""
+
+    def __init__(self, pages: int, in_place: bool) -> None:
+        self.pages = [Page() for _ in range(pages)]
+        self.in_place = in_place
+        self.pinned: int | None = None  # the pinned page, while it is still the file's
+
+    def expect_byte(self, page: int) -> int:
+        p = self.pages[page]
+        return p.private_data if p.private and not self.in_place else p.shared
+
+    def host_blocked(self, page: int) -> bool:
+        """The host's view of a private page is gone only when converting in place."""
+        return self.in_place and self.pages[page].private
+
+    def blocker(self, first: int, count: int, private: bool) -> int | None:
+        """The pinned page that must make this conversion fail, if any."""
+        p = self.pinned
+        if private and p is not None and first <= p < first + count and \
+                not self.pages[p].private:
+            return p
+        return None
+
+    def converted(self, first: int, count: int, private: bool) -> None:
+        for p in self.pages[first:first + count]:
+            p.private = private
+
+    def guest_wrote(self, page: int, value: int) -> None:
+        p = self.pages[page]
+        if p.private and not self.in_place:
+            p.private_data = value
+        else:
+            p.shared = value
+
+    def punched(self, first: int, count: int) -> None:
+        """A hole punched in guest_memfd: those pages read zero there (both states in place;
+        only the private backing otherwise); shareability is unchanged."""
+        if self.pinned is not None and first <= self.pinned < first + count:
+            self.pinned = None  # the pinned page left the file; the pin holds it still
+        for p in self.pages[first:first + count]:
+            if self.in_place:
+                p.shared = 0
+            else:
+                p.private_data = 0
+
+    def memslot_exit(self, page: int) -> type[MemoryFault] | type[Mmio]:
+        """How a guest access to ``page`` exits while no memslot binds it: in place, MMIO (the
+        gfn has no memslot); otherwise MEMORY_FAULT when private, MMIO when shared."""
+        return MemoryFault if self.pages[page].private and not self.in_place else Mmio
+
+    def state(self, page: int) -> str:
+        return "private" if self.pages[page].private else "shared"
+
+
 class Scenario:
     """One SW_PROTECTED VM with PAGES pages of guest memory at GPA, converted through ``route``,
     and the model of those pages."""
@@ -61,13 +119,16 @@ class Scenario:
         self.kvm, self.vm, self.route = kvm, vm, route
         self.agent = Agent(vm)
         self.mem: GuestMemory = route.memory(SLOT, GPA, pages * PAGE, private=False)
-        self.pages = [Page() for _ in range(pages)]
         self.in_place = route.name == "gmem"
+        self.model = Model(pages, self.in_place)
         self.log: list[str] = []
         self.counts: Counter[str] = Counter()
         self.kmsg = health.KmsgTail()
         self.pin_held: gup.LongTermPin | None = None
-        self.pinned: int | None = None  # the pinned page, while it is still the file's
+
+    @property
+    def pages(self) -> list[Page]:
+        return self.model.pages
 
     def reset(self) -> None:
         """Start over on the same VM and vCPU: a new guest_memfd and memslot, all shared,
@@ -84,7 +145,7 @@ class Scenario:
             if not isinstance(self.agent.resume(), int):
                 raise Disagreement(f"reset: the agent's access is still stuck: "
                                    f"{self.agent.pending}")
-        self.pages = [Page() for _ in self.pages]
+        self.model = Model(len(self.pages), self.in_place)
         self.log = []
         self.counts["examples"] += 1
 
@@ -120,38 +181,19 @@ class Scenario:
     def _fail(self, what: str) -> None:
         raise Disagreement(f"after {len(self.log)} steps ({self.route.name} route): {what}")
 
-    def _expect_byte(self, page: int) -> int:
-        p = self.pages[page]
-        return p.private_data if p.private and not self.in_place else p.shared
-
-    def _host_blocked(self, page: int) -> bool:
-        """The host's view of a private page is gone only when converting in place."""
-        return self.in_place and self.pages[page].private
 
     # --- operations -----------------------------------------------------------------------
 
     def _drop_pin(self) -> None:
         if self.pin_held is not None:
             self.pin_held.stop()
-        self.pin_held, self.pinned = None, None
-
-    def _blocker(self, first: int, count: int, private: bool) -> int | None:
-        """The pinned page that must make this conversion fail, if any."""
-        p = self.pinned
-        if private and p is not None and first <= p < first + count and \
-                not self.pages[p].private:
-            return p
-        return None
-
-    def _converted(self, first: int, count: int, private: bool) -> None:
-        for p in self.pages[first:first + count]:
-            p.private = private
+        self.pin_held, self.model.pinned = None, None
 
     def convert(self, first: int, count: int, *, private: bool) -> None:
         """Convert pages [first, first + count): EAGAIN at a pinned page that would change
         (nothing changes), else done."""
         self._step(f"s.convert({first}, {count}, private={private})", "conversions")
-        blocker = self._blocker(first, count, private)
+        blocker = self.model.blocker(first, count, private)
         try:
             self.route.convert(self.mem, first * PAGE, count * PAGE, private=private)
         except ConversionError as e:
@@ -164,7 +206,15 @@ class Scenario:
         if blocker is not None:
             self._fail(f"convert({first}, {count}, private={private}) succeeded with page "
                        f"{blocker} pinned")
-        self._converted(first, count, private)
+        self.model.converted(first, count, private)
+
+    def split(self, first: int, count: int, *, private: bool) -> None:
+        """Convert every other page of [first, first + count), one conversion per page:
+        guest_memfd's record of shareability splits into an entry per page."""
+        self._step(f"s.split({first}, {count}, private={private})", "splits")
+        for page in range(first, first + count, 2):
+            self.route.convert(self.mem, page * PAGE, PAGE, private=private)
+            self.model.converted(page, 1, private)
 
     def convert_failing(self, first: int, count: int, *, private: bool, space: int) -> None:
         """Convert pages [first, first + count) while failslab fails the slab allocations past
@@ -184,7 +234,7 @@ class Scenario:
         if noop and (error is not None or inj.injected):
             self._fail(f"{what} changes no page, yet it allocated: {error or inj.injected}")
         if error is None:
-            self._converted(first, count, private)
+            self.model.converted(first, count, private)
             return
         if error.errno_name != "ENOMEM" or not inj.injected:
             self._fail(f"{what}: {error} with {inj.injected} injected failure(s)")
@@ -201,7 +251,7 @@ class Scenario:
             raise ValueError(f"pin({page}): needs a shared page of guest_memfd and no pin held")
         self.pin_held = gup.LongTermPin(self.mem.view.addr + page * PAGE, PAGE)
         self.pin_held.start()
-        self.pinned = page
+        self.model.pinned = page
 
     def unpin(self) -> None:
         self._step("s.unpin()", "unpins")
@@ -212,8 +262,8 @@ class Scenario:
         touch) on a private page converted in place."""
         self._step(f"s.host_write({page}, {value:#x})", "host_accesses")
         written = self.mem.view.poke(page * PAGE, bytes([value]))
-        if written == self._host_blocked(page):
-            self._fail(f"host write to page {page} ({self._state(page)}) "
+        if written == self.model.host_blocked(page):
+            self._fail(f"host write to page {page} ({self.model.state(page)}) "
                        f"{'succeeded' if written else 'was refused'}")
         if written:
             self.pages[page].shared = value
@@ -225,11 +275,11 @@ class Scenario:
 
     def _check_host(self, page: int) -> None:
         got = self.mem.view.peek(page * PAGE)
-        if (got is None) != self._host_blocked(page):
-            self._fail(f"host read of page {page} ({self._state(page)}) "
+        if (got is None) != self.model.host_blocked(page):
+            self._fail(f"host read of page {page} ({self.model.state(page)}) "
                        f"{'was refused' if got is None else 'succeeded'}")
         if got is not None and got[0] != self.pages[page].shared:
-            self._fail(f"host read of page {page} ({self._state(page)}): {got[0]:#x}, "
+            self._fail(f"host read of page {page} ({self.model.state(page)}): {got[0]:#x}, "
                        f"expected {self.pages[page].shared:#x}")
 
     def guest_write(self, page: int, value: int) -> None:
@@ -237,21 +287,17 @@ class Scenario:
         self._step(f"s.guest_write({page}, {value:#x})", "guest_accesses")
         result = self.agent.write(GPA + page * PAGE, value)
         if result is not None:
-            self._fail(f"guest write to page {page} ({self._state(page)}) exited: {result}")
-        p = self.pages[page]
-        if p.private and not self.in_place:
-            p.private_data = value
-        else:
-            p.shared = value
+            self._fail(f"guest write to page {page} ({self.model.state(page)}) exited: {result}")
+        self.model.guest_wrote(page, value)
 
     def guest_read(self, page: int) -> None:
         self._step(f"s.guest_read({page})", "guest_accesses")
         self._check_guest_read(page, self.agent.read(GPA + page * PAGE))
 
     def _check_guest_read(self, page: int, got: object) -> None:
-        want = self._expect_byte(page)
+        want = self.model.expect_byte(page)
         if got != want:
-            self._fail(f"guest read of page {page} ({self._state(page)}): {got}, "
+            self._fail(f"guest read of page {page} ({self.model.state(page)}): {got}, "
                        f"expected {want:#x}")
 
     def punch(self, first: int, count: int) -> None:
@@ -259,13 +305,7 @@ class Scenario:
         in place; only the private backing otherwise); shareability is unchanged."""
         self._step(f"s.punch({first}, {count})", "punches")
         self.mem.gmem.punch_hole(self.mem.slot.gmem_offset + first * PAGE, count * PAGE)
-        if self.pinned is not None and first <= self.pinned < first + count:
-            self.pinned = None  # the pinned page left the file; the pin holds it still
-        for p in self.pages[first:first + count]:
-            if self.in_place:
-                p.shared = 0
-            else:
-                p.private_data = 0
+        self.model.punched(first, count)
 
     def pre_fault(self, first: int, count: int) -> None:
         """KVM_PRE_FAULT_MEMORY over the pages: maps them, changes no content."""
@@ -280,10 +320,9 @@ class Scenario:
         old = self.mem.slot
         old.delete()
         exit = self.agent.read(GPA + page * PAGE)
-        private = self.pages[page].private
-        want = MemoryFault if private and not self.in_place else Mmio
+        want = self.model.memslot_exit(page)
         if not isinstance(exit, want):
-            self._fail(f"guest read of page {page} ({self._state(page)}) with no memslot: "
+            self._fail(f"guest read of page {page} ({self.model.state(page)}) with no memslot: "
                        f"{exit}, expected {want.__name__}")
         if isinstance(exit, MemoryFault) and (exit.gpa, exit.private) != \
                 (GPA + page * PAGE, True):
@@ -308,9 +347,6 @@ class Scenario:
         found = self.kmsg.findings()
         if found:
             self._fail(f"kernel health: {found[0]}")
-
-    def _state(self, page: int) -> str:
-        return "private" if self.pages[page].private else "shared"
 
     def reproducer(self, note: str = "") -> str:
         """A script that replays this scenario's steps on its own."""
