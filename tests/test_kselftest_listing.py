@@ -45,7 +45,8 @@ def tree(tmp_path, helper=VM_HELPER, extra=""):
         "x86/private_mem_conversions_test.c": "int main(void) { vm_mem_set_private(vm, 0, 1); "
                                               "/* guest_memfd */ }\n",
         "guest_memfd_test.c": "int main(void) { /* guest_memfd */ return 0; }\n",
-        "guest_memfd_conversions_test.c": "/* guest_memfd */ vm_mem_set_shared(vm, 0, 1);\n",
+        "guest_memfd_conversions_test.c": "/* guest_memfd */ ioctl(fd, "
+                                          "KVM_SET_MEMORY_ATTRIBUTES2, &a);\n",
         "arm64/gmem_only_there.c": "/* guest_memfd */\n",
     }
     for name, text in sources.items():
@@ -70,6 +71,12 @@ def test_a_program_converting_through_the_vm_ioctl_needs_that_route(tmp_path):
     needs = {p.name: p.needs for p in selftests.discover(tree(tmp_path))}
     assert needs["x86/private_mem_conversions_test"] == ("route:vm-attributes",)
     assert needs["guest_memfd_test"] == ()
+
+
+def test_a_program_converting_in_place_needs_the_gmem_route(tmp_path):
+    found = selftests.discover(tree(tmp_path, extra="\nTEST_GEN_PROGS_x86 += "
+                                    "guest_memfd_conversions_test"))
+    assert {p.name: p.needs for p in found}["guest_memfd_conversions_test"] == ("route:gmem",)
 
 
 def test_a_library_converting_through_guest_memfd_needs_no_vm_route(tmp_path):

@@ -6,7 +6,9 @@ Which programs: those Makefile.kvm builds for x86 (``TEST_GEN_PROGS_COMMON`` and
 series that adds a selftest (a conversion test, say) is found the same way. A program that
 converts through the VM ioctl (the tree's ``vm_set_memory_attributes`` and the helpers on it,
 while that helper issues KVM_SET_MEMORY_ATTRIBUTES) needs the per-VM route, which in-place
-conversion takes away: the guest skips it there, naming that need.
+conversion takes away: the guest skips it there, naming that need; one that converts through
+the guest_memfd (KVM_SET_MEMORY_ATTRIBUTES2) needs in-place conversion, and the boot with it
+off skips it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ PROGRAM_LINE = re.compile(r"^TEST_GEN_PROGS_(?:COMMON|x86|x86_64)\s*[+:]?=\s*(.*
 GUEST_MEMFD = re.compile(r"guest_memfd|GUEST_MEMFD")
 VM_CONVERSION = re.compile(r"\b(vm_set_memory_attributes|vm_mem_set_private"
                            r"|vm_mem_set_shared)\s*\(")
+GMEM_CONVERSION = re.compile(r"\bKVM_SET_MEMORY_ATTRIBUTES2\b")
 # The helper's definition, to its closing brace at the start of a line.
 HELPER = re.compile(r"^static inline void vm_set_memory_attributes\(.*?^\}", re.S | re.M)
 # Where a build keeps its tree's selftests, and what they were built from.
@@ -51,8 +54,9 @@ def discover(src: Path) -> list[Program]:
         source = kvm / f"{name}.c"
         text = source.read_text(errors="replace") if source.is_file() else ""
         if GUEST_MEMFD.search(text):
-            converts = vm_ioctl and VM_CONVERSION.search(text) is not None
-            out.append(Program(name, ("route:vm-attributes",) if converts else ()))
+            needs = (("route:vm-attributes",) if vm_ioctl and VM_CONVERSION.search(text) else ()) \
+                + (("route:gmem",) if GMEM_CONVERSION.search(text) else ())
+            out.append(Program(name, needs))
     return out
 
 

@@ -105,6 +105,7 @@ def generate(scenario: Path, tree: Path, out: Path, name: str) -> Generated:
             *_wrap([f"Written by gmemtest from the scenario {scenario.name} (its model of "
                     "guest memory under conversion says what each step must show); the test "
                     "skips where the kernel lacks the conversion route it uses."], 72)]
+    out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kselftest-") as tmp:
         repo = Path(tmp)
