@@ -20,8 +20,14 @@ from hypothesis.stateful import (
 )
 
 from gmemtest.testing.model import PAGES, Scenario
+from gmemtest.testing.selftest_writer import HARNESS_ONLY
 
 VERIFY_EVERY = 6
+# Sequences a fuzzing run keeps, per route: the first examples of at least SEQUENCE_KINDS kinds
+# of step, conversions among them, that need nothing beyond a KVM selftest (no pins, no
+# injected failures), written as model-sequence-ROUTE-N.py for `gmemtest kselftest`.
+KEEP_SEQUENCES = 2
+SEQUENCE_KINDS = 5
 FAILSLAB_SPACE = [0, 64, 512, 4096]  # bytes of slab allocations let through before a failure
 
 page = st.integers(0, PAGES - 1)
@@ -36,14 +42,31 @@ class Conversions(RuleBasedStateMachine):
     failslab_ok: ClassVar[bool] = False
     scenario: ClassVar[type[Scenario]] = Scenario
     scenarios: ClassVar[list[Scenario]] = []  # one, reset for each example
+    out: ClassVar[Path | None] = None
+    kept: ClassVar[list[Path]] = []
 
     def __init__(self) -> None:
         super().__init__()
         if self.scenarios:
+            self.keep(self.scenarios[0])
             self.scenarios[0].reset()
         else:
             self.scenarios.append(self.scenario.open(self.route_name))
         self.s = self.scenarios[0]
+
+    def keep(self, done: Scenario) -> None:
+        """Write the example ``done`` ran as a sequence a selftest can replay, while fewer than
+        KEEP_SEQUENCES are kept."""
+        harness = tuple(f"s.{op}(" for op in HARNESS_ONLY if HARNESS_ONLY[op])
+        kinds = {line.split("(", 1)[0] for line in done.log}
+        if self.out is None or len(self.kept) >= KEEP_SEQUENCES \
+                or len(kinds) < SEQUENCE_KINDS or "s.convert" not in kinds \
+                or any(line.startswith(harness) for line in done.log):
+            return
+        path = self.out / f"model-sequence-{self.route_name}-{len(self.kept) + 1}.py"
+        path.write_text(done.reproducer(f"A sequence of the fuzzer (seed {SEED}, profile "
+                                        f"{PROFILE}) that the kernel agreed with."))
+        self.kept.append(path)
 
     @rule(first=page, n=count)
     def to_private(self, first: int, n: int) -> None:
@@ -124,7 +147,8 @@ def fuzz(route_name: str, pre_fault_ok: bool, out: Path, *, examples: int, steps
     a disagreement write the minimal sequence to out/model-reproducer-PATH.py and name it in
     the error."""
     machine = type(f"Conversions_{route_name.replace('-', '_')}", (Conversions,), {
-        "route_name": route_name, "scenarios": [], "scenario": scenario,
+        "route_name": route_name, "scenarios": [], "scenario": scenario, "out": out,
+        "kept": [],
         "pre_fault_ok": pre_fault_ok, "pin_ok": pin_ok, "failslab_ok": failslab_ok})
     test = get_state_machine_test(machine, settings=settings(
         max_examples=examples, stateful_step_count=steps, deadline=None, database=None,

@@ -264,11 +264,11 @@ static void guest_access_start(struct scenario *s, enum access op, u64 page,
 static u8 guest_access_end(struct scenario *s, u64 page)
 {
 	struct ucall uc;
+	int r = __vcpu_run(s->vcpu);
 
-	vcpu_run(s->vcpu);
-	TEST_ASSERT(get_ucall(s->vcpu, &uc) == UCALL_SYNC,
-		    "guest access to page %lu: exit %s, expected it to complete",
-		    page, exit_reason_str(s->vcpu->run->exit_reason));
+	TEST_ASSERT(!r && get_ucall(s->vcpu, &uc) == UCALL_SYNC,
+		    "guest access to page %lu did not complete: KVM_RUN %d (errno %d), exit %s",
+		    page, r, r ? errno : 0, exit_reason_str(s->vcpu->run->exit_reason));
 	return uc.args[1];
 }
 
