@@ -18,9 +18,12 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import GmemtestError, one_line
+
+if TYPE_CHECKING:
+    from gmemtest.results.report import BootReport
 
 # Commands that run the suite, and so take pytest's arguments after "--".
 RUN_SUITE = {"vm run", "vm-test", "bisect-step", "matrix", "series walk", "diff", "coverage",
@@ -271,9 +274,17 @@ def _cmd_vm_test(args: argparse.Namespace) -> int:
             pytest_args = [*selection.tests, *qemu.parallelism()]
     outcomes, text = vmtest.main_job(spec, pytest_args=pytest_args, limits=_limits(args),
                                      image=image, harness=args.harness)
+    return _main_job_verdict("vm-test", outcomes, text)
+
+
+def _main_job_verdict(command: str, outcomes: list[BootReport], text: str) -> int:
+    """A main job's report, and its exit: 2 when a boot did not run its tests (said first),
+    1 when one failed."""
+    from gmemtest.workflows import vmtest
+
     why = vmtest.not_run(outcomes)
     if why:
-        fail("vm-test", why)
+        fail(command, why)
     print(text)
     if why:
         return 2
@@ -299,13 +310,7 @@ def _cmd_kselftest(args: argparse.Namespace) -> int:
     if not args.run:
         return 0
     outcomes, text = kselftest.run(spec, gen, limits=_limits(args))
-    why = vmtest.not_run(outcomes)
-    if why:
-        fail("kselftest", why)
-    print(text)
-    if why:
-        return 2
-    return 0 if all(o.ok for o in outcomes) else 1
+    return _main_job_verdict("kselftest", outcomes, text)
 
 
 def _cmd_bisect_step(args: argparse.Namespace) -> int:

@@ -5,17 +5,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import ci_local
 import kcidb_io
 import pytest
 import yaml
 
-from gmemtest.cache import cache_dir
 from gmemtest.errors import GmemtestError
 from gmemtest.results import baseline, cells, contract, kcidb, ktap, report
 from gmemtest.results.cells import CellResult, cell_id, slug
@@ -476,25 +474,10 @@ def test_gitlab_pipeline_runs_here(onoff, tmp_path):
     copy of this checkout: both cell jobs and the merge job pass, the merged matrix.json has
     the same cells and outcomes as the one-machine run, and its KCIDB file validates."""
     _, out = onoff
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    files = subprocess.run(["git", "-C", str(CHECKOUT), "ls-files", "-co", "--exclude-standard"],
-                           capture_output=True, text=True, check=True).stdout.split()
-    for rel in files:
-        if (CHECKOUT / rel).is_file():
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(CHECKOUT / rel, repo / rel)
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "checkout"]):
-        subprocess.run(["git", "-c", "user.name=gmemtest", "-c", "user.email=gmemtest@localhost",
-                        *args], cwd=repo, check=True)
-    proc = subprocess.run(
-        ["gitlab-ci-local", "--variable", "MATRIX=matrices/onoff.toml",
-         "--variable", f"GMEMTEST_CACHE={cache_dir()}", "--variable", "BOOTSTRAP=true",
-         "--variable", f"VENV={sys.prefix}", "--variable", "PYTEST_ARGS=-p no:xdist -q",
-         "--variable", "PYTEST_K=" + " or ".join(t.split("::")[1] for t in
-                                                 (UNMAPS, ENOTTY, SEPARATE))],
-        cwd=repo, capture_output=True, text=True, timeout=2300)
-    print(proc.stdout[-4000:], proc.stderr[-2000:])
+    repo = ci_local.checkout_copy(tmp_path / "repo")
+    proc = ci_local.run(repo, {
+        "MATRIX": "matrices/onoff.toml", "PYTEST_ARGS": "-p no:xdist -q",
+        "PYTEST_K": " or ".join(t.split("::")[1] for t in (UNMAPS, ENOTTY, SEPARATE))})
     assert proc.returncode == 0, proc.stdout[-3000:]
     for job in (*(f"onoff-cell: [{c}]" for c in (ON, OFF, COV_ON, COV_OFF)), "merge"):
         assert re.search(rf"PASS\s+{re.escape(job)}", proc.stdout), job

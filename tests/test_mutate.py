@@ -4,11 +4,14 @@ are judged, and the reports. The real run on kpatches/ is `gmemtest mutate` (doc
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import threading
 import time
 from pathlib import Path
 
+import ci_local
 import pytest
 
 from gmemtest.errors import GmemtestError
@@ -508,3 +511,26 @@ def test_command_line_mistakes_are_one_line(gmemtest_cli, tmp_path):
         proc = gmemtest_cli(*args, env={**os.environ, "GMEMTEST_CACHE": str(tmp_path / "c")})
         assert proc.returncode == 2 and said in proc.stderr, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.timeout(3600)
+@pytest.mark.needs("linux_source", "gitlab_ci_local")
+def test_the_sharded_mutation_pipeline_runs_here_as_one_run(tmp_path, gmemtest_cli):
+    """gitlab-ci-local runs .gitlab-ci.yml's mutate-cell (parallel: 2, each shard's first two
+    mutants) and mutate-merge on kpatches/: the merged report has the outcome one run of the
+    first four mutants gives each of them."""
+    one = tmp_path / "one"
+    proc = gmemtest_cli("mutate", "--first", "4", "--out", str(one), timeout=3000)
+    assert proc.returncode in (0, 1), proc.stderr
+    repo = ci_local.checkout_copy(tmp_path / "repo")
+    proc = ci_local.run(repo, {"MATRIX": "matrices/nightly.toml", "MUTATE_ARGS": "--first 2"},
+                        ("mutate-merge",), timeout=3000)
+    for job in ("mutate-cell: [1/2]", "mutate-cell: [2/2]", "mutate-merge"):
+        assert re.search(rf"(PASS|FAIL)\s+{re.escape(job)}", proc.stdout), job
+    alone = {r["id"]: r["outcome"] for r in
+             json.loads((one / "mutation.json").read_text())["results"]}
+    merged = {r["id"]: r["outcome"] for r in
+              json.loads((repo / "mutate-report/mutation.json").read_text())["results"]}
+    ran = {i: o for i, o in alone.items() if o != mutation.NOT_RUN}
+    assert len(ran) == 4 and ran == {i: merged[i] for i in ran}
+    assert merged == alone

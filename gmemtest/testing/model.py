@@ -72,6 +72,10 @@ class Model:
         """The host's view of a private page is gone only when converting in place."""
         return self.in_place and self.pages[page].private
 
+    def host_view(self, page: int) -> int | None:
+        """Byte 0 of ``page`` as the host's view shows it; None where the kernel refuses it."""
+        return None if self.host_blocked(page) else self.pages[page].shared
+
     def blocker(self, first: int, count: int, private: bool) -> int | None:
         """The pinned page that must make this conversion fail, if any."""
         p = self.pinned
@@ -275,12 +279,13 @@ class Scenario:
 
     def _check_host(self, page: int) -> None:
         got = self.mem.view.peek(page * PAGE)
-        if (got is None) != self.model.host_blocked(page):
+        want = self.model.host_view(page)
+        if (got is None) != (want is None):
             self._fail(f"host read of page {page} ({self.model.state(page)}) "
                        f"{'was refused' if got is None else 'succeeded'}")
-        if got is not None and got[0] != self.pages[page].shared:
+        if got is not None and got[0] != want:
             self._fail(f"host read of page {page} ({self.model.state(page)}): {got[0]:#x}, "
-                       f"expected {self.pages[page].shared:#x}")
+                       f"expected {want:#x}")
 
     def guest_write(self, page: int, value: int) -> None:
         """The guest writes byte 0 of ``page``: to the backing of the page's state."""

@@ -410,12 +410,17 @@ def _runs(values: list[int]) -> list[tuple[int, int, tuple[int, ...]]]:
     return out
 
 
+def _host(model: Model, page: int) -> int:
+    """What host_read() expects: the byte, or -1 where the kernel refuses the host's view."""
+    view = model.host_view(page)
+    return -1 if view is None else view
+
+
 def _verify(model: Model) -> list[str]:
     """Every page read by the guest and the host, as loops over runs of its bytes."""
     lines = []
     guest = [model.expect_byte(p) for p in range(len(model.pages))]
-    host = [-1 if model.host_blocked(p) else model.pages[p].shared
-            for p in range(len(model.pages))]
+    host = [_host(model, p) for p in range(len(model.pages))]
     for name, values, fmt in (("guest_read", guest, "0x{:x}"), ("host_read", host, "{}")):
         for first, count, pattern in _runs(values):
             shown = [fmt.format(v) for v in pattern]
@@ -463,8 +468,7 @@ def c_source(script: Script, comment: list[str]) -> str:
                 model.pages[a[0]].shared = a[1]
             used.add("host")
         elif step.op == "host_read":
-            want = -1 if model.host_blocked(a[0]) else model.pages[a[0]].shared
-            body.append(f"\thost_read(&s, {a[0]}, {want});")
+            body.append(f"\thost_read(&s, {a[0]}, {_host(model, a[0])});")
         elif step.op == "punch":
             body.append(f"\tpunch(&s, {a[0]}, {a[1]});")
             model.punched(a[0], a[1])
