@@ -56,7 +56,11 @@ class Build:
 
     @property
     def dir(self) -> Path | None:
-        return self.bzimage.parents[3] if self.manifest is not None else None
+        """The build directory, as its manifest records it (a mutant's bzImage is a copy
+        elsewhere; its build is still that directory's)."""
+        if self.manifest is None:
+            return None
+        return Path(self.manifest.bzimage).parents[len(BZIMAGE.parts) - 1]
 
     @property
     def headers(self) -> Path | None:
