@@ -292,11 +292,12 @@ def _main_job_verdict(command: str, outcomes: list[BootReport], text: str) -> in
 
 
 def _cmd_kselftest(args: argparse.Namespace) -> int:
+    from gmemtest.vmtier.checkout import CHECKOUT
     from gmemtest.vmtier.progress import Progress
     from gmemtest.workflows import kselftest, vmtest
 
     spec = _spec(args)
-    scenario = Path(args.scenario)
+    scenario = kselftest.scenario_of(args.scenario, CHECKOUT)
     name = args.name or scenario.stem.replace("-", "_")
     if not name.endswith("_test"):
         name += "_test"
@@ -588,7 +589,9 @@ def parser() -> argparse.ArgumentParser:
     kst = sub.add_parser("kselftest", help="a model scenario (a fuzzer's reproducer, a finding) "
                          "as a KVM selftest patch against the kernel tree under test")
     kst.add_argument("scenario", metavar="SCENARIO",
-                     help="the scenario: `with Scenario.open(ROUTE, PAGES) as s:` and its steps")
+                     help="the scenario: a file (`with Scenario.open(ROUTE, PAGES) as s:` and "
+                     "its steps, as the model fuzzer writes them), or a finding's test "
+                     "(tests/test_findings.py::test_finding[NAME])")
     kst.add_argument("--name", metavar="NAME", help="the selftest's name (default: the "
                      "scenario file's, ending in _test): tools/testing/selftests/kvm/x86/NAME.c")
     kst.add_argument("--out", metavar="DIR", help="where the patch goes (default "

@@ -102,3 +102,15 @@ def test_a_finding_becomes_a_checkpatch_clean_patch_that_git_am_applies(finding,
 def test_a_selftest_name_of_another_shape_is_one_line(tmp_path):
     with pytest.raises(GmemtestError, match="ends in _test"):
         kselftest.generate(FINDINGS / "stale_mmio_spte.py", tmp_path, tmp_path, "Stale-MMIO")
+
+
+def test_a_findings_test_names_its_scenario(tmp_path):
+    """`gmemtest kselftest` takes a finding's test in the suite for the scenario it replays;
+    another test, or a finding that does not exist, is one line."""
+    checkout = Path(__file__).parent.parent
+    assert kselftest.scenario_of("tests/test_findings.py::test_finding[stale_mmio_spte]",
+                                 checkout) == FINDINGS / "stale_mmio_spte.py"
+    for arg, why in (("tests/test_routing.py::test_two_memslots_one_file", "through its scenario"),
+                     ("tests/test_findings.py::test_finding[nope]", "no finding nope")):
+        with pytest.raises(GmemtestError, match=why):
+            kselftest.scenario_of(arg, checkout)

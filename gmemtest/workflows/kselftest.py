@@ -29,6 +29,10 @@ from gmemtest.vmtier.selftests import KVM_DIR
 from . import vmtest
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*_test$")
+# A finding's test in the suite, and where its scenario lies.
+FINDING_TEST = re.compile(r"^(?:\./)?tests/test_findings\.py::test_finding"
+                          r"\[(?P<name>[a-z0-9_]+)\]$")
+FINDINGS = Path("tests/data/findings")
 IDENTITY = ("gmemtest", "gmemtest@localhost")
 
 
@@ -40,6 +44,22 @@ class Generated:
     program: str  # x86/NAME, as the tree's selftests name it
     checkpatch: str  # its last line ("total: 0 errors, 0 warnings, ...")
     clean: bool
+
+
+def scenario_of(arg: str, checkout: Path) -> Path:
+    """The scenario file ``arg`` names: a file, or a finding's test in the suite
+    (tests/test_findings.py::test_finding[NAME], whose scenario is tests/data/findings/NAME.py)."""
+    if "::" not in arg:
+        return Path(arg)
+    m = FINDING_TEST.match(arg)
+    if m is None:
+        raise GmemtestError(f"{arg}: a test becomes a selftest through its scenario: name a "
+                            "scenario file, or a finding's test (tests/test_findings.py::"
+                            "test_finding[NAME])")
+    path = checkout / FINDINGS / f"{m['name']}.py"
+    if not path.is_file():
+        raise GmemtestError(f"{arg}: no finding {m['name']} in {FINDINGS}")
+    return path
 
 
 def _identity() -> tuple[str, str]:
