@@ -26,5 +26,6 @@ def test_finding(script, kvm):
         for step in script.steps:
             kw = {} if step.private is None else {"private": step.private}
             getattr(s, step.op)(*step.args, **kw)
-        s.verify()
+        if not script.steps or script.steps[-1].op != "verify":
+            s.verify()  # as its selftest ends: every page checked
         s.check_health()
