@@ -302,16 +302,20 @@ def test_a_survivor_of_the_quickest_tests_runs_the_rest(tmp_path, monkeypatch):
 
 
 def test_tests_newer_than_the_coverage_map():
-    """The suite's tests the coverage run never saw, of the files whose tests ran a line of
-    the series: those of the harness's own files could not see a mutant."""
+    """The suite's test functions the coverage run never saw, of the files whose tests ran a
+    line of the series: those of the harness's own files could not see a mutant."""
     line = {"tip": 3, "kind": "+", "status": "run", "text": "x",
             "tests": ["in-place conversion on: tests/test_conversion.py::test_old"]}
     kept = {"seconds": {"in-place conversion on": {"tests/test_conversion.py::test_old": 1.0,
                                                    "tests/test_plugin.py::test_old": 1.0}},
             "series": {"patches": [{"hunks": [{"file": "virt/kvm/x.c", "lines": [line]}]}]}}
     suite = ["tests/test_conversion.py::test_old", "tests/test_conversion.py::test_new[a]",
-             "tests/test_plugin.py::test_old", "tests/test_plugin.py::test_new"]
-    assert coverage.newer_tests(kept, suite) == ["tests/test_conversion.py::test_new[a]"]
+             "tests/test_conversion.py::test_new[b]", "tests/test_plugin.py::test_old",
+             "tests/test_plugin.py::test_new"]
+    # By function: its parameters in the guest may not be the host's (the tree's selftests)
+    assert coverage.newer_tests(kept, suite) == ["tests/test_conversion.py::test_new"]
+    # a function the map saw with parameters the host does not have is not new
+    assert coverage.newer_tests(kept, ["tests/test_conversion.py::test_old[none-listed]"]) == []
     assert coverage.newer_tests({**kept, "series": None}, suite) == []
 
 
