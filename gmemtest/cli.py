@@ -292,18 +292,16 @@ def _main_job_verdict(command: str, outcomes: list[BootReport], text: str) -> in
 
 
 def _cmd_kselftest(args: argparse.Namespace) -> int:
+    from gmemtest.vmtier import kernel
     from gmemtest.vmtier.checkout import CHECKOUT
     from gmemtest.vmtier.progress import Progress
     from gmemtest.workflows import kselftest, vmtest
 
+    req = kselftest.request(args.scenario, args.name, CHECKOUT)
     spec = _spec(args)
-    scenario = kselftest.scenario_of(args.scenario, CHECKOUT)
-    name = args.name or scenario.stem.replace("-", "_")
-    if not name.endswith("_test"):
-        name += "_test"
     out = Path(args.out) if args.out else \
         vmtest.results_root() / time.strftime("kselftest-%Y%m%d-%H%M%S")
-    gen = kselftest.generate(scenario, kselftest.tree_of(spec, Progress()), out, name)
+    gen = kselftest.generate(req, kernel.prepare(spec, Progress()), out)
     print(f"{gen.patch}\ncheckpatch.pl --strict: {gen.checkpatch}")
     if not gen.clean:
         raise GmemtestError(f"the generated patch is not checkpatch-clean: see "

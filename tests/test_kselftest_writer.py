@@ -82,8 +82,8 @@ def test_a_file_that_is_no_scenario_is_one_line(text, why):
 @pytest.mark.parametrize("finding", sorted(p.name for p in FINDINGS.glob("*.py")))
 def test_a_finding_becomes_a_checkpatch_clean_patch_that_git_am_applies(finding, tmp_path):
     tree = kernel.prepare(KernelSpec(Debian(BASE), patchset.kpatches(BASE)), Progress())
-    gen = kselftest.generate(FINDINGS / finding, tree, tmp_path / "out",
-                             finding.removesuffix(".py") + "_test")
+    gen = kselftest.generate(kselftest.request(str(FINDINGS / finding), None, FINDINGS),
+                             tree, tmp_path / "out")
     assert gen.clean, (tmp_path / "out/checkpatch.txt").read_text()
     assert gen.checkpatch.startswith("total: 0 errors, 0 warnings, 0 checks")
     repo = tmp_path / "tree"
@@ -100,8 +100,17 @@ def test_a_finding_becomes_a_checkpatch_clean_patch_that_git_am_applies(finding,
 
 
 def test_a_selftest_name_of_another_shape_is_one_line(tmp_path):
-    with pytest.raises(GmemtestError, match="ends in _test"):
-        kselftest.generate(FINDINGS / "stale_mmio_spte.py", tmp_path, tmp_path, "Stale-MMIO")
+    with pytest.raises(GmemtestError, match="^--name Stale-MMIO: .*ends in _test"):
+        kselftest.request(str(FINDINGS / "stale_mmio_spte.py"), "Stale-MMIO", FINDINGS)
+    odd = tmp_path / "Odd.py"
+    odd.write_text(STALE_MMIO)
+    with pytest.raises(GmemtestError, match="^Odd.py gives the name Odd_test: .*give --name"):
+        kselftest.request(str(odd), None, tmp_path)
+
+
+def test_a_file_that_is_no_scenario_is_refused_before_any_kernel_work(tmp_path):
+    with pytest.raises(GmemtestError, match="README.md: not a scenario"):
+        kselftest.request(str(Path(__file__).parent.parent / "README.md"), None, tmp_path)
 
 
 def test_a_findings_test_names_its_scenario(tmp_path):

@@ -21,9 +21,8 @@ from pathlib import Path
 from gmemtest.errors import GmemtestError
 from gmemtest.results import report
 from gmemtest.testing import selftest_writer
-from gmemtest.vmtier import kernel, qemu
+from gmemtest.vmtier import qemu
 from gmemtest.vmtier.kernelspec import KernelSpec
-from gmemtest.vmtier.progress import Progress
 from gmemtest.vmtier.selftests import KVM_DIR
 
 from . import vmtest
@@ -87,16 +86,39 @@ def _wrap(lines: list[str], width: int) -> list[str]:
     return out[:-1]
 
 
-def generate(scenario: Path, tree: Path, out: Path, name: str) -> Generated:
-    """Write the selftest of ``scenario`` as a patch against ``tree`` into ``out``."""
-    if not NAME.match(name):
-        raise GmemtestError(f"--name {name}: a selftest's name is lower case with underscores "
-                            "and ends in _test (as guest_memfd_test)")
+@dataclass(frozen=True)
+class Request:
+    """A scenario to write as a selftest, read and checked once: its file, its text, its steps,
+    and the selftest's name."""
+
+    path: Path
+    text: str
+    script: selftest_writer.Script
+    name: str
+
+
+def request(arg: str, name: str | None, checkout: Path) -> Request:
+    """The scenario ``arg`` names (see :func:`scenario_of`), parsed, and the selftest's name:
+    ``name``, or the scenario file's ending in _test; one line for anything wrong."""
+    path = scenario_of(arg, checkout)
     try:
-        text = scenario.read_text()
+        text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
-        raise GmemtestError(f"{scenario}: cannot read it ({e})") from None
-    script = selftest_writer.read_script(text, str(scenario))
+        raise GmemtestError(f"{path}: cannot read it ({e})") from None
+    script = selftest_writer.read_script(text, str(path))
+    chosen = name or path.stem.replace("-", "_")
+    if not chosen.endswith("_test"):
+        chosen += "_test"
+    if not NAME.match(chosen):
+        said = f"--name {name}" if name else f"{path.name} gives the name {chosen}"
+        raise GmemtestError(f"{said}: a selftest's name is lower case with underscores and "
+                            "ends in _test (as guest_memfd_test): give --name")
+    return Request(path, text, script, chosen)
+
+
+def generate(req: Request, tree: Path, out: Path) -> Generated:
+    """Write the selftest of ``req`` as a patch against ``tree`` into ``out``."""
+    scenario, text, script, name = req.path, req.text, req.script, req.name
     makefile = tree / KVM_DIR / "Makefile.kvm"
     if not makefile.is_file():
         raise GmemtestError(f"{tree}: no {KVM_DIR}/Makefile.kvm (not a kernel tree with KVM "
@@ -183,8 +205,3 @@ def run(spec: KernelSpec, gen: Generated, *,
                       name=f"{spec.patches.name} + {gen.patch.name}")
     node = f"tests/test_tree_selftests.py::test_tree_selftest[{gen.program}]"
     return vmtest.main_job(replace(spec, patches=patches), pytest_args=[node], limits=limits)
-
-
-def tree_of(spec: KernelSpec, progress: Progress) -> Path:
-    """The source tree of the kernel under test, with its patches applied."""
-    return kernel.prepare(spec, progress)
