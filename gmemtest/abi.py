@@ -23,6 +23,7 @@ from cffi import FFI
 from gmemtest.kvm import revision as rev
 from gmemtest.kvm import uapi
 
+from . import tool
 from .cache import cache_dir
 from .errors import GmemtestError
 
@@ -67,11 +68,8 @@ def installed_headers(kernel_src: Path) -> Path:
                             "(no include/uapi/linux/kvm.h): pass the tree's top directory")
     key = hashlib.sha256(f"{kernel_src.resolve()}:{kvm_h.stat().st_mtime_ns}".encode())
     out = cache_dir("headers", key.hexdigest()[:16])
-    proc = subprocess.run(["make", "-s", "-C", str(kernel_src), f"O={out}", "headers"],
-                          capture_output=True, text=True)
-    if proc.returncode:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise GmemtestError(f"make headers failed in {kernel_src}: {last}")
+    tool.run(["make", "-s", "-C", kernel_src, f"O={out}", "headers"],
+             f"make headers in {kernel_src}")
     return out / "usr/include"
 
 

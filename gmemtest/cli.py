@@ -161,7 +161,7 @@ def _cmd_vm_run(args: argparse.Namespace) -> int:
     from gmemtest.vmtier import kernel, kernelspec, qemu
     from gmemtest.workflows import vmtest
 
-    build = kernel.resolve(kernelspec.KernelSpec(kernelspec.prebuilt(Path(args.kernel))))
+    build = kernel.resolve(kernelspec.built(args.kernel))
     results = Path(args.results) if args.results else \
         vmtest.results_root() / time.strftime("run-%Y%m%d-%H%M%S")
     env = {}
@@ -317,9 +317,7 @@ def _cmd_bisect_step(args: argparse.Namespace) -> int:
     from gmemtest.workflows import bisect
 
     try:
-        spec = kernelspec.KernelSpec(kernelspec.tree(
-            Path(args.src or "."), "--src" if args.src else "the current directory",
-            build_dir=Path(args.build_dir) if args.build_dir else None))
+        spec = kernelspec.current_tree(args.src, args.build_dir)
         pytest_args = args.pytest_args or ["-q", *qemu.parallelism()]
         if args.k:
             pytest_args = ["-k", args.k, *pytest_args]
@@ -349,19 +347,16 @@ def _posted(args: argparse.Namespace) -> Any:
 
 
 def _cmd_series_apply(args: argparse.Namespace) -> int:
-    from gmemtest.vmtier import kernel, series
-    from gmemtest.vmtier.progress import Progress
+    from gmemtest.vmtier import kernel
 
     spec = _posted(args)
     s = spec.source.series
-    progress = Progress()
-    base, name = kernel.base_of(spec.source, progress)
-    tree = series.apply(s, base, name, progress)
+    tree = kernel.series_tree(spec)
     print(f"series: {s.title()}")
-    print(f"tree:   {tree} (base {name})")
-    for i, (sha, subject) in enumerate(series.commits(tree, s.count), 1):
+    print(f"tree:   {tree.path} (base {tree.base})")
+    for i, (sha, subject) in enumerate(tree.commits(), 1):
         print(f"  {i:2d}/{s.count} {sha[:12]} {subject}")
-    print(f"bisect: cd {tree} && git bisect start HEAD HEAD~{s.count} && git bisect run "
+    print(f"bisect: cd {tree.path} && git bisect start HEAD HEAD~{s.count} && git bisect run "
           "gmemtest bisect-step -- TESTS")
     return 0
 

@@ -355,7 +355,8 @@ def manifest_doc(build: Path) -> dict[str, object]:
     return {"kind": "debian", "source_path": "/src/linux", "version": "linux-source-7.2 7.2.13-1",
             "commit": None, "patch_set": "kpatches/7.2 (applied)", "patches": ["0001-a.patch"],
             "posted": None, "fragments": ["base"], "config_hash": "0" * 16,
-            "bzimage": str(build / manifest.BZIMAGE), "headers": str(build / "usr/include"),
+            "build_dir": str(build), "bzimage": str(build / manifest.BZIMAGE),
+            "headers": str(build / "usr/include"),
             "config": str(build / ".config"), "switch": True, "gcov": [], "build_seconds": 1.5,
             "objects_compiled": 3, "objects_cold": 835, "built_at": "2026-12-02T00:00:00Z"}
 

@@ -344,6 +344,7 @@ def test_diff_pairs_boots_by_mode_and_names_each_side():
     """`diff` compares boots of the same mode; a kernel without the switch (one boot) is
     compared with each of the other's; a test one side lacks is 'absent' there; differing
     kernel health is a difference of its own."""
+    from gmemtest.results import comparison
     from gmemtest.results.health import Finding
     from gmemtest.results.outcome import Outcome, TestResult
     from gmemtest.results.report import BootReport
@@ -359,8 +360,8 @@ def test_diff_pairs_boots_by_mode_and_names_each_side():
     vanilla = BootReport("no in-place conversion switch", None,
                          [TestResult("t::a", Outcome.FAILED, "assert 0 == 90\nmore")],
                          [Finding("WARNING", "WARNING: at mm/x.c:1")])
-    diffs = diff.differences(side("A", on, off), side("B", vanilla))
-    assert [(d.mode, d.test, d.a, d.b) for d in diffs] == [
+    diffs = comparison.differences(side("A", on, off).reports, side("B", vanilla).reports)
+    assert [(d.mode, d.test, d.said(d.a), d.said(d.b)) for d in diffs] == [
         ("in-place conversion on / no in-place conversion switch", "t::a", "passed",
          "failed: assert 0 == 90 / more"),
         ("in-place conversion on / no in-place conversion switch", "t::b", "skipped: x",
@@ -371,7 +372,7 @@ def test_diff_pairs_boots_by_mode_and_names_each_side():
          "failed: assert 0 == 90 / more"),
         ("in-place conversion off / no in-place conversion switch", "(kernel health)",
          "no finding", "WARNING: WARNING: at mm/x.c:1")]
-    assert diff.differences(side("A", on, off), side("B", on, off)) == []
+    assert comparison.differences([on, off], [on, off]) == []
 
 
 @pytest.mark.timeout(1800)

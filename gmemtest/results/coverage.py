@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gmemtest import tool
 from gmemtest.errors import GmemtestError
 
+from . import page
 from .patches import Patch
 
 RUN, NEVER, NO_CODE, NOT_COMPILED = "run", "never run", "no code", "not compiled"
@@ -76,12 +78,10 @@ def _gcov(gcno: Path, gcda: Path | None) -> dict[str, Any]:
         shutil.copy(gcno, Path(tmp) / gcno.name)
         if gcda is not None:
             shutil.copy(gcda, Path(tmp) / gcno.with_suffix(".gcda").name)
-        proc = subprocess.run(["gcov", "--json-format", "--stdout", "-o", tmp,
-                               str(Path(tmp) / gcno.with_suffix(".gcda").name)],
-                              capture_output=True, text=True)
-    if proc.returncode or not proc.stdout.strip():
-        raise GmemtestError(f"gcov could not read {gcno}: "
-                            f"{(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+        proc = tool.run(["gcov", "--json-format", "--stdout", "-o", tmp,
+                         Path(tmp) / gcno.with_suffix(".gcda").name], f"gcov of {gcno}")
+    if not proc.stdout.strip():
+        raise GmemtestError(f"gcov of {gcno}: no output")
     data: dict[str, Any] = json.loads(proc.stdout.splitlines()[0])
     return data
 
@@ -317,15 +317,10 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# What the coverage page adds to the common style: lines that open their tests' list.
 STYLE = """
-body { font-family: sans-serif; margin: 1.5em; } h2 { font-size: 1.05em; margin-top: 2em; }
-table.sum td, table.sum th { padding: 2px 8px; text-align: left; }
-pre.hunk { font-size: 12px; line-height: 1.35; margin: 0.3em 0 1em; background: #fafafa; }
-pre.hunk span { display: block; white-space: pre; }
-.ctx { color: #777; } .del { color: #a33; background: #fee; }
-.run { background: #d4f5d4; } .never { background: #ffd0d0; } .nocode { background: #f3f3f3; }
-.notcompiled { background: #e8e0f8; } .later { background: #fff4c0; }
-.run { cursor: pointer; } pre.hunk span.tests { display: none; background: #fff;
+pre.hunk span { display: block; white-space: pre; } .run { cursor: pointer; }
+pre.hunk span.tests { display: none; background: #fff;
 margin: 0 0 0 3em; border-left: 3px solid #6a6; padding: 2px 8px; font-size: 11px;
 white-space: normal; }
 pre.hunk span.open + span.tests { display: block; }
@@ -383,16 +378,14 @@ def html_page(doc: dict[str, Any]) -> str:
             body.append("</pre>")
     key = "".join(f"<span class='{c}'>{e(s)}</span>" for s, c in CLASSES.items())
     boots = ", ".join(f"{b} ({k} tests)" for b, k in doc["boots"].items())
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>coverage: "
-            f"{e(doc['kernel'])}</title><style>{STYLE}</style></head><body>"
-            f"<h1>Coverage of the series</h1><p>{e(doc['kernel'])}<br>boots: {e(boots)}</p>"
+    return page.html_page("Coverage of the series", (
+            f"<p>{e(doc['kernel'])}<br>boots: {e(boots)}</p>"
             f"<p><b>{h['run']} of {h['run'] + h['never']}</b> added lines of code under "
             f"{e(', '.join(h['within']))} run ({h['percent']}); {h['not_compiled']} not "
             f"compiled in this configuration.</p><p class='key'>{key}</p>"
             "<table class='sum'><tr><th>#</th><th>patch</th><th>run</th><th>never run</th>"
             "<th>not compiled</th><th>no code</th><th>changed later</th><th>run of code</th>"
-            f"</tr>{''.join(rows)}</table>{''.join(body)}<script>{OPEN_LINE}</script>"
-            "</body></html>\n")
+            f"</tr>{''.join(rows)}</table>{''.join(body)}"), style=STYLE, script=OPEN_LINE)
 
 
 # --- several boots' documents as one (cells of a matrix run apart) -------------------------------

@@ -28,6 +28,7 @@ from typing import Any
 
 from gmemtest.errors import GmemtestError
 
+from . import page
 from .shape import ListOf, Maybe, check, read_json
 
 KILLED, TIMED_OUT, SURVIVED = "killed", "timed out", "survived"
@@ -251,15 +252,6 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-STYLE = """
-body { font-family: sans-serif; margin: 1.5em; } table { border-collapse: collapse; }
-td, th { border: 1px solid #ccc; padding: 2px 8px; text-align: left; }
-pre { background: #fafafa; padding: 4px 8px; margin: 0.3em 0 1em; font-size: 12px; }
-.del { color: #a33; } .add { color: #262; } .killed { background: #d4f5d4; }
-.survived { background: #ffd0d0; } .timedout { background: #fff4c0; }
-"""
-
-
 def html_page(doc: dict[str, Any]) -> str:
     """The scores per patch and per function, then every survivor as a diff with the tests
     that ran its line."""
@@ -285,10 +277,9 @@ def html_page(doc: dict[str, Any]) -> str:
             f"<span class='del'>-{e(r.original)}</span>\n<span class='add'>+{e(r.mutated)}"
             f"</span></pre><details><summary>{r.ran} test(s) ran against it, none failed; "
             f"{len(r.tests)} ran the line</summary><ul>{tests}</ul></details>")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>mutants: "
-            f"{e(doc['kernel'])}</title><style>{STYLE}</style></head><body>"
-            f"<h1>Mutants of the series</h1><p>{e(doc['kernel'])}</p>"
-            f"<p><b>{doc['detected']} of {doc['counted']}</b> detected ({doc['score']}); "
+    return page.html_page("Mutants of the series", (
+            f"<p>{e(doc['kernel'])}</p><p><b>{doc['detected']} of {doc['counted']}</b> "
+            f"detected ({doc['score']}); "
             + e(", ".join(f"{n} {o}" for o, n in doc["outcomes"].items())) + "</p>"
             "<table><tr><th>#</th><th>patch</th><th>mutants</th><th>killed</th><th>timed out"
             "</th><th>survived</th><th>unobservable here</th><th>equivalent</th>"
@@ -303,8 +294,7 @@ def html_page(doc: dict[str, Any]) -> str:
                 for title, rs in (("Unobservable here", [r for r in results
                                                          if r.outcome == UNOBSERVABLE]),
                                   ("Equivalent", [r for r in results
-                                                  if r.outcome == EQUIVALENT])) if rs)
-            + "</body></html>\n")
+                                                  if r.outcome == EQUIVALENT])) if rs)))
 
 
 # --- shards run apart, merged -------------------------------------------------------------------

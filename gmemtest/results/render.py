@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from . import ktap
+from . import junit, ktap, page
 from .cells import CellResult
 from .outcome import Outcome, TestResult
 
@@ -69,26 +69,21 @@ def _verdict(r: CellResult) -> TestResult:
 
 
 def _write_junit(results: list[CellResult], path: Path) -> None:
-    suites = ET.Element("testsuites", name="gmemtest matrix")
+    suites = []
     for r in results:
-        s = r.summary()
-        suite = ET.SubElement(suites, "testsuite", name=r.id, tests="0", failures="0",
-                              errors="0", skipped="0")
-        junit = path.parent / "cells" / r.slug / "junit.xml"
-        if r.outcome is not None and junit.exists():
-            for case in ET.parse(junit).getroot().iter("testcase"):
-                suite.append(case)
-        health = ET.SubElement(suite, "testcase", classname="gmemtest", name="kernel-health")
+        cell_junit = path.parent / "cells" / r.slug / "junit.xml"
+        cases: list[junit.Case | ET.Element] = list(
+            ET.parse(cell_junit).getroot().iter("testcase")) \
+            if r.outcome is not None and cell_junit.exists() else []
+        health = junit.Case("gmemtest", "kernel-health")
         if not r.ok and (r.outcome is None or r.outcome.problem or r.outcome.findings):
-            ET.SubElement(health, "error" if r.outcome is None or r.outcome.problem
-                          else "failure", message=r.verdict()).text = "\n".join(s["findings"])
-        cases = suite.findall("testcase")
-        suite.set("tests", str(len(cases)))
-        suite.set("failures", str(sum(c.find("failure") is not None for c in cases)))
-        suite.set("errors", str(sum(c.find("error") is not None for c in cases)))
-        suite.set("skipped", str(sum(c.find("skipped") is not None for c in cases)))
-    ET.indent(suites)
-    ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
+            problem = r.outcome is None or r.outcome.problem
+            health = junit.Case("gmemtest", "kernel-health",
+                                error=r.verdict() if problem else None,
+                                failure=None if problem else r.verdict(),
+                                text="\n".join(r.summary()["findings"]))
+        suites.append(junit.suite(r.id, [*cases, health]))
+    junit.write("gmemtest matrix", suites, path)
 
 
 COLUMNS = ("cell", "kernel tests run", "passed", "failed", "skipped", "xfailed", "health",
@@ -109,12 +104,7 @@ def _rows(results: list[CellResult]) -> list[tuple[str, ...]]:
 def table(results: list[CellResult], regressions: list[str] | None = None,
           notes: list[str] | None = None) -> str:
     """The terminal table."""
-    rows = [COLUMNS, *_rows(results)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
-                       enumerate(zip(row, widths, strict=False))) + "  " + row[-1]
-             for row in rows]
-    lines.insert(1, "-" * len(lines[0]))
+    lines = page.text_table(COLUMNS, _rows(results), last_free=True, numbers=True)
     lines += notes or []
     lines += [f"regression: {x}" for x in regressions or []]
     return "\n".join(lines)
@@ -122,10 +112,7 @@ def table(results: list[CellResult], regressions: list[str] | None = None,
 
 def markdown(results: list[CellResult], regressions: list[str] | None = None,
              notes: list[str] | None = None) -> str:
-    lines = ["# gmemtest matrix", "", "| " + " | ".join(COLUMNS) + " |",
-             "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |"
-              for row in _rows(results)]
+    lines = ["# gmemtest matrix", "", *page.markdown_table(COLUMNS, _rows(results))]
     if notes:
         lines += ["", *[f"- {n}" for n in notes]]
     for r in results:
@@ -136,17 +123,6 @@ def markdown(results: list[CellResult], regressions: list[str] | None = None,
         lines += ["", "## Regressions against the baseline", ""]
         lines += [f"- {x}" for x in regressions]
     return "\n".join(lines) + "\n"
-
-
-STYLE = """
-body { font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; }
-th, td { border: 1px solid #ccc; padding: .3em .7em; text-align: right; }
-th:first-child, td:first-child, td.verdict { text-align: left; }
-tr.pass td.verdict { background: #dfd; } tr.fail td.verdict { background: #fdd; }
-td.n0 { color: #aaa; } .regr { background: #fdd; padding: .5em; }
-details { margin: .5em 0; } pre { background: #f6f6f6; padding: .5em; overflow-x: auto; }
-"""
 
 
 def html_page(results: list[CellResult], regressions: list[str] | None = None,
@@ -165,10 +141,7 @@ def html_page(results: list[CellResult], regressions: list[str] | None = None,
             links.insert(0, f"<a href='{e(s['console'])}'>console</a>")
         cells.append(f"<td>{' '.join(links)}</td>")
         body.append(f"<tr class='{'pass' if r.ok else 'fail'}'>{''.join(cells)}</tr>")
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>gmemtest matrix</title>"
-             f"<style>{STYLE}</style></head><body><h1>gmemtest matrix</h1>",
-             f"<p>{e(time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()))}, "
-             f"{len(results)} cells</p>"]
+    parts = [f"<p>{len(results)} cells</p>"]
     if regressions:
         parts.append("<div class='regr'><b>Regressions against the baseline</b><ul>"
                      + "".join(f"<li>{e(x)}</li>" for x in regressions) + "</ul></div>")
@@ -196,5 +169,4 @@ def html_page(results: list[CellResult], regressions: list[str] | None = None,
                             for reason, n in o.skip_reasons.most_common())
             parts.append(f"<details><summary>{o.skipped} skipped</summary><ul>{items}</ul>"
                          "</details>")
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
+    return page.html_page("gmemtest matrix", "\n".join(parts))

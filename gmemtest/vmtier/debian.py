@@ -15,6 +15,7 @@ from pathlib import Path
 
 from gmemtest.cache import cache_dir, locked
 from gmemtest.errors import BuildFailed, BuildStage, GmemtestError
+from gmemtest.tool import run
 
 from .progress import Progress
 
@@ -73,12 +74,7 @@ class PrivateApt:
         self._updated = False
 
     def _run(self, tool: str, *args: str, cwd: Path | None = None) -> str:
-        proc = subprocess.run([tool, *self.options, *args], capture_output=True, text=True,
-                              cwd=cwd)
-        if proc.returncode:
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise GmemtestError(f"{tool} {args[0]} failed: {last}")
-        return proc.stdout
+        return run([tool, *self.options, *args], f"{tool} {args[0]}", cwd=cwd).stdout
 
     def update(self) -> None:
         if not self._updated:

@@ -8,10 +8,10 @@ those dependencies ended up with.
 from __future__ import annotations
 
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from gmemtest import tool
 from gmemtest.errors import GmemtestError
 
 from .checkout import KCONFIGS
@@ -147,12 +147,8 @@ def generate(src: Path, build: Path, fragments: list[Path], env: dict[str, str])
     given.write_text("".join(
         (src / f).read_text() for f in TINY_FRAGMENTS if (src / f).is_file())
         + "".join(f.read_text() for f in fragments))
-    proc = subprocess.run(["make", "-s", "-C", str(src), f"O={build}",
-                           f"KCONFIG_ALLCONFIG={given}", "allnoconfig"],
-                          capture_output=True, text=True, env=env)
-    if proc.returncode:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise GmemtestError(f"make allnoconfig failed in {src}: {last}")
+    tool.run(["make", "-s", "-C", src, f"O={build}", f"KCONFIG_ALLCONFIG={given}",
+              "allnoconfig"], f"make allnoconfig in {src}", env=env)
     check(src, fragments, build / ".config")
     return build / ".config"
 

@@ -57,10 +57,10 @@ class Build:
     @property
     def dir(self) -> Path | None:
         """The build directory, as its manifest records it (a mutant's bzImage is a copy
-        elsewhere; its build is still that directory's)."""
+        elsewhere; its build is still that directory)."""
         if self.manifest is None:
             return None
-        return Path(self.manifest.bzimage).parents[len(BZIMAGE.parts) - 1]
+        return Path(self.manifest.build_dir)
 
     @property
     def headers(self) -> Path | None:
@@ -155,16 +155,45 @@ def _source(spec: KernelSpec, progress: Progress) -> _Tree:
     if isinstance(src, Tree):
         return _user_tree(src.path, src.build_dir)
     assert isinstance(src, Posted)
-    path = series.apply(src.series, *base_of(src, progress), progress)
-    return _user_tree(path, None)
+    return _user_tree(series_tree(spec, progress).path, None)
 
 
-def base_of(posted: Posted, progress: Progress) -> tuple[Path, str]:
-    """The tree a posted series goes onto, and its name."""
-    if isinstance(posted.onto, Debian):
-        ds = debian.fetch_source(posted.onto.base, progress)
-        return ds.path, ds.name
-    return posted.onto.path, str(posted.onto.path)
+@dataclass(frozen=True)
+class SeriesTree:
+    """A kernel's series as a developer's git tree: its base (named ``base``), then one commit
+    per patch (the series is HEAD~count..HEAD)."""
+
+    path: Path
+    count: int
+    base: str
+
+    def commits(self) -> list[tuple[str, str]]:
+        """The series' commits, oldest first: (sha, subject)."""
+        return series.commits(self.path, self.count)
+
+
+def series_tree(spec: KernelSpec, progress: Progress | None = None) -> SeriesTree:
+    """The series of ``spec`` as a git tree of the cache, made once: a posted series on its
+    base, or a patch set (kpatches/ or a directory) on its source. The only place gmemtest
+    makes a kernel tree with a commit per patch."""
+    progress = progress or Progress()
+    src = spec.source
+    if isinstance(src, Posted):
+        onto, s = src.onto, src.series
+    elif spec.patches is not None and isinstance(src, Debian | Tree):
+        if spec.patches.in_base:
+            raise GmemtestError(f"{spec.label()}: a patch set with patches marked in the base "
+                                "has no series tree (its base would have to lose them first)")
+        onto, s = src, series.of_patchset(spec.patches)
+    else:
+        raise GmemtestError(f"{spec.label()}: no series to make a tree of (kpatches, a patch "
+                            "set or a posted series)")
+    if isinstance(onto, Debian):
+        ds = debian.fetch_source(onto.base, progress)
+        base, name = ds.path, ds.name
+    else:
+        base, name = onto.path, str(onto.path)
+    return SeriesTree(series.apply(s, base, name, progress), s.count, name)
 
 
 def _user_tree(path: Path, build_dir: Path | None) -> _Tree:
@@ -281,8 +310,8 @@ def _build(spec: KernelSpec, tree: _Tree, progress: Progress, jobs: int | None, 
                  patch_set=tree.patch_set.name if tree.patch_set else None,
                  patches=tree.patch_set.names if tree.patch_set else (), posted=tree.posted,
                  fragments=tuple(f.stem for f in frags), config_hash=config_hash,
-                 bzimage=str(bdir / BZIMAGE), headers=str(bdir / "usr/include"),
-                 config=str(bdir / ".config"),
+                 build_dir=str(bdir), bzimage=str(bdir / BZIMAGE),
+                 headers=str(bdir / "usr/include"), config=str(bdir / ".config"),
                  switch=system_map.exists() and SWITCH_SYMBOL in system_map.read_text(),
                  gcov=tuple(f for f in spec.gcov
                             if (bdir / f).with_suffix(".gcno").exists()),

@@ -165,6 +165,15 @@ class KernelSpec:
             text += f" + {self.patches.name}"
         return text
 
+    def on_tree(self, path: Path, build_dir: Path | None = None) -> KernelSpec:
+        """This kernel's configuration built from ``path``, a tree already prepared (a series
+        tree at some commit, a mutant's scratch copy) as it is."""
+        return replace(self, source=Tree(path, build_dir), patches=None)
+
+    def unpatched(self) -> KernelSpec:
+        """The source alone, without the patch set."""
+        return replace(self, patches=None, gcov=())
+
     def with_fragments(self, fragments: tuple[str, ...]) -> KernelSpec:
         kconfig.fragment_paths(list(fragments))
         return replace(self, fragments=fragments)
@@ -184,6 +193,18 @@ def tree(path: Path, what: str = "--src", build_dir: Path | None = None) -> Tree
     if not (path / "Makefile").is_file() or not (path / "virt/kvm").is_dir():
         raise GmemtestError(f"{what} {path}: not a Linux source tree (no Makefile or virt/kvm/)")
     return Tree(path.resolve(), build_dir)
+
+
+def built(word: str) -> KernelSpec:
+    """A kernel already built, as `vm run --kernel` names it: a build directory or a
+    bzImage."""
+    return KernelSpec(prebuilt(Path(word)))
+
+
+def current_tree(src: str | None, build_dir: str | None) -> KernelSpec:
+    """The tree a `git bisect run` step builds: ``--src`` or the current directory."""
+    return KernelSpec(tree(Path(src or "."), "--src" if src else "the current directory",
+                           build_dir=Path(build_dir) if build_dir else None))
 
 
 def prebuilt(path: Path) -> Prebuilt:
@@ -254,9 +275,11 @@ def from_word(word: str, base: str | None = None) -> KernelSpec:
         return KernelSpec(debian(base or NEWEST), patchset.directory(p))
     if p.is_dir():
         return KernelSpec(tree(p, what="kernel tree"))
-    with open(p, "rb") as f:
-        head = f.read(0x210)
-    if head[0x202:0x206] == b"HdrS":
+    try:
+        bootable = manifest.is_bzimage(p)
+    except OSError as e:
+        raise GmemtestError(f"{word}: cannot read it: {e.strerror}") from None
+    if bootable:
         return KernelSpec(prebuilt(p))
     return KernelSpec(Posted(read_series(p), debian(base or NEWEST)))
 

@@ -46,6 +46,7 @@ class Manifest:
     posted: PostedInfo | None
     fragments: tuple[str, ...]
     config_hash: str
+    build_dir: str  # where it was built: its .config, objects, headers and selftests
     bzimage: str
     headers: str
     config: str
@@ -75,10 +76,9 @@ NUMBER = (int, float)
 POSTED = {"subject": str, "version": int, "msgid": str, "count": int, "base": str}
 SHAPE = {"kind": str, "source_path": str, "version": str, "commit": Maybe(str),
          "patch_set": Maybe(str), "patches": ListOf(str), "posted": Maybe(POSTED),
-         "fragments": ListOf(str), "config_hash": str, "bzimage": str, "headers": str,
-         "config": str, "switch": bool, "gcov": ListOf(str), "build_seconds": NUMBER,
-         "objects_compiled": int,
-         "objects_cold": int, "built_at": str}
+         "fragments": ListOf(str), "config_hash": str, "build_dir": str, "bzimage": str,
+         "headers": str, "config": str, "switch": bool, "gcov": ListOf(str),
+         "build_seconds": NUMBER, "objects_compiled": int, "objects_cold": int, "built_at": str}
 
 
 def read(path: Path) -> Manifest:
@@ -114,12 +114,19 @@ def of_bzimage(bzimage: Path) -> Manifest | None:
     return None
 
 
+def is_bzimage(path: Path) -> bool:
+    """Whether the file at ``path`` is an x86 bzImage: its setup header has the boot flag
+    0xAA55 and the "HdrS" magic (OSError when it cannot be read)."""
+    with open(path, "rb") as f:
+        head = f.read(0x210)
+    return len(head) >= 0x206 and head[0x1FE:0x200] == b"\x55\xaa" and \
+        head[0x202:0x206] == b"HdrS"
+
+
 def check_bzimage(path: Path) -> Path:
-    """``path`` resolved, when it is an x86 bzImage (its setup header: the boot flag 0xAA55 and
-    the "HdrS" magic); one line saying what it is otherwise."""
+    """``path`` resolved, when it is an x86 bzImage; one line saying what it is otherwise."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(0x210)
+        bootable = is_bzimage(path)
     except FileNotFoundError:
         raise GmemtestError(f"{path}: no such kernel image (build one with `gmemtest kernel "
                             "build`)") from None
@@ -127,7 +134,7 @@ def check_bzimage(path: Path) -> Path:
         raise GmemtestError(f"{path}: a directory, not a kernel image") from None
     except OSError as e:
         raise GmemtestError(f"{path}: cannot read it: {e.strerror}") from None
-    if len(head) < 0x206 or head[0x1FE:0x200] != b"\x55\xaa" or head[0x202:0x206] != b"HdrS":
+    if not bootable:
         raise GmemtestError(f"{path}: not an x86 bzImage (no boot sector flag and HdrS setup "
                             "header): pass the arch/x86/boot/bzImage of a kernel build")
     return path.resolve()

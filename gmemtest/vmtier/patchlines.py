@@ -3,67 +3,21 @@ with every patch applied (the tip, which is what a coverage build measures).
 
 A patch's added line may be changed or removed by a later patch; `git blame` of the tip says,
 for each line, which commit brought it and at which line of that commit's version. So the
-series is made commits: a posted series already is (its tree, gmemtest.vmtier.series); a patch
-set is applied with git am onto the files it touches, taken from its base, in a small
-repository of the cache.
+series is read from its series tree (gmemtest.vmtier.kernel.series_tree), one commit per patch.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
-from gmemtest.cache import cache_dir, locked
+from gmemtest import tool
 from gmemtest.errors import GmemtestError
 from gmemtest.results.patches import HUNK, Hunk, Line, Patch
 
-from .patchset import PatchSet
-
-GIT = ["git", "-c", "user.name=gmemtest", "-c", "user.email=gmemtest@localhost",
-       "-c", "core.quotepath=off"]
-
 
 def _git(repo: Path, *args: str) -> str:
-    proc = subprocess.run([*GIT, "-C", str(repo), *args], capture_output=True, text=True)
-    if proc.returncode:
-        raise GmemtestError(f"git {' '.join(args[:2])} in {repo}: "
-                            f"{(proc.stderr.strip().splitlines() or ['?'])[-1]}")
-    return proc.stdout
-
-
-def touched(patches: PatchSet) -> list[str]:
-    """The files a patch set changes (new side)."""
-    files: dict[str, None] = {}
-    for p in patches.patches:
-        for m in re.finditer(r"^\+\+\+ b/(\S+)$", p.read_text(errors="replace"), re.M):
-            files[m.group(1)] = None
-    return list(files)
-
-
-def repo_of_patchset(base: Path, patches: PatchSet) -> Path:
-    """A repository holding the files ``patches`` touch as ``base`` has them, then one commit
-    per patch (made once, in the cache)."""
-    key = hashlib.sha256(f"{base}\0{patches.digest}".encode()).hexdigest()[:16]
-    repo = cache_dir("coverage") / f"lines-{key}"
-    with locked(repo.with_suffix(".lock")):
-        if (repo / ".git" / "gmemtest-ready").exists():
-            return repo
-        shutil.rmtree(repo, ignore_errors=True)
-        repo.mkdir(parents=True)
-        _git(repo, "init", "-q")
-        for f in touched(patches):
-            if (base / f).is_file():
-                (repo / f).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(base / f, repo / f)
-        _git(repo, "add", "-A")
-        _git(repo, "commit", "-q", "--allow-empty", "-m", "base")
-        for p in patches.patches:
-            _git(repo, "am", "-q", str(p))
-        (repo / ".git" / "gmemtest-ready").write_text(patches.name + "\n")
-    return repo
+    return tool.git(repo, *args).stdout
 
 
 def lines(repo: Path, count: int) -> list[Patch]:
@@ -98,13 +52,11 @@ def check_since(tree: Path, rev: str) -> str:
     """The commit ``rev`` names in ``tree``, an ancestor of its HEAD (one line otherwise)."""
     if not (tree / ".git").exists():
         raise GmemtestError(f"--since {rev}: {tree} is not a git repository")
-    proc = subprocess.run([*GIT, "-C", str(tree), "rev-parse", "--verify", "-q",
-                           f"{rev}^{{commit}}"], capture_output=True, text=True)
+    proc = tool.git(tree, "rev-parse", "--verify", "-q", f"{rev}^{{commit}}", check=False)
     if proc.returncode:
         raise GmemtestError(f"--since {rev}: no such commit in {tree}")
     sha = proc.stdout.strip()
-    if subprocess.run([*GIT, "-C", str(tree), "merge-base", "--is-ancestor", sha, "HEAD"],
-                      capture_output=True).returncode:
+    if tool.git(tree, "merge-base", "--is-ancestor", sha, "HEAD", check=False).returncode:
         raise GmemtestError(f"--since {rev}: not an ancestor of {tree}'s HEAD")
     return sha
 

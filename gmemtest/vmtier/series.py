@@ -28,15 +28,15 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from gmemtest import tool
 from gmemtest.cache import cache_dir, locked
 from gmemtest.errors import BuildFailed, BuildStage, GmemtestError
 
 from .manifest import PostedInfo
+from .patchset import PatchSet
 from .progress import Progress
 
 log = logging.getLogger(__name__)
-GIT = ["git", "-c", "user.name=gmemtest", "-c", "user.email=gmemtest@localhost",
-       "-c", "advice.detachedHead=false"]
 READY = ".gmemtest-series.json"  # in a series tree once every patch applied: what it holds
 # "[RFC PATCH net-next v3 02/19] subject": the tags, then the subject.
 SUBJECT = re.compile(r"^\s*\[(?P<tags>[^\]]*\bPATCH\b[^\]]*)\]\s*(?P<title>.*)$", re.I | re.S)
@@ -181,23 +181,13 @@ def _b4_am(path: Path, messages: list[email.message.EmailMessage],
                "--no-stdin", "--quiet", "am", "--no-cache", "--use-local-mbox", str(normal),
                "--outdir", str(work / "out"), "--use-version", str(version), "--no-cover",
                "--mbox-name", "series"]
-        proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL)
+        proc = tool.run(cmd, "b4 am", cwd=work, env=env, check=False)
         out = sorted((work / "out").glob("*.mbx")) if (work / "out").is_dir() else []
         if proc.returncode or not out:
-            last = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
             raise GmemtestError(f"--series {path}: b4 am could not prepare v{version}: "
-                                f"{last[-1].strip() if last else f'exit {proc.returncode}'}")
+                                f"{tool.last_line(proc)}")
         return tuple(m.as_bytes(policy=email.policy.SMTP)
                      for m in mailbox.mbox(out[0], create=False))
-
-
-def _git(tree: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([*GIT, "-C", str(tree), *args], capture_output=True, text=True)
-    if check and proc.returncode:
-        raise GmemtestError(f"git {' '.join(args[:2])} failed in {tree}: "
-                            f"{(proc.stderr.strip().splitlines() or ['?'])[-1]}")
-    return proc
 
 
 def base_repo(base: Path, name: str, progress: Progress) -> tuple[Path, str]:
@@ -205,7 +195,7 @@ def base_repo(base: Path, name: str, progress: Progress) -> tuple[Path, str]:
     and its name: ``base`` itself when it is one (its HEAD), else a repository of it made once
     in the cache (its files hard-linked, git replaces rather than rewrites them)."""
     if (base / ".git").exists():
-        head = _git(base, "rev-parse", "HEAD").stdout.strip()
+        head = tool.git(base, "rev-parse", "HEAD").stdout.strip()
         return base, f"{base} at {head[:12]}"
     repo = cache_dir("series") / f"base-{_digest(str(base))}" / "linux"
     with locked(repo.parent.with_suffix(".lock")):
@@ -216,14 +206,14 @@ def base_repo(base: Path, name: str, progress: Progress) -> tuple[Path, str]:
             subprocess.run(["cp", "-al", f"{base}/.", str(repo)], check=True)
             for stale in repo.glob(".gmemtest-*"):  # builds of a patched copy, not the base
                 shutil.rmtree(stale, ignore_errors=True)
-            _git(repo, "init", "-q")
+            tool.git(repo, "init", "-q")
             # Loose objects stay: copies hard-link them, and a background gc would pack and
             # delete them under a copy being made.
-            _git(repo, "config", "gc.auto", "0")
+            tool.git(repo, "config", "gc.auto", "0")
             # Its files are hard links to the extracted source, of which other copies are made.
-            _git(repo, "config", "core.trustctime", "false")
-            _git(repo, "add", "-f", "-A")
-            _git(repo, "commit", "-q", "-m", name)
+            tool.git(repo, "config", "core.trustctime", "false")
+            tool.git(repo, "add", "-f", "-A")
+            tool.git(repo, "commit", "-q", "-m", name)
             (repo / ".git" / "gmemtest-base").write_text(name + "\n")
     return repo, name
 
@@ -233,7 +223,7 @@ def apply(series: Series, base_tree: Path, base_label: str, progress: Progress) 
     per patch (the base is HEAD~count). A series that does not apply: one line naming the
     first patch that fails and the file, and no tree left behind."""
     base, base_name = base_repo(base_tree, base_label, progress)
-    base_head = _git(base, "rev-parse", "HEAD").stdout.strip()
+    base_head = tool.git(base, "rev-parse", "HEAD").stdout.strip()
     key = _digest(base_head, *series.patches)
     tree = cache_dir("series") / f"tree-{key}" / "linux"
     with locked(tree.parent.with_suffix(".lock")):
@@ -245,11 +235,11 @@ def apply(series: Series, base_tree: Path, base_label: str, progress: Progress) 
         try:
             subprocess.run(["cp", "-al", f"{base}/.", str(tree)], check=True)
             # Its files are hard links: another copy made meanwhile changes their ctime.
-            _git(tree, "config", "core.trustctime", "false")
-            _git(tree, "checkout", "-q", "--detach", base_head)
+            tool.git(tree, "config", "core.trustctime", "false")
+            tool.git(tree, "checkout", "-q", "--detach", base_head)
             mbox = tree.parent / "series.mbox"
             mbox.write_bytes(b"".join(_mbox_entry(p) for p in series.patches))
-            proc = _git(tree, "am", "-q", str(mbox), check=False)
+            proc = tool.git(tree, "am", "-q", str(mbox), check=False)
             if proc.returncode:
                 raise BuildFailed(BuildStage.APPLY, _am_failure(series, base_name, tree, proc))
         except BaseException:
@@ -275,7 +265,7 @@ def _am_failure(series: Series, base: str, tree: Path,
     failed = re.search(r"^Patch failed at (\d+) (.*)$", text, re.M)
     where = re.search(r"^error: (patch failed: \S+|\S+: does not exist in index|"
                       r"\S+: patch does not apply)", text, re.M)
-    _git(tree, "am", "--abort", check=False)
+    tool.git(tree, "am", "--abort", check=False)
     which = f"patch {int(failed.group(1))}/{series.count} \"{failed.group(2)}\"" if failed \
         else "a patch"
     return (f"series {series.title()} does not apply onto {base}: {which} fails"
@@ -291,6 +281,17 @@ def _exclude(tree: Path, name: str) -> None:
         if pattern not in lines:
             lines.append(pattern)
     exclude.write_text("\n".join(lines) + "\n")
+
+
+def of_patchset(patches: PatchSet) -> Series:
+    """A patch set as a series to commit: its patch files (``git format-patch`` output, the
+    mbox From line dropped), in the series file's order, named as the patch set."""
+    messages = []
+    for p in patches.patches:
+        data = p.read_bytes()
+        messages.append(data.split(b"\n", 1)[1] if data.startswith(b"From ") else data)
+    return Series(subject=patches.name, version=1, msgid=f"{patches.digest}@gmemtest",
+                  count=len(messages), mbox=str(patches.series_file), patches=tuple(messages))
 
 
 def posted_info(series: Series, base: str) -> PostedInfo:
@@ -322,12 +323,12 @@ def info(tree: Path) -> Applied | None:
 
 def commits(tree: Path, count: int) -> list[tuple[str, str]]:
     """The series' commits in a series tree, oldest first: (sha, subject)."""
-    out = _git(tree, "log", "--reverse", "--format=%H %s", f"-{count}", "HEAD").stdout
+    out = tool.git(tree, "log", "--reverse", "--format=%H %s", f"-{count}", "HEAD").stdout
     return [(line[:40], line[41:]) for line in out.splitlines()]
 
 
 def checkout(tree: Path, commit: str) -> None:
-    _git(tree, "checkout", "-q", "--detach", commit)
+    tool.git(tree, "checkout", "-q", "--detach", commit)
 
 
 def _digest(*parts: str | bytes) -> str:

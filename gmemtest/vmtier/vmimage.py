@@ -18,6 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from gmemtest import tool
 from gmemtest.cache import cache_dir, locked
 from gmemtest.errors import GmemtestError
 
@@ -98,8 +99,4 @@ def _pip_env(root: Path) -> dict[str, str]:
 
 
 def _run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode:
-        last = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines()
-                or ["no output"])[-1]
-        raise GmemtestError(f"image build: {what} failed: {last}")
+    tool.run(cmd, f"image build: {what}", env=env)

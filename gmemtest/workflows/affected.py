@@ -14,10 +14,10 @@ is for a quick answer, and the whole suite still runs them.
 from __future__ import annotations
 
 import re
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gmemtest import tool
 from gmemtest.errors import GmemtestError
 
 from . import coverage
@@ -53,11 +53,8 @@ def functions(text: str) -> dict[str, tuple[int, int]]:
 def changed_lines(tree: Path, base: str) -> dict[str, set[int]]:
     """Lines of the working copy that `git diff BASE` changes, by file (a deletion counts at
     the line after it)."""
-    proc = subprocess.run(["git", "-C", str(tree), "diff", "-U0", "--no-color", base, "--"],
-                          capture_output=True, text=True)
-    if proc.returncode:
-        raise GmemtestError(f"--affected {base}: git diff in {tree}: "
-                            f"{(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+    proc = tool.run(["git", "-C", tree, "diff", "-U0", "--no-color", base, "--"],
+                    f"--affected {base}: git diff in {tree}")
     out: dict[str, set[int]] = {}
     file = None
     for line in proc.stdout.splitlines():

@@ -74,9 +74,8 @@ def series_lines(spec: KernelSpec, build: kernel.Build, progress: Progress,
         assert build.source_path is not None
         return patchlines.lines(build.source_path, src.series.count)
     if spec.patches is not None:
-        base = kernel.prepare(KernelSpec(src), progress)
-        return patchlines.lines(patchlines.repo_of_patchset(base, spec.patches),
-                                len(spec.patches.patches))
+        st = kernel.series_tree(spec, progress)
+        return patchlines.lines(st.path, st.count)
     if isinstance(src, Tree):
         if since is not None:
             return patchlines.lines(src.path, patchlines.count_since(src.path, since))

@@ -6,16 +6,13 @@ its tests: that is an error, said first."""
 
 from __future__ import annotations
 
-import html
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from gmemtest.results import comparison, report, runlog
 from gmemtest.results import coverage as coverage_of
-from gmemtest.results import report, runlog
-from gmemtest.results.outcome import Outcome, TestResult, short
-from gmemtest.results.render import STYLE
 from gmemtest.vmtier import kernel, qemu
 from gmemtest.vmtier.kernelspec import KernelSpec
 from gmemtest.vmtier.progress import Progress
@@ -38,13 +35,9 @@ class Side:
     def label(self) -> str:
         return self.build.label
 
-
-@dataclass(frozen=True)
-class Difference:
-    mode: str
-    test: str
-    a: str  # outcome, and the message behind it
-    b: str
+    def view(self, name: str) -> comparison.Side:
+        """The side as the reports name it (``name``: A or B)."""
+        return comparison.Side(name, self.spec, self.label, self.reports)
 
 
 def run(word: str, spec: KernelSpec, name: str, pytest_args: list[str], limits: qemu.Limits,
@@ -60,98 +53,6 @@ def run(word: str, spec: KernelSpec, name: str, pytest_args: list[str], limits: 
     reports = vmtest.run_modes(build, pytest_args, limits=limits, progress=progress,
                                stamp=f"{stamp}-diff-{name}", root=root)
     return Side(word, build, reports)
-
-
-def differences(a: Side, b: Side) -> list[Difference]:
-    """Every (mode, test) whose outcome differs, matching boots by mode (a kernel without the
-    switch has one boot, compared with each of the other's)."""
-    out = []
-    for ra, rb in _pairs(a, b):
-        mode = ra.label if ra.label == rb.label else f"{ra.label} / {rb.label}"
-        ta = {r.name: r for r in ra.results}
-        tb = {r.name: r for r in rb.results}
-        for test in sorted(set(ta) | set(tb)):
-            x, y = ta.get(test), tb.get(test)
-            if x is None or y is None or x.outcome != y.outcome:
-                out.append(Difference(mode, test, _say(x), _say(y)))
-        if [str(f) for f in ra.findings] != [str(f) for f in rb.findings]:
-            out.append(Difference(mode, "(kernel health)",
-                                  "; ".join(str(f) for f in ra.findings) or "no finding",
-                                  "; ".join(str(f) for f in rb.findings) or "no finding"))
-    return out
-
-
-def _pairs(a: Side, b: Side) -> list[tuple[report.BootReport, report.BootReport]]:
-    if len(a.reports) == len(b.reports):
-        return list(zip(a.reports, b.reports, strict=True))
-    one, many = (a, b) if len(a.reports) == 1 else (b, a)
-    pairs = [(one.reports[0], r) for r in many.reports]
-    return pairs if one is a else [(y, x) for x, y in pairs]
-
-
-def _say(r: TestResult | None) -> str:
-    if r is None:
-        return "absent"
-    return str(r.outcome) + (f": {short(r.message)}" if r.message and
-                             r.outcome is not Outcome.PASSED else "")
-
-
-def table(a: Side, b: Side, diffs: list[Difference], why: str | None = None) -> str:
-    lines = [f"NO VERDICT: {why}"] if why else []
-    lines += [f"A: {a.spec} ({a.label})", f"B: {b.spec} ({b.label})"]
-    for side, name in ((a, "A"), (b, "B")):
-        for r in side.reports:
-            lines.append(f"{name} {r.label}: {r.passed} passed, {r.failed} failed, "
-                         f"{r.skipped} skipped: {r.verdict()}")
-    if not diffs and not why:
-        lines.append("no test's outcome differs")
-    for d in diffs:
-        lines += [f"{d.mode}: {d.test}", f"    A: {d.a}", f"    B: {d.b}"]
-    return "\n".join(lines)
-
-
-def markdown(a: Side, b: Side, diffs: list[Difference], why: str | None = None) -> str:
-    lines = ["# gmemtest diff", "", *([f"**No verdict**: {why}", ""] if why else []),
-             f"- A: `{a.spec}` ({a.label})", f"- B: `{b.spec}` ({b.label})",
-             "", f"{len(diffs)} difference(s)", ""]
-    if diffs:
-        lines += ["| mode | test | A | B |", "|---|---|---|---|"]
-        lines += [f"| {d.mode} | `{d.test}` | {d.a.replace('|', '/')} | {d.b.replace('|', '/')} |"
-                  for d in diffs]
-    return "\n".join(lines) + "\n"
-
-
-DIFF_STYLE = """
-table.diff th, table.diff td { text-align: left; vertical-align: top; }
-td.good { background: #dfd; } td.bad { background: #fdd; }
-"""
-
-
-def html_page(a: Side, b: Side, diffs: list[Difference], why: str | None = None) -> str:
-    """One self-contained page in the matrix report's style."""
-    e = html.escape
-    def cell(outcome: str) -> str:
-        good = outcome.split(":")[0] in ("passed", "skipped", "xfailed", "no finding")
-        return f"<td class='{'good' if good else 'bad'}'>{e(outcome)}</td>"
-
-    rows = "".join(f"<tr><td>{e(d.mode)}</td><td>{e(d.test)}</td>{cell(d.a)}{cell(d.b)}</tr>"
-                   for d in diffs)
-    boots = "".join(f"<tr class='{'pass' if r.ok else 'fail'}'><td>{n}</td><td>{e(r.label)}</td>"
-                    f"<td>{r.passed}</td><td>{r.failed}</td><td>{r.skipped}</td>"
-                    f"<td class='verdict'>{e(r.verdict())}</td></tr>"
-                    for s, n in ((a, "A"), (b, "B")) for r in s.reports)
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>gmemtest diff</title>"
-            f"<style>{STYLE}{DIFF_STYLE}</style></head><body><h1>gmemtest diff</h1>"
-            f"<p>{e(time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()))}</p>"
-            + (f"<p class='fail'><b>No verdict</b>: {e(why)}</p>" if why else "")
-            + f"<p><b>A</b>: {e(a.spec)} ({e(a.label)})<br><b>B</b>: {e(b.spec)} ({e(b.label)})</p>"
-            f"<table><tr><th>side</th><th>mode</th><th>passed</th><th>failed</th><th>skipped"
-            f"</th><th>verdict</th></tr>{boots}</table>"
-            f"<h2>{len(diffs)} difference(s)</h2>"
-            + (f"<table class='diff'><tr><th>mode</th><th>test</th><th>A</th><th>B</th></tr>"
-               f"{rows}</table>"
-               if diffs else "" if why else "<p>No test's outcome differs.</p>")
-            + "</body></html>\n")
 
 
 def not_run(a: Side, b: Side) -> str | None:
@@ -197,18 +98,19 @@ def main(a_word: str, a: KernelSpec, b_word: str, b: KernelSpec,
         side_a = run(a_word, a, "a", args, limits, progress, stamp, out, coverage=coverage)
         side_b = run(b_word, b, "b", args, limits, progress, stamp, out, coverage=coverage)
     why = not_run(side_a, side_b)
-    diffs = differences(side_a, side_b)
-    text = table(side_a, side_b, diffs, why)
+    diffs = comparison.differences(side_a.reports, side_b.reports)
+    va, vb = side_a.view("A"), side_b.view("B")
+    text = comparison.table(va, vb, diffs, why)
     measured = coverage_lines(side_a, side_b)
     if measured:
         text += "\n" + "\n".join(measured)
         (out / "coverage.txt").write_text("\n".join(measured) + "\n")
     (out / "diff.txt").write_text(text + "\n")
-    (out / "diff.md").write_text(markdown(side_a, side_b, diffs, why))
-    (out / "diff.html").write_text(html_page(side_a, side_b, diffs, why))
+    (out / "diff.md").write_text(comparison.markdown(va, vb, diffs, why))
+    (out / "diff.html").write_text(comparison.html_page(va, vb, diffs, why))
     (out / "diff.json").write_text(json.dumps({"verdict": None if why else bool(diffs),
                                                "error": why,
-                                               "differences": [d.__dict__ for d in diffs]},
+                                               "differences": [d.as_json() for d in diffs]},
                                               indent=1) + "\n")
     print(text)
     print(f"reports: {out}/diff.html, diff.md, diff.txt, diff.json")

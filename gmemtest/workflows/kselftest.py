@@ -18,6 +18,7 @@ import textwrap
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from gmemtest import tool
 from gmemtest.errors import GmemtestError
 from gmemtest.results import report
 from gmemtest.testing import selftest_writer
@@ -155,11 +156,7 @@ def generate(req: Request, tree: Path, out: Path) -> Generated:
                "GIT_COMMITTER_NAME": user, "GIT_COMMITTER_EMAIL": email}
 
         def git(*args: str) -> str:
-            proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True,
-                                  text=True, env=env)
-            if proc.returncode:
-                raise GmemtestError(f"git {args[0]}: {proc.stderr.strip().splitlines()[-1:]}")
-            return proc.stdout
+            return tool.run(["git", "-C", repo, *args], f"git {args[0]}", env=env).stdout
 
         git("init", "-q")
         target = repo / KVM_DIR

@@ -48,7 +48,7 @@ from gmemtest.results.mutation import Result
 from gmemtest.results.outcome import Outcome
 from gmemtest.results.run import Ended
 from gmemtest.vmtier import kernel, mutants, qemu
-from gmemtest.vmtier.kernelspec import KernelSpec, Prebuilt, Tree
+from gmemtest.vmtier.kernelspec import KernelSpec, Prebuilt
 from gmemtest.vmtier.progress import Progress
 
 from . import affected, coverage, vmtest
@@ -499,7 +499,7 @@ def main(spec: KernelSpec, *, limits: qemu.Limits, out: Path | None, budget: flo
         stack.enter_context(locked(scratch.path.parent.with_suffix(".lock")))
         scratch.make(progress)
         scratch.restore()
-        mspec = replace(spec, source=Tree(scratch.path, scratch.build_dir), patches=None)
+        mspec = spec.on_tree(scratch.path, scratch.build_dir)
         progress.phase("mutate", f"{len(todo)} mutants of {build.label}"
                        + (f", {len(done)} done before" if done else ""))
         newer = tuple(coverage.newer_tests(kept, coverage.suite_tests()))
