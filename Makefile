@@ -36,6 +36,7 @@ lint: setup
 	$(VENV)/bin/ruff check gmemtest tests vmimages
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
+	$(GMEMTEST) kpatches check
 
 caps: setup
 	$(GMEMTEST) caps

@@ -142,6 +142,47 @@ def _cmd_kernel_selftests(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_kpatches_check(args: argparse.Namespace) -> int:
+    from gmemtest.vmtier import kpatches
+
+    found = kpatches.problems()
+    for line in found:
+        print(line)
+    if found:
+        raise GmemtestError(f"{len(found)} problem(s) in kpatches/ (above): it is kept as "
+                            "gmemtest/vmtier/kpatches.py says")
+    print(f"kpatches/: {', '.join(kpatches.bases())} kept as they should be")
+    return 0
+
+
+def _cmd_kpatches_range_diff(args: argparse.Namespace) -> int:
+    from gmemtest.vmtier import kernel, kernelspec, kpatches
+
+    sources = {b: kernel.prepare(kernelspec.from_options(base=b, patches=False))
+               for b in (args.older, args.newer)}
+    print(kpatches.range_diff(args.older, args.newer, sources))
+    return 0
+
+
+def _cmd_kpatches_export(args: argparse.Namespace) -> int:
+    from gmemtest.vmtier import kernelspec, kpatches, series
+
+    tree = kernelspec.tree(Path(args.tree), "--from")
+    count = args.count
+    if count is None:
+        applied = series.info(tree.path)
+        if applied is None:
+            raise GmemtestError(f"--from {args.tree}: not a series tree: say how many of its "
+                                "last commits are the series with --count N")
+        count = applied.posted.count
+    done = kpatches.export(tree.path, count, args.base)
+    for p in done.written:
+        print(f"wrote   {p}")
+    for p in done.removed:
+        print(f"removed {p}")
+    return 0
+
+
 def _cmd_kernel_show(args: argparse.Namespace) -> int:
     """What a spec names, checked, without building it."""
     from gmemtest.vmtier import kernelspec
@@ -561,6 +602,26 @@ def parser() -> argparse.ArgumentParser:
                        help="as diff takes them: a build, a bzImage, a patch dir, an mbox, a "
                        "tree, kpatches[:FORM]")
     kshow.set_defaults(func=_cmd_kernel_show)
+
+    kp = sub.add_parser("kpatches", help="kpatches/, the project's patches per Debian base, "
+                        "kept as the stable queue keeps its patches")
+    kpsub = kp.add_subparsers(dest="kpatches_command", required=True)
+    kpsub.add_parser("check", help="every patch named after its subject, in the kept form, "
+                     "the same in every base or saying what its port changed; the range-diffs "
+                     "current (make lint runs it)").set_defaults(func=_cmd_kpatches_check)
+    kr = kpsub.add_parser("range-diff", help="make kpatches/OLDER..NEWER.range-diff again: "
+                          "git range-diff of the two bases' series")
+    kr.add_argument("older", metavar="OLDER", help="the older base (X.Y)")
+    kr.add_argument("newer", metavar="NEWER", help="the newer base (X.Y)")
+    kr.set_defaults(func=_cmd_kpatches_range_diff)
+    ke = kpsub.add_parser("export", help="write kpatches/BASE from a branch: its last commits "
+                          "as patches in the kept form, the series file's names with them")
+    ke.add_argument("base", metavar="BASE", help="the base (X.Y) whose patches to write")
+    ke.add_argument("--from", dest="tree", required=True, metavar="TREE",
+                    help="a kernel tree whose last commits are the series (a series tree "
+                    "knows how many)")
+    ke.add_argument("--count", type=_count, metavar="N", help="how many of its last commits")
+    ke.set_defaults(func=_cmd_kpatches_export)
 
     v = sub.add_parser("vm", help="boot a kernel under QEMU and run the suite in it")
     vsub = v.add_subparsers(dest="vm_command", required=True)

@@ -480,7 +480,8 @@ def test_closing_a_guest_memfd_frees_its_record_of_shareability(gmem_route):
     file frees it. Sixteen files of 16384 pages, each split so: the kernel's unreclaimable slab
     grows while they are open (the control: the records took memory) and comes back to within
     a quarter of that growth once they are closed. Destroying such a tree in RCU mode oopsed
-    kpatches/ before 0001 took it out of RCU mode first (docs/coverage.md)."""
+    kpatches/ before "Track shareability per page in the inode" took it out of RCU mode first
+    (docs/coverage.md)."""
     vm = gmem_route.vm
     pages = 16384
     before = unreclaimable_slab_kib()

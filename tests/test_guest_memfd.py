@@ -124,7 +124,8 @@ def test_punch_hole_unaligned_is_einval(vm, shared_gmem):
                          ids=[f"reserved[{i}]" for i in range(5)] + [f"pad[{i}]" for i in range(7)])
 def test_unused_fields_of_creation_are_ignored(vm, field, index, value):
     """KVM_CREATE_GUEST_MEMFD checks neither its reserved words (7.2 and the series) nor the
-    seven pad bytes after the page-order byte (kpatches/0005; reserved bytes in 7.2): a file
+    seven pad bytes after the page-order byte (kpatches/' "Back GUEST_MEMFD_FLAG_HUGETLB files
+    with PMD-sized folios"; reserved bytes in 7.2): a file
     created with one of them set is the file the same call makes without it: its size, its
     flags (it maps, shared, and reads zero), 4K pages (allocating one page puts one page in
     its page cache)."""
@@ -142,7 +143,8 @@ def test_unused_fields_of_creation_are_ignored(vm, field, index, value):
 @pytest.mark.needs("KVM_CAP_GUEST_MEMFD", "cachestat")
 def test_page_order_without_hugetlb_is_ignored(vm):
     """The page-order byte of KVM_CREATE_GUEST_MEMFD (the huge-page work in progress,
-    kpatches/0005; a reserved byte in 7.2) means something only with GUEST_MEMFD_FLAG_HUGETLB:
+    kpatches/' HUGETLB patch; a reserved byte in 7.2) means something only with
+    GUEST_MEMFD_FLAG_HUGETLB:
     given alone it is ignored, and allocating one page puts one page in the file's page cache,
     not a 2M folio (cachestat counts them)."""
     gmem = vm.create_guest_memfd(2 * MiB, 0, page_order=9)

@@ -97,13 +97,15 @@ def huge_gmem(vm, size=M2, flags=0):
 @pytest.mark.needs("kernel_headers", "vm_type:KVM_X86_SW_PROTECTED_VM")
 def test_huge_files_are_offered_to_vms_with_private_memory_only(kvm):
     """Where the kernel's own uapi headers define GUEST_MEMFD_FLAG_HUGETLB (the huge-page
-    uAPI, kpatches/0005) and it has transparent huge pages, KVM_CAP_GUEST_MEMFD_FLAGS offers
+    uAPI, kpatches/' "Back GUEST_MEMFD_FLAG_HUGETLB files with PMD-sized folios") and it has
+    transparent huge pages, KVM_CAP_GUEST_MEMFD_FLAGS offers
     HUGETLB on /dev/kvm and to a SW_PROTECTED VM, and never to a default VM (huge files start
     private: of use only with private memory). The huge tests that need the flag cannot then
     skip because a broken kernel stopped offering it."""
     header = revision.kvm_header(Path(os.environ[ENV_HEADERS]))
     if header is None or revision.define_in(header, "GUEST_MEMFD_FLAG_HUGETLB") is None:
-        pytest.skip("needs GUEST_MEMFD_FLAG_HUGETLB in the kernel's uapi headers (kpatches/0005)")
+        pytest.skip("needs GUEST_MEMFD_FLAG_HUGETLB in the kernel's uapi headers (kpatches/' "
+                    "HUGETLB patch)")
     if not Path("/sys/kernel/mm/transparent_hugepage").is_dir():
         pytest.skip("needs CONFIG_TRANSPARENT_HUGEPAGE (no /sys/kernel/mm/transparent_hugepage)")
     huge = uapi.GUEST_MEMFD_FLAG_HUGETLB
@@ -225,7 +227,8 @@ def test_non_mmap_guest_memfd_never_maps_huge_over_a_private_page(route, kernel_
 ])
 def test_kpatches_huge_files_take_order_9_only_and_neither_mmap_nor_init_shared(sw_vm, order,
                                                                              flags, why):
-    """A rule of kpatches/ (0005, the huge files it backs from the page allocator), not of the
+    """A rule of kpatches/ (its HUGETLB patch, the huge files it backs from the page allocator),
+    not of the
     uAPI: docs/uapi.md ("Huge pages") names 18 (1G) a page order and forbids only INIT_SHARED.
     kpatches takes page order 9 alone (1G would need hugetlb) and refuses MMAP (a host fault on
     a shared page would map its whole folio): EINVAL, as docs/uapi.md's "What kpatches/
@@ -239,7 +242,8 @@ def test_kpatches_huge_files_take_order_9_only_and_neither_mmap_nor_init_shared(
 
 @pytest.mark.needs("gmem_flags:HUGETLB@KVM_X86_SW_PROTECTED_VM")
 def test_kpatches_huge_file_memslot_starts_on_a_folio(sw_vm):
-    """A rule of kpatches/ (0005), not of the uAPI: a memslot binds a huge file from a 2M
+    """A rule of kpatches/ (its HUGETLB patch), not of the uAPI: a memslot binds a huge file from
+    a 2M
     boundary (docs/uapi.md, "What kpatches/ implements of it"): an offset of 4K is EINVAL, 2M
     binds."""
     gmem = huge_gmem(sw_vm, 2 * M2)

@@ -123,7 +123,8 @@ def test_every_fragment_set_of_the_matrices_configures(tmp_path):
 
 def test_failure_is_reported_with_its_message(tmp_path):
     """A failed test is listed with the first lines of its message (what the kernel did), as
-    JUnit recorded it: here the no-zap mutant of kpatches/0003 against the zap test."""
+    JUnit recorded it: here the no-zap mutant of kpatches/' "Convert memory in place with
+    KVM_SET_MEMORY_ATTRIBUTES2" against the zap test."""
     junit = tmp_path / "junit.xml"
     junit.write_text(
         "<testsuites><testsuite><testcase classname='tests.test_routing' "

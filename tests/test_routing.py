@@ -183,7 +183,8 @@ def test_private_page_reachable_after_memslot_comes_back(route):
     """Contract 'Fault routing' (an access after memslot deletion exits with MMIO for gmem; a
     shared gfn does for vm-attributes): KVM caches that answer in an MMIO SPTE. When the
     memslot comes back and the gfn is private (gmem: it always was; vm-attributes: converted
-    while the memslot was gone), the guest must reach its private page. Without kpatches/0004
+    while the memslot was gone), the guest must reach its private page. Without kpatches/'
+    "Classify faults on stale MMIO SPTEs of SW-protected VMs"
     7.2 classifies the fault on the stale MMIO SPTE as shared and exits with
     KVM_EXIT_MEMORY_FAULT (shared) on every retry."""
     agent = Agent(route.vm)

@@ -33,11 +33,13 @@ GIT = ["git", "-c", "user.name=gmemtest", "-c", "user.email=gmemtest@localhost"]
 COVER = f"KVM: guest_memfd: In-place conversion for {BASE}"
 REVIEWER = "Rev Iewer <rev@example.org>"
 UNMAPS = "test_conversion_unmaps_every_process"
-# The stale MMIO SPTE bug of 7.2 and 7.3 that kpatches/0004 fixes: it fails on the base too.
+# The stale MMIO SPTE bug of 7.2 and 7.3 that kpatches/' "Classify faults on stale MMIO SPTEs"
+# fixes: it fails on the base too.
 STALE = "test_private_page_reachable_after_memslot_comes_back"
 # The quick suite for walks and diffs: the test the break breaks, and two it leaves alone.
 QUICK = [UNMAPS, "test_noop_conversion_succeeds", "test_api_version_is_12"]
-# The unmapping line of kpatches/0003, which the break removes.
+# The unmapping line of kpatches/' "Convert memory in place with KVM_SET_MEMORY_ATTRIBUTES2",
+# which the break removes.
 UNMAP = "\t\tunmap_mapping_pages(mapping, run->start, run->end - run->start,\n\t\t\t\t    false);\n"
 KPATCHES = patchset.kpatches(BASE)
 
@@ -198,15 +200,15 @@ def trees() -> list[Path]:
 ])
 def test_bad_series_is_one_line_and_leaves_nothing(repo, tmp_path, gmemtest_cli, case,
                                                    message):
-    """An empty file, a text file, and a series that does not apply to the base (kpatches/0003
-    without the two patches under it): one line, exit 2, no tree left in the cache."""
+    """An empty file, a text file, and a series that does not apply to the base (kpatches/' third
+    patch without the two under it): one line, exit 2, no tree left in the cache."""
     mbox = tmp_path / "series.mbox"
     if case == "empty":
         mbox.write_text("")
     elif case == "text":
         mbox.write_text("This is not a patch series.\nJust text.\n")
     else:
-        # kpatches/0003 alone: it needs 0001 and 0002 under it.
+        # kpatches/' third patch alone: it needs the first two under it.
         count = len(KPATCHES.patches)
         format_patch(repo, f"kpatches~{count - 3}", 1, "PATCH RFC", mbox)
     proc = gmemtest_cli("series", "apply", str(mbox), timeout=600)
@@ -290,7 +292,8 @@ def test_walk_names_the_patch_that_breaks_the_build(repo, tmp_path, gmemtest_cli
 @pytest.mark.needs("qemu", "linux_source")
 def test_walk_blames_no_patch_for_a_failure_older_than_the_series(repo, tmp_path,
                                                                     gmemtest_cli):
-    """kpatches/ 1 to 3 without 0004, the fix of the base's stale MMIO SPTE bug: at the tip the
+    """kpatches/ 1 to 3 without the 4th, "Classify faults on stale MMIO SPTEs", the fix of the
+    base's stale MMIO SPTE bug: at the tip the
     per-VM attributes variant of its test fails with in-place conversion off, and it fails on
     the base (Debian's) too. The walk runs that exact test, parameter included, on the
     base first and says the failure predates the series: no patch is blamed, no bisection."""

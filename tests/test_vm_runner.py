@@ -472,7 +472,7 @@ def test_a_base_that_contains_the_series_is_tested_as_it_is(tmp_path, gmemtest_c
     both modes (without the fix its per-VM attributes variant fails with conversion off). A
     patch marked in the base that is not in it is one line."""
     ks = patchset.kpatches(BASE)
-    fix = next(p for p in ks.patches if "stale-MMIO" in p.name)
+    fix = ks.patch("KVM: x86/mmu: Classify faults on stale MMIO SPTEs of SW-protected VMs")
     series = [p for p in ks.patches if p != fix]
 
     def patch_dir(name: str, lines: list[str]) -> Path:

@@ -53,6 +53,22 @@ class PatchSet:
     def names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.patches)
 
+    def patch(self, title: str) -> Path:
+        """The patch whose subject is ``title`` (how code and tests name a patch of kpatches/:
+        its file name and place differ per base)."""
+        for p in self.patches:
+            if subject(p.read_text(errors="replace")) == title:
+                return p
+        raise GmemtestError(f"{self.name}: no patch \"{title}\"")
+
+
+def subject(text: str) -> str:
+    """A patch's subject, unfolded, without its ``[PATCH ...]`` tags."""
+    m = re.search(r"^Subject: (.*(?:\n[ \t].*)*)", text, re.M)
+    if m is None:
+        return ""
+    return re.sub(r"^\[PATCH[^\]]*\]\s*", "", " ".join(m.group(1).split()))
+
 
 def read(series_file: Path, name: str, form: str | None = None) -> PatchSet:
     """The patch set ``series_file`` lists (``#`` starts a comment); one line when the file or

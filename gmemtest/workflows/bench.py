@@ -158,7 +158,8 @@ def main_job_suites(b: kernel.Build, out: Path, limits: qemu.Limits,
 
 
 # The function the edit loop edits: which of KVM's mappings a hole punch or a memory failure
-# zaps (patches 10 and 17), run by the tests that punch holes.
+# zaps (kpatches/' "Take the invalidation filter from the stored shareability" and "Zap both
+# states on hole punch and memory failure"), run by the tests that punch holes.
 EDITED = ("virt/kvm/guest_memfd.c", "kvm_gmem_get_invalidate_filter")
 
 
