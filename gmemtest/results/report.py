@@ -315,3 +315,13 @@ def summary(outcomes: list[BootReport], timings: dict[str, float] | None = None)
     if timings:
         lines.append("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     return "\n".join(lines)
+
+
+def not_run(outcomes: list[BootReport]) -> str | None:
+    """One line naming the boots that did not run their tests (None when every boot did):
+    no verdict rests on them."""
+    bad = [o for o in outcomes if not o.ran]
+    if not bad:
+        return None
+    return (f"{len(bad)} of {len(outcomes)} boot(s) did not run their tests: "
+            + "; ".join(f"{o.label}: {o.problem or o.ended}" for o in bad))

@@ -23,6 +23,7 @@ from gmemtest import tool
 from gmemtest.errors import GmemtestError
 from gmemtest.results import bench as bench_report
 from gmemtest.results import phases, report
+from gmemtest.results.answer import Answer
 from gmemtest.vmtier import kernel, pycache, qemu
 from gmemtest.vmtier.checkout import CHECKOUT
 from gmemtest.vmtier.kernelspec import KernelSpec
@@ -234,10 +235,8 @@ def edit_loop(spec: KernelSpec, out: Path, limits: qemu.Limits,
 
 
 def main(spec: KernelSpec, *, cmdline: list[str], seconds: float, cold: bool,
-         out: Path | None, limits: qemu.Limits, edit_loop_only: bool = False) -> int:
+         out: Path | None, limits: qemu.Limits, edit_loop_only: bool = False) -> Answer:
     out = out or vmtest.results_root() / time.strftime("bench-%Y%m%d-%H%M%S")
     r = run(spec, cmdline=cmdline, seconds=seconds, cold=cold, out=out, limits=limits,
             edit_loop_only=edit_loop_only)
-    print(bench_report.text(r))
-    print(f"report: {out}/bench.md, {out}/bench.json")
-    return 0
+    return Answer(0, f"{bench_report.text(r)}\nreport: {out}/bench.md, {out}/bench.json")

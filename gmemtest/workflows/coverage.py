@@ -26,6 +26,7 @@ from typing import Any
 from gmemtest.cache import cache_dir
 from gmemtest.errors import GmemtestError, one_line
 from gmemtest.results import coverage, report, runlog
+from gmemtest.results.answer import Answer
 from gmemtest.results.patches import Patch
 from gmemtest.results.shape import ListOf, MapOf, Maybe, check
 from gmemtest.testing import GUEST_PYTEST_PLUGINS
@@ -135,7 +136,7 @@ def measure(spec: KernelSpec, pytest_args: list[str], *, limits: qemu.Limits,
     boots = vmtest.run_modes(build, ["-p", "no:xdist", *pytest_args], limits=limits,
                              progress=progress, stamp=f"{stamp}-coverage",
                              env={GCOV_ENV: "1"}, root=root)
-    why = vmtest.not_run(boots)
+    why = report.not_run(boots)
     if why:
         raise GmemtestError(f"the coverage boots did not run their tests: {why}")
     progress.phase("coverage", f"gcov over {sum(len(b.results) for b in boots)} tests")
@@ -275,7 +276,7 @@ def headline(doc: dict[str, Any]) -> str:
 
 
 def main(spec: KernelSpec, pytest_args: list[str] | None, limits: qemu.Limits,
-         out: Path | None, since: str | None = None) -> int:
+         out: Path | None, since: str | None = None) -> Answer:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = out or vmtest.results_root() / f"coverage-{stamp}"
     progress = Progress()
@@ -284,10 +285,10 @@ def main(spec: KernelSpec, pytest_args: list[str] | None, limits: qemu.Limits,
                     root=out, since=since)
         doc = write(m, out)
         kept = save_map(m, doc)
-    print(report.summary(m.boots))
-    print(f"coverage: {headline(doc)}" if m.patches else
-          f"coverage: {m.build.label} has no series to draw (a tree: --since REV names its "
-          "base); the lcov tracefile covers the instrumented files")
-    print(f"reports: {out}/coverage.html, coverage.md, coverage.info, coverage.json; "
-          f"the map for --affected: {kept}")
-    return 0 if all(b.ok for b in m.boots) else 1
+    return Answer(0 if all(b.ok for b in m.boots) else 1, "\n".join([
+        report.summary(m.boots),
+        f"coverage: {headline(doc)}" if m.patches else
+        f"coverage: {m.build.label} has no series to draw (a tree: --since REV names its "
+        "base); the lcov tracefile covers the instrumented files",
+        f"reports: {out}/coverage.html, coverage.md, coverage.info, coverage.json; "
+        f"the map for --affected: {kept}"]))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from gmemtest.results import comparison, report, runlog
 from gmemtest.results import coverage as coverage_of
+from gmemtest.results.answer import Answer
 from gmemtest.vmtier import kernel, qemu
 from gmemtest.vmtier.kernelspec import KernelSpec
 from gmemtest.vmtier.progress import Progress
@@ -59,7 +60,7 @@ def not_run(a: Side, b: Side) -> str | None:
     """Why there is no verdict: a boot of either side that did not run its tests, or two
     sides that ran no test at all. None when both ran."""
     for side, name in ((a, "A"), (b, "B")):
-        why = vmtest.not_run(side.reports)
+        why = report.not_run(side.reports)
         if why:
             return f"side {name} ({side.spec}): {why}"
         if not any(r.results for r in side.reports):
@@ -87,8 +88,8 @@ def coverage_lines(a: Side, b: Side) -> list[str]:
 
 def main(a_word: str, a: KernelSpec, b_word: str, b: KernelSpec,
          pytest_args: list[str] | None, limits: qemu.Limits, out: Path, *,
-         coverage: bool = False) -> tuple[int, str | None]:
-    """Exit 0 when no outcome differs, 1 when some do; (2, why) when a side did not run.
+         coverage: bool = False) -> Answer:
+    """Exit 0 when no outcome differs, 1 when some do; 2 and why when a side did not run.
     ``coverage``: each side is its coverage build, and what each side's tests ran is compared
     too."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -112,8 +113,7 @@ def main(a_word: str, a: KernelSpec, b_word: str, b: KernelSpec,
                                                "error": why,
                                                "differences": [d.as_json() for d in diffs]},
                                               indent=1) + "\n")
-    print(text)
-    print(f"reports: {out}/diff.html, diff.md, diff.txt, diff.json")
+    text += f"\nreports: {out}/diff.html, diff.md, diff.txt, diff.json"
     if why:
-        return 2, why
-    return (1 if diffs else 0), None
+        return Answer(2, text, why)
+    return Answer(1 if diffs else 0, text)

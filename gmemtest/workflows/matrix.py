@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -61,6 +60,7 @@ from gmemtest.errors import BuildFailed, GmemtestError
 from gmemtest.results import baseline as baseline_of
 from gmemtest.results import cells as cells_of
 from gmemtest.results import coverage, kcidb, render, report, runlog
+from gmemtest.results.answer import Answer
 from gmemtest.results.cells import CellResult, cell_id, slug
 from gmemtest.testing import tunables
 from gmemtest.testing.gcov import ENV as GCOV_ENV
@@ -346,8 +346,8 @@ def not_run(results: list[CellResult]) -> str | None:
 
 
 def report_on(results: list[CellResult], out: Path, *, baseline: Path | None,
-              kcidb_file: Path | None) -> int:
-    """Write every report of ``results`` into ``out``, print the table; the exit status is 1
+              kcidb_file: Path | None) -> Answer:
+    """Write every report of ``results`` into ``out``, and the table; the exit status is 1
     when a cell failed (or, with a baseline, when something regressed against it), and 2,
     said first, when a cell did not run its tests: no verdict rests on it."""
     old = baseline_of.load_baseline(baseline) if baseline else None
@@ -363,28 +363,25 @@ def report_on(results: list[CellResult], out: Path, *, baseline: Path | None,
     if kcidb_file is not None:
         kcidb.write(results, kcidb_file)
     why = not_run(results)
+    text = (render.table(results, regr, render.coverage_notes(measured))
+            + f"\nreports: {out}/report.html, summary.md, junit.xml, matrix.ktap, *.ktap, "
+            "matrix.json" + (f"; KCIDB: {kcidb_file}" if kcidb_file else ""))
     if why:
-        print(f"gmemtest matrix: error: {why}", file=sys.stderr)
-    print(render.table(results, regr, render.coverage_notes(measured)))
-    print(f"reports: {out}/report.html, summary.md, junit.xml, matrix.ktap, *.ktap, "
-          "matrix.json" + (f"; KCIDB: {kcidb_file}" if kcidb_file else ""))
-    if why:
-        return 2
+        return Answer(2, text, why)
     if old is not None:
-        return 1 if regr else 0
-    return 0 if all(r.ok for r in results) else 1
+        return Answer(1 if regr else 0, text)
+    return Answer(0 if all(r.ok for r in results) else 1, text)
 
 
 def main(config: Path, out: Path | None, baseline: Path | None, limits: qemu.Limits,
          pytest_args: list[str] | None = None, *, cell: str | None = None,
-         list_cells: bool = False, kcidb_file: Path | None = None) -> int:
+         list_cells: bool = False, kcidb_file: Path | None = None) -> Answer:
     """``--list``: print the cells as JSON. ``--cell ID``: build, boot and run that cell alone
     into OUT/cells/SLUG (no reports: ``gmemtest matrix merge`` makes them). Otherwise run every
     cell and write the reports."""
     matrix = load(config)
     if list_cells:
-        print(json.dumps(cell_list(matrix), indent=2))
-        return 0
+        return Answer(0, json.dumps(cell_list(matrix), indent=2))
     chosen = [pick(matrix, cell)] if cell else None
     if baseline:
         baseline_of.load_baseline(baseline)  # a bad baseline is an error before any build
@@ -399,16 +396,15 @@ def main(config: Path, out: Path | None, baseline: Path | None, limits: qemu.Lim
           runlog.results_dir(out / "cells" / chosen[0].slug, log="matrix.log")):
         results = run(matrix, out, limits=limits, cells=chosen)
     if chosen is not None:
-        print(f"cell {chosen[0].id}: {results[0].verdict()} ({out / 'cells' / chosen[0].slug})")
+        text = f"cell {chosen[0].id}: {results[0].verdict()} ({out / 'cells' / chosen[0].slug})"
         if not results[0].ran:
-            print(f"gmemtest matrix: error: {not_run(results)}", file=sys.stderr)
-            return 2
-        return 0 if results[0].ok else 1
+            return Answer(2, text, not_run(results))
+        return Answer(0 if results[0].ok else 1, text)
     return report_on(results, out, baseline=baseline, kcidb_file=kcidb_file)
 
 
 def merge_main(dirs: list[Path], config: Path, out: Path, baseline: Path | None,
-               kcidb_file: Path | None) -> int:
+               kcidb_file: Path | None) -> Answer:
     """``gmemtest matrix merge``: the reports of cells run apart, as one run would write them
     (each cell's directory copied to OUT/cells/SLUG)."""
     matrix = load(config)

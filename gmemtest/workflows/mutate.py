@@ -43,6 +43,7 @@ from typing import Any
 from gmemtest.cache import cache_dir, locked
 from gmemtest.errors import BuildFailed, BuildStage, GmemtestError
 from gmemtest.results import mutation, report, runlog
+from gmemtest.results.answer import Answer
 from gmemtest.results.coverage import RUN
 from gmemtest.results.mutation import Result
 from gmemtest.results.outcome import Outcome
@@ -458,7 +459,7 @@ class Choice:
 
 
 def main(spec: KernelSpec, *, limits: qemu.Limits, out: Path | None, budget: float | None,
-         resume: Path | None, marks: Path | None, choice: Choice = Choice()) -> int:
+         resume: Path | None, marks: Path | None, choice: Choice = Choice()) -> Answer:
     if isinstance(spec.source, Prebuilt):
         raise GmemtestError(f"{spec.label()}: a built kernel cannot be mutated: name its "
                             "source (kpatches, --src, --series)")
@@ -539,18 +540,17 @@ def main(spec: KernelSpec, *, limits: qemu.Limits, out: Path | None, budget: flo
             for m, r in lost:
                 progress.done("marks", f"{m.id} lost its mark ({m.outcome}): {r.outcome} by "
                               f"{r.by}")
-        left = write_reports(out, results, build.label, choice.shard)
+        text, left = write_reports(out, results, build.label, choice.shard)
     if left:
-        print(f"mutate: {left} mutants not run within the budget: `gmemtest mutate --resume "
-              f"{out}` goes on")
-    print(f"each result as it came: {out}/mutants.jsonl")
-    survived = [r for r in results if r.outcome == mutation.SURVIVED]
-    return 1 if survived else 0
+        text += (f"\nmutate: {left} mutants not run within the budget: `gmemtest mutate "
+                 f"--resume {out}` goes on")
+    text += f"\neach result as it came: {out}/mutants.jsonl"
+    return Answer(1 if any(r.outcome == mutation.SURVIVED for r in results) else 0, text)
 
 
 def write_reports(out: Path, results: list[Result], label: str,
-                  shard: mutation.Shard | None = None) -> int:
-    """mutation.json, .md and .html in ``out``, and the headline; returns how many mutants
+                  shard: mutation.Shard | None = None) -> tuple[str, int]:
+    """mutation.json, .md and .html in ``out``; returns the headline and how many mutants
     were not run."""
     doc = mutation.to_json(results, label, shard=shard,
                            budget_left=sum(r.outcome == mutation.NOT_RUN for r in results))
@@ -559,16 +559,16 @@ def write_reports(out: Path, results: list[Result], label: str,
     (out / "mutation.md").write_text(mutation.markdown(doc))
     (out / "mutation.html").write_text(mutation.html_page(doc))
     detected, counted, pct = mutation.score(results)
-    print(f"mutants: {len(results)} of {label}" + (f" (shard {shard})" if shard else "")
-          + f"; {detected} of {counted} detected ({pct})"
-          + "".join(f", {n} {o}" for o, n in doc["outcomes"].items()))
-    print(f"reports: {out}/mutation.html, mutation.md, {mutation.REPORT}")
-    return int(doc["not_run"])
+    headline = (f"mutants: {len(results)} of {label}" + (f" (shard {shard})" if shard else "")
+                + f"; {detected} of {counted} detected ({pct})"
+                + "".join(f", {n} {o}" for o, n in doc["outcomes"].items())
+                + f"\nreports: {out}/mutation.html, mutation.md, {mutation.REPORT}")
+    return headline, int(doc["not_run"])
 
 
-def merge_main(dirs: list[Path], out: Path) -> int:
+def merge_main(dirs: list[Path], out: Path) -> Answer:
     """`gmemtest mutate merge DIR...`: the reports of a run's shards, run apart, as one run of
     them would write; 1 when a mutant survived."""
     label, results = mutation.merge(dirs)
-    write_reports(out, results, label)
-    return 1 if any(r.outcome == mutation.SURVIVED for r in results) else 0
+    text, _ = write_reports(out, results, label)
+    return Answer(1 if any(r.outcome == mutation.SURVIVED for r in results) else 0, text)

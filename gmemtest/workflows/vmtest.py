@@ -110,16 +110,6 @@ def run_modes(build: kernel.Build, pytest_args: list[str], *, limits: qemu.Limit
         return list(pool.map(boot, boots))
 
 
-def not_run(outcomes: list[report.BootReport]) -> str | None:
-    """One line naming the boots that did not run their tests (None when every boot did):
-    no verdict rests on them."""
-    bad = [o for o in outcomes if not o.ran]
-    if not bad:
-        return None
-    return (f"{len(bad)} of {len(outcomes)} boot(s) did not run their tests: "
-            + "; ".join(f"{o.label}: {o.problem or o.ended}" for o in bad))
-
-
 def main_job(spec: KernelSpec, *, pytest_args: list[str] | None = None,
              limits: qemu.Limits | None = None, image: Path | None = None,
              harness: bool = False) -> tuple[list[report.BootReport], str]:

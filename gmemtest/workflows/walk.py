@@ -14,8 +14,9 @@ from pathlib import Path
 
 from gmemtest import tool
 from gmemtest.errors import BuildFailed, GmemtestError
-from gmemtest.results import runlog
+from gmemtest.results import report, runlog
 from gmemtest.results import walk as walk_report
+from gmemtest.results.answer import Answer
 from gmemtest.results.walk import PatchBuild, Walk
 from gmemtest.vmtier import kernel, qemu, series
 from gmemtest.vmtier.checkout import CHECKOUT
@@ -70,7 +71,7 @@ def walk(spec: KernelSpec, pytest_args: list[str], limits: qemu.Limits) -> Walk:
     boots = vmtest.modes(tip_build)
     result.suites = vmtest.run_modes(tip_build, pytest_args, limits=limits, progress=progress,
                                      stamp=f"{stamp}-tip", boots=boots)
-    result.error = vmtest.not_run(result.suites)
+    result.error = report.not_run(result.suites)
     if result.error is not None:
         return result
     failing = {(mode, pytest_id(name)): why for mode, o in zip(boots, result.suites, strict=True)
@@ -131,8 +132,8 @@ def _bisect(result: Walk, commits: list[tuple[str, str]], mode: vmtest.Mode,
 
 
 def main(spec: KernelSpec, pytest_args: list[str] | None,
-         limits: qemu.Limits, *, coverage: bool = False) -> tuple[int, str | None]:
-    """0 when every prefix builds and the tip passes, 1 otherwise; (2, why) without a verdict.
+         limits: qemu.Limits, *, coverage: bool = False) -> Answer:
+    """0 when every prefix builds and the tip passes, 1 otherwise; 2 and why without a verdict.
     ``coverage``: then the tip's coverage build runs the suite too, and the reports draw the
     series' lines run (out/coverage/)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -144,14 +145,13 @@ def main(spec: KernelSpec, pytest_args: list[str] | None,
                             stamp=stamp, root=out)
             doc = cov.write(m, out / "coverage")
             w.coverage = f"coverage: {cov.headline(doc)} (coverage/coverage.html)"
-            w.error = vmtest.not_run(m.boots)
+            w.error = report.not_run(m.boots)
     (out / "walk.txt").write_text(walk_report.table(w) + "\n")
     (out / "walk.md").write_text(walk_report.markdown(w))
     walk_report.write_junit(w, out / "junit.xml")
     if w.bisect_log:
         (out / "bisect.log").write_text(w.bisect_log)
-    print(walk_report.table(w))
-    print(f"reports: {out}/walk.md, walk.txt, junit.xml")
+    text = f"{walk_report.table(w)}\nreports: {out}/walk.md, walk.txt, junit.xml"
     if w.error is not None:
-        return 2, w.error
-    return (0 if w.ok else 1), None
+        return Answer(2, text, w.error)
+    return Answer(0 if w.ok else 1, text)
