@@ -9,6 +9,7 @@ import os
 import re
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import ci_local
@@ -17,6 +18,7 @@ from bases import BASE
 
 from gmemtest.errors import GmemtestError
 from gmemtest.results import mutation
+from gmemtest.results.coverage import DrawnPatch, drawn
 from gmemtest.results.health import Finding
 from gmemtest.results.outcome import Outcome, TestResult
 from gmemtest.results.report import BootReport
@@ -101,7 +103,7 @@ static int kvm_gmem_check(struct gmem *g, int nr)
 """
 
 
-def series_doc(tree: Path, tip: str = TIP) -> dict:
+def series_doc(tree: Path, tip: str = TIP) -> list[DrawnPatch]:
     (tree / "virt/kvm").mkdir(parents=True)
     (tree / "virt/kvm/gmem.c").write_text(tip)
     on, off = "in-place conversion on", "in-place conversion off (its default)"
@@ -113,11 +115,11 @@ def series_doc(tree: Path, tip: str = TIP) -> dict:
                  ("\t\treturn -EINVAL;", "never run", []),
                  ("\treturn 0;", "run", [f"{on}: tests/a.py::t1", f"{off}: tests/b.py::t3"]),
                  ("}", "no code", [])], 1)]
-    return {"patches": [{"index": 3, "subject": "KVM: gmem: check nr", "hunks": [
+    return drawn({"patches": [{"index": 3, "subject": "KVM: gmem: check nr", "hunks": [
         {"file": "virt/kvm/gmem.c", "header": "", "lines": lines},
         {"file": "include/linux/kvm_host.h", "header": "", "lines": [
             {"kind": "+", "text": "\tif (a < b)", "tip": 1, "status": "run", "tests": ["x"]}]},
-    ]}]}
+    ]}]})
 
 
 def test_candidates_are_the_run_lines_of_kvms_c_files(tmp_path):
@@ -306,17 +308,20 @@ def test_tests_newer_than_the_coverage_map():
     line of the series: those of the harness's own files could not see a mutant."""
     line = {"tip": 3, "kind": "+", "status": "run", "text": "x",
             "tests": ["in-place conversion on: tests/test_conversion.py::test_old"]}
-    kept = {"seconds": {"in-place conversion on": {"tests/test_conversion.py::test_old": 1.0,
-                                                   "tests/test_plugin.py::test_old": 1.0}},
-            "series": {"patches": [{"hunks": [{"file": "virt/kvm/x.c", "lines": [line]}]}]}}
+    kept = coverage.CoverageMap(
+        Path("/t"), "k", "2026-12-07T00:00:00Z", {},
+        drawn({"patches": [{"index": 1, "subject": "s",
+                            "hunks": [{"file": "virt/kvm/x.c", "lines": [line]}]}]}),
+        {"in-place conversion on": {"tests/test_conversion.py::test_old": 1.0,
+                                    "tests/test_plugin.py::test_old": 1.0}})
     suite = ["tests/test_conversion.py::test_old", "tests/test_conversion.py::test_new[a]",
              "tests/test_conversion.py::test_new[b]", "tests/test_plugin.py::test_old",
              "tests/test_plugin.py::test_new"]
     # By function: its parameters in the guest may not be the host's (the tree's selftests)
-    assert coverage.newer_tests(kept, suite) == ["tests/test_conversion.py::test_new"]
+    assert kept.newer_tests(suite) == ["tests/test_conversion.py::test_new"]
     # a function the map saw with parameters the host does not have is not new
-    assert coverage.newer_tests(kept, ["tests/test_conversion.py::test_old[none-listed]"]) == []
-    assert coverage.newer_tests({**kept, "series": None}, suite) == []
+    assert kept.newer_tests(["tests/test_conversion.py::test_old[none-listed]"]) == []
+    assert replace(kept, series=None).newer_tests(suite) == []
 
 
 def test_the_next_mutant_builds_while_this_one_boots(tmp_path):

@@ -266,6 +266,35 @@ def to_json(cov: Coverage, patches: list[Patch], label: str) -> dict[str, Any]:
                 for h in p.hunks]} for p, s in sums["patches"]]}
 
 
+@dataclass(frozen=True)
+class DrawnLine:
+    """A line the series adds, as a coverage document draws it: where it is at the tip, its
+    text, its status (RUN, NEVER...) and the tests (``boot: node id``) that ran it."""
+
+    file: str
+    tip: int | None  # None: a later patch changed it
+    text: str
+    status: str
+    tests: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DrawnPatch:
+    """A patch of the series and the lines it adds that are still at the tip."""
+
+    index: int
+    subject: str
+    lines: tuple[DrawnLine, ...]
+
+
+def drawn(doc: dict[str, Any]) -> list[DrawnPatch]:
+    """The added lines of a coverage document (:func:`to_json`), patch by patch."""
+    return [DrawnPatch(p["index"], p["subject"], tuple(
+        DrawnLine(h["file"], ln["tip"], ln["text"], ln["status"], tuple(ln["tests"]))
+        for h in p["hunks"] for ln in h["lines"] if ln["kind"] == "+"))
+        for p in doc["patches"]]
+
+
 def lcov(cov: Coverage, tree: Path, test_name: str = "gmemtest") -> str:
     """An lcov tracefile (genhtml, gcovr and CI coverage views read it): every executable line
     of every instrumented file, with its count over all boots, and each function."""

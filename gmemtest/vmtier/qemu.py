@@ -241,9 +241,11 @@ def boot(build: Build, pytest_args: list[str], *, results: Path,
            **({kselftest.ENV: str(listing.root)} if listing is not None else {}), **(env or {})}
 
     def one(where: Path) -> Run:
-        run = _boot(build.bzimage, machine_for(build.config), pytest_args, where, cmdline,
-                    limits or Limits(), env, image, echo, memory, stop, stop_at_report,
-                    promises=lambda words: contract_of(build, words))
+        run = _boot(BootRequest(
+            build.bzimage, machine_for(build.config), tuple(pytest_args), where,
+            tuple(cmdline or ()), limits or Limits(), env, image, echo=echo, memory=memory,
+            stop=stop, stop_at_report=stop_at_report,
+            promises=lambda words: contract_of(build, words)))
         log.info("boot of %s ended: status %s, %s, boot %.1f s, run %.1f s", build.bzimage,
                  run.status, run.limit_hit or "no limit hit", run.boot_seconds or -1,
                  run.seconds)
@@ -272,19 +274,98 @@ def boot(build: Build, pytest_args: list[str], *, results: Path,
         return first
 
 
-def _boot(kernel: Path, machine: Machine, pytest_args: list[str], results: Path,
-          cmdline: list[str] | None, limits: Limits, env: dict[str, str], image: Path | None,
-          echo: bool, memory: str, stop: threading.Event | None = None,
-          stop_at_report: bool = False,
-          promises: Callable[[list[str]], contract.Contract] | None = None) -> Run:
+@dataclass(frozen=True)
+class BootRequest:
+    """One boot, all it needs: the kernel and the machine to boot it on, pytest's arguments,
+    where its results go, the kernel's command line, its limits, the environment of the
+    guest's pytest, the root image (None: the host's root). ``echo``: the guest's output on
+    the terminal; ``stop``: set, it stops QEMU; ``stop_at_report``: QEMU is stopped
+    REPORT_TAIL seconds after the kernel's first report; ``promises``: what the boot promises
+    to test, from the command line it was given (gmemtest.results.contract)."""
+
+    kernel: Path
+    machine: Machine
+    pytest_args: tuple[str, ...]
+    results: Path
+    cmdline: tuple[str, ...]
+    limits: Limits
+    env: dict[str, str]
+    image: Path | None = None
+    echo: bool = True
+    memory: str = "3G"
+    stop: threading.Event | None = None
+    stop_at_report: bool = False
+    promises: Callable[[list[str]], contract.Contract] | None = None
+
+
+class Console:
+    """QEMU's serial console, read by a thread of its own: kept in console.log, echoed (the
+    guest's lines, not the kernel's), and watched for the init's banner, the time of the last
+    line, and the kernel's first report."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], run: Run, start: float, *,
+                 echo: bool, watch_reports: bool) -> None:
+        self.proc, self.run, self.start = proc, run, start
+        self.echo, self.watch_reports = echo, watch_reports
+        self.banner = threading.Event()
+        self.last_line = start
+        self.report_at: float | None = None  # when the kernel's first report began
+        self.thread = threading.Thread(target=self._pump, daemon=True)
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        with open(self.run.console, "wb") as kept:
+            for raw in self.proc.stdout:
+                self.last_line = time.monotonic()
+                kept.write(raw)
+                kept.flush()
+                line = raw.decode(errors="replace")
+                if not self.banner.is_set() and BANNER in line:
+                    self.run.boot_seconds = time.monotonic() - self.start
+                    self.banner.set()
+                elif self.banner.is_set() and self.echo and not line.startswith("["):
+                    sys.stdout.write(HEARTBEAT.sub("", line).replace("\r", ""))
+                    sys.stdout.flush()
+                if self.watch_reports and self.report_at is None \
+                        and health.scan(line, console=True):
+                    self.report_at = time.monotonic()
+
+
+def _watch(req: BootRequest, console: Console, monitor: Path) -> tuple[Ended, str] | None:
+    """Wait for QEMU to end; the limit that ended it first instead, and how it is said."""
+    limits, proc = req.limits, console.proc
+    while proc.poll() is None:
+        now = time.monotonic()
+        elapsed = now - console.start
+        if not console.banner.is_set() and elapsed > limits.boot:
+            return Ended.BOOT_TIMEOUT, f"boot timeout: no init banner within {limits.boot:.0f} s"
+        if req.stop is not None and req.stop.is_set():
+            return Ended.STOPPED, "stopped: another boot decided"
+        if console.report_at is not None and now - console.report_at > REPORT_TAIL:
+            return Ended.KERNEL_REPORT, \
+                f"stopped {REPORT_TAIL:.0f} s after the kernel's first report"
+        if elapsed > limits.total:
+            return Ended.TIMEOUT, f"overall timeout: the run exceeded {limits.total:.0f} s"
+        if console.banner.is_set() and now - console.last_line > limits.silence:
+            dumped = _dump_hung_guest(proc, monitor)
+            return Ended.HANG, (f"hang: the guest printed nothing for {limits.silence:.0f} s, "
+                                "not even the init's heartbeat; " + (
+                                    "an NMI made its kernel print every task's stack"
+                                    if dumped else "it did not answer an NMI either"))
+        time.sleep(0.1)
+    return None
+
+
+def _boot(req: BootRequest) -> Run:
+    results, limits, env, image = req.results, req.limits, req.env, req.image
     for name in ("status", "junit.xml", "results.ktap", TEST_LIMITS, contract.FILE,
                  contract.BROKEN, progress.FILE):
         (results / name).unlink(missing_ok=True)
     for stale in [*results.glob("kmsg-*.jsonl"), *results.glob("reliability-*.jsonl"),
                   *results.glob(f"{progress.COLLECTED}-*.txt")]:
         stale.unlink()
-    color = "yes" if echo and sys.stdout.isatty() else "no"
-    args = [f"--color={color}", *pytest_args, f"--timeout={int(limits.test)}"]
+    color = "yes" if req.echo and sys.stdout.isatty() else "no"
+    args = [f"--color={color}", *req.pytest_args, f"--timeout={int(limits.test)}"]
     env = {**tunables.from_environ(os.environ), **env}
     # Paths as the guest can follow them: through a link under /tmp (a cache there) it could
     # not, the init's tmpfs hides the link; the path it resolves to is bound (hidden_paths).
@@ -313,11 +394,11 @@ def _boot(kernel: Path, machine: Machine, pytest_args: list[str], results: Path,
     run = Run(results, results / "console.log", accel=accel.label)
     sockdir = Path(tempfile.mkdtemp(prefix="gmemtest-qemu-"))  # short: a socket path is <108 B
     monitor = sockdir / "monitor.sock"
-    cmd = qemu_command(kernel, results, accel, cmdline or [], root=root,
-                       init=checkout / "vmimages/init", memory=memory, monitor=monitor,
-                       machine=machine)
-    if promises is not None:
-        promises(kernel_cmdline(cmdline or [], accel=accel, machine=machine)).write(
+    cmd = qemu_command(req.kernel, results, accel, list(req.cmdline), root=root,
+                       init=checkout / "vmimages/init", memory=req.memory, monitor=monitor,
+                       machine=req.machine)
+    if req.promises is not None:
+        req.promises(kernel_cmdline(list(req.cmdline), accel=accel, machine=req.machine)).write(
             results / contract.FILE)
     (results / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
     log.info("qemu (%s): %s", accel.label, shlex.join(cmd))
@@ -325,29 +406,6 @@ def _boot(kernel: Path, machine: Machine, pytest_args: list[str], results: Path,
              limits.test, limits.total, limits.silence,
              f"; {len(limits.tests)} tests their own, {min(limits.tests.values()):.0f} to "
              f"{max(limits.tests.values()):.0f} s ({TEST_LIMITS})" if limits.tests else "")
-    start = time.monotonic()
-    banner = threading.Event()
-    last_line = [start]
-    report_at: list[float] = []  # when the console showed the kernel's first report
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        with open(run.console, "wb") as log:
-            for raw in proc.stdout:
-                last_line[0] = time.monotonic()
-                log.write(raw)
-                log.flush()
-                line = raw.decode(errors="replace")
-                if not banner.is_set() and BANNER in line:
-                    run.boot_seconds = time.monotonic() - start
-                    banner.set()
-                elif banner.is_set() and echo and not line.startswith("["):
-                    sys.stdout.write(HEARTBEAT.sub("", line).replace("\r", ""))
-                    sys.stdout.flush()
-                if stop_at_report and not report_at and health.scan(line, console=True):
-                    report_at.append(time.monotonic())
-
-    reader = threading.Thread(target=pump, daemon=True)
     ctrl_c = _HeldSigint()
     try:
         proc = subprocess.Popen([*die_with_parent(), *cmd], stdin=subprocess.DEVNULL,
@@ -356,41 +414,20 @@ def _boot(kernel: Path, machine: Machine, pytest_args: list[str], results: Path,
     except BaseException:
         ctrl_c.release()
         raise
+    console = Console(proc, run, time.monotonic(), echo=req.echo,
+                      watch_reports=req.stop_at_report)
     try:
         ctrl_c.release()
-        reader.start()
-        while proc.poll() is None:
-            elapsed = time.monotonic() - start
-            if not banner.is_set() and elapsed > limits.boot:
-                run.limit, run.limit_hit = Ended.BOOT_TIMEOUT, \
-                    f"boot timeout: no init banner within {limits.boot:.0f} s"
-                break
-            if stop is not None and stop.is_set():
-                run.limit, run.limit_hit = Ended.STOPPED, "stopped: another boot decided"
-                break
-            if report_at and time.monotonic() - report_at[0] > REPORT_TAIL:
-                run.limit, run.limit_hit = Ended.KERNEL_REPORT, \
-                    f"stopped {REPORT_TAIL:.0f} s after the kernel's first report"
-                break
-            if elapsed > limits.total:
-                run.limit, run.limit_hit = Ended.TIMEOUT, \
-                    f"overall timeout: the run exceeded {limits.total:.0f} s"
-                break
-            if banner.is_set() and time.monotonic() - last_line[0] > limits.silence:
-                dumped = _dump_hung_guest(proc, monitor)
-                run.limit = Ended.HANG
-                run.limit_hit = (f"hang: the guest printed nothing for {limits.silence:.0f} s, "
-                                 "not even the init's heartbeat; " + (
-                                     "an NMI made its kernel print every task's stack"
-                                     if dumped else "it did not answer an NMI either"))
-                break
-            time.sleep(0.1)
+        console.thread.start()
+        ended = _watch(req, console, monitor)
+        if ended is not None:
+            run.limit, run.limit_hit = ended
     finally:
         _reap(proc)
-        if reader.ident is not None:
-            reader.join(timeout=5)
+        if console.thread.ident is not None:
+            console.thread.join(timeout=5)
         shutil.rmtree(sockdir, ignore_errors=True)
-        run.seconds = time.monotonic() - start
+        run.seconds = time.monotonic() - console.start
     status = results / "status"
     if status.exists() and status.read_text().strip().lstrip("-").isdigit():
         run.status = int(status.read_text())

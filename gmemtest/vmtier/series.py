@@ -31,8 +31,9 @@ from pathlib import Path
 from gmemtest import tool
 from gmemtest.cache import cache_dir, locked
 from gmemtest.errors import BuildFailed, BuildStage, GmemtestError
+from gmemtest.results.shape import check, read_json
 
-from .manifest import PostedInfo
+from .manifest import POSTED, PostedInfo
 from .patchset import PatchSet
 from .progress import Progress
 
@@ -312,13 +313,14 @@ def info(tree: Path) -> Applied | None:
     path = tree / READY
     if not path.exists():
         return None
+    again = f"; remove {tree.parent} and apply the series again"
+    data = read_json(path, "a series tree's record", f"{path}: gone{again}", hint=again)
     try:
-        data = json.loads(path.read_text())
-        base_commit = data.pop("base_commit")
-        return Applied(PostedInfo(**data), str(base_commit))
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
-        raise GmemtestError(f"{path}: damaged ({e}); remove {tree.parent} and apply the series "
-                            "again") from None
+        check(data, {**POSTED, "base_commit": str}, str(path))
+    except GmemtestError as e:
+        raise GmemtestError(f"{e}{again}") from None
+    base_commit = data.pop("base_commit")
+    return Applied(PostedInfo(**data), base_commit)
 
 
 def commits(tree: Path, count: int) -> list[tuple[str, str]]:

@@ -93,7 +93,6 @@ def select(tree: Path, base: str) -> Selection:
     if kept is None:
         raise GmemtestError(f"--affected: no coverage map of {tree}: run `gmemtest coverage "
                             f"--src {tree}` first")
-    known = kept["functions"]
     edits = changed_lines(tree, base)
     if not edits:
         return Selection(whole=f"the tree does not differ from {base}")
@@ -106,7 +105,7 @@ def select(tree: Path, base: str) -> Selection:
             name = next((n for n, (s, e) in defined.items() if s <= line <= e), None)
             if name is None:
                 return Selection(whole=f"{file}:{line} is outside every function")
-            covering = known.get(file, {}).get(name)
+            covering = kept.tests_of(file, name)
             if not covering:
                 return Selection(whole=f"{name}() in {file} is a function no test was seen to "
                                        "run (or the map does not know it)")
@@ -114,7 +113,7 @@ def select(tree: Path, base: str) -> Selection:
                 ids = {t.split(": ", 1)[1] for t in covering}
                 sel.why[name] = len(ids)
                 tests |= ids
-    slow = {t for t in tests if coverage.slowest_seconds(kept, t) > coverage.SLOWEST}
+    slow = {t for t in tests if kept.slowest_seconds(t) > coverage.SLOWEST}
     if slow != tests:  # only slow tests cover the edit: they are the answer
         sel.slow = sorted(slow)
         tests -= slow

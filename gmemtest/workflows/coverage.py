@@ -28,7 +28,7 @@ from gmemtest.errors import GmemtestError, one_line
 from gmemtest.results import coverage, report, runlog
 from gmemtest.results.answer import Answer
 from gmemtest.results.patches import Patch
-from gmemtest.results.shape import ListOf, MapOf, Maybe, check
+from gmemtest.results.shape import ListOf, MapOf, Maybe, check, read_json
 from gmemtest.testing import GUEST_PYTEST_PLUGINS
 from gmemtest.testing.gcov import ENV as GCOV_ENV
 from gmemtest.vmtier import kernel, patchlines, qemu, series
@@ -164,9 +164,45 @@ def write(m: Measured, out: Path) -> dict[str, Any]:
 SLOWEST = 60.0
 
 
-def slowest_seconds(kept: dict[str, Any], node: str) -> float:
-    """The longest a test took in any boot of the coverage run (0: not seen)."""
-    return max((per.get(node, 0.0) for per in kept.get("seconds", {}).values()), default=0.0)
+@dataclass(frozen=True)
+class CoverageMap:
+    """What a coverage run of a tree keeps for the loops after it: which tests ran each
+    function, by file (``FILE -> FUNCTION -> ["boot: node id", ...]``); the series' added lines
+    as drawn (None: a map made before it kept them); each test's seconds per boot."""
+
+    tree: Path
+    label: str
+    made: str
+    functions: dict[str, dict[str, list[str]]]
+    series: list[coverage.DrawnPatch] | None
+    seconds: dict[str, dict[str, float]]
+
+    def slowest_seconds(self, node: str) -> float:
+        """The longest a test took in any boot of the coverage run (0: not seen)."""
+        return max((per.get(node, 0.0) for per in self.seconds.values()), default=0.0)
+
+    def tests_of(self, file: str, function: str) -> list[str]:
+        """The tests (``boot: node id``) that ran ``function`` of ``file``."""
+        return self.functions.get(file, {}).get(function, [])
+
+    def newer_tests(self, suite: list[str]) -> list[str]:
+        """The test functions of ``suite`` that no boot of the map's coverage run saw
+        (written since), of the test files some of whose mapped tests ran a line the series
+        adds (a file of the harness's own tests, which never run the series, is no place for
+        one to see a mutant)."""
+        seen = {node.partition("[")[0] for per in self.seconds.values() for node in per}
+        files = {t.split(": ", 1)[-1].partition("::")[0]
+                 for p in self.series or [] for ln in p.lines for t in ln.tests}
+        # By function: a test's parameters may come from the boot (the tree's selftests are
+        # those its build made), so the host's ids of them are not the guest's; the
+        # function's id selects all of them there.
+        out: list[str] = []
+        for t in suite:
+            function = t.partition("[")[0]
+            if function not in seen and function.partition("::")[0] in files \
+                    and function not in out:
+                out.append(function)
+        return out
 
 
 def map_path(tree: Path) -> Path:
@@ -193,23 +229,36 @@ def save_map(m: Measured, doc: dict[str, Any] | None = None) -> Path:
     return path
 
 
-def load_map(tree: Path) -> dict[str, Any] | None:
-    """The map :func:`save_map` kept for ``tree`` (None: none yet)."""
+def _map_doc(tree: Path) -> dict[str, Any] | None:
+    """The map of ``tree`` as its file holds it, its shape checked (None: none yet)."""
     path = map_path(tree)
     if not path.is_file():
         return None
+    again = "; remove it and run `gmemtest coverage` again"
+    doc: dict[str, Any] = read_json(path, "a coverage map", f"{path}: gone", hint=again)
     try:
-        doc: dict[str, Any] = json.loads(path.read_text())
         if isinstance(doc, dict):  # a map from before it kept the series and the seconds
             doc.setdefault("series", None)
             doc.setdefault("seconds", {})
         check(doc, {"tree": str, "label": str, "made": str,
                     "functions": MapOf(MapOf(ListOf(str))), "series": Maybe(dict),
                     "seconds": MapOf(MapOf((int, float)))}, str(path))
-    except (OSError, ValueError, GmemtestError) as e:
-        raise GmemtestError(f"{path}: a damaged coverage map ({one_line(e)}); remove it and "
-                            "run `gmemtest coverage` again") from None
+        if doc["series"] is not None:
+            coverage.drawn(doc["series"])
+    except (GmemtestError, KeyError, TypeError) as e:
+        raise GmemtestError(f"{path}: a damaged coverage map ({one_line(e)}){again}") from None
     return doc
+
+
+def load_map(tree: Path) -> CoverageMap | None:
+    """The map :func:`save_map` kept for ``tree`` (None: none yet)."""
+    doc = _map_doc(tree)
+    if doc is None:
+        return None
+    return CoverageMap(Path(doc["tree"]), doc["label"], doc["made"], doc["functions"],
+                       coverage.drawn(doc["series"]) if doc["series"] is not None else None,
+                       {b: {n: float(s) for n, s in per.items()}
+                        for b, per in doc["seconds"].items()})
 
 
 def suite_tests(checkout: Path = CHECKOUT) -> list[str]:
@@ -225,32 +274,10 @@ def suite_tests(checkout: Path = CHECKOUT) -> list[str]:
     return [ln.strip() for ln in proc.stdout.splitlines() if "::" in ln]
 
 
-def newer_tests(kept: dict[str, Any], suite: list[str]) -> list[str]:
-    """The test functions of ``suite`` that no boot of the map's coverage run saw (written
-    since), of
-    the test files some of whose mapped tests ran a line the series adds (a file of the
-    harness's own tests, which never run the series, is no place for one to see a mutant)."""
-    seen = {node.partition("[")[0] for per in kept.get("seconds", {}).values() for node in per}
-    series = kept.get("series") or {"patches": []}
-    files = {t.split(": ", 1)[-1].partition("::")[0]
-             for p in series["patches"] for hunk in p["hunks"] for ln in hunk["lines"]
-             for t in ln.get("tests", ())}
-    # By function: a test's parameters may come from the boot (the tree's selftests are those
-    # its build made), so the host's ids of them are not the guest's; the function's id
-    # selects all of them there.
-    out: list[str] = []
-    for t in suite:
-        function = t.partition("[")[0]
-        if function not in seen and function.partition("::")[0] in files \
-                and function not in out:
-            out.append(function)
-    return out
-
-
 def adopt_map(source: Path, tree: Path) -> bool:
     """Give ``tree`` the map of ``source`` when every file the map measured is the same in
     both (a series applied as commits to the same base as a patch set): True if it did."""
-    kept = load_map(source)
+    kept = _map_doc(source)
     if kept is None or map_path(tree).is_file():
         return False
     for file in kept["functions"]:

@@ -62,6 +62,7 @@ from gmemtest.results import cells as cells_of
 from gmemtest.results import coverage, kcidb, render, report, runlog
 from gmemtest.results.answer import Answer
 from gmemtest.results.cells import CellResult, cell_id, slug
+from gmemtest.results.shape import read_json
 from gmemtest.testing import tunables
 from gmemtest.testing.gcov import ENV as GCOV_ENV
 from gmemtest.vmtier import kconfig, kernel, kernelspec, qemu
@@ -285,11 +286,8 @@ def coverage_of(results: list[tuple[CellResult, Path]], out: Path) -> dict[str, 
     groups: dict[str, list[dict[str, Any]]] = {}
     for r, d in results:
         if r.coverage is not None and (d / "coverage.json").is_file():
-            try:
-                doc = json.loads((d / "coverage.json").read_text())
-            except ValueError as e:
-                raise GmemtestError(f"{d / 'coverage.json'}: not a coverage document ({e})") \
-                    from None
+            doc = read_json(d / "coverage.json", "a coverage document",
+                            f"{d / 'coverage.json'}: gone")
             groups.setdefault(f"{r.kernel_name}/{r.config}", []).append(doc)
     section: dict[str, Any] = {}
     for name, docs in groups.items():

@@ -38,13 +38,12 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from gmemtest.cache import cache_dir, locked
 from gmemtest.errors import BuildFailed, BuildStage, GmemtestError
 from gmemtest.results import mutation, report, runlog
 from gmemtest.results.answer import Answer
-from gmemtest.results.coverage import RUN
+from gmemtest.results.coverage import RUN, DrawnPatch
 from gmemtest.results.mutation import Result
 from gmemtest.results.outcome import Outcome
 from gmemtest.results.run import Ended
@@ -99,32 +98,28 @@ class Candidate:
         return sorted(nodes, key=lambda n: (took.get(n, float("inf")), n))
 
 
-def candidates(doc: dict[str, Any], tree: Path) -> list[Candidate]:
+def candidates(series: list[DrawnPatch], tree: Path) -> list[Candidate]:
     """Every mutant of the run lines the series adds to KVM's C files, in id order."""
     out: list[Candidate] = []
     seen: dict[str, dict[str, int]] = {}
     texts: dict[str, list[str]] = {}
     defined: dict[str, dict[str, tuple[int, int]]] = {}
-    for p in doc["patches"]:
-        for hunk in p["hunks"]:
-            file = hunk["file"]
-            if not file.endswith(".c") or not file.startswith(WITHIN):
+    for p in series:
+        for ln in p.lines:
+            file, tip = ln.file, ln.tip
+            if not file.endswith(".c") or not file.startswith(WITHIN) or ln.status != RUN \
+                    or tip is None:
                 continue
             if file not in texts:
                 text = (tree / file).read_text(errors="replace")
                 texts[file], defined[file] = text.splitlines(), affected.functions(text)
-            for ln in hunk["lines"]:
-                if ln["kind"] != "+" or ln["status"] != RUN:
-                    continue
-                tip = ln["tip"]
-                if texts[file][tip - 1] != ln["text"]:
-                    raise GmemtestError(f"{file}:{tip} is not the line the coverage map "
-                                        "drew: the tree changed since; run `gmemtest "
-                                        "coverage` on it again")
-                fn = next((n for n, (s, e) in defined[file].items() if s <= tip <= e), "?")
-                for m in mutants.of_line(file, tip, ln["text"], seen.setdefault(file, {}),
-                                         around=mutants.context(texts[file], tip)):
-                    out.append(Candidate(m, fn, p["index"], p["subject"], list(ln["tests"])))
+            if texts[file][tip - 1] != ln.text:
+                raise GmemtestError(f"{file}:{tip} is not the line the coverage map drew: the "
+                                    "tree changed since; run `gmemtest coverage` on it again")
+            fn = next((n for n, (s, e) in defined[file].items() if s <= tip <= e), "?")
+            for m in mutants.of_line(file, tip, ln.text, seen.setdefault(file, {}),
+                                     around=mutants.context(texts[file], tip)):
+                out.append(Candidate(m, fn, p.index, p.subject, list(ln.tests)))
     return sorted(out, key=lambda c: c.mutant.id)
 
 
@@ -339,12 +334,12 @@ def _boots(build: kernel.Build, c: Candidate, tests: dict[str, list[str]], resul
 # --- the run -----------------------------------------------------------------------------------
 
 def the_map(spec: KernelSpec, progress: Progress, out: Path,
-            stamp: str) -> tuple[kernel.Build, dict[str, Any]]:
+            stamp: str) -> tuple[kernel.Build, coverage.CoverageMap]:
     """The lean build of ``spec`` and its tree's coverage map, measured now if there is none."""
     build = kernel.resolve(spec, progress)
     assert build.source_path is not None
     kept = coverage.load_map(build.source_path)
-    if kept is None or kept["series"] is None:
+    if kept is None or kept.series is None:
         progress.phase("mutate", "no coverage map of this tree yet: measuring it first "
                        f"(reports in {out / 'coverage'})")
         m = coverage.measure(spec, [], limits=qemu.Limits(), progress=progress, stamp=stamp,
@@ -353,7 +348,8 @@ def the_map(spec: KernelSpec, progress: Progress, out: Path,
         coverage.save_map(m, doc)
         kept = coverage.load_map(build.source_path)
         assert kept is not None
-    if not kept["series"]["patches"]:
+    assert kept.series is not None
+    if not kept.series:
         raise GmemtestError(f"{build.label}: no series to mutate (a tree: `gmemtest coverage "
                             "--src TREE --since BASE` names its commits)")
     return build, kept
@@ -479,7 +475,8 @@ def main(spec: KernelSpec, *, limits: qemu.Limits, out: Path | None, budget: flo
     with runlog.results_dir(out), contextlib.ExitStack() as stack:
         build, kept = the_map(spec, progress, out, stamp)
         assert build.source_path is not None
-        every = candidates(kept["series"], build.source_path)
+        assert kept.series is not None
+        every = candidates(kept.series, build.source_path)
         stale = sorted(set(marked) - {c.mutant.id for c in every})
         if stale:
             m = marked[stale[0]]
@@ -503,10 +500,10 @@ def main(spec: KernelSpec, *, limits: qemu.Limits, out: Path | None, budget: flo
         mspec = spec.on_tree(scratch.path, scratch.build_dir)
         progress.phase("mutate", f"{len(todo)} mutants of {build.label}"
                        + (f", {len(done)} done before" if done else ""))
-        newer = tuple(coverage.newer_tests(kept, coverage.suite_tests()))
+        newer = tuple(kept.newer_tests(coverage.suite_tests()))
         if newer:
             progress.phase("mutate", f"{len(newer)} test(s) newer than the coverage map (made "
-                           f"{kept['made']}): a mutant that the tests that ran its line let "
+                           f"{kept.made}): a mutant that the tests that ran its line let "
                            "through runs them too before it is called survived; `gmemtest "
                            "coverage` maps them: " + ", ".join(newer))
         unmarked = set() if choice.recheck else set(marked)
@@ -514,7 +511,7 @@ def main(spec: KernelSpec, *, limits: qemu.Limits, out: Path | None, budget: flo
                 and c.mutant.id in picked]
         ran = _run_all(runs, {c.mutant.id: i for i, c in enumerate(todo, 1)}, len(todo),
                        lambda c, built, cores: run_one(c, built, out / "boots", limits,
-                                                       kept["seconds"], choice.extra,
+                                                       kept.seconds, choice.extra,
                                                        choice.most, cores, newer),
                        lambda c: build_mutant(c, mspec, scratch, Progress(quiet=True),
                                               out / "boots"),
