@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,15 @@ from .errors import GmemtestError
 ABSENT = -(2**63) + 1
 
 
+class Status(StrEnum):
+    """An item of the uAPI against the headers: the same value, another (or it does not
+    compile), or absent where gmemtest allows it (an optional item of a newer revision)."""
+
+    OK = "ok"
+    DRIFT = "drift"
+    ABSENT = "absent"
+
+
 @dataclass
 class Item:
     """One compared value: ``expr`` is the C expression, ``guard`` a macro it needs."""
@@ -43,12 +53,12 @@ class Item:
     problem: str = ""
 
     @property
-    def status(self) -> str:
+    def status(self) -> Status:
         if self.problem:
-            return "drift"
+            return Status.DRIFT
         if self.actual == ABSENT:
-            return "absent" if self.optional else "drift"
-        return "ok" if self.actual == self.expected else "drift"
+            return Status.ABSENT if self.optional else Status.DRIFT
+        return Status.OK if self.actual == self.expected else Status.DRIFT
 
     @property
     def shown_actual(self) -> str:
@@ -191,17 +201,17 @@ def check(dirs: list[Path], headers_for_cap: Path | None = None) -> list[Item]:
 
 def report(results: list[Item], *, show_all: bool = False) -> str:
     """A table of the drifted items (every item with ``show_all``) and a summary line."""
-    rows = [r for r in results if show_all or r.status == "drift"]
+    rows = [r for r in results if show_all or r.status is Status.DRIFT]
     lines = []
     if rows:
         w = max(len(r.name) for r in rows)
         lines.append(f"{'item':<{w}}  {'gmemtest':>12}  {'headers':>12}  status")
         for r in rows:
             lines.append(f"{r.name:<{w}}  {r.expected:>12}  {r.shown_actual:>12}  {r.status}")
-    counts = {s: sum(r.status == s for r in results) for s in ("ok", "drift", "absent")}
-    absent = sorted({_short(r.name) for r in results if r.status == "absent"})
-    lines.append(f"{len(results)} items: {counts['ok']} ok, {counts['drift']} drift, "
-                 f"{counts['absent']} absent (series-only: {', '.join(absent) or 'none'})")
+    counts = {s: sum(r.status is s for r in results) for s in Status}
+    absent = sorted({_short(r.name) for r in results if r.status is Status.ABSENT})
+    lines.append(f"{len(results)} items: {counts[Status.OK]} ok, {counts[Status.DRIFT]} drift, "
+                 f"{counts[Status.ABSENT]} absent (series-only: {', '.join(absent) or 'none'})")
     return "\n".join(lines)
 
 

@@ -34,11 +34,13 @@ class BuildStage(StrEnum):
 
 
 class BuildFailed(GmemtestError):
-    """A kernel build that produced no kernel, and the stage where it stopped."""
+    """A kernel build that produced no kernel, the stage where it stopped, and ``detail``:
+    what stopped it, without the framing of the one-line message (a table's cell)."""
 
-    def __init__(self, stage: BuildStage, message: str) -> None:
+    def __init__(self, stage: BuildStage, message: str, detail: str | None = None) -> None:
         super().__init__(message)
         self.stage = stage
+        self.detail = detail or message
 
 
 class KvmError(OSError):

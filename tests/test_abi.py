@@ -77,7 +77,7 @@ def test_missing_member_is_reported(headers_72, tmp_path):
     kvm_h = root / "linux/kvm.h"
     kvm_h.write_text(kvm_h.read_text().replace("__u64 guest_memfd_offset;", "__u64 gmem_off;"))
     results = abi.check(abi.include_dirs(root))
-    bad = [r for r in results if r.status == "drift"]
+    bad = [r for r in results if r.status is abi.Status.DRIFT]
     assert [r.name for r in bad] == ["offsetof(struct kvm_userspace_memory_region2, "
                                      "guest_memfd_offset)"]
     assert "no member" in bad[0].problem

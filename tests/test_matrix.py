@@ -14,7 +14,7 @@ import kcidb_io
 import pytest
 import yaml
 
-from gmemtest.errors import GmemtestError
+from gmemtest.errors import BuildStage, GmemtestError
 from gmemtest.results import baseline, cells, contract, kcidb, ktap, report
 from gmemtest.results.cells import CellResult, cell_id, slug
 from gmemtest.results.contract import BootKind
@@ -314,7 +314,7 @@ def cell_result(tmp_path: Path, kernel: str, config: str, cmdline: str, *,
     r = CellResult(kernel, config, cmdline, report.evaluate(cell_id(kernel, config, cmdline),
                                                            run) if built else None,
                    None if built else "build failed: make: *** [Makefile] Error 2",
-                   build_stage=None if built else "compile",
+                   build_stage=None if built else BuildStage.COMPILE,
                    cmdline=[f"kvm.gmem_in_place_conversion={int(cmdline == 'on')}"],
                    source="linux-source-7.2 7.2.13-1", patches=["0001-a.patch"],
                    fragments=["base", "kvm"], started="2026-11-29T16:00:00Z")

@@ -52,7 +52,7 @@ def _cmd_abi_check(args: argparse.Namespace) -> Answer:
             raise GmemtestError(f"{p} is not a directory")
     dirs = abi.include_dirs(headers, src)
     results = abi.check(dirs, headers or src)
-    return Answer(1 if any(r.status == "drift" for r in results) else 0,
+    return Answer(1 if any(r.status is abi.Status.DRIFT for r in results) else 0,
                   abi.report(results, show_all=args.all))
 
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gmemtest.errors import GmemtestError
+from gmemtest.errors import BuildStage, GmemtestError
 
-from . import contract
+from . import contract, posted
 from .health import Finding
 from .outcome import Outcome, TestResult
+from .posted import PostedInfo
 from .report import BootReport
 from .run import Crash, Ended, Run
 from .shape import ListOf, MapOf, Maybe, check, read_json
@@ -41,7 +42,7 @@ class CellResult:
     cmdline_name: str
     outcome: BootReport | None
     problem: str | None = None
-    build_stage: str | None = None
+    build_stage: BuildStage | None = None
     build_seconds: float | None = None
     bzimage: str | None = None
     kernel: str | None = None  # what was built: source version and patches
@@ -50,7 +51,7 @@ class CellResult:
     patches: list[str] = field(default_factory=list)
     fragments: list[str] = field(default_factory=list)
     started: str | None = None  # when the cell started, UTC, ISO 8601
-    series: dict[str, Any] | None = None  # a posted series: subject, version, msgid, count
+    series: PostedInfo | None = None  # a posted series the kernel holds
     coverage: dict[str, Any] | None = None  # a coverage cell: the headline of its coverage.json
 
     @property
@@ -110,21 +111,22 @@ def to_json(r: CellResult) -> dict[str, Any]:
             "status": o.run.status, "accel": o.run.accel, "boot_seconds": o.run.boot_seconds,
             "seconds": o.run.total_seconds, "limit_hit": o.run.limit_hit}}
     return {"id": r.id, "kernel_name": r.kernel_name, "config": r.config,
-            "cmdline_name": r.cmdline_name, "problem": r.problem, "build_stage": r.build_stage,
+            "cmdline_name": r.cmdline_name, "problem": r.problem,
+            "build_stage": str(r.build_stage) if r.build_stage else None,
             "build_seconds": r.build_seconds, "bzimage": r.bzimage, "kernel": r.kernel,
             "cmdline": r.cmdline, "source": r.source, "patches": r.patches,
-            "fragments": r.fragments, "started": r.started, "series": r.series,
+            "fragments": r.fragments, "started": r.started,
+            "series": asdict(r.series) if r.series else None,
             "coverage": r.coverage, "report": report}
 
 
 NUMBER = (int, float)
-SERIES = {"subject": str, "version": int, "msgid": str, "count": int, "base": str}
 SHAPE = {
     "id": str, "kernel_name": str, "config": str, "cmdline_name": str, "problem": Maybe(str),
     "build_stage": Maybe(str), "build_seconds": Maybe(NUMBER), "bzimage": Maybe(str),
     "kernel": Maybe(str), "cmdline": ListOf(str), "source": Maybe(str),
     "patches": ListOf(str), "fragments": ListOf(str), "started": Maybe(str),
-    "series": Maybe(SERIES), "coverage": Maybe(MapOf(object)),
+    "series": Maybe(posted.SHAPE), "coverage": Maybe(MapOf(object)),
     "report": Maybe({
         "label": str, "problem": Maybe(str), "ended": str, "tallies": ListOf(MapOf(object)),
         "properties": MapOf(str), "asked": Maybe(contract.SHAPE),
@@ -164,11 +166,16 @@ def from_json(doc: Any, directory: Path) -> CellResult:
             contract.from_json(rep["asked"]) if rep["asked"] is not None else None,
             [Crash(line, tuple(tests)) for line, tests in rep["crashes"]],
             set(rep["kernel_tests"]))
+    if doc["build_stage"] is not None and doc["build_stage"] not in set(BuildStage):
+        raise GmemtestError(f"cell.build_stage: {doc['build_stage']!r} is no build stage")
     fields = {k: doc[k] for k in ("kernel_name", "config", "cmdline_name", "problem",
-                                  "build_stage", "build_seconds", "bzimage", "kernel",
+                                  "build_seconds", "bzimage", "kernel",
                                   "cmdline", "source", "patches", "fragments", "started",
-                                  "series", "coverage")}
-    result = CellResult(outcome=outcome, **fields)
+                                  "coverage")}
+    result = CellResult(outcome=outcome, **fields,
+                        build_stage=BuildStage(doc["build_stage"]) if doc["build_stage"]
+                        else None,
+                        series=PostedInfo(**doc["series"]) if doc["series"] else None)
     if result.id != doc["id"]:
         raise GmemtestError(f"cell.id: {doc['id']!r} is not its kernel/config/cmdline")
     return result

@@ -74,9 +74,9 @@ def document(results: list[CellResult]) -> dict[str, Any]:
             "valid": r.build_stage != BuildStage.APPLY,
             "misc": {"patches": r.patches}}
         if r.series:
-            checkout["message_id"] = r.series["msgid"]
-            checkout["comment"] += (f" + series v{r.series['version']} \"{r.series['subject']}\""
-                                    f" ({r.series['count']} patches)")
+            checkout["message_id"] = r.series.msgid
+            checkout["comment"] += (f" + series v{r.series.version} \"{r.series.subject}\""
+                                    f" ({r.series.count} patches)")
         checkouts.setdefault(cid, checkout)
         build: dict[str, Any] = {
             "id": bid, "checkout_id": cid, "origin": ORIGIN, "architecture": "x86_64",

@@ -23,6 +23,7 @@ import json
 import tomllib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,25 @@ from gmemtest.errors import GmemtestError
 from . import page
 from .shape import ListOf, Maybe, check, read_json
 
-KILLED, TIMED_OUT, SURVIVED = "killed", "timed out", "survived"
-NOT_BUILT, EQUIVALENT, NOT_RUN = "did not build", "equivalent", "not run"
-UNOBSERVABLE = "unobservable here"
-OUTCOMES = (KILLED, TIMED_OUT, SURVIVED, UNOBSERVABLE, NOT_BUILT, EQUIVALENT, NOT_RUN)
+
+class MutantOutcome(StrEnum):
+    """What became of a mutant (the module's docstring); the values are what the reports and
+    mutants.jsonl hold."""
+
+    KILLED = "killed"
+    TIMED_OUT = "timed out"
+    SURVIVED = "survived"
+    UNOBSERVABLE = "unobservable here"
+    NOT_BUILT = "did not build"
+    EQUIVALENT = "equivalent"
+    NOT_RUN = "not run"
+
+
+KILLED, TIMED_OUT, SURVIVED = MutantOutcome.KILLED, MutantOutcome.TIMED_OUT, MutantOutcome.SURVIVED
+NOT_BUILT, EQUIVALENT, NOT_RUN = (MutantOutcome.NOT_BUILT, MutantOutcome.EQUIVALENT,
+                                  MutantOutcome.NOT_RUN)
+UNOBSERVABLE = MutantOutcome.UNOBSERVABLE
+OUTCOMES = tuple(MutantOutcome)
 
 
 @dataclass
@@ -50,11 +66,16 @@ class Result:
     operator: str
     original: str
     mutated: str
-    outcome: str = NOT_RUN
+    outcome: MutantOutcome = NOT_RUN
     by: str | None = None  # killed: the test (mode: id) or kernel finding; else why
     tests: list[str] = field(default_factory=list)  # the tests that ran the line
     ran: int = 0  # tests run against it, both modes
     seconds: float = 0.0  # its build, then its boots from the first start (waits for a core in)
+
+    @classmethod
+    def of(cls, doc: dict[str, Any]) -> Result:
+        """A result as a report or mutants.jsonl holds it (its shape checked: SHAPE)."""
+        return cls(**{**doc, "outcome": MutantOutcome(doc["outcome"])})
 
 
 SHAPE = {"id": str, "file": str, "line": int, "function": str, "patch": int, "subject": str,
@@ -78,7 +99,7 @@ def load_results(path: Path) -> dict[str, Result]:
                                 "another directory or remove the line") from None
         if doc["outcome"] not in OUTCOMES:
             raise GmemtestError(f"{path}:{n}: {doc['outcome']!r} is no mutant outcome")
-        out[doc["id"]] = Result(**doc)
+        out[doc["id"]] = Result.of(doc)
     return out
 
 
@@ -100,7 +121,7 @@ class Mark:
     what would observe it)."""
 
     id: str
-    outcome: str  # EQUIVALENT or UNOBSERVABLE
+    outcome: MutantOutcome  # EQUIVALENT or UNOBSERVABLE
     mutant: str  # the change, as the reports describe it
     reason: str
     observable_on: str | None = None
@@ -220,7 +241,7 @@ def _diff(r: Result) -> list[str]:
 
 
 def markdown(doc: dict[str, Any]) -> str:
-    results = [Result(**r) for r in doc["results"]]
+    results = [Result.of(r) for r in doc["results"]]
     lines = [f"# Mutants of the series: {doc['kernel']}", "",
              f"**{doc['detected']} of {doc['counted']} detected ({doc['score']})**; "
              + ", ".join(f"{n} {o}" for o, n in doc["outcomes"].items()), "",
@@ -256,7 +277,7 @@ def html_page(doc: dict[str, Any]) -> str:
     """The scores per patch and per function, then every survivor as a diff with the tests
     that ran its line."""
     e = html.escape
-    results = [Result(**r) for r in doc["results"]]
+    results = [Result.of(r) for r in doc["results"]]
     patches = "".join(
         f"<tr><td>{p}</td><td>{e(row['subject'])}</td><td>{row['mutants']}</td>"
         f"<td class='killed'>{row[KILLED]}</td><td class='timedout'>{row[TIMED_OUT]}</td>"
@@ -318,7 +339,7 @@ def load_report(directory: Path) -> tuple[str, Shard | None, list[Result]]:
         shard = None if doc["shard"] is None else parse_shard(doc["shard"])
     except GmemtestError as e:
         raise GmemtestError(f"{path}: not a mutation report ({e})") from None
-    results = [Result(**r) for r in doc["results"]]
+    results = [Result.of(r) for r in doc["results"]]
     bad = next((r for r in results if r.outcome not in OUTCOMES), None)
     if bad is not None:
         raise GmemtestError(f"{path}: {bad.outcome!r} is no mutant outcome")

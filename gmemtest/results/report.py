@@ -48,7 +48,7 @@ class BootReport:
     @property
     def ran(self) -> bool:
         """Whether the boot ran its tests to the end: a verdict rests on this."""
-        return self.ended is Ended.TESTS_RAN and self.problem is None
+        return self.ended is Ended.TESTS_RAN
 
     def count(self, *outcomes: Outcome) -> int:
         return sum(r.outcome in outcomes for r in self.results)
@@ -99,7 +99,7 @@ class BootReport:
 
     @property
     def ok(self) -> bool:
-        return self.problem is None and not self.findings and self.failed == 0 \
+        return self.ran and not self.findings and self.failed == 0 \
             and not self.unexpected_skips
 
     def verdict(self) -> str:
@@ -216,7 +216,7 @@ def _evaluate(label: str, run: Run) -> BootReport:
         try:
             out.asked = contract.read(run.results / contract.FILE)
         except GmemtestError as e:
-            out.problem = str(e)
+            out.ended, out.problem = Ended.CONTRACT, str(e)
     junit = run.results / "junit.xml"
     unreadable = None
     if junit.exists():

@@ -27,13 +27,14 @@ from pathlib import Path
 
 from gmemtest.cache import cache_dir, locked, write_atomically
 from gmemtest.errors import BuildFailed, BuildStage, GmemtestError
+from gmemtest.results.posted import PostedInfo
 from gmemtest.testing import kselftest
 from gmemtest.testing.kselftest import LISTING, Listing
 
 from . import debian, kconfig, manifest, selftests, series
 from .kernelspec import Debian, KernelSpec, Posted, Prebuilt, Tree
 from .make import first_error, make_env
-from .manifest import BZIMAGE, NAME, Manifest, PostedInfo
+from .manifest import BZIMAGE, NAME, Manifest
 from .patchset import PatchSet
 from .progress import Progress
 
@@ -405,8 +406,8 @@ def _run_make(src: Path, bdir: Path, targets: list[str], args: list[str], env: d
         write_atomically(bdir / COLD_OBJECTS, f"{objects}\n".encode())
     if rc:
         first = first_error(build_log.read_text(errors="replace"), rc)
-        raise BuildFailed(BuildStage.COMPILE, f"kernel build failed: {first} (full log: "
-                          f"{build_log})")
+        detail = f"{first} (full log: {build_log})"
+        raise BuildFailed(BuildStage.COMPILE, f"kernel build failed: {detail}", detail)
     return objects
 
 

@@ -11,24 +11,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gmemtest.errors import GmemtestError
+from gmemtest.results import posted
+from gmemtest.results.posted import PostedInfo
 from gmemtest.results.shape import ListOf, Maybe, check, read_json
 
 NAME = "gmemtest-manifest.json"
 BZIMAGE = Path("arch/x86/boot/bzImage")  # where a build directory holds its kernel
-
-
-@dataclass(frozen=True)
-class PostedInfo:
-    """A posted series a kernel was built from, as reports name it."""
-
-    subject: str
-    version: int
-    msgid: str
-    count: int
-    base: str  # the tree it was applied onto
-
-    def title(self) -> str:
-        return f'series v{self.version} "{self.subject}" ({self.count} patches, <{self.msgid}>)'
 
 
 @dataclass(frozen=True)
@@ -73,9 +61,8 @@ class Manifest:
 
 
 NUMBER = (int, float)
-POSTED = {"subject": str, "version": int, "msgid": str, "count": int, "base": str}
 SHAPE = {"kind": str, "source_path": str, "version": str, "commit": Maybe(str),
-         "patch_set": Maybe(str), "patches": ListOf(str), "posted": Maybe(POSTED),
+         "patch_set": Maybe(str), "patches": ListOf(str), "posted": Maybe(posted.SHAPE),
          "fragments": ListOf(str), "config_hash": str, "build_dir": str, "bzimage": str,
          "headers": str, "config": str, "switch": bool, "gcov": ListOf(str),
          "build_seconds": NUMBER, "objects_compiled": int, "objects_cold": int, "built_at": str}

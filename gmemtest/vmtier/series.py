@@ -31,9 +31,10 @@ from pathlib import Path
 from gmemtest import tool
 from gmemtest.cache import cache_dir, locked
 from gmemtest.errors import BuildFailed, BuildStage, GmemtestError
+from gmemtest.results import posted as posted_of
+from gmemtest.results.posted import PostedInfo
 from gmemtest.results.shape import check, read_json
 
-from .manifest import POSTED, PostedInfo
 from .patchset import PatchSet
 from .progress import Progress
 
@@ -316,7 +317,7 @@ def info(tree: Path) -> Applied | None:
     again = f"; remove {tree.parent} and apply the series again"
     data = read_json(path, "a series tree's record", f"{path}: gone{again}", hint=again)
     try:
-        check(data, {**POSTED, "base_commit": str}, str(path))
+        check(data, {**posted_of.SHAPE, "base_commit": str}, str(path))
     except GmemtestError as e:
         raise GmemtestError(f"{e}{again}") from None
     base_commit = data.pop("base_commit")

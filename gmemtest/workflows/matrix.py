@@ -234,7 +234,7 @@ def run(matrix: Matrix, out: Path, *, limits: qemu.Limits, progress: Progress | 
         b = builds[key]
         if isinstance(b, BuildFailed):
             result = CellResult(cell.kernel_name, cell.config, cell.cmdline, None,
-                                f"build failed: {b}", build_stage=str(b.stage),
+                                f"build failed: {b}", build_stage=b.stage,
                                 fragments=fragments, started=started,
                                 cmdline=matrix.cmdlines[cell.cmdline])
         else:
@@ -257,7 +257,7 @@ def run(matrix: Matrix, out: Path, *, limits: qemu.Limits, progress: Progress | 
                                 source=(m.commit or m.version) if m else None,
                                 patches=list(m.patches) if m else [], fragments=fragments,
                                 started=started,
-                                series=m.posted.__dict__ if m and m.posted else None)
+                                series=m.posted if m else None)
             if measured and result.ran:
                 result.coverage = _measure_cell(cell, b, cell_dir, progress)
         cells_of.save(result, out / "cells" / cell.slug)

@@ -175,7 +175,7 @@ class Scratch:
 
 # --- running one mutant --------------------------------------------------------------------
 
-def _killer(boots: list[report.BootReport]) -> tuple[str, str | None]:
+def _killer(boots: list[report.BootReport]) -> tuple[mutation.MutantOutcome, str | None]:
     """(outcome, by): the first boot's failed test or finding, or why none ran."""
     boots = [b for b in boots if b.ended is not Ended.STOPPED]
     for b in boots:

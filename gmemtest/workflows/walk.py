@@ -60,7 +60,7 @@ def walk(spec: KernelSpec, pytest_args: list[str], limits: qemu.Limits) -> Walk:
         except BuildFailed as e:
             if not e.stage.tree_fault:
                 raise
-            pb.error = str(e).removeprefix("kernel build failed: ")
+            pb.error = e.detail
             tip_build = None
         pb.seconds = time.monotonic() - t0
         result.builds.append(pb)
