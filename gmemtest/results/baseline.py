@@ -44,6 +44,12 @@ CELL = {"ok": bool, "verdict": str, "findings": ListOf(str), "tests": MapOf(str)
 COVERAGE = {"headline": MapOf(object), "run": ListOf(str)}
 
 
+def coverage_headline(doc: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """A coverage group's headline in a matrix.json (a baseline's); None: it had none."""
+    entry = doc.get("coverage", {}).get(name)
+    return entry.get("headline") if isinstance(entry, dict) else None
+
+
 def load_baseline(path: Path) -> dict[str, Any]:
     """An earlier run's matrix.json; one line when it is not one."""
     doc = read_json(path, "a matrix.json", f"--baseline {path}: no such file (an earlier "

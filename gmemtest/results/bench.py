@@ -5,9 +5,81 @@ written here once; every report shows them from here."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from . import page, phases
+
+
+class Comparison(TypedDict):
+    """An upstream selftest against gmemtest's equivalent, each a fresh process (the guest)."""
+
+    selftest: str
+    selftest_seconds: float
+    gmemtest_seconds: float
+    selftest_status: int
+    gmemtest_status: int
+
+
+class Rate(TypedDict):
+    """Conversion round trips of one size in a while (the guest)."""
+
+    size: int
+    round_trips: int
+    seconds: float
+
+
+class Conversion(TypedDict):
+    via: str
+    python: list[Rate]
+    c: list[Rate]
+
+
+class Walls(TypedDict):
+    """The main job's suites, wall seconds: after filling the bytecode cache, warm, serial."""
+
+    first: float
+    warm: float
+    serial: float
+
+
+class EditLoop(TypedDict, total=False):
+    """Edit a function, then the verdict of the tests covering it; the same, whole suite."""
+
+    edited: str
+    picked: int
+    why: str
+    affected_seconds: float
+    affected_rebuild_seconds: float
+    affected_tests: int
+    whole_seconds: float
+    whole_rebuild_seconds: float
+    whole_tests: int
+
+
+class Document(TypedDict, total=False):
+    """bench.json: what one run of `gmemtest bench` measured (gmemtest.workflows.bench writes
+    it; the guest's part comes from vmimages/bench/test_bench.py)."""
+
+    machine: dict[str, Any]
+    cmdline: list[str]
+    accel: str
+    kernel: str
+    patches: list[str]
+    objects_cold: int
+    cold_build_seconds: float
+    warm_rebuild_seconds: float
+    boot_to_init_seconds: float
+    boot_to_first_test_seconds: float
+    pycache_fill_seconds: float
+    suites_wall_seconds: Walls
+    suite_boots_side_by_side: int
+    warm_boot_pieces: dict[str, float] | None
+    bench_boot_pieces: dict[str, float] | None
+    edit_loop: EditLoop
+    comparison: list[Comparison]
+    conversion: Conversion
+    agent: dict[str, float]
+    fixed_costs: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -45,7 +117,7 @@ TARGETS = {
 }
 
 
-def _rate(rows: list[dict[str, Any]]) -> dict[int, float]:
+def _rate(rows: list[Rate]) -> dict[int, float]:
     return {r["size"]: r["round_trips"] / r["seconds"] for r in rows}
 
 
@@ -56,7 +128,7 @@ def _size(n: int) -> str:
     return str(n)
 
 
-def tables(r: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+def tables(r: Document) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of each table of the report."""
     m = r["machine"]
     out = [("Run", ["what", "value"], [
@@ -89,12 +161,14 @@ def tables(r: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     if "agent" in r:
         other.append(["guest agent accesses (KVM_RUN exits) per second",
                       f"{r['agent']['accesses'] / r['agent']['seconds']:.0f}"])
-    for key, label in (("cold_build_seconds", "cold kernel build, ccache off (s)"),
-                       ("warm_rebuild_seconds", "rebuild after touching guest_memfd.c (s)"),
-                       ("boot_to_init_seconds", "QEMU start to the guest init (s)"),
-                       ("boot_to_first_test_seconds", "QEMU start to the first test (s)")):
-        if key in r:
-            other.append([label, str(r[key])])
+    for value, label in ((r.get("cold_build_seconds"), "cold kernel build, ccache off (s)"),
+                         (r.get("warm_rebuild_seconds"),
+                          "rebuild after touching guest_memfd.c (s)"),
+                         (r.get("boot_to_init_seconds"), "QEMU start to the guest init (s)"),
+                         (r.get("boot_to_first_test_seconds"),
+                          "QEMU start to the first test (s)")):
+        if value is not None:
+            other.append([label, str(value)])
     fixed = r.get("fixed_costs", {})
     for key in ("python_start_seconds", "import_gmemtest_seconds",
                 "collect_all_tests_seconds"):
@@ -133,7 +207,7 @@ def tables(r: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     return out
 
 
-def targets(r: dict[str, Any]) -> list[list[str]]:
+def targets(r: Document) -> list[list[str]]:
     rows = []
     comp = r.get("comparison", [])
     if comp:
@@ -171,7 +245,7 @@ def targets(r: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def text(r: dict[str, Any]) -> str:
+def text(r: Document) -> str:
     """The terminal's report: each table under its title."""
     parts = []
     for title, header, rows in tables(r):
@@ -179,7 +253,7 @@ def text(r: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def markdown(r: dict[str, Any]) -> str:
+def markdown(r: Document) -> str:
     parts = ["# gmemtest bench", ""]
     for title, header, rows in tables(r):
         parts += [f"## {title}", "", *page.markdown_table(header, rows), ""]

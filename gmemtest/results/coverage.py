@@ -321,6 +321,44 @@ def lcov(cov: Coverage, tree: Path, test_name: str = "gmemtest") -> str:
     return "\n".join(out) + "\n"
 
 
+def share(h: dict[str, Any]) -> str:
+    """A document's headline (its ``headline``), in short: the added lines of code run."""
+    return f"{h['run']} of {h['run'] + h['never']} run ({h['percent']})"
+
+
+def headline(doc: dict[str, Any]) -> str:
+    """A coverage document's figure in one sentence."""
+    h = doc["headline"]
+    return (f"{h['run']} of {h['run'] + h['never']} added lines of code under "
+            f"{', '.join(h['within'])} run ({h['percent']}); {h['not_compiled']} not compiled "
+            "in this configuration")
+
+
+def headline_of(doc: dict[str, Any]) -> dict[str, Any]:
+    """A coverage document's headline figures, as a matrix cell records them."""
+    h: dict[str, Any] = doc["headline"]
+    return h
+
+
+def group_entry(doc: dict[str, Any], report: str) -> dict[str, Any]:
+    """A matrix's coverage group (its cells' documents combined, :func:`combine`), as
+    matrix.json records it: the headline, the lines run, where the report is."""
+    return {"headline": doc["headline"], "run": sorted(line_keys(doc)), "report": report}
+
+
+def group_notes(section: dict[str, Any]) -> list[str]:
+    """A line per coverage group of a matrix: the series' added lines run, and the
+    baseline's figure (an entry's ``previous``)."""
+    notes = []
+    for name, entry in section.items():
+        line = f"coverage {name}: {share(entry['headline'])} of the series' added lines of code"
+        previous = entry.get("previous")
+        if previous:
+            line += f"; the baseline: {share(previous)}"
+        notes.append(line + f" ({entry['report']})")
+    return notes
+
+
 def markdown(doc: dict[str, Any]) -> str:
     """The Markdown report of a coverage document (:func:`to_json`, :func:`combine`)."""
     h = doc["headline"]

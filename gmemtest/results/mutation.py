@@ -211,6 +211,14 @@ def parse_shard(text: str) -> Shard:
     return Shard(int(k), int(n))
 
 
+def headline(results: list[Result], label: str, shard: Shard | None = None) -> str:
+    """The run in one line: how many mutants, the score, each outcome's count."""
+    detected, counted, pct = score(results)
+    return (f"mutants: {len(results)} of {label}" + (f" (shard {shard})" if shard else "")
+            + f"; {detected} of {counted} detected ({pct})"
+            + "".join(f", {n} {o}" for o, n in Counter(r.outcome for r in results).items()))
+
+
 def to_json(results: list[Result], label: str, *, budget_left: int = 0,
             shard: Shard | None = None) -> dict[str, Any]:
     detected, counted, pct = score(results)

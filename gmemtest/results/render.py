@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from . import coverage as coverage_of
 from . import junit, ktap, page
 from .cells import CellResult
 from .outcome import Outcome, TestResult
@@ -20,7 +21,7 @@ def write(results: list[CellResult], out: Path, regressions: list[str] | None = 
           coverage: dict[str, Any] | None = None) -> None:
     """junit.xml, one KTAP per cell, summary.txt, summary.md, report.html and matrix.json;
     ``coverage``: the coverage cells' section (gmemtest.workflows.matrix.coverage_of)."""
-    notes = coverage_notes(coverage or {})
+    notes = coverage_of.group_notes(coverage or {})
     out.mkdir(parents=True, exist_ok=True)
     _write_junit(results, out / "junit.xml")
     for r in results:
@@ -37,22 +38,6 @@ def write(results: list[CellResult], out: Path, regressions: list[str] | None = 
     (out / "summary.txt").write_text(table(results, regressions, notes) + "\n")
     (out / "summary.md").write_text(markdown(results, regressions, notes))
     (out / "report.html").write_text(html_page(results, regressions, notes))
-
-
-def _share(h: dict[str, Any]) -> str:
-    return f"{h['run']} of {h['run'] + h['never']} run ({h['percent']})"
-
-
-def coverage_notes(coverage: dict[str, Any]) -> list[str]:
-    """A line per coverage group: the series' added lines run, and the baseline's figure."""
-    notes = []
-    for name, entry in coverage.items():
-        line = f"coverage {name}: {_share(entry['headline'])} of the series' added lines of code"
-        previous = entry.get("previous")
-        if previous:
-            line += f"; the baseline: {_share(previous)}"
-        notes.append(line + f" ({entry['report']})")
-    return notes
 
 
 def _tests(r: CellResult) -> list[TestResult]:

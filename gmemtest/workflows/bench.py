@@ -68,19 +68,20 @@ def cold_build(spec: KernelSpec, progress: Progress) -> float:
 
 
 def run(spec: KernelSpec, *, cmdline: list[str], seconds: float, cold: bool, out: Path,
-        limits: qemu.Limits, edit_loop_only: bool = False) -> dict[str, Any]:
+        limits: qemu.Limits, edit_loop_only: bool = False) -> bench_report.Document:
     progress = Progress()
     out.mkdir(parents=True, exist_ok=True)
     # An edit loop boots both modes, each with its own command line: no one to record.
-    result: dict[str, Any] = {"machine": machine(),
-                              **({} if edit_loop_only else {"cmdline": cmdline})}
+    result = bench_report.Document(machine=machine())
+    if not edit_loop_only:
+        result["cmdline"] = cmdline
     b = kernel.resolve(spec, progress)
     if b.source_path is None or b.manifest is None:
         raise GmemtestError(f"{b.label}: bench builds its kernel (name a source, not a "
                             "built kernel)")
     if edit_loop_only:
-        result.update(kernel=b.label, patches=list(b.manifest.patches),
-                      edit_loop=edit_loop(spec, out / "edit-loop", limits, progress))
+        result["kernel"], result["patches"] = b.label, list(b.manifest.patches)
+        result["edit_loop"] = edit_loop(spec, out / "edit-loop", limits, progress)
         return _written(result, out, progress)
     if cold:
         result["cold_build_seconds"] = round(cold_build(spec, progress), 1)
@@ -115,11 +116,14 @@ def run(spec: KernelSpec, *, cmdline: list[str], seconds: float, cold: bool, out
     if init and "first_test_uptime" in guest:
         result["boot_to_first_test_seconds"] = round(
             (r.boot_seconds or 0) + guest["first_test_uptime"] - float(init.group(1)), 2)
-    result.update({k: v for k, v in guest.items() if k != "first_test_uptime"})
+    for key in ("comparison", "conversion", "agent", "fixed_costs"):  # the guest's part
+        if key in guest:
+            result[key] = guest[key]
     return _written(result, out, progress)
 
 
-def _written(result: dict[str, Any], out: Path, progress: Progress) -> dict[str, Any]:
+def _written(result: bench_report.Document, out: Path,
+             progress: Progress) -> bench_report.Document:
     progress.done("bench", str(out))
     (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "bench.md").write_text(bench_report.markdown(result))
@@ -127,7 +131,7 @@ def _written(result: dict[str, Any], out: Path, progress: Progress) -> dict[str,
 
 
 def main_job_suites(b: kernel.Build, out: Path, limits: qemu.Limits,
-                    progress: Progress) -> dict[str, Any]:
+                    progress: Progress) -> bench_report.Document:
     """The main job's boots and suites three times, back to back: side by side right after
     filling an empty guest bytecode cache (a first boot), side by side again (warm), and one
     at a time (serial); and where the warm boot's time before its first test went."""
@@ -152,10 +156,12 @@ def main_job_suites(b: kernel.Build, out: Path, limits: qemu.Limits,
         if tag == "warm":
             warm_on = outcomes[0]
     assert warm_on is not None and warm_on.run is not None
-    return {"pycache_fill_seconds": round(fill, 1), "suites_wall_seconds": walls,
-            "suite_boots_side_by_side": qemu.boots_at_once(len(boots)),
-            "warm_boot_pieces": phases.pieces(warm_on.run.results,
-                                              warm_on.run.boot_seconds or 0.0)}
+    return bench_report.Document(
+        pycache_fill_seconds=round(fill, 1),
+        suites_wall_seconds=bench_report.Walls(first=walls["first"], warm=walls["warm"],
+                                               serial=walls["serial"]),
+        suite_boots_side_by_side=qemu.boots_at_once(len(boots)),
+        warm_boot_pieces=phases.pieces(warm_on.run.results, warm_on.run.boot_seconds or 0.0))
 
 
 # The function the edit loop edits: which of KVM's mappings a hole punch or a memory failure
@@ -184,7 +190,7 @@ def _restore(path: Path, text: str) -> None:
 
 
 def edit_loop(spec: KernelSpec, out: Path, limits: qemu.Limits,
-              progress: Progress) -> dict[str, Any]:
+              progress: Progress) -> bench_report.EditLoop:
     """Edit one function of guest_memfd.c in a developer's tree of the series, then the
     verdict of the tests covering it in both modes (`vm-test --affected HEAD`: selection,
     rebuild, boots), next to the same edit with the whole suite. The tree's coverage map is
@@ -203,7 +209,7 @@ def edit_loop(spec: KernelSpec, out: Path, limits: qemu.Limits,
         cov.save_map(m)
     file, function = EDITED
     path = tree / file
-    result: dict[str, Any] = {"edited": f"{file}: {function}()"}
+    result = bench_report.EditLoop(edited=f"{file}: {function}()")
     vmtest.run_modes(kernel.resolve(at, progress), ["-q", "tests/test_abi.py"], limits=limits,
                      progress=progress, stamp="warm", root=out / "loop")
     for tag, statement in (("affected", "barrier();"), ("whole", "barrier(); barrier();")):
@@ -222,9 +228,14 @@ def edit_loop(spec: KernelSpec, out: Path, limits: qemu.Limits,
             b = kernel.resolve(at, progress)
             outcomes = vmtest.run_modes(b, pytest_args, limits=limits, progress=progress,
                                         stamp=tag, root=out / "loop")
-            result[f"{tag}_seconds"] = round(time.monotonic() - t0, 1)
-            result[f"{tag}_rebuild_seconds"] = round(b.seconds, 1)
-            result[f"{tag}_tests"] = sum(len(o.results) for o in outcomes)
+            took = round(time.monotonic() - t0, 1)
+            tests = sum(len(o.results) for o in outcomes)
+            if tag == "affected":
+                result["affected_seconds"], result["affected_tests"] = took, tests
+                result["affected_rebuild_seconds"] = round(b.seconds, 1)
+            else:
+                result["whole_seconds"], result["whole_tests"] = took, tests
+                result["whole_rebuild_seconds"] = round(b.seconds, 1)
             bad = [o for o in outcomes if not o.ok]
             if bad:
                 raise GmemtestError(f"the edit loop's {tag} run failed: {bad[0].verdict()}")

@@ -295,13 +295,6 @@ def functions_run(cov: coverage.Coverage) -> set[str]:
             if any(fc.counts.get(n, 0) for n in range(start, end + 1))}
 
 
-def headline(doc: dict[str, Any]) -> str:
-    h = doc["headline"]
-    return (f"{h['run']} of {h['run'] + h['never']} added lines of code under "
-            f"{', '.join(h['within'])} run ({h['percent']}); {h['not_compiled']} not compiled "
-            "in this configuration")
-
-
 def main(spec: KernelSpec, pytest_args: list[str] | None, limits: qemu.Limits,
          out: Path | None, since: str | None = None) -> Answer:
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -314,7 +307,7 @@ def main(spec: KernelSpec, pytest_args: list[str] | None, limits: qemu.Limits,
         kept = save_map(m, doc)
     return Answer(0 if all(b.ok for b in m.boots) else 1, "\n".join([
         report.summary(m.boots),
-        f"coverage: {headline(doc)}" if m.patches else
+        f"coverage: {coverage.headline(doc)}" if m.patches else
         f"coverage: {m.build.label} has no series to draw (a tree: --since REV names its "
         "base); the lcov tracefile covers the instrumented files",
         f"reports: {out}/coverage.html, coverage.md, coverage.info, coverage.json; "

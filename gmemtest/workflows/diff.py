@@ -78,7 +78,7 @@ def coverage_lines(a: Side, b: Side) -> list[str]:
         m = side.measured
         assert m is not None
         doc = coverage_of.to_json(m.coverage, m.patches, m.build.label)
-        lines.append(f"coverage {name}: " + (cov.headline(doc) if m.patches else
+        lines.append(f"coverage {name}: " + (coverage_of.headline(doc) if m.patches else
                                              "no series to draw") + f" (coverage-{name.lower()}/)")
     run_a, run_b = cov.functions_run(a.measured.coverage), cov.functions_run(b.measured.coverage)
     lines += [f"run on A only: {f}" for f in sorted(run_a - run_b)]

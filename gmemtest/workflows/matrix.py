@@ -276,8 +276,7 @@ def _measure_cell(cell: Cell, build: kernel.Build, cell_dir: Path,
     (cell_dir / "coverage.json").write_text(json.dumps(doc) + "\n")
     (cell_dir / "coverage.info").write_text(coverage.lcov(measured, build.source_path,
                                                           cell.slug))
-    headline: dict[str, Any] = doc["headline"]
-    return headline
+    return coverage.headline_of(doc)
 
 
 def coverage_of(results: list[tuple[CellResult, Path]], out: Path) -> dict[str, Any]:
@@ -297,8 +296,7 @@ def coverage_of(results: list[tuple[CellResult, Path]], out: Path) -> dict[str, 
         (where / "coverage.json").write_text(json.dumps(doc) + "\n")
         (where / "coverage.md").write_text(coverage.markdown(doc))
         (where / "coverage.html").write_text(coverage.html_page(doc))
-        section[name] = {"headline": doc["headline"], "run": sorted(coverage.line_keys(doc)),
-                         "report": f"coverage/{slug(name)}/coverage.html"}
+        section[name] = coverage.group_entry(doc, f"coverage/{slug(name)}/coverage.html")
     return section
 
 
@@ -352,7 +350,7 @@ def report_on(results: list[CellResult], out: Path, *, baseline: Path | None,
     measured = coverage_of([(r, out / "cells" / r.slug) for r in results], out)
     if old is not None:
         for name, entry in measured.items():
-            entry["previous"] = old.get("coverage", {}).get(name, {}).get("headline")
+            entry["previous"] = baseline_of.coverage_headline(old, name)
     render.write(results, out, coverage=measured)
     regr = baseline_of.regressions(json.loads((out / "matrix.json").read_text()), old) \
         if old else []
@@ -361,7 +359,7 @@ def report_on(results: list[CellResult], out: Path, *, baseline: Path | None,
     if kcidb_file is not None:
         kcidb.write(results, kcidb_file)
     why = not_run(results)
-    text = (render.table(results, regr, render.coverage_notes(measured))
+    text = (render.table(results, regr, coverage.group_notes(measured))
             + f"\nreports: {out}/report.html, summary.md, junit.xml, matrix.ktap, *.ktap, "
             "matrix.json" + (f"; KCIDB: {kcidb_file}" if kcidb_file else ""))
     if why:

@@ -549,18 +549,14 @@ def write_reports(out: Path, results: list[Result], label: str,
                   shard: mutation.Shard | None = None) -> tuple[str, int]:
     """mutation.json, .md and .html in ``out``; returns the headline and how many mutants
     were not run."""
-    doc = mutation.to_json(results, label, shard=shard,
-                           budget_left=sum(r.outcome == mutation.NOT_RUN for r in results))
+    not_run = sum(r.outcome == mutation.NOT_RUN for r in results)
+    doc = mutation.to_json(results, label, shard=shard, budget_left=not_run)
     out.mkdir(parents=True, exist_ok=True)
     (out / mutation.REPORT).write_text(json.dumps(doc, indent=1) + "\n")
     (out / "mutation.md").write_text(mutation.markdown(doc))
     (out / "mutation.html").write_text(mutation.html_page(doc))
-    detected, counted, pct = mutation.score(results)
-    headline = (f"mutants: {len(results)} of {label}" + (f" (shard {shard})" if shard else "")
-                + f"; {detected} of {counted} detected ({pct})"
-                + "".join(f", {n} {o}" for o, n in doc["outcomes"].items())
-                + f"\nreports: {out}/mutation.html, mutation.md, {mutation.REPORT}")
-    return headline, int(doc["not_run"])
+    return (f"{mutation.headline(results, label, shard)}\nreports: {out}/mutation.html, "
+            f"mutation.md, {mutation.REPORT}"), not_run
 
 
 def merge_main(dirs: list[Path], out: Path) -> Answer:

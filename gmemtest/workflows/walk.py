@@ -14,6 +14,7 @@ from pathlib import Path
 
 from gmemtest import tool
 from gmemtest.errors import BuildFailed, GmemtestError
+from gmemtest.results import coverage as coverage_of
 from gmemtest.results import report, runlog
 from gmemtest.results import walk as walk_report
 from gmemtest.results.answer import Answer
@@ -144,7 +145,7 @@ def main(spec: KernelSpec, pytest_args: list[str] | None,
             m = cov.measure(spec, pytest_args or [], limits=limits, progress=Progress(),
                             stamp=stamp, root=out)
             doc = cov.write(m, out / "coverage")
-            w.coverage = f"coverage: {cov.headline(doc)} (coverage/coverage.html)"
+            w.coverage = f"coverage: {coverage_of.headline(doc)} (coverage/coverage.html)"
             w.error = report.not_run(m.boots)
     (out / "walk.txt").write_text(walk_report.table(w) + "\n")
     (out / "walk.md").write_text(walk_report.markdown(w))
