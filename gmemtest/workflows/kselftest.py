@@ -9,20 +9,16 @@ program runs as one of the tree's selftests (tests/test_tree_selftests.py).
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
-import tempfile
 import textwrap
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from gmemtest import tool
 from gmemtest.errors import GmemtestError
 from gmemtest.results import report
 from gmemtest.testing import selftest_writer
-from gmemtest.vmtier import qemu
+from gmemtest.vmtier import patchfile, qemu
 from gmemtest.vmtier.kernelspec import KernelSpec
 from gmemtest.vmtier.selftests import KVM_DIR
 
@@ -148,32 +144,9 @@ def generate(req: Request, tree: Path, out: Path) -> Generated:
             *_wrap([f"Written by gmemtest from the scenario {scenario.name} (its model of "
                     "guest memory under conversion says what each step must show); the test "
                     "skips where the kernel lacks the conversion route it uses."], 72)]
-    out = out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="kselftest-") as tmp:
-        repo = Path(tmp)
-        env = {**os.environ, "GIT_AUTHOR_NAME": user, "GIT_AUTHOR_EMAIL": email,
-               "GIT_COMMITTER_NAME": user, "GIT_COMMITTER_EMAIL": email}
-
-        def git(*args: str) -> str:
-            return tool.run(["git", "-C", repo, *args], f"git {args[0]}", env=env).stdout
-
-        git("init", "-q")
-        target = repo / KVM_DIR
-        target.mkdir(parents=True)
-        shutil.copyfile(makefile, target / "Makefile.kvm")
-        git("add", "-A")
-        git("commit", "-q", "-m", "base")
-        (target / "Makefile.kvm").write_text("".join(lines))
-        (target / "x86").mkdir()
-        (target / f"{program}.c").write_text(source)
-        git("add", "-A")
-        message = "\n".join([subject, "", *body]) + "\n"
-        (repo / ".msg").write_text(message)
-        git("commit", "-q", "-s", "-F", str(repo / ".msg"))
-        names = git("format-patch", "-1", "--no-numbered", "--zero-commit", "--no-signature",
-                    "-o", str(out)).split()
-    patch = Path(names[0])
+    patch = patchfile.format_patch(
+        tree, {f"{KVM_DIR}/Makefile.kvm": "".join(lines), f"{KVM_DIR}/{program}.c": source},
+        "\n".join([subject, "", *body]) + "\n", (user, email), out)
     checkpatch = tree / "scripts/checkpatch.pl"
     if not checkpatch.is_file():
         return Generated(patch, program, "no scripts/checkpatch.pl in the tree", False)
