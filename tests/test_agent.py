@@ -25,7 +25,8 @@ def test_guest_write_lands_in_guest_memfd(vm, agent, gpa):
         vm.add_memslot(1, gpa, 2 * MiB, gmem=gmem, userspace_addr=m.addr)
         assert agent.write(gpa + 0x1234, 0x42) is None
         assert m.read(0x1234) == b"\x42"
-        assert m.read(0x1233) == b"\x00" and m.read(0x1235) == b"\x00"
+        assert m.read(0x1233) == b"\x00"
+        assert m.read(0x1235) == b"\x00"
         assert agent.write(gpa + 2 * MiB - 8, 0x1122334455667788, width=8) is None
         assert m.read_u64(2 * MiB - 8) == 0x1122334455667788
 
@@ -87,6 +88,7 @@ def test_map_gpa_range_hypercall_exits_to_host(vm):
     agent = Agent(vm)
     exit = agent.map_gpa_range(4 * GiB, 3, private=True)
     assert isinstance(exit, Hypercall)
-    assert exit.nr == uapi.KVM_HC_MAP_GPA_RANGE and exit.longmode
+    assert exit.nr == uapi.KVM_HC_MAP_GPA_RANGE
+    assert exit.longmode
     assert exit.args[:3] == (4 * GiB, 3, uapi.KVM_MAP_GPA_RANGE_ENCRYPTED)
     assert agent.resume(hypercall_ret=0x5A) == 0x5A

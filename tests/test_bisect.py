@@ -106,6 +106,7 @@ def test_a_broken_harness_aborts_the_bisection(case, tmp_path):
                           timeout=300)
     assert proc.returncode == 128, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
     assert ("not a Linux source tree" if case == "not a tree" else "'make' not found") \
         in lines[0] or "'gcc' not found" in lines[0], lines

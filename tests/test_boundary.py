@@ -40,11 +40,14 @@ def run(*argv: str) -> tuple[int, str, str]:
 
 def one_line_or_work(rc: int, err: str, *, left: list[Path] = ()) -> bool:
     """The boundary's promise; True when the input was refused."""
-    assert "Traceback" not in err and "internal error" not in err, err
+    assert "Traceback" not in err, err
+    assert "internal error" not in err, err
     if rc == 0:
         return False
     lines = err.strip().splitlines()
-    assert rc == 2 and len(lines) == 1 and lines[0].startswith("gmemtest "), (rc, err)
+    assert rc == 2, (rc, err)
+    assert len(lines) == 1, (rc, err)
+    assert lines[0].startswith("gmemtest "), (rc, err)
     for p in left:
         assert not p.exists(), f"{p} left behind"
     return True
@@ -138,7 +141,8 @@ def test_mbox(tmp_path_factory):
         rc, out, err = run("kernel", "show", "--series", str(mbox))
         refused = one_line_or_work(rc, err)
         if not refused:
-            assert out.startswith("v") and f" on Debian linux-source-{BASE}" in out
+            assert out.startswith("v")
+            assert f" on Debian linux-source-{BASE}" in out
         tally(refused)
 
     feed()
@@ -393,11 +397,13 @@ def test_a_valid_example_of_each_kind_is_work_not_an_error(tmp_path):
     bzimage(build / manifest.BZIMAGE)
     (build / manifest.NAME).write_text(json.dumps(manifest_doc(build)))
     rc, out, _ = run("kernel", "show", str(build))
-    assert rc == 0 and "kpatches/7.2 (applied)" in out
+    assert rc == 0
+    assert "kpatches/7.2 (applied)" in out
     dirs = cell_dirs(tmp_path / "cells")
     (tmp_path / "b.json").write_text(json.dumps(BASELINE))
     rc, _, err = run("matrix", "merge", *map(str, dirs), "--config",
                      str(default_cells(tmp_path)), "--out", str(tmp_path / "r"),
                      "--baseline", str(tmp_path / "b.json"))
-    assert rc in (0, 1) and (tmp_path / "r" / "matrix.json").exists(), err
+    assert rc in (0, 1), err
+    assert (tmp_path / "r" / "matrix.json").exists(), err
     shutil.rmtree(tmp_path / "r")

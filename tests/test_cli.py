@@ -20,7 +20,8 @@ def test_caps_table_and_json(kvm, gmemtest_cli):
     series; --json carries the same facts, each the kernel's own answer."""
     table = gmemtest_cli("caps")
     assert table.returncode == 0, table.stderr
-    assert "KVM_GET_API_VERSION" in table.stdout and "KVM_X86_DEFAULT_VM" in table.stdout
+    assert "KVM_GET_API_VERSION" in table.stdout
+    assert "KVM_X86_DEFAULT_VM" in table.stdout
     assert "conversion series" in table.stdout
     report = json.loads(gmemtest_cli("caps", "--json").stdout)
     assert report["api_version"] == kvm.api_version() == 12
@@ -41,7 +42,8 @@ def test_caps_without_a_cap_number_is_one_line(gmemtest_cli):
     proc = gmemtest_cli("caps", env=env)
     assert proc.returncode == 2, proc.stdout
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "--kernel-headers DIR" in lines[0], proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert "--kernel-headers DIR" in lines[0], proc.stderr
     assert proc.stdout == ""
 
 
@@ -55,7 +57,8 @@ def test_caps_on_missing_device_is_an_error_line(gmemtest_cli):
 
 def test_usage_errors_exit_2(gmemtest_cli):
     proc = gmemtest_cli("abi-check")
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("error, line", [
@@ -74,8 +77,10 @@ def test_a_killed_vm_is_named_as_such():
     """EIO from a KVM ioctl is KVM killing the VM: the error says so and points at the kernel
     health findings, as the selftests' TEST_ASSERT on KVM_RUN does."""
     e = VmKilled("KVM_RUN", errno.EIO, {}, "vcpu 0")
-    assert isinstance(e, KvmError) and e.errno_name == "EIO"
-    assert "the kernel killed the VM" in str(e) and "kernel health findings" in str(e)
+    assert isinstance(e, KvmError)
+    assert e.errno_name == "EIO"
+    assert "the kernel killed the VM" in str(e)
+    assert "kernel health findings" in str(e)
 
 
 @pytest.mark.host_only
@@ -108,7 +113,8 @@ def test_options_after_the_positionals_are_honoured(tmp_path):
 def test_a_command_line_mistake_is_one_line(capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert message in err, err
     assert os.environ.get("GMEMTEST_REVISION") != "v9"
 
 
@@ -117,7 +123,8 @@ def test_diff_checks_both_sides_before_building_either(gmemtest_cli, tmp_path):
     """B does not exist: one line naming it, before A is built or booted; no report."""
     proc = gmemtest_cli("diff", "kpatches", str(tmp_path / "nosuch"), "--out",
                         str(tmp_path / "out"))
-    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.returncode == 2
+    assert proc.stdout == ""
     assert proc.stderr.strip() == (f"gmemtest diff: error: {tmp_path / 'nosuch'}: no such file "
                                    "or directory (expected a built kernel, a patch directory, a "
                                    "series mbox, a kernel tree or kpatches[:FORM])")
@@ -142,5 +149,6 @@ def test_anything_unexpected_is_one_line_naming_the_traceback(monkeypatch, capsy
     assert err.startswith("gmemtest caps: error: internal error: ZeroDivisionError: a bug "
                           "(the traceback is in ")
     log = Path(err.split("the traceback is in ")[1].split(";")[0])
-    assert log.is_file() and "Traceback" in log.read_text() and "ZeroDivisionError" in \
-        log.read_text()
+    assert log.is_file()
+    assert "Traceback" in log.read_text()
+    assert "ZeroDivisionError" in          log.read_text()

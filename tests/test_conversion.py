@@ -32,7 +32,8 @@ def gmem_slot(vm, pages=4, *, private=False):
 
 # --- gmem path ------------------------------------------------------------------------------
 
-def test_private_page_sigbus_for_host_reads_and_writes(sw_vm, gmem_route):
+@pytest.mark.needs("route:gmem")
+def test_private_page_sigbus_for_host_reads_and_writes(sw_vm):
     """Contract: 'Conversion to private removes the pages from every host process's page
     tables; a later host read or write of a private page gets SIGBUS.' Neighbours stay
     accessible; the child processes that probe inherit the mapping made before conversion."""
@@ -43,10 +44,12 @@ def test_private_page_sigbus_for_host_reads_and_writes(sw_vm, gmem_route):
         gmem.to_private(PAGE, PAGE)
         assert view.probe(PAGE) == "SIGBUS"
         assert view.probe(PAGE, write=True) == "SIGBUS"
-        assert view.probe(0) == "ok" and view.probe(2 * PAGE) == "ok"
+        assert view.probe(0) == "ok"
+        assert view.probe(2 * PAGE) == "ok"
 
 
-def test_contents_survive_conversions(sw_vm, gmem_route):
+@pytest.mark.needs("route:gmem")
+def test_contents_survive_conversions(sw_vm):
     """Contract: 'For SW_PROTECTED VMs memory contents survive conversions in both
     directions.'"""
     gmem, view = gmem_slot(sw_vm)
@@ -57,7 +60,8 @@ def test_contents_survive_conversions(sw_vm, gmem_route):
         assert view.read(0, 4) == b"kept"
 
 
-def test_one_page_serves_guest_and_host(sw_vm, gmem_route):
+@pytest.mark.needs("route:gmem")
+def test_one_page_serves_guest_and_host(sw_vm):
     """Seed 'double allocation': the guest writes a private page, it is converted to shared,
     and the host reads the guest's data through the guest_memfd mmap: one page, not two."""
     agent = Agent(sw_vm)
@@ -71,7 +75,8 @@ def test_one_page_serves_guest_and_host(sw_vm, gmem_route):
         assert agent.read(GPA + PAGE + 9) == 0x6B
 
 
-def test_guest_requested_conversion(sw_vm, gmem_route):
+@pytest.mark.needs("route:gmem")
+def test_guest_requested_conversion(sw_vm):
     """Contract: 'guest-requested conversions arrive as KVM_HC_MAP_GPA_RANGE hypercall exits,
     and the VMM converts with the gmem ioctl.' The next access lands on the same page."""
     sw_vm.enable_cap(uapi.KVM_CAP_EXIT_HYPERCALL, 1 << uapi.KVM_HC_MAP_GPA_RANGE)
@@ -80,14 +85,16 @@ def test_guest_requested_conversion(sw_vm, gmem_route):
     with view:
         view.write(0, b"\x11")
         exit = agent.map_gpa_range(GPA, 1, private=True)
-        assert exit.nr == uapi.KVM_HC_MAP_GPA_RANGE and exit.args[:2] == (GPA, 1)
+        assert exit.nr == uapi.KVM_HC_MAP_GPA_RANGE
+        assert exit.args[:2] == (GPA, 1)
         gmem.to_private(0, PAGE)
         assert agent.resume(hypercall_ret=0) == 0
         assert view.probe(0) == "SIGBUS"
         assert agent.read(GPA) == 0x11
 
 
-def test_access_after_memslot_deletion_is_mmio(sw_vm, gmem_route):
+@pytest.mark.needs("route:gmem")
+def test_access_after_memslot_deletion_is_mmio(sw_vm):
     """Contract: 'A gfn with no memslot ... counts as shared, so a guest access after its
     memslot was deleted exits with KVM_EXIT_MMIO, not KVM_EXIT_MEMORY_FAULT.'"""
     agent = Agent(sw_vm)
@@ -96,10 +103,12 @@ def test_access_after_memslot_deletion_is_mmio(sw_vm, gmem_route):
         gmem.to_private()
         sw_vm.memslots[1].delete()
         exit = agent.read(GPA + 16)
-        assert isinstance(exit, Mmio) and exit.gpa == GPA + 16
+        assert isinstance(exit, Mmio)
+        assert exit.gpa == GPA + 16
 
 
-def test_access_after_its_guest_memfd_is_closed_is_memory_fault(sw_vm, gmem_route):
+@pytest.mark.needs("route:gmem")
+def test_access_after_its_guest_memfd_is_closed_is_memory_fault(sw_vm):
     """Closing the last fd of a guest_memfd unbinds it from its memslot (the slot stays): a
     gfn there has no page and no record of its state left, so it counts as shared, and the
     guest's access to a page that was private exits with KVM_EXIT_MEMORY_FAULT (nothing to
@@ -119,7 +128,8 @@ def test_access_after_its_guest_memfd_is_closed_is_memory_fault(sw_vm, gmem_rout
 
 
 @pytest.mark.needs("KVM_CAP_BINARY_STATS_FD")
-def test_closing_a_guest_memfd_drops_every_mapping_the_guest_had(sw_vm, gmem_route):
+@pytest.mark.needs("route:gmem")
+def test_closing_a_guest_memfd_drops_every_mapping_the_guest_had(sw_vm):
     """Closing the last fd of a guest_memfd under a live memslot frees its pages, so KVM must
     drop its mappings of them in both states: the guest wrote (and so mapped) two private and
     two shared pages; after the close KVM maps none of the four, and each later access exits
@@ -159,7 +169,8 @@ def test_pre_fault_memory_flags_are_einval(sw_vm, gmem_route, bit):
     assert stats["pages_4k"] == before + 4
 
 
-def test_gfn_without_guest_memfd_is_shared(sw_vm, gmem_route):
+@pytest.mark.needs("route:gmem")
+def test_gfn_without_guest_memfd_is_shared(sw_vm):
     """Contract 'Fault routing with in-place conversion': 'A gfn with no memslot, or in a
     memslot without guest_memfd, counts as shared': the guest's accesses to a plain memslot
     land in its userspace memory, with no KVM_EXIT_MEMORY_FAULT (the vm-attributes path
@@ -172,7 +183,8 @@ def test_gfn_without_guest_memfd_is_shared(sw_vm, gmem_route):
     assert slot.backing.read(2 * PAGE) == b"\x2a"
 
 
-def test_noop_conversion_succeeds(sw_vm, gmem_route):
+@pytest.mark.needs("route:gmem")
+def test_noop_conversion_succeeds(sw_vm):
     """Contract: 'A range that already has the requested attribute returns 0 and does
     nothing.'"""
     gmem, view = gmem_slot(sw_vm)
@@ -183,7 +195,8 @@ def test_noop_conversion_succeeds(sw_vm, gmem_route):
 
 
 @pytest.mark.needs("gup_test")
-def test_error_offset_passed_in_is_the_kernels_to_write(sw_vm, gmem_route):
+@pytest.mark.needs("route:gmem")
+def test_error_offset_passed_in_is_the_kernels_to_write(sw_vm):
     """error_offset is the kernel's out-field: a value passed in does not change what a
     conversion does (it succeeds), a refusal before any conversion (EINVAL) leaves it as it
     was, and a conversion that stops (EAGAIN at a pinned page) writes its own offset over
@@ -193,7 +206,8 @@ def test_error_offset_passed_in_is_the_kernels_to_write(sw_vm, gmem_route):
     gmem, view = gmem_slot(sw_vm)
     with view:
         gmem.set_attributes(0, PAGE, PRIVATE, error_offset=0xDEAD000)
-        assert view.probe(0) == "SIGBUS" and view.probe(PAGE) == "ok"
+        assert view.probe(0) == "SIGBUS"
+        assert view.probe(PAGE) == "ok"
         with pytest.raises(ConversionError) as e:
             gmem.set_attributes(PAGE, PAGE, PRIVATE, flags=1, error_offset=0xDEAD000)
         assert (e.value.errno_name, e.value.error_offset) == ("EINVAL", 0xDEAD000)
@@ -204,7 +218,8 @@ def test_error_offset_passed_in_is_the_kernels_to_write(sw_vm, gmem_route):
 
 
 @pytest.mark.parametrize("word", range(11), ids=lambda w: f"reserved[{w}]")
-def test_each_reserved_word_is_einval(sw_vm, gmem_route, word):
+@pytest.mark.needs("route:gmem")
+def test_each_reserved_word_is_einval(sw_vm, word):
     """Contract: EINVAL for 'any reserved != 0', each of the 11 words on its own; the pages
     stay shared."""
     gmem, view = gmem_slot(sw_vm)
@@ -226,7 +241,8 @@ def test_each_reserved_word_is_einval(sw_vm, gmem_route, word):
     (0, 100, PRIVATE, 0, "size not page aligned"),
     (3 * PAGE, 2 * PAGE, PRIVATE, 0, "range beyond the file"),
 ])
-def test_invalid_conversion_is_einval_and_changes_nothing(sw_vm, gmem_route, offset, size,
+@pytest.mark.needs("route:gmem")
+def test_invalid_conversion_is_einval_and_changes_nothing(sw_vm, offset, size,
                                                           attributes, flags, why):
     """Contract: every EINVAL case; 'On any failure the attributes are unchanged'."""
     gmem, view = gmem_slot(sw_vm)
@@ -246,7 +262,8 @@ def unreadable():
         yield page.addr
 
 
-def test_bad_user_pointer_is_efault_and_changes_nothing(sw_vm, gmem_route, unreadable):
+@pytest.mark.needs("route:gmem")
+def test_bad_user_pointer_is_efault_and_changes_nothing(sw_vm, unreadable):
     """Contract: 'EFAULT for a bad user pointer'; the pages stay shared."""
     gmem, view = gmem_slot(sw_vm)
     with view:
@@ -257,7 +274,8 @@ def test_bad_user_pointer_is_efault_and_changes_nothing(sw_vm, gmem_route, unrea
         assert all(view.probe(p * PAGE) == "ok" for p in range(4))
 
 
-def test_default_vm_conversion_is_einval(kvm, gmem_route):
+@pytest.mark.needs("route:gmem")
+def test_default_vm_conversion_is_einval(kvm):
     """Contract: EINVAL for 'a VM without private memory (default VM)'."""
     with kvm.create_vm(uapi.KVM_X86_DEFAULT_VM) as vm:
         gmem = vm.create_guest_memfd(4 * PAGE, MMAP_SHARED)
@@ -266,7 +284,8 @@ def test_default_vm_conversion_is_einval(kvm, gmem_route):
         assert e.value.errno_name == "EINVAL"
 
 
-def test_vm_ioctl_cannot_make_memory_private(sw_vm, gmem_route, vm_attributes_config):
+@pytest.mark.needs("route:gmem")
+def test_vm_ioctl_cannot_make_memory_private(sw_vm, vm_attributes_config):
     """Contract: 'When on: KVM_CAP_MEMORY_ATTRIBUTES reports 0 and the VM ioctl cannot set
     PRIVATE'. How it refuses depends on the kernel's config (contract 'Checked against the
     real v8'): EINVAL where per-VM attributes are built in, ENOTTY where the VM ioctl does not
@@ -277,7 +296,8 @@ def test_vm_ioctl_cannot_make_memory_private(sw_vm, gmem_route, vm_attributes_co
     assert e.value.errno_name == ("EINVAL" if vm_attributes_config else "ENOTTY")
 
 
-def test_conversion_cap_follows_private_memory(kvm, sw_vm, gmem_route, kernel_revision):
+@pytest.mark.needs("route:gmem")
+def test_conversion_cap_follows_private_memory(kvm, sw_vm, kernel_revision):
     """Contract: KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES 'Returns KVM_MEMORY_ATTRIBUTE_PRIVATE
     when the ioctl is usable (on /dev/kvm, or on a VM with private memory), else 0'. Its
     number is the revision's (v8: 250; applied: 252, where 250 and 251 belong to other caps):
@@ -299,7 +319,8 @@ def test_gmem_ioctl_is_enotty_when_switched_off(kvm, sw_vm):
     kernel's own number) reports 0 (the ioctl is not usable)."""
     cap = kvm_target().cap
     assert cap is not None
-    assert kvm.check_extension(cap) == 0 and sw_vm.check_extension(cap) == 0
+    assert kvm.check_extension(cap) == 0
+    assert sw_vm.check_extension(cap) == 0
     gmem = sw_vm.create_guest_memfd(4 * PAGE)
     with pytest.raises(ConversionError) as e:
         gmem.to_private(0, PAGE)
@@ -308,7 +329,8 @@ def test_gmem_ioctl_is_enotty_when_switched_off(kvm, sw_vm):
 
 # --- vm-attributes path ---------------------------------------------------------------------
 
-def test_private_and_shared_backings_are_separate(sw_vm, vm_attributes_route):
+@pytest.mark.needs("route:vm-attributes")
+def test_private_and_shared_backings_are_separate(sw_vm):
     """Upstream routing: a private gfn is served by guest_memfd and a shared gfn by
     userspace_addr, so a guest write to a private page is invisible in userspace_addr and
     the shared page keeps its own contents."""
@@ -325,7 +347,8 @@ def test_private_and_shared_backings_are_separate(sw_vm, vm_attributes_route):
     assert agent.read(GPA) == 0x22
 
 
-def test_private_gfn_without_guest_memfd_is_memory_fault(sw_vm, vm_attributes_route):
+@pytest.mark.needs("route:vm-attributes")
+def test_private_gfn_without_guest_memfd_is_memory_fault(sw_vm):
     """Upstream: KVM_EXIT_MEMORY_FAULT (flags PRIVATE, gpa, size) for a private gfn in a
     memslot without guest_memfd; KVM_RUN returns -1/EFAULT with it."""
     agent = Agent(sw_vm)
@@ -337,7 +360,8 @@ def test_private_gfn_without_guest_memfd_is_memory_fault(sw_vm, vm_attributes_ro
 
 
 @pytest.mark.needs("gup_test")
-def test_elevated_refcount_is_eagain_at_the_pinned_page(sw_vm, gmem_route):
+@pytest.mark.needs("route:gmem")
+def test_elevated_refcount_is_eagain_at_the_pinned_page(sw_vm):
     """Series selftest elevated_refcount; contract: 'EAGAIN on conversion to private when a
     page in range holds an extra reference (e.g. a long-term GUP pin), with error_offset = the
     byte offset of the first such page'. Unpinned pages convert; after unpinning the whole
@@ -355,7 +379,8 @@ def test_elevated_refcount_is_eagain_at_the_pinned_page(sw_vm, gmem_route):
             assert e.value.error_offset == 2 * PAGE
             assert all(view.probe(p * PAGE) == "ok" for p in range(4))
             gmem.to_private(0, 2 * PAGE)
-            assert view.probe(0) == "SIGBUS" and view.probe(2 * PAGE) == "ok"
+            assert view.probe(0) == "SIGBUS"
+            assert view.probe(2 * PAGE) == "ok"
         gmem.to_private()
         assert view.probe(3 * PAGE) == "SIGBUS"
         gmem.to_shared()
@@ -363,7 +388,8 @@ def test_elevated_refcount_is_eagain_at_the_pinned_page(sw_vm, gmem_route):
 
 
 @pytest.mark.needs("gup_test")
-def test_pin_in_a_later_run_fails_the_whole_mixed_range(sw_vm, gmem_route):
+@pytest.mark.needs("route:gmem")
+def test_pin_in_a_later_run_fails_the_whole_mixed_range(sw_vm):
     """Contract: EAGAIN 'with error_offset = the byte offset of the first such page', and 'On
     any failure the attributes are unchanged', on a range of several runs in different states
     with the pin in a later run: pages [0, 2) shared, [2, 4) private, [4, 6) shared with page 5
@@ -398,7 +424,8 @@ def test_pin_in_a_later_run_fails_the_whole_mixed_range(sw_vm, gmem_route):
         assert [view.read(p * PAGE) for p in range(8)] == [bytes([0x40 + p]) for p in range(8)]
 
 
-def test_conversion_unmaps_every_process(sw_vm, gmem_route):
+@pytest.mark.needs("route:gmem")
+def test_conversion_unmaps_every_process(sw_vm):
     """Series selftest forked_accesses; contract: 'Conversion to private removes the pages
     from every host process's page tables (not just the caller's)': a child that has the page
     mapped and read before the conversion gets SIGBUS on its next read."""
@@ -423,7 +450,8 @@ def test_conversion_unmaps_every_process(sw_vm, gmem_route):
         _, status = os.waitpid(pid, 0)
         for fd in (ready_r, ready_w, go_r, go_w):
             os.close(fd)
-        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGBUS
+        assert os.WIFSIGNALED(status)
+        assert os.WTERMSIG(status) == signal.SIGBUS
 
 
 @pytest.mark.parametrize("gpa, size, attributes, flags, why", [
@@ -447,7 +475,8 @@ def test_invalid_vm_ioctl_is_einval_and_changes_nothing(sw_vm, vm_attributes_rou
     assert agent.read(GPA) == 0x5C
 
 
-def test_vm_ioctl_bad_user_pointer_is_efault(sw_vm, vm_attributes_route, unreadable):
+@pytest.mark.needs("route:vm-attributes")
+def test_vm_ioctl_bad_user_pointer_is_efault(sw_vm, unreadable):
     """Upstream KVM_SET_MEMORY_ATTRIBUTES reads its struct first: EFAULT for a bad pointer."""
     with pytest.raises(KvmError) as e:
         kvm_ioctl(sw_vm.fd, "KVM_SET_MEMORY_ATTRIBUTES", unreadable, target=sw_vm)

@@ -135,7 +135,8 @@ def test_the_series_drawn_patch_by_patch(measured):
     assert added["add(argc, 1);"]["tests"] == ["on: tests/test_x.py::test_add"]
     assert (two["run"], two["never"], two["superseded"]) == (1, 0, 0)
     head = doc["headline"]
-    assert head["run"] == one["run"] + two["run"] and head["never"] == one["never"] == 1
+    assert head["run"] == one["run"] + two["run"]
+    assert head["never"] == one["never"] == 1
     assert head["not_compiled"] == 4  # snp_only()'s definition line, brace, body, brace
 
 
@@ -149,11 +150,14 @@ def test_reports(measured, tmp_path):
     assert f"`virt/kvm/x.c:{LINE['return -1;']}` never run" in md
     assert f"`virt/kvm/x.c:{LINE['return a * 2;']}` not compiled" in md
     page = coverage.html_page(doc)
-    assert "class='never'" in page and "class='notcompiled'" in page
+    assert "class='never'" in page
+    assert "class='notcompiled'" in page
     assert "<span class='tests'>on: tests/test_x.py::test_add</span>" in page
     info = coverage.lcov(cov, repo)
-    assert f"SF:{repo}/virt/kvm/x.c" in info and f"DA:{LINE['return -1;']},0" in info
-    assert "FN:" in info and info.rstrip().endswith("end_of_record")
+    assert f"SF:{repo}/virt/kvm/x.c" in info
+    assert f"DA:{LINE['return -1;']},0" in info
+    assert "FN:" in info
+    assert info.rstrip().endswith("end_of_record")
     if shutil.which("genhtml") is None:
         pytest.skip("genhtml (lcov; scripts/bootstrap --vm installs it)")
     (tmp_path / "x.info").write_text(info)
@@ -187,8 +191,10 @@ def test_combining_the_modes_boots():
     both = coverage.combine([on, off])
     lines = both["patches"][0]["hunks"][0]["lines"]
     assert [ln["status"] for ln in lines[:3]] == [coverage.RUN, coverage.RUN, coverage.NEVER]
-    assert lines[1]["tests"] == ["off: t2"] and both["boots"] == {"on": 1, "off": 1}
-    assert both["headline"]["run"] == 3 and both["headline"]["never"] == 1
+    assert lines[1]["tests"] == ["off: t2"]
+    assert both["boots"] == {"on": 1, "off": 1}
+    assert both["headline"]["run"] == 3
+    assert both["headline"]["never"] == 1
     assert both["headline"]["percent"] == "75.0%"
     with pytest.raises(GmemtestError):
         coverage.combine([])
@@ -257,7 +263,8 @@ def test_an_edit_inside_covered_functions_picks_their_tests(edited):
     assert sel.why == {"add": 2}
     edit(edited, "\tadd(argc, 1);", "\tadd(argc, 2);")
     sel = affected.select(edited, "HEAD")
-    assert sel.why == {"add": 2, "main": 1} and len(sel.tests) == 3
+    assert sel.why == {"add": 2, "main": 1}
+    assert len(sel.tests) == 3
     assert "add (2 tests)" in sel.describe()
 
 
@@ -276,13 +283,15 @@ def test_tests_slower_than_a_minute_are_left_out_and_named(edited):
         in sel.describe()
     edit(edited, "\tadd(argc, 1);", "\tadd(argc, 2);")
     sel = affected.select(edited, "HEAD")
-    assert sel.why == {"add": 2, "main": 1} and sel.tests == ["tests/test_a.py::test_add"]
+    assert sel.why == {"add": 2, "main": 1}
+    assert sel.tests == ["tests/test_a.py::test_add"]
     assert sel.slow == ["tests/test_b.py::test_b[x]", "tests/test_m.py::test_main"]
     edit(edited, "\ttotal += b + a;", "\ttotal += a + b;")
     write_map(edited, {"virt/kvm/x.c": {"main": ["on: tests/test_m.py::test_main"]}},
               {"on": {"tests/test_m.py::test_main": 90.0}})
     sel = affected.select(edited, "HEAD")
-    assert sel.tests == ["tests/test_m.py::test_main"] and sel.slow == []
+    assert sel.tests == ["tests/test_m.py::test_main"]
+    assert sel.slow == []
 
 
 @pytest.mark.parametrize("old, new, why", [
@@ -292,7 +301,9 @@ def test_tests_slower_than_a_minute_are_left_out_and_named(edited):
 def test_an_edit_outside_covered_functions_runs_the_whole_suite(edited, old, new, why):
     edit(edited, old, new)
     sel = affected.select(edited, "HEAD")
-    assert sel.whole is not None and why in sel.whole and sel.tests == []
+    assert sel.whole is not None
+    assert why in sel.whole
+    assert sel.tests == []
 
 
 def test_no_edit_and_no_map(edited, tmp_path):
@@ -331,8 +342,10 @@ def test_command_line_mistakes_are_one_line(gmemtest_cli, tmp_path):
         (["vm-test", "--affected", "HEAD"], "--affected BASE needs --src TREE alone"),
     ]:
         proc = gmemtest_cli(*args, env={**os.environ, "GMEMTEST_CACHE": str(tmp_path / "c")})
-        assert proc.returncode == 2 and said in proc.stderr, (args, proc.stderr)
-        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert said in proc.stderr, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1
+        assert "Traceback" not in proc.stderr
 
 
 def test_a_map_serves_a_tree_with_the_same_files(edited, tmp_path):

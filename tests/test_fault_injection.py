@@ -128,9 +128,12 @@ def test_failed_guest_memfd_fault_is_retried(gmem_route, tally):
     with pytest.raises(KvmError) as e:
         with Injector("fail_page_alloc", times=1) as inj:
             agent.read(GPA + 3 * PAGE)
-    assert inj.injected == 1 and e.value.call == "KVM_RUN" and e.value.errno_name == "ENOMEM"
+    assert inj.injected == 1
+    assert e.value.call == "KVM_RUN"
+    assert e.value.errno_name == "ENOMEM"
     assert agent.resume() == 0  # the same read, completed
-    assert agent.write(GPA + 3 * PAGE, 0x5A) is None and agent.read(GPA + 3 * PAGE) == 0x5A
+    assert agent.write(GPA + 3 * PAGE, 0x5A) is None
+    assert agent.read(GPA + 3 * PAGE) == 0x5A
     gmem_route.to_shared(mem, 3 * PAGE, PAGE)
     assert mem.view.read(3 * PAGE) == b"\x5a"
     tally(injected_faults=inj.injected, lost=0)
@@ -148,7 +151,8 @@ def test_failed_fallocate_allocates_nothing(gmem_route, tally):
     with Injector("fail_page_alloc", times=1) as inj:
         with pytest.raises(KvmError) as e:
             mem.gmem.allocate(0, PAGES * PAGE)
-    assert e.value.errno_name == "ENOMEM" and inj.injected == 1, e.value
+    assert e.value.errno_name == "ENOMEM", e.value
+    assert inj.injected == 1, e.value
     assert mem.gmem.cached() == 0, "a failed fallocate left pages allocated"
     mem.gmem.allocate(0, PAGES * PAGE)
     assert mem.gmem.cached() == PAGES, "fallocate did not allocate (no control)"
@@ -169,14 +173,17 @@ def test_failed_host_fault_of_shared_page(gmem_route, tally):
     failure is aimed at guest_memfd's fault handler: the read's own buffer comes before it
     (a kmalloc whose slab refill falls back to a lower order when a higher one fails)."""
     mem = gmem_route.memory(1, GPA, PAGES * PAGE, private=False)
-    assert mem.view.read(0) == b"\0" and mem.gmem.cached() == 1
+    assert mem.view.read(0) == b"\0"
+    assert mem.gmem.cached() == 1
     with Injector("fail_page_alloc", times=1, within="kvm_gmem_fault_user_mapping") as inj:
         refused = mem.view.peek(3 * PAGE)
-    assert inj.injected == 1 and refused is None, (inj.injected, refused)
+    assert inj.injected == 1, (inj.injected, refused)
+    assert refused is None, (inj.injected, refused)
     assert mem.gmem.cached() == 1, "the failed fault left its page allocated"
     gmem_route.to_private(mem, 3 * PAGE, PAGE)  # would hang on a leaked invalidate_lock
     gmem_route.to_shared(mem, 3 * PAGE, PAGE)
-    assert mem.view.peek(3 * PAGE) == b"\0" and mem.gmem.cached() == 2
+    assert mem.view.peek(3 * PAGE) == b"\0"
+    assert mem.gmem.cached() == 2
     tally(injected_faults=inj.injected, lost=0)
 
 
@@ -212,7 +219,8 @@ def test_failed_guest_memfd_creation_leaks_nothing(sw_vm, tally):
         pytest.fail(f"still injecting with a 16K budget: {counts}")
     with gmem, gmem.mmap(0, size) as view:
         view.write(size - PAGE, b"\x7e")
-        assert view.read(size - PAGE) == b"\x7e" and view.read(0) == b"\0"
+        assert view.read(size - PAGE) == b"\x7e"
+        assert view.read(0) == b"\0"
     assert fds() == baseline
     assert counts["enomem"] >= 3, f"fewer failure points than the call has: {counts}"
     tally(**counts, lost=0)

@@ -76,7 +76,8 @@ def test_bad_matrix_file_is_one_line(tmp_path, text, message, gmemtest_cli):
     config.write_text(text)
     proc = gmemtest_cli("matrix", "--config", str(config), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2, proc.stderr
-    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
 
@@ -87,7 +88,8 @@ def test_shipped_matrices_load():
     the default one, on the newest supported base, and the applied series on the other
     supported base."""
     nightly = matrix.load(CHECKOUT / "matrices/nightly.toml")
-    assert len(nightly.configs) == 4 and nightly.coverage == {"coverage"}
+    assert len(nightly.configs) == 4
+    assert nightly.coverage == {"coverage"}
     assert [c.id for c in nightly.cells()] == NIGHTLY
     assert {c.kernel_name: c.spec.patches.form for c in nightly.cells()} == \
         {"applied": "applied", "v8": "v8", "applied-7.2": "applied"}
@@ -223,11 +225,18 @@ def test_two_cells_from_one_build(onoff):
     proc, out = onoff
     doc = json.loads((out / "matrix.json").read_text())
     on, off = doc["cells"][ON], doc["cells"][OFF]
-    assert on["bzimage"] == off["bzimage"] and Path(on["bzimage"]).is_file()
-    assert on["tests"][UNMAPS] == "passed" and on["tests"][ENOTTY] == "skipped"
-    assert off["tests"][ENOTTY] == "passed" and off["tests"][UNMAPS] == "skipped"
-    assert off["tests"][SEPARATE] == "passed" and on["tests"][SEPARATE] == "skipped"
-    assert on["ok"] and off["ok"] and not on["findings"] and not off["findings"]
+    assert on["bzimage"] == off["bzimage"]
+    assert Path(on["bzimage"]).is_file()
+    assert on["tests"][UNMAPS] == "passed"
+    assert on["tests"][ENOTTY] == "skipped"
+    assert off["tests"][ENOTTY] == "passed"
+    assert off["tests"][UNMAPS] == "skipped"
+    assert off["tests"][SEPARATE] == "passed"
+    assert on["tests"][SEPARATE] == "skipped"
+    assert on["ok"]
+    assert off["ok"]
+    assert not on["findings"]
+    assert not off["findings"]
 
 
 @pytest.mark.timeout(1600)
@@ -252,10 +261,12 @@ def test_coverage_cells(onoff):
     assert f"{COV_ON}: tests/test_conversion.py::test_conversion_unmaps_every_process" in tests
     assert f"{COV_OFF}: tests/test_conversion.py::" \
         "test_gmem_ioctl_is_enotty_when_switched_off" in tests
-    assert (out / section["report"]).is_file() and section["run"]
+    assert (out / section["report"]).is_file()
+    assert section["run"]
     for cell in (COV_ON, COV_OFF):
         info = (out / "cells" / slug(cell) / "coverage.info").read_text()
-        assert "SF:" in info and re.search(r"^DA:\d+,[1-9]", info, re.M), cell
+        assert "SF:" in info, cell
+        assert re.search(r"^DA:\d+,[1-9]", info, re.M), cell
     assert f"coverage applied/coverage: {head['run']} of" in proc.stdout
     assert "the baseline: 1 of 1 run (100.0%)" in proc.stdout
 
@@ -286,14 +297,17 @@ def test_reports(onoff):
     for cell in (ON, OFF):
         slug = cell.replace("/", "--")
         ktap = (out / f"{slug}.ktap").read_text()
-        assert ktap.startswith("KTAP version 1") and "ok " in ktap
+        assert ktap.startswith("KTAP version 1")
+        assert "ok " in ktap
     page = (out / "report.html").read_text()
     for link in ("cells/applied--default--on/console.log",
                  "cells/applied--default--off/console.log"):
-        assert f"href='{link}'" in page and (out / link).is_file()
+        assert f"href='{link}'" in page
+        assert (out / link).is_file()
     assert "Regressions against the baseline" in page
     md = (out / "summary.md").read_text()
-    assert f"| {ON} |" in md and f"| {OFF} |" in md
+    assert f"| {ON} |" in md
+    assert f"| {OFF} |" in md
 
 
 # --- a job per cell: --list, --cell, merge; CI engines; KCIDB ----------------------------------
@@ -377,7 +391,8 @@ def test_ci_engines_run_exactly_the_listed_cells(gmemtest_cli):
 def test_unknown_cell_is_one_line(gmemtest_cli, tmp_path):
     proc = gmemtest_cli("matrix", "--config", str(CHECKOUT / "matrices/onoff.toml"), "--cell",
                         "applied/default/sideways", "--out", str(tmp_path))
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
         "gmemtest matrix: error: --cell applied/default/sideways: no such cell in the "
         f"matrix (its cells: {ON}, {OFF}, {COV_ON}, {COV_OFF})"]
@@ -402,8 +417,10 @@ def test_merge_mistakes_are_one_line(gmemtest_cli, tmp_path, case, message):
                         str(CHECKOUT / "matrices/onoff.toml"), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2, proc.stdout
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("gmemtest matrix merge: error: ")
-    assert message in lines[0] and not (tmp_path / "out" / "matrix.json").exists()
+    assert len(lines) == 1
+    assert lines[0].startswith("gmemtest matrix merge: error: ")
+    assert message in lines[0]
+    assert not (tmp_path / "out" / "matrix.json").exists()
 
 
 def test_a_cell_with_a_skip_its_kind_of_boot_may_not_have_fails_and_the_merge_names_it(
@@ -420,7 +437,8 @@ def test_a_cell_with_a_skip_its_kind_of_boot_may_not_have_fails_and_the_merge_na
                         str(tmp_path / "out"))
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
     doc = json.loads((tmp_path / "out/matrix.json").read_text())
-    assert not doc["cells"][ON]["ok"] and doc["cells"][OFF]["ok"]
+    assert not doc["cells"][ON]["ok"]
+    assert doc["cells"][OFF]["ok"]
     want = ("FAIL: 1 skip(s) a boot (in-place on) may not have, first "
             "tests.test_routing::test_b: needs X: absent")
     assert doc["cells"][ON]["verdict"] == want
@@ -435,11 +453,13 @@ def test_kcidb_document_is_valid(tmp_path):
                cell_result(tmp_path, "applied", "debug", "on", built=False)]
     doc = kcidb.document(results)
     kcidb_io.schema.LATEST.validate(doc)
-    assert len(doc["checkouts"]) == 1 and len(doc["builds"]) == 2
+    assert len(doc["checkouts"]) == 1
+    assert len(doc["builds"]) == 2
     assert [(t["path"], t["status"]) for t in doc["tests"]] == [
         ("gmemtest.test_routing.test_a.gmem", "PASS"), ("gmemtest.test_routing.test_b", "SKIP"),
         ("gmemtest.kernel_health", "PASS")]
-    assert doc["builds"][1]["status"] == "FAIL" and "Error 2" in doc["builds"][1]["log_excerpt"]
+    assert doc["builds"][1]["status"] == "FAIL"
+    assert "Error 2" in doc["builds"][1]["log_excerpt"]
 
 
 def _without_times(doc: dict) -> dict:

@@ -52,7 +52,8 @@ def test_kernel_agrees_with_the_model(route, kvm, tally, tmp_path):
                          steps=steps, seconds=seconds, pin_ok=pin_ok, failslab_ok=failslab_ok)
     finally:
         tally(profile=fuzz_profile.PROFILE, seed=fuzz_profile.SEED, **totals)
-    assert totals["conversions"] > 0 and totals["verifications"] > 0, totals
+    assert totals["conversions"] > 0, totals
+    assert totals["verifications"] > 0, totals
     assert not pin_ok or totals["refused_pinned"] > 0, totals
     # Conversions that an injected failure made fail, not conversions with failslab armed.
     assert not failslab_ok or totals["failed_conversions"] > 0, totals
@@ -81,7 +82,9 @@ def test_disagreement_gives_a_minimal_standalone_reproducer(route, kvm, tmp_path
     text = script.read_text()
     steps = [ln for ln in text.splitlines() if ln.startswith("    s.")
              and ln.strip() not in ("s.verify()", "s.check_health()")]
-    assert any(".guest_write(" in ln for ln in steps) and len(steps) <= 2, text
+    assert any(".guest_write(" in ln for ln in steps), text
+    assert len(steps) <= 2, text
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parent.parent, timeout=120)
-    assert proc.returncode != 0 and "Disagreement" in proc.stderr, proc.stdout + proc.stderr
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "Disagreement" in proc.stderr, proc.stdout + proc.stderr

@@ -155,7 +155,8 @@ def test_a_mutants_tests_get_three_times_their_coverage_run():
     # each its own: three times its time, at least the floor, at most the boot's limit
     assert own.tests == {"a": mutate.TEST_FLOOR, "b": 45.0, "c": limits.test}
     assert own.test == limits.test  # "new", not measured, keeps the boot's limit
-    assert own.total == limits.total and own.silence == limits.silence
+    assert own.total == limits.total
+    assert own.silence == limits.silence
     # a test whose three times would not fit the boot's limit is not run against mutants (a
     # healthy one would end its mutant 'timed out')
     assert mutate.slowest_test(limits) == limits.test / 3
@@ -201,8 +202,10 @@ def test_shards_merge_into_the_one_run(tmp_path, gmemtest_cli):
                        ([tmp_path / "s1", whole], "is a whole run, not a shard"),
                        ([tmp_path], "is not a mutation run's directory")):
         proc = gmemtest_cli("mutate", "merge", *map(str, dirs), "--out", str(tmp_path / "x"))
-        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-        assert proc.stderr.startswith("gmemtest mutate merge: error: ") and said in proc.stderr
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.startswith("gmemtest mutate merge: error: ")
+        assert said in proc.stderr
 
 
 def test_the_scratch_copy_never_writes_through_to_the_tree(tmp_path, monkeypatch):
@@ -241,14 +244,16 @@ def test_a_mutants_boots_judged():
         mutation.KILLED, "on: t1")
     outcome, by = mutate._killer([boot("on", outcomes=(P,), findings=(
         Finding("WARNING", "WARNING: at virt/kvm/guest_memfd.c:600"),))])
-    assert outcome == mutation.KILLED and "WARNING" in by
+    assert outcome == mutation.KILLED
+    assert "WARNING" in by
     assert mutate._killer([boot("on", Ended.HANG), boot("off", outcomes=(P,))])[0] == \
         mutation.TIMED_OUT
     assert mutate._killer([boot("on", Ended.NO_STATUS)])[0] == mutation.KILLED
     # a boot stopped at the kernel's first report: the report kills
     outcome, by = mutate._killer([boot("on", Ended.KERNEL_REPORT, findings=(
         Finding("Oops", "Oops: 0000 [#1] SMP"),))])
-    assert outcome == mutation.KILLED and by == "on: Oops: Oops: 0000 [#1] SMP"
+    assert outcome == mutation.KILLED
+    assert by == "on: Oops: Oops: 0000 [#1] SMP"
     # the boot stopped because the other one had killed it has no say
     assert mutate._killer([boot("on", Ended.STOPPED), boot("off", outcomes=(F,))]) == (
         mutation.KILLED, "off: t0")
@@ -293,7 +298,8 @@ def test_a_survivor_of_the_quickest_tests_runs_the_rest(tmp_path, monkeypatch):
     # killed in the first pass: no second
     passes.clear()
     r = mutate.run_one(c, built, tmp_path, mutate.LIMITS, took, most=None)
-    assert len(passes) == 1 and r.outcome == mutation.KILLED
+    assert len(passes) == 1
+    assert r.outcome == mutation.KILLED
     # every test that ran the line lets it through; the test newer than the map kills it
     c.line_tests = [f"{on}: tests/a.py::t{i}" for i in range(1, 5)]
     passes.clear()
@@ -358,7 +364,8 @@ def test_the_next_mutant_builds_while_this_one_boots(tmp_path):
     events.clear()
     ran = mutate._run_all(found, number, 3, judge, build, Progress(quiet=True), tmp_path / "b",
                           time.monotonic() - 1)
-    assert ran == {} and events == []
+    assert ran == {}
+    assert events == []
     assert list(tmp_path.glob("*.bzImage")) == []
 
 
@@ -440,7 +447,8 @@ def test_a_boot_waiting_for_a_core_is_not_made_once_the_other_killed(tmp_path, m
     tests = {m.label: ["tests/a.py::t0"] for m in (mutate.vmtest.ON, mutate.vmtest.OFF)}
     out = mutate._boots(build, c, tests, tmp_path, "", mutate.LIMITS, {},
                         threading.Semaphore(1))
-    assert len(booted) == 1 and [b.label for b in out] == [mutate.vmtest.ON.label]
+    assert len(booted) == 1
+    assert [b.label for b in out] == [mutate.vmtest.ON.label]
     booted.clear()
     mutate._boots(build, c, tests, tmp_path, "", mutate.LIMITS, {}, threading.Semaphore(2))
     assert len(booted) == 2, "with a core each, the two boots run side by side"
@@ -461,11 +469,14 @@ def test_scores_and_reports(tmp_path):
                result(mutation.NOT_BUILT), result(mutation.EQUIVALENT)]
     assert mutation.score(results) == (3, 4, "75.0%")
     doc = mutation.to_json(results, "kernel")
-    assert doc["patches"]["1"]["score"] == "100.0%" and doc["patches"]["2"]["score"] == "0.0%"
+    assert doc["patches"]["1"]["score"] == "100.0%"
+    assert doc["patches"]["2"]["score"] == "0.0%"
     md = mutation.markdown(doc)
-    assert "**3 of 4 detected (75.0%)**" in md and "-\tif (a < b)" in md
+    assert "**3 of 4 detected (75.0%)**" in md
+    assert "-\tif (a < b)" in md
     page = mutation.html_page(doc)
-    assert "Survivors (1)" in page and "tests/a.py::t1" in page
+    assert "Survivors (1)" in page
+    assert "tests/a.py::t1" in page
     path = tmp_path / "mutants.jsonl"
     for r in results:
         mutation.append(path, r)
@@ -484,7 +495,8 @@ def test_the_marks_file(tmp_path):
     assert marks == {"abc": mutation.Mark("abc", mutation.EQUIVALENT, "x", "same code"),
                      "def": mutation.Mark("def", mutation.UNOBSERVABLE, "y", "filter", "TDX")}
     mutation.write_marks(path, list(marks.values()), mutation.header_of(path))
-    assert mutation.load_marks(path) == marks and path.read_text().startswith("# ours\n")
+    assert mutation.load_marks(path) == marks
+    assert path.read_text().startswith("# ours\n")
     for text in ('[[equivalent]]\nid = "abc"\nmutant = "x"\n', "x = 1\n", "[[equivalent\n",
                  '[[equivalent]]\nid = "abc"\nmutant = "x"\nreason = ""\n',
                  '[[unobservable]]\nid = "abc"\nmutant = "x"\nreason = "r"\n',
@@ -496,7 +508,8 @@ def test_the_marks_file(tmp_path):
     # the project's own files are well formed, and each id is of kpatches/' mutants' form
     for base in patchset.bases():
         own = mutation.load_marks(patchset.kpatches(base).series_file.parent / mutate.MARKS)
-        assert own and all(len(i) == 12 and int(i, 16) >= 0 for i in own)
+        assert own
+        assert all(len(i) == 12 and int(i, 16) >= 0 for i in own)
         assert all(m.observable_on for m in own.values() if m.outcome == mutation.UNOBSERVABLE)
 
 
@@ -506,7 +519,8 @@ def test_unobservable_mutants_count_against_the_score():
                result(mutation.EQUIVALENT, 2)]
     assert mutation.score(results) == (1, 2, "50.0%")
     page = mutation.markdown(mutation.to_json(results, "k"))
-    assert "## Unobservable here (1)" in page and "## Equivalent (1)" in page
+    assert "## Unobservable here (1)" in page
+    assert "## Equivalent (1)" in page
 
 
 def test_command_line_mistakes_are_one_line(gmemtest_cli, tmp_path):
@@ -520,8 +534,10 @@ def test_command_line_mistakes_are_one_line(gmemtest_cli, tmp_path):
         (["mutate", "--", "-k", "x"], "not pytest options (-k)"),
     ]:
         proc = gmemtest_cli(*args, env={**os.environ, "GMEMTEST_CACHE": str(tmp_path / "c")})
-        assert proc.returncode == 2 and said in proc.stderr, (args, proc.stderr)
-        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert said in proc.stderr, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1
+        assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.timeout(3600)

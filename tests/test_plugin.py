@@ -46,7 +46,8 @@ def test_a_misspelt_need_stops_the_run(tmp_path, need):
     proc = pytest_on(tmp_path, f"@pytest.mark.needs({need!r})\ndef test_x():\n    pass\n")
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert f"test_case.py::test_x: unknown need {need!r}" in proc.stderr
-    assert "passed" not in proc.stdout and "skipped" not in proc.stdout
+    assert "passed" not in proc.stdout
+    assert "skipped" not in proc.stdout
 
 
 def test_unmounted_debugfs_is_an_error_not_a_skip(tmp_path):
@@ -184,8 +185,7 @@ def test_a_known_deviation_accepts_only_its_errno_in_every_phase(tmp_path, phase
                "    raise KvmError('KVM_X', errno.EINVAL)\n"))
     proc = pytest_on(tmp_path, body, args=["-p", "no:xdist"])
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "expected the known deviation's EINVAL, got: KVM_X(): ENOENT" in proc.stdout, \
-        proc.stdout
+    assert "expected the known deviation's EINVAL, got: KVM_X(): ENOENT" in proc.stdout, proc.stdout
     summary = proc.stdout.splitlines()[-1]
     if phase == "teardown":  # the call's EINVAL is the deviation; the teardown's ENOENT not
         assert "1 xfailed, 1 error" in summary, summary

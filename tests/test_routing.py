@@ -46,7 +46,8 @@ def test_guest_initiated_conversion(route):
     else:
         assert mem.view.read(2 * PAGE, 2) == b"\x31\x00"  # the shared page kept its own data
     exit = agent.map_gpa_range(GPA + 2 * PAGE, 1, private=False)
-    assert isinstance(exit, Hypercall) and exit.args[2] == uapi.KVM_MAP_GPA_RANGE_DECRYPTED
+    assert isinstance(exit, Hypercall)
+    assert exit.args[2] == uapi.KVM_MAP_GPA_RANGE_DECRYPTED
     route.to_shared(mem, 2 * PAGE, PAGE)
     assert agent.resume(hypercall_ret=0) == 0
     expect = 0x32 if route.name == "gmem" else 0x00
@@ -150,12 +151,16 @@ def test_two_memslots_one_file(gmem_route):
     agent = Agent(vm)
     gmem, view = one_file_two_memslots(vm)
     with view:
-        assert agent.write(8 << 30, 0x41) is None and agent.write(12 << 30, 0x42) is None
+        assert agent.write(8 << 30, 0x41) is None
+        assert agent.write(12 << 30, 0x42) is None
         gmem.to_private(0, 8 * PAGE)
-        assert view.probe(0) == "SIGBUS" and view.probe(4 * PAGE) == "SIGBUS"
-        assert agent.read(8 << 30) == 0x41 and agent.read(12 << 30) == 0x42
+        assert view.probe(0) == "SIGBUS"
+        assert view.probe(4 * PAGE) == "SIGBUS"
+        assert agent.read(8 << 30) == 0x41
+        assert agent.read(12 << 30) == 0x42
         gmem.to_shared(0, 8 * PAGE)
-        assert view.read(0) == b"\x41" and view.read(4 * PAGE) == b"\x42"
+        assert view.read(0) == b"\x41"
+        assert view.read(4 * PAGE) == b"\x42"
 
 
 @pytest.mark.needs("KVM_CAP_PRE_FAULT_MEMORY", "KVM_CAP_BINARY_STATS_FD")
@@ -195,7 +200,8 @@ def test_private_page_reachable_after_memslot_comes_back(route):
     old = mem.slot
     old.delete()
     exit = agent.read(GPA + PAGE)
-    assert isinstance(exit, Mmio) and exit.gpa == GPA + PAGE, exit
+    assert isinstance(exit, Mmio), exit
+    assert exit.gpa == GPA + PAGE, exit
     assert agent.resume() == exit.data[0]  # the read completes with what the VMM returned
     if route.name == "vm-attributes":
         route.vm.set_memory_attributes(GPA + PAGE, PAGE, uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE)

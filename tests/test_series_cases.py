@@ -18,7 +18,9 @@ def test_init_private(gmem_route, agent):
     reads zero and its writes stay invisible."""
     mem = gmem_route.memory(1, GPA, 4 * PAGE, private=True)
     assert all(mem.view.probe(p * PAGE) == "SIGBUS" for p in range(4))
-    assert agent.read(GPA) == 0 and agent.write(GPA, 7) is None and agent.read(GPA) == 7
+    assert agent.read(GPA) == 0
+    assert agent.write(GPA, 7) is None
+    assert agent.read(GPA) == 7
 
 
 def test_init_shared(gmem_route, agent):
@@ -27,7 +29,8 @@ def test_init_shared(gmem_route, agent):
     mem = gmem_route.memory(1, GPA, 4 * PAGE, private=False)
     mem.view.write(3 * PAGE, b"\x03")
     assert agent.read(GPA + 3 * PAGE) == 3
-    assert agent.write(GPA + 2 * PAGE, 2) is None and mem.view.read(2 * PAGE) == b"\x02"
+    assert agent.write(GPA + 2 * PAGE, 2) is None
+    assert mem.view.read(2 * PAGE) == b"\x02"
 
 
 def test_indexing(gmem_route, agent):
@@ -71,5 +74,6 @@ def test_truncate_keeps_the_attribute(gmem_route, agent):
     mem.view.write(0, b"\xaa" * (2 * PAGE))
     gmem_route.to_private(mem, PAGE, PAGE)
     mem.gmem.punch_hole(0, 2 * PAGE)
-    assert mem.view.read(0) == b"\x00" and mem.view.probe(PAGE) == "SIGBUS"
+    assert mem.view.read(0) == b"\x00"
+    assert mem.view.probe(PAGE) == "SIGBUS"
     assert agent.read(GPA + PAGE) == 0

@@ -21,8 +21,10 @@ PROGRAMS = [pytest.param(p, marks=pytest.mark.needs(*p.needs), id=p.name)
 @pytest.mark.needs("kselftests")
 @pytest.mark.parametrize("program", PROGRAMS)
 def test_tree_selftest(kvm, program, record_property):
-    assert LISTING is not None and program is not None, \
-        f"${kselftest.ENV} names a listing without programs: the tree has no guest_memfd selftest"
+    none = f"${kselftest.ENV} names a listing without programs: the tree has no guest_memfd " \
+        "selftest"
+    assert LISTING is not None, none
+    assert program is not None, none
     assert program.error is None, f"{program.name} {program.error}"
     result = kselftest.run(LISTING.binary(program))
     print(result.output[-8000:])
@@ -30,5 +32,6 @@ def test_tree_selftest(kvm, program, record_property):
         record_property("kselftest_skip", case)
     if result.status == kselftest.KSFT_SKIP:
         pytest.skip(f"kselftest SKIP: {program.name}: {result.summary}")
-    assert result.status == kselftest.KSFT_PASS and not result.failed, \
-        f"{program.name} exited {result.status}: {result.summary}"
+    said = f"{program.name} exited {result.status}: {result.summary}"
+    assert result.status == kselftest.KSFT_PASS, said
+    assert not result.failed, said

@@ -90,7 +90,8 @@ def test_conversion_fast_path_fills_what_the_python_fill_does():
         with pytest.raises(ConversionError) as e:
             assert conv.call(-1, conv.number, 1 << 32, 3 << 12, 1 << 3, 7) == -1
             conv.fail("fd -1")
-        assert e.value.arguments[start] == 1 << 32 and e.value.arguments["flags"] == 7
+        assert e.value.arguments[start] == 1 << 32
+        assert e.value.arguments["flags"] == 7
 
 
 def _refusals_from_threads(conversion, start_field: str) -> dict:

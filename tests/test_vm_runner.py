@@ -72,10 +72,12 @@ def test_real_warn_fails_a_passing_run(build, tmp_path):
                     [str(CHECKOUT / "vmimages/provoke/test_provoke_warn.py")],
                     results=tmp_path / "results", echo=False)
     outcome = report.evaluate("provoke", run)
-    assert outcome.passed == 1 and outcome.failed == 0
+    assert outcome.passed == 1
+    assert outcome.failed == 0
     assert not outcome.ok
     first = outcome.findings[0]
-    assert first.kind == "WARNING" and "lkdtm" in first.line, first
+    assert first.kind == "WARNING", first
+    assert "lkdtm" in first.line, first
     assert any("test_provoke_warning" in t for t in first.tests)
     assert outcome.verdict().startswith("FAIL: kernel health: WARNING during ")
 
@@ -94,7 +96,8 @@ def test_a_boot_asked_to_stops_at_the_kernels_first_report(build, tmp_path):
     assert run.limit is Ended.KERNEL_REPORT, (run.limit, run.limit_hit)
     assert run.seconds < 60, run.seconds
     outcome = report.evaluate("provoke", run)
-    assert outcome.findings and outcome.findings[0].kind == "WARNING", outcome.findings
+    assert outcome.findings, outcome.findings
+    assert outcome.findings[0].kind == "WARNING", outcome.findings
     assert "lkdtm" in outcome.findings[0].line
     assert qemu_processes(results) == []
 
@@ -110,7 +113,8 @@ def test_hanging_boot_is_one_line_and_leaves_no_qemu(build, tmp_path):
         capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     err = proc.stderr.strip().splitlines()
-    assert len(err) == 1 and "boot timeout: no init banner within 8 s" in err[0], proc.stderr
+    assert len(err) == 1, proc.stderr
+    assert "boot timeout: no init banner within 8 s" in err[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert qemu_processes(tmp_path / "r") == []
 
@@ -140,7 +144,8 @@ def test_vm_run_of_what_is_not_a_kernel_is_one_line(tmp_path, make, message, gme
     proc = gmemtest_cli("vm", "run", "--kernel", str(kimage), "--results", str(tmp_path / "r"))
     assert proc.returncode == 2
     assert message in one_error_line(proc)
-    assert not (tmp_path / "r").exists() and qemu_processes(tmp_path / "r") == []
+    assert not (tmp_path / "r").exists()
+    assert qemu_processes(tmp_path / "r") == []
 
 
 @pytest.mark.needs("built_kernel")
@@ -154,7 +159,8 @@ def test_dropped_kconfig_option_is_named(build, tmp_path):
     with pytest.raises(GmemtestError) as e:
         kconfig.generate(src, tmp_path / "build", [frag], dict(os.environ))
     msg = str(e.value)
-    assert "CONFIG_LKDTM=y (got n; needs" in msg and "RUNTIME_TESTING_MENU=n" in msg
+    assert "CONFIG_LKDTM=y (got n; needs" in msg
+    assert "RUNTIME_TESTING_MENU=n" in msg
     assert "CONFIG_DEBUG_FS" not in msg
 
 
@@ -219,7 +225,8 @@ def test_a_kernel_crash_fails_its_test_and_the_rest_runs_in_a_fresh_boot(build, 
     assert "== run: 2 passed, 1 failed" in proc.stdout, proc.stdout
     rest = (results / "after-crash-1/junit.xml").read_text()
     assert "test_unknown_capability_reads_zero" in rest
-    assert "test_api_version_is_12" not in rest and "test_provoke_crash" not in rest
+    assert "test_api_version_is_12" not in rest
+    assert "test_provoke_crash" not in rest
     assert qemu_processes(results) == []
 
 
@@ -398,7 +405,8 @@ def test_patch_that_does_not_apply_is_one_line(build, tmp_path, gmemtest_cli):
     assert proc.returncode == 2
     assert f"0001-bad.patch does not apply to linux-source-{BASE}" in one_error_line(proc)
     proc = gmemtest_cli("kernel", "build", "--patch-dir", str(tmp_path / "nothing"))
-    assert proc.returncode == 2 and "no such directory" in one_error_line(proc)
+    assert proc.returncode == 2
+    assert "no such directory" in one_error_line(proc)
     copies = [p for p in cache_dir("src").iterdir() if debian.is_patched_copy(p.name)]
     leftovers = [p for p in copies if not any(p.glob("linux-source-*/.gmemtest-patched"))]
     assert leftovers == []
@@ -410,7 +418,8 @@ def test_modes_boot_side_by_side_only_under_single_threaded_tcg(monkeypatch):
     GMEMTEST_SERIAL_BOOTS=1 asks for one by one."""
     monkeypatch.setattr(qemu.os, "cpu_count", lambda: 2)
     tcg, kvm = qemu.Accel([], "tcg", parallel=False), qemu.Accel([], "kvm", parallel=True)
-    assert qemu.boots_at_once(2, tcg) == 2 and qemu.boots_at_once(1, tcg) == 1
+    assert qemu.boots_at_once(2, tcg) == 2
+    assert qemu.boots_at_once(1, tcg) == 1
     assert qemu.boots_at_once(2, kvm) == 1
     monkeypatch.setattr(qemu.os, "cpu_count", lambda: 1)
     assert qemu.boots_at_once(2, tcg) == 1
@@ -458,7 +467,8 @@ def test_the_newest_supported_base_and_the_fallback_when_debian_drops_it(gmemtes
 ])
 def test_a_base_mistake_is_one_line(gmemtest_cli, args, message):
     proc = gmemtest_cli("kernel", "show", *args)
-    assert proc.returncode == 2 and message in one_error_line(proc)
+    assert proc.returncode == 2
+    assert message in one_error_line(proc)
 
 
 @pytest.mark.timeout(1500)
