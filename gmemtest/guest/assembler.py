@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import subprocess
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -17,16 +16,14 @@ SOURCE_DIR = Path(__file__).parent
 
 def assemble(source: Path) -> bytes:
     """Assemble ``source`` (GNU as, 64-bit) into a flat binary of its .text section."""
-    for tool in ("as", "objcopy"):
-        if shutil.which(tool) is None:
-            raise GmemtestError(f"binutils '{tool}' not found: apt-get install binutils")
+    for binary in ("as", "objcopy"):
+        if shutil.which(binary) is None:
+            raise GmemtestError(f"binutils '{binary}' not found: apt-get install binutils")
     with tempfile.TemporaryDirectory(prefix="gmemtest-as-") as tmp:
         obj, flat = Path(tmp, "prog.o"), Path(tmp, "prog.bin")
         for cmd in (["as", "--64", "-o", str(obj), str(source)],
                     ["objcopy", "-O", "binary", "-j", ".text", str(obj), str(flat)]):
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode:
-                raise GmemtestError(f"{cmd[0]} failed on {source}: {proc.stderr.strip()}")
+            tool.run(cmd, f"{cmd[0]} on {source}")
         return flat.read_bytes()
 
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from gmemtest.cache import cache_dir, locked
 from gmemtest.errors import BuildFailed, BuildStage, GmemtestError
-from gmemtest.tool import run
+from gmemtest.tool import last_line, run
 
 from .progress import Progress
 
@@ -125,10 +124,7 @@ def _version_key(version: str) -> list[object]:
 def extract(deb: Path, dest: Path) -> Path:
     """dpkg-deb -x the package into ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], capture_output=True,
-                          text=True)
-    if proc.returncode:
-        raise GmemtestError(f"dpkg-deb -x {deb} failed: {proc.stderr.strip()}")
+    run(["dpkg-deb", "-x", deb, dest], f"dpkg-deb -x {deb}")
     return dest
 
 
@@ -218,11 +214,9 @@ def _extract_source(deb: Path, dest: Path) -> None:
     tmp.mkdir(parents=True)
     pipeline = (f"dpkg-deb --fsys-tarfile '{deb}' | tar -xO --wildcards './usr/src/*.tar.xz' "
                 f"| tar -xJ -C '{tmp}'")
-    proc = subprocess.run(["bash", "-o", "pipefail", "-c", pipeline], capture_output=True,
-                          text=True)
+    proc = run(["bash", "-o", "pipefail", "-c", pipeline], f"unpacking {deb.name}", check=False)
     if proc.returncode:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise BuildFailed(BuildStage.FETCH, f"unpacking {deb.name} failed: "
-                          f"{proc.stderr.strip()[-300:]}")
+        raise BuildFailed(BuildStage.FETCH, f"unpacking {deb.name} failed: {last_line(proc)}")
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)

@@ -170,10 +170,6 @@ class KernelSpec:
         tree at some commit, a mutant's scratch copy) as it is."""
         return replace(self, source=Tree(path, build_dir), patches=None)
 
-    def unpatched(self) -> KernelSpec:
-        """The source alone, without the patch set."""
-        return replace(self, patches=None, gcov=())
-
     def with_fragments(self, fragments: tuple[str, ...]) -> KernelSpec:
         kconfig.fragment_paths(list(fragments))
         return replace(self, fragments=fragments)

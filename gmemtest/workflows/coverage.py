@@ -16,13 +16,13 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gmemtest import tool
 from gmemtest.cache import cache_dir
 from gmemtest.errors import GmemtestError, one_line
 from gmemtest.results import coverage, report, runlog
@@ -264,13 +264,12 @@ def load_map(tree: Path) -> CoverageMap | None:
 def suite_tests(checkout: Path = CHECKOUT) -> list[str]:
     """The node ids of the suite as the guest collects it (host-only tests left out)."""
     env = {**os.environ, "GMEMTEST_IN_GUEST": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only", "-p",
-                           "no:xdist", *GUEST_PYTEST_PLUGINS, str(checkout / "tests")],
-                          cwd=checkout, env=env, capture_output=True, text=True)
+    proc = tool.run([sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:xdist",
+                     *GUEST_PYTEST_PLUGINS, checkout / "tests"], "collecting the suite",
+                    cwd=checkout, env=env, check=False)
     if proc.returncode != 0:
-        last = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
         raise GmemtestError(f"the suite does not collect (pytest exited {proc.returncode}: "
-                            f"{last[0]}): run `make test` to see why")
+                            f"{tool.last_line(proc)}): run `make test` to see why")
     return [ln.strip() for ln in proc.stdout.splitlines() if "::" in ln]
 
 
