@@ -8,6 +8,7 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
+from gmemtest import tool
 from gmemtest.cache import cache_dir, write_atomically
 from gmemtest.errors import GmemtestError
 
