@@ -53,6 +53,18 @@ def test_a_format_patch_patch_is_kept_without_what_changes_when_it_does_not():
     assert kpatches.kept(text) == text
 
 
+def test_an_origin_paragraph_reads_back_and_its_lines_fit_checkpatch():
+    """checkpatch takes a long line in a message only when it starts with a path and ends with
+    a colon: the origin's path line is one, the rest is wrapped."""
+    name = "kvm-guest_memfd-track-shareability-per-page-in-the-inode.patch"
+    text = kpatches.origin("7.3", "7.2", name, "what the port changed, " * 6)
+    m = kpatches.ORIGIN.search(text)
+    assert m is not None, text
+    assert (m["base"], m["older"], m["name"]) == ("7.3", "7.2", name)
+    long = [ln for ln in text.splitlines() if len(ln) > 75]
+    assert long == [f"  kpatches/7.2/{name}:"]
+
+
 def test_a_patch_is_named_after_its_subject():
     assert kpatches.file_name(kpatches.subject(GIT_PATCH)) == \
         "kvm-guest_memfd-do-one-thing-and-say-so-in-a-subject-long-enough-to-fold.patch"
@@ -98,7 +110,7 @@ def test_a_patch_edited_in_one_base_without_an_origin_line_is_drift(queue):
 
 def test_an_origin_line_names_the_older_copy_and_the_range_diff_must_be_made_again(queue):
     p = only(queue)
-    origin = f"[ 1.1: adapted from kpatches/1.0/{p.name}: b is B on 1.1 ]\n\n"
+    origin = kpatches.origin("1.1", "1.0", p.name, "b is B on 1.1") + "\n\n"
     p.write_text(p.read_text().replace("+b\n", "+B\n")
                  .replace("Signed-off-by:", origin + "Signed-off-by:"))
     found = kpatches.problems(queue)
@@ -109,7 +121,7 @@ def test_an_origin_line_names_the_older_copy_and_the_range_diff_must_be_made_aga
 
 def test_an_origin_line_naming_another_patch_is_a_problem(queue):
     p = only(queue)
-    origin = "[ 1.1: adapted from kpatches/1.0/other.patch: b is B on 1.1 ]\n\n"
+    origin = kpatches.origin("1.1", "1.0", "other.patch", "b is B on 1.1") + "\n\n"
     p.write_text(p.read_text().replace("Signed-off-by:", origin + "Signed-off-by:"))
     found = kpatches.problems(queue)
     assert any("not kpatches/1.0/" in f for f in found), found

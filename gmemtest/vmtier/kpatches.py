@@ -6,8 +6,8 @@ newer base changed can be read, and nothing else shows as changed:
 - it is written without what changes when the patch does not: no commit sha (``From 0000...``),
   no ``[PATCH k/n]`` numbering, no ``index`` lines, no git version signature;
 - a patch of a newer base that is not byte for byte the older base's copy of the same patch
-  says where it came from and what its port changed, in an origin line of its message:
-  ``[ 7.3: adapted from kpatches/7.2/NAME: what changed ]``;
+  says where it came from and what its port changed, in an origin paragraph of its message
+  (:func:`origin`: ``[ 7.3: adapted from kpatches/7.2/NAME: what changed ]``, wrapped);
 - ``kpatches/OLD..NEW.range-diff`` is `git range-diff` of the two bases' series, made on the
   files they touch, with the digests of the series it was made from.
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import textwrap
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -33,8 +34,20 @@ from .checkout import KPATCHES
 from .patchset import PatchSet, subject
 
 ZERO_FROM = "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001"
-ORIGIN = re.compile(r"^\[ (?P<base>\d+\.\d+): adapted from kpatches/(?P<older>\d+\.\d+)/"
-                    r"(?P<name>[\w.+-]+\.patch): (?P<what>.+) \]$", re.M)
+# An adapted patch's origin, in its message (checkpatch takes the line that starts with the path
+# and ends with ":" however long):
+#   [ 7.3: adapted from
+#     kpatches/7.2/NAME.patch:
+#     what the port changed, wrapped ]
+ORIGIN = re.compile(r"^\[ (?P<base>\d+\.\d+): adapted from\n  kpatches/(?P<older>\d+\.\d+)/"
+                    r"(?P<name>[\w.+-]+\.patch):\n(?P<what>(?:  .*\n)*?  .*?) ?\]$", re.M)
+
+
+def origin(base: str, older: str, name: str, what: str) -> str:
+    """The origin paragraph of a patch of ``base`` adapted from kpatches/OLDER/NAME."""
+    lines = textwrap.wrap(f"{what.strip()} ]", 70)
+    return "\n".join([f"[ {base}: adapted from", f"  kpatches/{older}/{name}:",
+                      *(f"  {ln}" for ln in lines)])
 INDEX_LINE = re.compile(r"^index [0-9a-f]+\.\.[0-9a-f]+(?: [0-7]{6})?\n", re.M)
 SIGNATURE = re.compile(r"\n-- \n\d+(?:\.\d+)+\S*\n*\Z")
 # The commits of a range-diff are made at one fixed time: its shas change only with the series.
@@ -116,16 +129,17 @@ def problems(root: Path = KPATCHES) -> list[str]:
             mine = by_subject[older].get(subj)
             if mine is None:
                 if origin is not None:
-                    out.append(f"{p}: its origin line names kpatches/{origin['older']}/"
+                    out.append(f"{p}: its origin names kpatches/{origin['older']}/"
                                f"{origin['name']}, but {older} has no patch of its subject")
                 continue
             if origin is None and text != mine[1]:
-                out.append(f"{p}: differs from {mine[0]} and says nowhere why: add the origin "
-                           f"line [ {newer}: adapted from kpatches/{older}/{mine[0].name}: "
-                           "WHAT CHANGED ], or make it the same")
+                out.append(f"{p}: differs from {mine[0]} and says nowhere why: add its origin "
+                           f"([ {newer}: adapted from kpatches/{older}/{mine[0].name}: WHAT "
+                           "CHANGED ], wrapped as kpatches.origin() writes it), or make it the "
+                           "same")
             elif origin is not None and (origin["older"], origin["name"]) != (older,
                                                                                mine[0].name):
-                out.append(f"{p}: its origin line names kpatches/{origin['older']}/"
+                out.append(f"{p}: its origin names kpatches/{origin['older']}/"
                            f"{origin['name']}, not kpatches/{older}/{mine[0].name}")
         rd = range_diff_path(older, newer, root)
         try:
