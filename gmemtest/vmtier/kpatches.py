@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import os
 import re
-import textwrap
 import shutil
 import tempfile
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
