@@ -6,8 +6,10 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 
-from . import page
+from . import coverage, page
+from .coverage import Coverage
 from .outcome import Outcome, TestResult, short
+from .patches import Patch
 from .report import BootReport
 
 HEALTH = "(kernel health)"  # the boots' kernel health, compared as a test of its own
@@ -128,3 +130,18 @@ def html_page(a: Side, b: Side, diffs: list[Difference], why: str | None = None)
             + (f"<table><tr><th>mode</th><th>test</th><th>A</th><th>B</th></tr>{rows}</table>"
                if diffs else "" if why else "<p>No test's outcome differs.</p>"))
     return page.html_page("gmemtest diff", body)
+
+
+def coverage_lines(a: tuple[Coverage, list[Patch], str],
+                   b: tuple[Coverage, list[Patch], str]) -> list[str]:
+    """With --coverage: each side's figure for its own series (its coverage, its series'
+    patches, its kernel), and the instrumented functions some test ran on one side only."""
+    lines = []
+    for (cov, patches, label), name in ((a, "A"), (b, "B")):
+        said = coverage.headline(coverage.to_json(cov, patches, label)) if patches else \
+            "no series to draw"
+        lines.append(f"coverage {name}: {said} (coverage-{name.lower()}/)")
+    run_a, run_b = a[0].functions_run(), b[0].functions_run()
+    lines += [f"run on A only: {f}" for f in sorted(run_a - run_b)]
+    lines += [f"run on B only: {f}" for f in sorted(run_b - run_a)]
+    return lines

@@ -63,6 +63,12 @@ class Coverage:
     files: dict[str, FileCoverage] = field(default_factory=lambda: defaultdict(FileCoverage))
     boots: dict[str, int] = field(default_factory=dict)  # boot label -> tests recorded
 
+    def functions_run(self) -> set[str]:
+        """Every instrumented function some test ran, as ``FILE: NAME()``."""
+        return {f"{file}: {fn}()" for file, fc in self.files.items()
+                for fn, (start, end) in fc.functions.items()
+                if any(fc.counts.get(n, 0) for n in range(start, end + 1))}
+
     def tests_of_function(self, file: str, function: str) -> set[str]:
         """Every test (``boot: node id``) that ran a line of ``function`` in ``file``."""
         fc = self.files.get(file)

@@ -287,13 +287,6 @@ def adopt_map(source: Path, tree: Path) -> bool:
     return True
 
 
-def functions_run(cov: coverage.Coverage) -> set[str]:
-    """Every instrumented function some test ran, as ``FILE: NAME()``."""
-    return {f"{file}: {fn}()" for file, fc in cov.files.items()
-            for fn, (start, end) in fc.functions.items()
-            if any(fc.counts.get(n, 0) for n in range(start, end + 1))}
-
-
 def main(spec: KernelSpec, pytest_args: list[str] | None, limits: qemu.Limits,
          out: Path | None, since: str | None = None) -> Answer:
     stamp = time.strftime("%Y%m%d-%H%M%S")

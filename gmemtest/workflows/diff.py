@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gmemtest.results import comparison, report, runlog
-from gmemtest.results import coverage as coverage_of
 from gmemtest.results.answer import Answer
 from gmemtest.vmtier import kernel, qemu
 from gmemtest.vmtier.kernelspec import KernelSpec
@@ -73,17 +72,9 @@ def coverage_lines(a: Side, b: Side) -> list[str]:
     some test ran on one side only."""
     if a.measured is None or b.measured is None:
         return []
-    lines = []
-    for side, name in ((a, "A"), (b, "B")):
-        m = side.measured
-        assert m is not None
-        doc = coverage_of.to_json(m.coverage, m.patches, m.build.label)
-        lines.append(f"coverage {name}: " + (coverage_of.headline(doc) if m.patches else
-                                             "no series to draw") + f" (coverage-{name.lower()}/)")
-    run_a, run_b = cov.functions_run(a.measured.coverage), cov.functions_run(b.measured.coverage)
-    lines += [f"run on A only: {f}" for f in sorted(run_a - run_b)]
-    lines += [f"run on B only: {f}" for f in sorted(run_b - run_a)]
-    return lines
+    return comparison.coverage_lines(
+        (a.measured.coverage, a.measured.patches, a.label),
+        (b.measured.coverage, b.measured.patches, b.label))
 
 
 def main(a_word: str, a: KernelSpec, b_word: str, b: KernelSpec,
