@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from gmemtest.vmtier import kpatches
+from gmemtest.vmtier import kernel, kernelspec, kpatches, patchset
 from gmemtest.vmtier.checkout import KPATCHES
+from gmemtest.vmtier.progress import Progress
 
 pytestmark = pytest.mark.host_only
 
@@ -144,3 +145,20 @@ def test_a_series_naming_a_missing_patch_and_a_patch_in_no_series(queue):
     found = kpatches.problems(queue)
     assert any("which is not there" in f for f in found), found
     assert any("stray.patch: in no series file" in f for f in found), found
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.needs("linux_source")
+def test_the_newest_base_is_what_its_branch_exports(tmp_path):
+    """kpatches/ of the main job's base, applied as commits onto Debian's source (its branch,
+    a series tree) and written back the way they are kept, is byte for byte what the checkout
+    holds: the copies have not drifted from the branch they stand for."""
+    root = tmp_path / "kpatches"
+    shutil.copytree(KPATCHES, root)
+    base = patchset.bases()[-1]
+    tree = kernel.series_tree(kernelspec.from_options(base=base), Progress(quiet=True))
+    done = kpatches.export(tree.path, tree.count, base, root)
+    assert done.removed == []
+    for p in done.written:
+        assert p.read_bytes() == (KPATCHES / base / p.name).read_bytes(), p.name
+    assert kpatches.problems(root) == []

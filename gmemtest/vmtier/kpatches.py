@@ -165,10 +165,32 @@ class Exported:
     removed: list[Path]
 
 
+# A hunk's header: where it starts (an offset on another base) and the function git names
+# after it (which depends on the diff driver the tree's .gitattributes picks).
+HUNK_HEADER = re.compile(r"^@@ -\d+(?:,\d+)? \+\d+(?:,\d+)? @@.*$", re.M)
+
+
+def _kept_copy(text: str, base: str, root: Path) -> str:
+    """What the patch ``text`` exported for ``base`` is kept as: the copy kpatches/ holds
+    already, or else the older base's, when the two differ only in their hunks' headers (the
+    copy applies with offsets); else ``text``."""
+    found = bases(root)
+    name = file_name(subject(text))
+    places = [root / base / name]
+    if base in found and found.index(base) > 0:
+        places.append(root / found[found.index(base) - 1] / name)
+    for copy in (p for p in places if p.is_file()):
+        held = copy.read_text()
+        if HUNK_HEADER.sub("@@", held) == HUNK_HEADER.sub("@@", text):
+            return held
+    return text
+
+
 def export(tree: Path, count: int, base: str, root: Path = KPATCHES) -> Exported:
     """The last ``count`` commits of ``tree`` (a branch of the series) as kpatches/BASE: each
-    patch in the kept form, the series file's names replaced (its comments kept), patches it
-    no longer names removed."""
+    patch in the kept form (the copy held already, or the older base's, where they differ
+    only in the hunks' headers), the series file's names replaced (its comments kept),
+    patches it no longer names removed."""
     directory = root / base
     if not (directory / "series").is_file():
         raise GmemtestError(f"kpatches/{base}: no such base (a directory with a series file)")
@@ -179,7 +201,7 @@ def export(tree: Path, count: int, base: str, root: Path = KPATCHES) -> Exported
     written = []
     for text in texts:
         path = directory / file_name(subject(text))
-        path.write_text(text)
+        path.write_text(_kept_copy(text, base, root))
         written.append(path)
     series_file = directory / "series"
     comments = [ln for ln in series_file.read_text().splitlines() if ln.startswith("#")
