@@ -63,6 +63,16 @@ class CellResult:
         return slug(self.id)
 
     @property
+    def console(self) -> str | None:
+        """Its boot's console log, relative to the matrix's report (None: it did not boot)."""
+        return f"cells/{self.slug}/console.log" if self.outcome else None
+
+    @property
+    def ktap(self) -> str:
+        """Its KTAP document, relative to the matrix's report."""
+        return f"{self.slug}.ktap"
+
+    @property
     def ok(self) -> bool:
         return self.outcome is not None and self.outcome.ok
 
@@ -85,8 +95,8 @@ class CellResult:
             "skipped": o.skipped if o else 0, "xfailed": o.xfailed if o else 0,
             "findings": [str(f) for f in o.findings] if o else [],
             "tests": {k: str(v) for k, v in sorted(o.tests.items())} if o else {},
-            "console": f"cells/{self.slug}/console.log" if o else None,
-            "ktap": f"{self.slug}.ktap", "bzimage": self.bzimage, "built": self.kernel,
+            "console": self.console, "ktap": self.ktap, "bzimage": self.bzimage,
+            "built": self.kernel,
             "revision": o.revision() if o else None,
             "accel": o.run.accel if o and o.run else None,
             "build_seconds": self.build_seconds,

@@ -66,7 +66,8 @@ def _write_junit(results: list[CellResult], path: Path) -> None:
             health = junit.Case("gmemtest", "kernel-health",
                                 error=r.verdict() if problem else None,
                                 failure=None if problem else r.verdict(),
-                                text="\n".join(r.summary()["findings"]))
+                                text="\n".join(str(f) for f in r.outcome.findings)
+                                if r.outcome else "")
         suites.append(junit.suite(r.id, [*cases, health]))
     junit.write("gmemtest matrix", suites, path)
 
@@ -78,10 +79,9 @@ COLUMNS = ("cell", "kernel tests run", "passed", "failed", "skipped", "xfailed",
 def _rows(results: list[CellResult]) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for r in results:
-        s = r.summary()
-        rows.append((r.id, str(s["kernel_tests_run"]), str(s["passed"]), str(s["failed"]),
-                     str(s["skipped"]), str(s["xfailed"]),
-                     str(len(s["findings"])) if r.outcome else "-",
+        o = r.outcome
+        counts = (o.kernel_ran, o.passed, o.failed, o.skipped, o.xfailed) if o else (0,) * 5
+        rows.append((r.id, *map(str, counts), str(len(o.findings)) if o else "-",
                      "PASS" if r.ok else r.verdict()))
     return rows
 
@@ -117,13 +117,12 @@ def html_page(results: list[CellResult], regressions: list[str] | None = None,
     head = "".join(f"<th>{e(c)}</th>" for c in (*COLUMNS, "logs"))
     body = []
     for r, row in zip(results, _rows(results), strict=True):
-        s = r.summary()
         cells = [f"<td><a href='#{e(r.slug)}'>{e(row[0])}</a></td>"]
         cells += [f"<td class='{'n0' if v == '0' else ''}'>{e(v)}</td>" for v in row[1:-1]]
         cells.append(f"<td class='verdict'>{e(row[-1])}</td>")
-        links = [f"<a href='{e(s['ktap'])}'>ktap</a>"]
-        if s["console"]:
-            links.insert(0, f"<a href='{e(s['console'])}'>console</a>")
+        links = [f"<a href='{e(r.ktap)}'>ktap</a>"]
+        if r.console:
+            links.insert(0, f"<a href='{e(r.console)}'>console</a>")
         cells.append(f"<td>{' '.join(links)}</td>")
         body.append(f"<tr class='{'pass' if r.ok else 'fail'}'>{''.join(cells)}</tr>")
     parts = [f"<p>{len(results)} cells</p>"]
@@ -133,12 +132,12 @@ def html_page(results: list[CellResult], regressions: list[str] | None = None,
     parts.append(f"<table><tr>{head}</tr>{''.join(body)}</table>")
     parts += [f"<p>{e(n)}</p>" for n in notes or []]
     for r in results:
-        s = r.summary()
         parts.append(f"<h2 id='{e(r.slug)}'>{e(r.id)}</h2><p>{e(r.verdict())}</p>")
-        if s["built"]:
+        if r.kernel:
             cmdline = " ".join(r.cmdline) or "(nothing: the defaults)"
-            parts.append(f"<p>kernel {e(s['built'])}, command line <code>{e(cmdline)}</code>, "
-                         f"{e(s['accel'] or '')}</p>")
+            accel = r.outcome.run.accel if r.outcome and r.outcome.run else ""
+            parts.append(f"<p>kernel {e(r.kernel)}, command line <code>{e(cmdline)}</code>, "
+                         f"{e(accel)}</p>")
         o = r.outcome
         if o is None:
             continue
