@@ -84,7 +84,7 @@ def _cmd_kernel_show(args: argparse.Namespace) -> Answer:
 def add(sub: Any) -> None:
     """Its commands, on the command line."""
     k = sub.add_parser("kernel", help="kernel source and builds")
-    ksub = k.add_subparsers(dest="kernel_command", required=True)
+    ksub = k.add_subparsers(dest="kernel_command", required=True, metavar="build|selftests|show")
     kb = ksub.add_parser("build", help="fetch/patch/configure/build bzImage and uapi headers")
     options.add_source(kb)
     options.add_fragments(kb)
@@ -107,7 +107,8 @@ def add(sub: Any) -> None:
 
     kp = sub.add_parser("kpatches", help="kpatches/, the project's patches per Debian base, "
                         "kept as the stable queue keeps its patches")
-    kpsub = kp.add_subparsers(dest="kpatches_command", required=True)
+    kpsub = kp.add_subparsers(dest="kpatches_command", required=True,
+                              metavar="check|range-diff|export")
     kpsub.add_parser("check", help="every patch named after its subject, in the kept form, "
                      "the same in every base or saying what its port changed; the range-diffs "
                      "current (make lint runs it)").set_defaults(func=_cmd_kpatches_check)

@@ -49,7 +49,7 @@ def add(sub: Any) -> None:
     """Its commands, on the command line."""
     se = sub.add_parser("series", help="a posted series (an mbox): apply it, or walk it as the "
                         "0-day bot does")
-    ses = se.add_subparsers(dest="series_command", required=True)
+    ses = se.add_subparsers(dest="series_command", required=True, metavar="apply|walk")
     sa = ses.add_parser("apply", help="apply the series with git am onto the base, one commit "
                         "per patch, and print the tree (for git bisect run bisect-step)")
     sw = ses.add_parser("walk", help="build every prefix, run the suite at the tip in both "

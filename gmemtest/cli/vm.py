@@ -120,7 +120,7 @@ def _cmd_bisect_step(args: argparse.Namespace) -> Answer:
 def add(sub: Any) -> None:
     """Its commands, on the command line."""
     v = sub.add_parser("vm", help="boot a kernel under QEMU and run the suite in it")
-    vsub = v.add_subparsers(dest="vm_command", required=True)
+    vsub = v.add_subparsers(dest="vm_command", required=True, metavar="run|image")
     vr = vsub.add_parser("run", help="one boot: gmemtest vm run --kernel BZIMAGE -- PYTEST_ARGS")
     vr.add_argument("--kernel", required=True, metavar="PATH",
                     help="the bzImage to boot, or its build directory")
