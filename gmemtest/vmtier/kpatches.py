@@ -73,19 +73,13 @@ def kept(text: str) -> str:
 
 def bases(root: Path = KPATCHES) -> list[str]:
     """Every base kpatches/ holds patches for (those in preview too), oldest first."""
-    found = [p.name for p in root.iterdir() if (p / "series").is_file()]
-    return sorted(found, key=lambda b: tuple(int(x) for x in b.split(".")))
+    return patchset.bases(root, preview=True)
 
 
 def _listed(series_file: Path) -> list[str]:
-    names = []
-    for line in series_file.read_text().splitlines():
-        line = line.strip()
-        if line.startswith("# in the base:"):
-            line = line.removeprefix("# in the base:").strip()
-        if line and not line.startswith("#"):
-            names.append(line)
-    return names
+    """Every patch a series file names, to apply or marked in the base."""
+    names, marked = patchset.listed(series_file.read_text())
+    return [*names, *marked]
 
 
 def range_diff_path(older: str, newer: str, root: Path = KPATCHES) -> Path:

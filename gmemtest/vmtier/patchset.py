@@ -70,6 +70,15 @@ def subject(text: str) -> str:
     return re.sub(r"^\[PATCH[^\]]*\]\s*", "", " ".join(m.group(1).split()))
 
 
+def listed(text: str) -> tuple[list[str], list[str]]:
+    """What a series file's ``text`` names: the patches to apply, in order, and those marked
+    ``# in the base: NAME`` (``#`` starts a comment)."""
+    names = [n for ln in text.splitlines() if (n := ln.split("#", 1)[0].strip())]
+    marked = [m.group(1) for ln in text.splitlines()
+              if (m := re.match(r"^#\s*in the base:\s*(\S+)\s*$", ln))]
+    return names, marked
+
+
 def read(series_file: Path, name: str, form: str | None = None) -> PatchSet:
     """The patch set ``series_file`` lists (``#`` starts a comment); one line when the file or
     a patch it names is missing, unreadable or not a patch."""
@@ -79,12 +88,10 @@ def read(series_file: Path, name: str, form: str | None = None) -> PatchSet:
         raise GmemtestError(f"{name}: no series file {series_file}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise GmemtestError(f"{name}: cannot read {series_file}: {e}") from None
-    names = [ln.split("#", 1)[0].strip() for ln in text.splitlines()]
-    marked = [m.group(1) for ln in text.splitlines()
-              if (m := re.match(r"^#\s*in the base:\s*(\S+)\s*$", ln))]
+    names, marked = listed(text)
     patches: list[Path] = []
     in_base: list[Path] = []
-    for n in [*filter(None, names), *marked]:
+    for n in [*names, *marked]:
         p = series_file.parent / n
         try:
             body = p.read_bytes()
@@ -107,11 +114,12 @@ def read(series_file: Path, name: str, form: str | None = None) -> PatchSet:
 PREVIEW = "PREVIEW"  # in kpatches/<base>/: carried and selectable, not yet a default base
 
 
-def bases() -> list[str]:
+def bases(root: Path = KPATCHES, *, preview: bool = False) -> list[str]:
     """The Debian bases kpatches/ supports (a directory with a series file), oldest first;
-    not those in preview (a PREVIEW file says what is missing), which only --base takes."""
-    found = [p.name for p in KPATCHES.iterdir() if (p / FORMS[DEFAULT_FORM]).is_file()
-             and not (p / PREVIEW).exists()]
+    not those in preview (a PREVIEW file says what is missing, only --base takes them) unless
+    ``preview``."""
+    found = [p.name for p in root.iterdir() if (p / FORMS[DEFAULT_FORM]).is_file()
+             and (preview or not (p / PREVIEW).exists())]
     return sorted(found, key=lambda b: tuple(int(x) for x in b.split(".")))
 
 

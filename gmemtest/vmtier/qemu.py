@@ -406,6 +406,7 @@ def _boot(req: BootRequest) -> Run:
              limits.test, limits.total, limits.silence,
              f"; {len(limits.tests)} tests their own, {min(limits.tests.values()):.0f} to "
              f"{max(limits.tests.values()):.0f} s ({TEST_LIMITS})" if limits.tests else "")
+    start = time.monotonic()  # QEMU's start: what the boot's figures count from
     ctrl_c = _HeldSigint()
     try:
         proc = subprocess.Popen([*die_with_parent(), *cmd], stdin=subprocess.DEVNULL,
@@ -414,7 +415,7 @@ def _boot(req: BootRequest) -> Run:
     except BaseException:
         ctrl_c.release()
         raise
-    console = Console(proc, run, time.monotonic(), echo=req.echo,
+    console = Console(proc, run, start, echo=req.echo,
                       watch_reports=req.stop_at_report)
     try:
         ctrl_c.release()
