@@ -162,3 +162,17 @@ def test_the_newest_base_is_what_its_branch_exports(tmp_path):
     for p in done.written:
         assert p.read_bytes() == (KPATCHES / base / p.name).read_bytes(), p.name
     assert kpatches.problems(root) == []
+
+
+@pytest.mark.parametrize("args, said", [
+    (["range-diff", "9.9", "7.3"], "9.9: kpatches/ has no patches for it"),
+    (["range-diff", "7.3", "7.2"], "the older base first"),
+    (["export", "7.3"], "the following arguments are required: --from"),
+    (["export", "7.3", "--from", "/nonexistent"], "--from /nonexistent: no such directory"),
+    (["check", "--", "-k", "x"], "takes no pytest arguments"),
+])
+def test_kpatches_mistakes_are_one_line_before_any_fetch(gmemtest_cli, args, said):
+    proc = gmemtest_cli("kpatches", *args)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr
+    assert said in proc.stderr, proc.stderr

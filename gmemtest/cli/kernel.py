@@ -10,7 +10,7 @@ from typing import Any
 from gmemtest.errors import GmemtestError
 from gmemtest.results.answer import Answer
 
-from . import options
+from . import UsageError, options
 
 
 def _cmd_kernel_build(args: argparse.Namespace) -> Answer:
@@ -45,6 +45,12 @@ def _cmd_kpatches_check(args: argparse.Namespace) -> Answer:
 def _cmd_kpatches_range_diff(args: argparse.Namespace) -> Answer:
     from gmemtest.vmtier import kernel, kernelspec, kpatches
 
+    have = kpatches.bases()
+    for b in (args.older, args.newer):  # before any source is fetched
+        if b not in have:
+            raise UsageError(f"{b}: kpatches/ has no patches for it (it has {', '.join(have)})")
+    if have.index(args.older) >= have.index(args.newer):
+        raise UsageError(f"{args.older} {args.newer}: the older base first")
     sources = {b: kernel.prepare(kernelspec.from_options(base=b, patches=False))
                for b in (args.older, args.newer)}
     return Answer(0, str(kpatches.range_diff(args.older, args.newer, sources)))
