@@ -10,6 +10,9 @@ is then stopped with SIGABRT, faulthandler writing where it was, and the test fa
 with that line; a child that outlives its time by a grace period more (stuck in the kernel)
 is killed and reported the same way.
 Fixtures wider than a test are set up again in each child: the suite keeps those cheap.
+The parent sleeps until the child writes or exits (a poll on the pipe and on a pidfd of the
+child), and freezes its objects for the fork, so that the child's garbage collections do not
+walk (and so copy) every page of the parent's heap.
 
 A test that fails page allocations on purpose (fail_page_alloc) would lose its injected
 failure to the child's own copy-on-write faults (every first write to memory shared with the
@@ -21,8 +24,10 @@ lets them go), which costs a few tenths of a second.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import pickle
+import select
 import signal
 import tempfile
 import time
@@ -56,6 +61,7 @@ def _reports(item: pytest.Item, nextitem: pytest.Item | None,
     trace = tempfile.NamedTemporaryFile(prefix="gmemtest-trace-", suffix=".txt", delete=False)
     trace.close()
     read_end, write_end = os.pipe()
+    gc.freeze()
     pid = os.fork()
     if pid == 0:  # the child: run the test, send its reports, leave without cleanup
         status = 1
@@ -76,17 +82,21 @@ def _reports(item: pytest.Item, nextitem: pytest.Item | None,
                 status = 0
         finally:
             os._exit(status)
+    gc.unfreeze()
     os.close(write_end)
+    child = os.pidfd_open(pid)
     timed_out = False
     try:
-        data, status, hung = _wait(pid, read_end, _deadline(item))
+        data, status, hung = _wait(pid, child, read_end, _deadline(item))
     except pytest.fail.Exception:
         # pytest-timeout's alarm, which fires in this process (a forked child has no timers):
         # the test outlived its timeout. faulthandler in the child says where it was.
         timed_out = True
         with contextlib.suppress(ProcessLookupError):  # reaped already: _wait says so
             os.kill(pid, signal.SIGABRT)
-        data, status, hung = _wait(pid, read_end, ABORT_WAIT)
+        data, status, hung = _wait(pid, child, read_end, ABORT_WAIT)
+    finally:
+        os.close(child)
     try:
         where = _where(open(trace.name, errors="replace").read(), item)
     finally:
@@ -126,18 +136,24 @@ def _deadline(item: pytest.Item) -> float:
     return float(timeout or 300) + GRACE
 
 
-def _wait(pid: int, fd: int, seconds: float) -> tuple[bytes, int, bool]:
-    """Read the child's reports and reap it; kill it when it outlives ``seconds``."""
+def _wait(pid: int, child: int, fd: int, seconds: float) -> tuple[bytes, int, bool]:
+    """Read the child's reports from ``fd`` and reap it (``child`` is its pidfd, readable once
+    it has exited); kill it when it outlives ``seconds``."""
     os.set_blocking(fd, False)
+    waiting = select.poll()
+    waiting.register(fd, select.POLLIN)
+    waiting.register(child, select.POLLIN)
     chunks: list[bytes] = []
-    start = time.monotonic()
-    hung = False
+    deadline = time.monotonic() + seconds
+    hung, reading = False, True
     while True:
-        try:
-            while chunk := os.read(fd, 65536):
+        waiting.poll(max(0.0, deadline - time.monotonic()) * 1000)
+        with contextlib.suppress(BlockingIOError):
+            while reading and (chunk := os.read(fd, 65536)):
                 chunks.append(chunk)
-        except BlockingIOError:
-            pass
+            if reading:  # the child closed its end
+                reading = False
+                waiting.unregister(fd)
         try:
             done, status = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:  # reaped already (a wait the timeout's alarm cut short)
@@ -145,19 +161,16 @@ def _wait(pid: int, fd: int, seconds: float) -> tuple[bytes, int, bool]:
             break
         if done:
             break
-        if time.monotonic() - start > seconds and not hung:
+        if time.monotonic() >= deadline:
+            if hung:
+                status = 0  # unkillable (in the kernel): leave it, go on with the suite
+                break
             hung = True
             os.kill(pid, signal.SIGKILL)
-            start = time.monotonic() - seconds + KILL_WAIT
-        elif hung and time.monotonic() - start > seconds:
-            status = 0  # unkillable (in the kernel): leave it, go on with the suite
-            break
-        time.sleep(0.01)
-    try:
+            deadline = time.monotonic() + KILL_WAIT
+    with contextlib.suppress(BlockingIOError):
         while chunk := os.read(fd, 65536):
             chunks.append(chunk)
-    except BlockingIOError:
-        pass
     os.close(fd)
     return b"".join(chunks), status, hung
 
@@ -181,12 +194,19 @@ def _failure(item: pytest.Item, why: str) -> pytest.TestReport:
 
 class Isolated:
     """The plugin that runs each test of the session in a child of its own; those for which
-    ``own_pages(item)`` holds get their own copy of every page first."""
+    ``own_pages(item)`` holds get their own copy of every page first. A test for which
+    ``skips(item)`` holds skips before any of its code runs: pytest's own protocol reports it
+    here, without a child."""
 
-    def __init__(self, own_pages: Callable[[pytest.Item], bool]) -> None:
+    def __init__(self, own_pages: Callable[[pytest.Item], bool],
+                 skips: Callable[[pytest.Item], bool]) -> None:
         self.own_pages = own_pages
+        self.skips = skips
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool:
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None
+                                ) -> bool | None:
+        if self.skips(item):
+            return None
         run_forked(item, nextitem, self.own_pages(item))
         return True

@@ -331,7 +331,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--isolate"):
         config.pluginmanager.register(
             isolation.Isolated(
-                lambda item: any(n.partition(":")[0] == "fail_page_alloc" for n in needs_of(item))),
+                lambda item: any(n.partition(":")[0] == "fail_page_alloc" for n in needs_of(item)),
+                skips_before_its_fixtures),
             "gmemtest-isolation")
     headers = config.getoption("--kernel-headers") or os.environ.get(ENV_HEADERS)
     if headers:
@@ -482,9 +483,10 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
     return (yield from _only_the_deviation(item))
 
 
-def skip_unmet(item: pytest.Item) -> None:
-    """Skip naming the first capability the kernel lacks; a probe that cannot tell (an
-    error, not an absence) fails the test instead, unless a capability is missing anyway."""
+def unmet(item: pytest.Item) -> str | None:
+    """The skip naming the first capability the kernel lacks of those the test needs, or None;
+    a probe that cannot tell (an error, not an absence) raises, unless a capability is
+    missing anyway."""
     errors: list[Exception] = []
     for need in needs_of(item):
         try:
@@ -493,10 +495,29 @@ def skip_unmet(item: pytest.Item) -> None:
             errors.append(e)
             continue
         if reason:
-            # Reported at the test, not here: a reader looks for the test that skipped.
-            raise pytest.skip.Exception(f"needs {need}: {reason}", _use_item_location=True)
+            return f"needs {need}: {reason}"
     if errors:
         raise errors[0]
+    return None
+
+
+def skip_unmet(item: pytest.Item) -> None:
+    """Skip naming the first capability the kernel lacks; a probe that cannot tell fails the
+    test instead."""
+    reason = unmet(item)
+    if reason:
+        # Reported at the test, not here: a reader looks for the test that skipped.
+        raise pytest.skip.Exception(reason, _use_item_location=True)
+
+
+def skips_before_its_fixtures(item: pytest.Item) -> bool:
+    """Whether the test skips on a need the kernel lacks, before any fixture or line of it
+    runs (what an isolated run reports without a child of its own). The probes' answers are
+    cached, so the children forked after this inherit them."""
+    try:
+        return unmet(item) is not None
+    except (GmemtestError, OSError):
+        return False  # the child's setup fails the test with the probe's error
 
 
 # --- fixtures --------------------------------------------------------------------------------

@@ -6,7 +6,10 @@ $GMEMTEST_RESULTS/bench-guest.json for the host to report. Run only by gmemtest.
 - conversion round trips per second through the Python layer and through convert_loop.c (the
   same ioctls in C, $GMEMTEST_BENCH_LOOP), 4 KiB to 1 GiB;
 - guest agent accesses (one KVM_RUN exit each) per second;
-- the Python side's fixed costs: interpreter start, importing gmemtest, pytest collection.
+- the Python side's fixed costs: interpreter start, importing gmemtest, pytest collection;
+- floors, the least a figure can come to on this machine whatever gmemtest does: a fresh
+  interpreter importing pytest (no site, pytest's directory on its path), the gmemtest tests'
+  own time inside each process, and conversions through the compiled call alone.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ import os
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
+
+import pytest
 
 from gmemtest import Agent, Kvm
 from gmemtest.kvm import uapi
@@ -49,6 +55,16 @@ COMPARISON = {
 PYTEST = [sys.executable, "-m", "pytest", *GUEST_PYTEST_PLUGINS]
 
 
+def least(cmd: list[str], times: int = 3, **kw) -> float:
+    """The shortest of ``times`` runs of ``cmd``: the first fills the guest's page cache."""
+    return min(timed(cmd, **kw)[0] for _ in range(times))
+
+
+def own_seconds(junit: Path) -> float:
+    """The tests' own time in a pytest run (setup, call and teardown of each test)."""
+    return sum(float(case.get("time", 0)) for case in ET.parse(junit).iter("testcase"))
+
+
 def timed(cmd: list[str], **kw) -> tuple[float, int, str]:
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=CHECKOUT, **kw)
@@ -72,13 +88,15 @@ def test_selftests_against_gmemtest():
     assert root, "needs $GMEMTEST_SELFTESTS (gmemtest bench builds them)"
     env = {k: v for k, v in os.environ.items() if k != "GMEMTEST_RESULTS"}
     rows = []
+    junit = Path("/tmp/bench-equivalent.xml")
     for selftest, selection in COMPARISON.items():
         c_time, c_rc, c_out = timed([str(Path(root) / selftest)])
         py_time, py_rc, py_out = timed(
-            [*PYTEST, "-q", *selection], env=env)
+            [*PYTEST, "-q", f"--junitxml={junit}", *selection], env=env)
         rows.append({"selftest": selftest, "selftest_seconds": round(c_time, 3),
                      "selftest_status": c_rc, "gmemtest": " ".join(selection),
                      "gmemtest_seconds": round(py_time, 3), "gmemtest_status": py_rc,
+                     "gmemtest_tests_seconds": round(own_seconds(junit), 3),
                      "gmemtest_tail": py_out.strip().splitlines()[-1:]})
     record("comparison", rows)
     # With in-place conversion on, the selftests that make memory private through the VM
@@ -98,7 +116,13 @@ def test_fixed_costs():
     heaviest = sorted((ln.split("|") for ln in profile.splitlines()[1:] if ln.count("|") == 2),
                       key=lambda f: -int(f[1]))[:8]
     collect, _, _ = timed([*PYTEST, "-q", "--collect-only", "tests"])
+    # What any pytest process pays before it reads an option: the least of three.
+    bare_env = {**os.environ, "PYTHONPATH": str(Path(pytest.__file__).parent.parent)}
     record("fixed_costs", {
+        "python_start_without_site_seconds": round(least([sys.executable, "-S", "-c", "pass"]),
+                                                   3),
+        "import_pytest_seconds": round(least([sys.executable, "-S", "-c", "import pytest"],
+                                             env=bare_env), 3),
         "python_start_seconds": round(python, 3), "import_gmemtest_seconds": round(imports, 3),
         "collect_all_tests_seconds": round(collect, 3),
         "heaviest_imports_us": {f[2].strip(): int(f[1]) for f in heaviest}})
@@ -126,12 +150,36 @@ def test_conversion_round_trips():
                     if elapsed >= SECONDS:
                         break
                 python.append({"size": size, "round_trips": n, "seconds": elapsed})
+            bare = bare_round_trips(gmem.fd if via == "gmem" else vm.fd, via)
     loop = os.environ.get("GMEMTEST_BENCH_LOOP")
     assert loop, "needs $GMEMTEST_BENCH_LOOP (gmemtest bench builds convert_loop.c)"
     out = subprocess.run([loop, via, str(SECONDS), *map(str, SIZES)], capture_output=True,
                          text=True, check=True).stdout
     c = [json.loads(ln) for ln in out.splitlines()]
-    record("conversion", {"via": via, "python": python, "c": c})
+    record("conversion", {"via": via, "python": python, "c": c,
+                          **({"python_bare": [bare]} if bare else {})})
+
+
+def bare_round_trips(fd: int, via: str) -> dict | None:
+    """4 KiB round trips through the compiled conversion call alone, in a Python loop that
+    checks the clock as convert_loop.c does: no Vm or GuestMemfd method, no attribute lookup.
+    None where the module was not compiled."""
+    if not uapi.COMPILED:
+        return None
+    call = uapi.lib.gmemtest_convert
+    number = uapi.IOCTLS["KVM_SET_MEMORY_ATTRIBUTES2" if via == "gmem"
+                         else "KVM_SET_MEMORY_ATTRIBUTES"]
+    start_at = 0 if via == "gmem" else GPA
+    private, clock = uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE, time.monotonic
+    n, start = 0, clock()
+    while True:
+        if call(fd, number, start_at, 4096, private, 0) < 0 \
+                or call(fd, number, start_at, 4096, 0, 0) < 0:
+            raise OSError(uapi.ffi.errno, f"ioctl {number:#x}: {os.strerror(uapi.ffi.errno)}")
+        n += 1
+        elapsed = clock() - start
+        if elapsed >= SECONDS:
+            return {"size": 4096, "round_trips": n, "seconds": elapsed}
 
 
 def test_agent_accesses():
