@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gmemtest.errors import GmemtestError
-from gmemtest.testing import TEST_LIMITS, kallsyms
+from gmemtest.testing import TEST_LIMITS, kallsyms, kselftest
 from gmemtest.testing.debugfs import DEBUGFS
 
 pytestmark = pytest.mark.harness  # tests of gmemtest itself (the guest: the harness boot)
@@ -91,6 +91,25 @@ def test_a_test_deaf_to_sigabrt_is_killed_and_the_run_goes_on(tmp_path):
     assert "1 failed, 1 passed" in proc.stdout, proc.stdout + proc.stderr
     assert "FAILED test_case.py::test_deaf" in proc.stdout, proc.stdout
     assert "the test outlived its timeout (2 s) and was stopped\n" in proc.stdout, proc.stdout
+
+
+def test_an_isolated_test_skipping_on_a_missing_need_takes_no_child(tmp_path, monkeypatch):
+    """With each test in a process of its own, one that skips on a need the kernel lacks is
+    reported by the session's process itself (no fork for a test none of whose code runs),
+    naming the need; the others still run in children of that process."""
+    monkeypatch.delenv(kselftest.ENV, raising=False)
+    (tmp_path / "conftest.py").write_text(
+        "import os\n\n\ndef pytest_runtest_teardown(item):\n"
+        "    with open('setups.txt', 'a') as f:\n"
+        "        f.write(f'{item.name} {os.getpid()} {os.getppid()}\\n')\n")
+    proc = pytest_on(tmp_path, "@pytest.mark.needs('kselftests')\ndef test_skips():\n"
+                     "    pass\n\n\ndef test_runs():\n    pass\n", args=["--isolate", "-rs"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 passed, 1 skipped" in proc.stdout, proc.stdout
+    assert f"needs kselftests: ${kselftest.ENV} naming" in proc.stdout, proc.stdout
+    setups = {name: (pid, ppid) for name, pid, ppid in
+              (line.split() for line in (tmp_path / "setups.txt").read_text().splitlines())}
+    assert setups["test_runs"][1] == setups["test_skips"][0]
 
 
 def test_a_test_with_a_limit_of_its_own_is_stopped_at_it(tmp_path):

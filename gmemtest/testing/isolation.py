@@ -61,8 +61,12 @@ def _reports(item: pytest.Item, nextitem: pytest.Item | None,
     trace = tempfile.NamedTemporaryFile(prefix="gmemtest-trace-", suffix=".txt", delete=False)
     trace.close()
     read_end, write_end = os.pipe()
-    gc.freeze()
-    pid = os.fork()
+    gc.freeze()  # the child's collections leave the parent's heap (and its pages) alone
+    try:
+        pid = os.fork()
+    except OSError:
+        gc.unfreeze()
+        raise
     if pid == 0:  # the child: run the test, send its reports, leave without cleanup
         status = 1
         try:
