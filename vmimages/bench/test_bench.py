@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from gmemtest import Agent, Kvm
+from gmemtest import Agent, GuestMemfd, Kvm, Vm
 from gmemtest.kvm import uapi
 from gmemtest.kvm.revision import switch_param
 from gmemtest.testing import GUEST_PYTEST_PLUGINS, plugin
@@ -150,7 +150,7 @@ def test_conversion_round_trips():
                     if elapsed >= SECONDS:
                         break
                 python.append({"size": size, "round_trips": n, "seconds": elapsed})
-            bare = bare_round_trips(gmem.fd if via == "gmem" else vm.fd, via)
+            bare = bare_round_trips(gmem, 0) if via == "gmem" else bare_round_trips(vm, GPA)
     loop = os.environ.get("GMEMTEST_BENCH_LOOP")
     assert loop, "needs $GMEMTEST_BENCH_LOOP (gmemtest bench builds convert_loop.c)"
     out = subprocess.run([loop, via, str(SECONDS), *map(str, SIZES)], capture_output=True,
@@ -160,22 +160,21 @@ def test_conversion_round_trips():
                           **({"python_bare": [bare]} if bare else {})})
 
 
-def bare_round_trips(fd: int, via: str) -> dict | None:
-    """4 KiB round trips through the compiled conversion call alone, in a Python loop that
-    checks the clock as convert_loop.c does: no Vm or GuestMemfd method, no attribute lookup.
-    None where the module was not compiled."""
+def bare_round_trips(target: GuestMemfd | Vm, start_at: int) -> dict | None:
+    """4 KiB round trips through ``target``'s compiled conversion call alone (what its
+    set_memory_attributes or set_attributes makes), in a Python loop that checks the clock as
+    convert_loop.c does: no method, no attribute lookup. None where the module was not
+    compiled."""
     if not uapi.COMPILED:
         return None
-    call = uapi.lib.gmemtest_convert
-    number = uapi.IOCTLS["KVM_SET_MEMORY_ATTRIBUTES2" if via == "gmem"
-                         else "KVM_SET_MEMORY_ATTRIBUTES"]
-    start_at = 0 if via == "gmem" else GPA
+    conv = target._convert
+    call, number, fd = conv.call, conv.number, target.fd
     private, clock = uapi.KVM_MEMORY_ATTRIBUTE_PRIVATE, time.monotonic
     n, start = 0, clock()
     while True:
         if call(fd, number, start_at, 4096, private, 0) < 0 \
                 or call(fd, number, start_at, 4096, 0, 0) < 0:
-            raise OSError(uapi.ffi.errno, f"ioctl {number:#x}: {os.strerror(uapi.ffi.errno)}")
+            conv.fail(target)
         n += 1
         elapsed = clock() - start
         if elapsed >= SECONDS:
